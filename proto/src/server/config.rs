@@ -1,0 +1,60 @@
+//! Knobs of a server shard. Defaults follow DESIGN.md; tests shorten the timers.
+
+use core::time::Duration;
+
+/// Settings of one shard (one core). Bounds are per shard: a server with `k` cores holds `k`
+/// times as many.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// A registration lives this long after the last valid registration or keep-alive.
+    pub entry_lifetime: Duration,
+    /// Keep-alive interval the server asks appliances for.
+    pub keepalive_interval: Duration,
+    /// How long the old address of a moving name has to answer a CHECK.
+    pub check_window: Duration,
+    /// First CHECK retransmission timeout; doubles up to `rto_max`.
+    pub rto_initial: Duration,
+    pub rto_max: Duration,
+    /// Validity of an issued keep-alive token; keep-alives refresh it past half-life.
+    pub token_lifetime: Duration,
+    /// Validity of a registration nonce.
+    pub nonce_lifetime: Duration,
+    /// Largest accepted difference between a REGISTER's timestamp and the server clock.
+    pub timestamp_tolerance: Duration,
+    /// Most registrations held; past it new names get CAPACITY, known ones keep working.
+    pub max_registrations: usize,
+    /// Most address-change checks running at once.
+    pub max_pending_checks: usize,
+    /// Checks a single source IP may start in a burst, and per minute after that.
+    pub checks_per_ip_burst: u32,
+    pub checks_per_ip_per_minute: u32,
+    /// Slots of the fixed-size per-IP rate table (IPs that hash together share a budget).
+    pub rate_table_slots: usize,
+    /// Answer STUN Binding requests smaller than the answer (up to 44 bytes for 20). Off by
+    /// default: no reply is ever larger than its request unless an operator opts in.
+    pub answer_small_binding: bool,
+    /// How often expired registrations are swept out of the table.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            entry_lifetime: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            check_window: Duration::from_secs(60),
+            rto_initial: Duration::from_millis(500),
+            rto_max: Duration::from_secs(8),
+            token_lifetime: Duration::from_secs(3600),
+            nonce_lifetime: Duration::from_secs(600),
+            timestamp_tolerance: Duration::from_secs(600),
+            max_registrations: 1 << 20,
+            max_pending_checks: 4096,
+            checks_per_ip_burst: 8,
+            checks_per_ip_per_minute: 6,
+            rate_table_slots: 4096,
+            answer_small_binding: false,
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+}

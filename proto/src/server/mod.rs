@@ -1,0 +1,450 @@
+//! The server's registration state machine for one shard (one core), sans-IO.
+//!
+//! `handle(now, src, datagram, reply)` answers at once when there is an answer for `src`;
+//! challenges and late answers to other addresses come out of `poll_transmit`; timers are
+//! driven by `poll_timeout` / `handle_timeout`. The packet path is:
+//! parse → dispatch by method → (nonce → timestamp → signature) or (token) → table → reply.
+
+mod checks;
+mod config;
+mod ratelimit;
+mod table;
+
+pub use config::ServerConfig;
+pub use table::Entry;
+
+use crate::identity::{Fingerprint, FINGERPRINT_PREFIX_LEN};
+use crate::msg::{self, code, method, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered};
+use crate::name::{Name, TableKey};
+use crate::stun::{self, Class, Encoder, Message, MessageType, Method, TransactionId};
+use crate::time::Time;
+use crate::token::{canonical, ProofError, ProofKeys};
+use checks::{Checks, Pending};
+use ratelimit::RateTable;
+use ring::signature::Ed25519KeyPair;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use table::{Insert, Table};
+
+/// Source of randomness (challenges, transaction ids). Passed in so tests are deterministic.
+pub trait Entropy {
+    fn fill(&mut self, dest: &mut [u8]);
+}
+
+/// Secrets a shard works with: MAC keys derived from the server secret and the flock's
+/// signing key.
+#[derive(Clone)]
+pub struct Keys {
+    pub proof: ProofKeys,
+    pub flock: Arc<Ed25519KeyPair>,
+}
+
+/// Counters of one shard. Plain integers: the shard is owned by one core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub received: u64,
+    pub malformed: u64,
+    pub ignored: u64,
+    pub binding: u64,
+    pub registered: u64,
+    pub nonces_issued: u64,
+    pub bad_signature: u64,
+    pub clock_skew: u64,
+    pub name_taken: u64,
+    pub keepalives: u64,
+    pub tokens_refused: u64,
+    pub capacity_refused: u64,
+    pub checks_started: u64,
+    pub checks_rate_limited: u64,
+    pub checks_full: u64,
+    pub checks_kept_old: u64,
+    pub moved: u64,
+    pub silent_while_checking: u64,
+    /// Answers not sent because they would have been larger than the request.
+    pub amplification_suppressed: u64,
+    pub swept: u64,
+}
+
+/// What the server knows about a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub addr: SocketAddr,
+    pub fingerprint_prefix: [u8; FINGERPRINT_PREFIX_LEN],
+    /// Unix seconds after which it is dead.
+    pub expires: u32,
+    /// Where the name would move if the running address check lets it.
+    pub moving_to: Option<SocketAddr>,
+}
+
+// Names are held inline (no allocation); the queue is short and only used on rare paths.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Check(TableKey),
+    Registered { dst: SocketAddr, txid: TransactionId, name: Name, fp: Fingerprint },
+}
+
+/// One shard of a flock server.
+pub struct Server<E: Entropy> {
+    config: ServerConfig,
+    keys: Keys,
+    entropy: E,
+    table: Table,
+    checks: Checks,
+    rates: RateTable,
+    outgoing: VecDeque<Outgoing>,
+    next_sweep: Option<Time>,
+    stats: Stats,
+}
+
+impl<E: Entropy> Server<E> {
+    pub fn new(config: ServerConfig, keys: Keys, mut entropy: E) -> Server<E> {
+        let mut seed = [0; 16];
+        entropy.fill(&mut seed);
+        Server {
+            table: Table::new(config.max_registrations),
+            checks: Checks::new(config.max_pending_checks),
+            rates: RateTable::new(
+                config.rate_table_slots,
+                config.checks_per_ip_burst,
+                config.checks_per_ip_per_minute,
+                seed,
+            ),
+            outgoing: VecDeque::new(),
+            next_sweep: None,
+            stats: Stats::default(),
+            config,
+            keys,
+            entropy,
+        }
+    }
+
+    /// Handles one datagram from `src`; an answer for `src` is written to `reply`.
+    pub fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
+        self.stats.received += 1;
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.config.sweep_interval);
+        }
+        let Ok(msg) = Message::parse(datagram) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        let answer = match (msg.method(), msg.class()) {
+            (Method::BINDING, Class::Request) => return self.binding(&msg, src, reply),
+            (method::REGISTER, Class::Request) => self.register(now, &msg, src, reply),
+            (method::KEEPALIVE, Class::Request) => self.keepalive(now, &msg, src, reply),
+            (method::CHECK, Class::Success | Class::Error) => {
+                self.check_answer(now, &msg, src);
+                None
+            }
+            _ => {
+                self.stats.ignored += 1;
+                None
+            }
+        }?;
+        // Nothing proves `src` is who it claims before it has answered us: never send more.
+        if answer > datagram.len() {
+            self.stats.amplification_suppressed += 1;
+            return None;
+        }
+        Some(answer)
+    }
+
+    fn binding(&mut self, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+        let typ = MessageType { method: Method::BINDING, class: Class::Success };
+        let mut e = Encoder::new(reply, typ, msg.transaction_id()).ok()?;
+        e.xor_mapped_address(canonical(src)).ok()?;
+        let len = if msg.has_fingerprint() { e.fingerprint().ok()? } else { e.finish() };
+        if len > msg.len() && !self.config.answer_small_binding {
+            self.stats.amplification_suppressed += 1;
+            return None;
+        }
+        self.stats.binding += 1;
+        Some(len)
+    }
+
+    fn error(&self, reply: &mut [u8], method: Method, txid: &TransactionId, code: u16, nonce: Option<crate::token::Nonce>) -> Option<usize> {
+        ErrorAnswer { code, nonce }.encode(reply, method, txid).ok()
+    }
+
+    fn register(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+        let txid = msg.transaction_id();
+        let Ok(req) = Register::parse(msg) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        // 1. Return routability: a nonce bound to this source, before any expensive work.
+        let nonce_err = match req.nonce {
+            None => Some(code::NONCE_REQUIRED),
+            Some(n) => match self.keys.proof.verify_nonce(src, &n, now.as_secs()) {
+                Ok(()) => None,
+                Err(ProofError::Forged) => Some(code::NONCE_REQUIRED),
+                Err(ProofError::Expired) => Some(code::STALE_NONCE),
+            },
+        };
+        if let Some(c) = nonce_err {
+            self.stats.nonces_issued += 1;
+            let nonce = self.keys.proof.issue_nonce(src, secs_after(now, self.config.nonce_lifetime));
+            return self.error(reply, method::REGISTER, txid, c, Some(nonce));
+        }
+        // 2. Freshness.
+        let skew = now.0.abs_diff(req.timestamp_ms);
+        if skew > self.config.timestamp_tolerance.as_millis() as u64 {
+            self.stats.clock_skew += 1;
+            return self.error(reply, method::REGISTER, txid, code::CLOCK_SKEW, None);
+        }
+        // 3. Identity.
+        if !req.signature_ok() {
+            self.stats.bad_signature += 1;
+            return self.error(reply, method::REGISTER, txid, code::BAD_SIGNATURE, None);
+        }
+        let fp = req.fingerprint();
+        let key = req.name.hash().table_key();
+        // 4. The table.
+        if let Some(p) = self.checks.get_mut(&key) {
+            if p.fp == fp && !self.table.get(&key, now).is_some_and(|e| e.same_addr(src)) {
+                // Still checking the old address: stay silent; follow the latest new address.
+                p.new_addr = src;
+                p.register_txid = *txid;
+                self.stats.silent_while_checking += 1;
+                return None;
+            }
+        }
+        match self.table.get(&key, now).copied() {
+            Some(e) if e.fp != fp.prefix() => {
+                self.stats.name_taken += 1;
+                self.error(reply, method::REGISTER, txid, code::NAME_TAKEN, None)
+            }
+            Some(e) if !e.same_addr(src) => {
+                self.start_check(now, key, &req.name, fp, e.addr(), src, txid);
+                None
+            }
+            _ => {
+                let expires = secs_after(now, self.config.entry_lifetime);
+                if self.table.insert(table::Entry::new(key, src, fp.prefix(), expires), now) == Insert::Full {
+                    self.stats.capacity_refused += 1;
+                    return self.error(reply, method::REGISTER, txid, code::CAPACITY, None);
+                }
+                self.stats.registered += 1;
+                self.registered(now, &req.name, &fp, src, txid, reply)
+            }
+        }
+    }
+
+    fn registered(&self, now: Time, name: &Name, fp: &Fingerprint, dst: SocketAddr, txid: &TransactionId, buf: &mut [u8]) -> Option<usize> {
+        let token = self.keys.proof.issue_token(name, fp, dst, secs_after(now, self.config.token_lifetime));
+        let interval = self.config.keepalive_interval.as_millis().min(u32::MAX as u128) as u32;
+        Registered { mapped: canonical(dst), token, keepalive_interval_ms: interval }.encode(buf, txid).ok()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_check(&mut self, now: Time, key: TableKey, name: &Name, fp: Fingerprint, old: SocketAddr, new: SocketAddr, register_txid: &TransactionId) {
+        if self.checks.is_full() {
+            self.stats.checks_full += 1;
+            return;
+        }
+        if !self.rates.allow(now, new) {
+            self.stats.checks_rate_limited += 1;
+            return;
+        }
+        let mut txid = [0; 12];
+        let mut challenge = [0; 16];
+        self.entropy.fill(&mut txid);
+        self.entropy.fill(&mut challenge);
+        let signature = msg::sign_check(&self.keys.flock, name, &challenge);
+        let rto = self.config.rto_initial;
+        self.checks.start(
+            key,
+            Pending {
+                name: *name,
+                fp,
+                old_addr: old,
+                new_addr: new,
+                register_txid: *register_txid,
+                txid,
+                challenge,
+                signature,
+                deadline: now + self.config.check_window,
+                next_send: (now + rto).min(now + self.config.check_window),
+                rto: (rto * 2).min(self.config.rto_max),
+            },
+        );
+        self.outgoing.push_back(Outgoing::Check(key));
+        self.stats.checks_started += 1;
+    }
+
+    fn keepalive(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+        let txid = msg.transaction_id();
+        let Ok(req) = Keepalive::parse(msg) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        if self.keys.proof.verify_token(&req.name, &req.identity, src, &req.token, now.as_secs()).is_err() {
+            self.stats.tokens_refused += 1;
+            return self.error(reply, method::KEEPALIVE, txid, code::REREGISTER, None);
+        }
+        let key = req.name.hash().table_key();
+        let expires = secs_after(now, self.config.entry_lifetime);
+        match self.table.get_mut(&key, now) {
+            Some(e) if e.fp != req.identity.prefix() => {
+                self.stats.name_taken += 1;
+                return self.error(reply, method::KEEPALIVE, txid, code::NAME_TAKEN, None);
+            }
+            Some(e) if e.same_addr(src) => e.expires = expires,
+            Some(_) => {
+                if self.checks.get(&key).is_some_and(|p| p.new_addr == src) {
+                    self.stats.silent_while_checking += 1;
+                    return None;
+                }
+                // A valid token from another address than the registered one: moving needs a
+                // signed REGISTER (and a check of the old address).
+                self.stats.tokens_refused += 1;
+                return self.error(reply, method::KEEPALIVE, txid, code::REREGISTER, None);
+            }
+            None => {
+                // The token proves we verified this identity here before (a restart, or the
+                // entry expired): take it back without a signature.
+                let entry = table::Entry::new(key, src, req.identity.prefix(), expires);
+                if self.table.insert(entry, now) == Insert::Full {
+                    self.stats.capacity_refused += 1;
+                    return self.error(reply, method::KEEPALIVE, txid, code::CAPACITY, None);
+                }
+            }
+        }
+        self.stats.keepalives += 1;
+        let half_life = self.config.token_lifetime.as_secs() / 2;
+        let token = (u64::from(req.token.expiry) < now.as_secs() + half_life).then(|| {
+            let expiry = secs_after(now, self.config.token_lifetime);
+            self.keys.proof.issue_token(&req.name, &req.identity, src, expiry)
+        });
+        KeptAlive { mapped: canonical(src), token }.encode(reply, txid).ok()
+    }
+
+    fn check_answer(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr) {
+        let Some(name) = msg::request_name(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let key = name.hash().table_key();
+        let Some(p) = self.checks.get(&key) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if msg.transaction_id() != &p.txid {
+            self.stats.ignored += 1;
+            return;
+        }
+        let proven = msg.class() == Class::Success
+            && CheckAnswer::parse(msg).is_ok_and(|a| a.proves(&p.fp.prefix(), &p.challenge));
+        if proven && canonical(src) == canonical(p.old_addr) {
+            // The registered appliance is alive where it was: the name stays.
+            self.checks.remove(&key);
+            let expires = secs_after(now, self.config.entry_lifetime);
+            if let Some(e) = self.table.get_mut(&key, now) {
+                e.expires = e.expires.max(expires);
+            }
+            self.stats.checks_kept_old += 1;
+        } else {
+            // Wrong identity at the old address, or the right one answering from elsewhere:
+            // either way the old address no longer holds the appliance.
+            self.move_name(now, key);
+        }
+    }
+
+    /// Ends a check in favour of the new address and answers its latest REGISTER.
+    fn move_name(&mut self, now: Time, key: TableKey) {
+        let Some(p) = self.checks.remove(&key) else { return };
+        let expires = secs_after(now, self.config.entry_lifetime);
+        // The key is already in the table, so this overwrites and never hits the bound.
+        let _ = self.table.insert(table::Entry::new(key, p.new_addr, p.fp.prefix(), expires), now);
+        self.outgoing.push_back(Outgoing::Registered { dst: p.new_addr, txid: p.register_txid, name: p.name, fp: p.fp });
+        self.stats.moved += 1;
+    }
+
+    /// Next datagram to send on the shard's own initiative.
+    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        while let Some(out) = self.outgoing.pop_front() {
+            match out {
+                Outgoing::Check(key) => {
+                    let Some(p) = self.checks.get(&key) else { continue };
+                    if let Ok(len) = msg::encode_check(buf, &p.txid, &p.name, &p.challenge, &p.signature) {
+                        return Some((p.old_addr, len));
+                    }
+                }
+                Outgoing::Registered { dst, txid, name, fp } => {
+                    if let Some(len) = self.registered(now, &name, &fp, dst, &txid, buf) {
+                        return Some((dst, len));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// When `handle_timeout` must next run.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match (self.checks.next_timeout(), self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Retransmits checks, ends those whose window closed, sweeps expired registrations.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(key) = self.checks.pop_due(now) {
+            let Some(p) = self.checks.get(&key) else { continue };
+            let old_gone = self.table.get(&key, now).is_none();
+            if now >= p.deadline || old_gone {
+                self.move_name(now, key);
+            } else {
+                self.outgoing.push_back(Outgoing::Check(key));
+                self.checks.reschedule(&key, now, self.config.rto_max);
+            }
+        }
+        if self.next_sweep.is_some_and(|t| now >= t) {
+            self.stats.swept += self.table.sweep(now) as u64;
+            self.next_sweep = Some(now + self.config.sweep_interval);
+        }
+    }
+
+    /// The live registration of `name`, if any.
+    pub fn lookup(&self, now: Time, name: &Name) -> Option<Registration> {
+        let key = name.hash().table_key();
+        let e = self.table.get(&key, now)?;
+        Some(Registration {
+            addr: e.addr(),
+            fingerprint_prefix: e.fp,
+            expires: e.expires,
+            moving_to: self.checks.get(&key).map(|p| p.new_addr),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Registrations held (dead ones not yet swept included) and checks running.
+    pub fn occupancy(&self) -> (usize, usize) {
+        (self.table.len(), self.checks.len())
+    }
+
+    /// Bytes held by the registration table.
+    pub fn table_bytes(&self) -> usize {
+        self.table.allocated_bytes()
+    }
+}
+
+/// Unix seconds `d` after `now`, rounded down (so a lifetime is never exceeded).
+fn secs_after(now: Time, d: core::time::Duration) -> u32 {
+    (now + d).as_secs().min(u32::MAX as u64) as u32
+}
+
+/// The core that owns a datagram: the owner of its name for flock requests and check answers,
+/// `None` for anything else (stateless or dropped, any core will do).
+pub fn owner_core(datagram: &[u8], cores: usize) -> Option<usize> {
+    if cores <= 1 || !stun::looks_like_stun(datagram) {
+        return None;
+    }
+    let msg = Message::parse(datagram).ok()?;
+    msg::request_name(&msg).map(|n| n.hash().core_index(cores))
+}

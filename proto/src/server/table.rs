@@ -1,0 +1,148 @@
+//! The registration table: name key → (address, identity prefix, expiry), packed to 48 bytes
+//! an entry. Expired entries are dead at once (every read checks the expiry) and swept out
+//! periodically or when the table is full.
+
+use crate::identity::FINGERPRINT_PREFIX_LEN;
+use crate::name::TableKey;
+use crate::time::Time;
+use hashbrown::HashTable;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// One registration, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub key: TableKey,
+    /// IPv6 octets; IPv4 is stored mapped (::ffff:a.b.c.d).
+    ip: [u8; 16],
+    port: u16,
+    pub fp: [u8; FINGERPRINT_PREFIX_LEN],
+    /// Unix seconds after which the entry is dead.
+    pub expires: u32,
+}
+
+impl Entry {
+    pub fn new(key: TableKey, addr: SocketAddr, fp: [u8; FINGERPRINT_PREFIX_LEN], expires: u32) -> Entry {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        Entry { key, ip, port: addr.port(), fp, expires }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        let v6 = Ipv6Addr::from(self.ip);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), self.port),
+            None => SocketAddr::new(IpAddr::V6(v6), self.port),
+        }
+    }
+
+    pub fn same_addr(&self, addr: SocketAddr) -> bool {
+        let other = Entry::new(self.key, addr, self.fp, 0);
+        self.ip == other.ip && self.port == other.port
+    }
+
+    pub fn alive(&self, now: Time) -> bool {
+        now.as_secs() < u64::from(self.expires)
+    }
+}
+
+fn hash(key: &TableKey) -> u64 {
+    // The key is already a slice of SHA-256: any 8 bytes of it are a uniform hash.
+    u64::from_le_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]])
+}
+
+pub(crate) struct Table {
+    entries: HashTable<Entry>,
+    max: usize,
+}
+
+/// Outcome of [`Table::insert`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Insert {
+    Done,
+    Full,
+}
+
+impl Table {
+    pub(crate) fn new(max: usize) -> Table {
+        Table { entries: HashTable::new(), max }
+    }
+
+    pub(crate) fn get(&self, key: &TableKey, now: Time) -> Option<&Entry> {
+        self.entries.find(hash(key), |e| &e.key == key).filter(|e| e.alive(now))
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &TableKey, now: Time) -> Option<&mut Entry> {
+        self.entries.find_mut(hash(key), |e| &e.key == key).filter(|e| e.alive(now))
+    }
+
+    /// Inserts or overwrites (also a dead entry under the same key). At the bound, sweeps dead
+    /// entries once before giving up.
+    pub(crate) fn insert(&mut self, entry: Entry, now: Time) -> Insert {
+        if let Some(e) = self.entries.find_mut(hash(&entry.key), |e| e.key == entry.key) {
+            *e = entry;
+            return Insert::Done;
+        }
+        if self.entries.len() >= self.max && self.sweep(now) == 0 {
+            return Insert::Full;
+        }
+        self.entries.insert_unique(hash(&entry.key), entry, |e| hash(&e.key));
+        Insert::Done
+    }
+
+    /// Drops dead entries; returns how many.
+    pub(crate) fn sweep(&mut self, now: Time) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.alive(now));
+        before - self.entries.len()
+    }
+
+    /// Entries held, dead ones not yet swept included.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes the table holds in memory (buckets, control bytes).
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        let buckets = self.entries.capacity().next_power_of_two();
+        self.entries.allocation_size().max(buckets * (core::mem::size_of::<Entry>() + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_is_compact() {
+        assert_eq!(core::mem::size_of::<Entry>(), 48);
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        for a in ["192.0.2.1:9", "[2001:db8::1]:65535", "[::ffff:10.0.0.1]:1"] {
+            let addr: SocketAddr = a.parse().unwrap();
+            let e = Entry::new([0; 12], addr, [0; 12], 0);
+            assert!(e.same_addr(addr));
+            assert_eq!(e.addr(), crate::token::canonical(addr));
+        }
+    }
+
+    #[test]
+    fn bound_sweeps_dead_then_refuses() {
+        let mut t = Table::new(2);
+        let now = Time::from_secs(1000);
+        let e = |k: u8, exp| Entry::new([k; 12], "192.0.2.1:1".parse().unwrap(), [k; 12], exp);
+        assert_eq!(t.insert(e(1, 1001), now), Insert::Done);
+        assert_eq!(t.insert(e(2, 1100), now), Insert::Done);
+        assert_eq!(t.insert(e(3, 1100), now), Insert::Full);
+        assert_eq!(t.insert(e(1, 1100), now), Insert::Done, "known keys keep working at the bound");
+        let later = Time::from_secs(1001);
+        assert_eq!(t.insert(e(3, 1100), later), Insert::Full, "nothing dead yet: entry 1 was refreshed");
+        t.get_mut(&[1; 12], later).unwrap().expires = 1001;
+        assert!(t.get(&[1; 12], later).is_none(), "dead on read at its expiry");
+        assert_eq!(t.insert(e(3, 1100), later), Insert::Done, "the dead entry was swept");
+        assert_eq!(t.len(), 2);
+    }
+}

@@ -1,0 +1,122 @@
+//! Test helpers shared by this crate's tests and the end-to-end suite (feature `testing`):
+//! deterministic entropy and a hand-driven appliance that builds requests and reads answers.
+//! Not for production use.
+
+use crate::identity::{self, Fingerprint};
+use crate::msg::{self, ErrorAnswer, Keepalive, KeptAlive, Registered};
+use crate::server::Entropy;
+use crate::stun::{Class, Message, TransactionId};
+use crate::token::{Nonce, Token};
+use crate::Name;
+use ring::signature::Ed25519KeyPair;
+
+/// Deterministic xorshift entropy.
+pub struct XorShift(pub u64);
+
+impl Entropy for XorShift {
+    fn fill(&mut self, dest: &mut [u8]) {
+        for b in dest {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = self.0 as u8;
+        }
+    }
+}
+
+/// An Ed25519 key pair from a repeated seed byte.
+pub fn keypair(seed: u8) -> Ed25519KeyPair {
+    Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).expect("32-byte seed")
+}
+
+/// A server's answer, read.
+#[derive(Debug)]
+pub enum Answer {
+    Silent,
+    Registered(Registered),
+    KeptAlive(KeptAlive),
+    Error(ErrorAnswer),
+}
+
+impl Answer {
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Answer::Error(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    pub fn is_silent(&self) -> bool {
+        matches!(self, Answer::Silent)
+    }
+
+    /// Reads a REGISTER or KEEPALIVE answer; panics on anything else.
+    pub fn read(bytes: &[u8]) -> Answer {
+        let m = Message::parse(bytes).expect("answer parses");
+        match (m.method(), m.class()) {
+            (_, Class::Error) => Answer::Error(ErrorAnswer::parse(&m).expect("error answer")),
+            (x, Class::Success) if x == msg::method::REGISTER => Answer::Registered(Registered::parse(&m).expect("registered")),
+            (x, Class::Success) if x == msg::method::KEEPALIVE => Answer::KeptAlive(KeptAlive::parse(&m).expect("kept alive")),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+}
+
+/// A hand-driven appliance: builds requests, remembers its nonce and token.
+pub struct Device {
+    pub name: Name,
+    pub key: Ed25519KeyPair,
+    pub nonce: Option<Nonce>,
+    pub token: Option<Token>,
+    next_txid: u64,
+}
+
+impl Device {
+    pub fn new(name: &str, seed: u8) -> Device {
+        Device { name: name.parse().expect("valid name"), key: keypair(seed), nonce: None, token: None, next_txid: seed as u64 * 1_000_000 }
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&identity::public_key(&self.key))
+    }
+
+    /// A fresh transaction id.
+    pub fn txid(&mut self) -> TransactionId {
+        self.next_txid += 1;
+        let mut t = [0; 12];
+        t[4..].copy_from_slice(&self.next_txid.to_be_bytes());
+        t
+    }
+
+    pub fn register_bytes(&self, timestamp_ms: u64, txid: &TransactionId) -> Vec<u8> {
+        let mut buf = [0u8; 1200];
+        let n = msg::encode_register(&mut buf, txid, &self.name, &self.key, timestamp_ms, self.nonce).expect("encode");
+        buf[..n].to_vec()
+    }
+
+    pub fn keepalive_bytes(&self, txid: &TransactionId) -> Vec<u8> {
+        let mut buf = [0u8; 1200];
+        let ka = Keepalive { name: self.name, identity: self.fingerprint(), token: self.token.expect("registered") };
+        let n = ka.encode(&mut buf, txid).expect("encode");
+        buf[..n].to_vec()
+    }
+
+    /// Takes in an answer: remembers a nonce or token it carries.
+    pub fn absorb(&mut self, answer: &Answer) {
+        match answer {
+            Answer::Error(e) if e.nonce.is_some() => self.nonce = e.nonce,
+            Answer::Registered(r) => self.token = Some(r.token),
+            Answer::KeptAlive(KeptAlive { token: Some(t), .. }) => self.token = Some(*t),
+            _ => {}
+        }
+    }
+
+    /// Answers a CHECK datagram as the holder of this device's key.
+    pub fn answer_check(&self, check: &[u8]) -> Vec<u8> {
+        let m = Message::parse(check).expect("check parses");
+        let c = msg::Check::parse(&m).expect("a CHECK");
+        let mut buf = [0u8; 1200];
+        let n = msg::encode_check_answer(&mut buf, m.transaction_id(), &c.name, &self.key, &c.challenge).expect("encode");
+        buf[..n].to_vec()
+    }
+}

@@ -1,0 +1,185 @@
+//! Same name, same key, new address: the old address is challenged before the name moves.
+mod support;
+
+use flock_proto::msg::{self, code};
+use flock_proto::server::ServerConfig;
+use flock_proto::stun::Message;
+use std::time::Duration;
+use support::*;
+
+const OLD: &str = "198.51.100.7:40000";
+const NEW: &str = "198.51.100.7:40999";
+
+fn moved_setup() -> (flock_proto::server::Server<XorShift>, Device) {
+    let mut s = server(ServerConfig::default());
+    let mut d = Device::new("box", 1);
+    register(&mut d, &mut s, T0, addr(OLD));
+    (s, d)
+}
+
+fn is_check(bytes: &[u8]) -> bool {
+    Message::parse(bytes).unwrap().method() == msg::method::CHECK
+}
+
+#[test]
+fn silent_old_address_loses_the_name_after_the_window() {
+    let (mut s, mut d) = moved_setup();
+    let a = register(&mut d, &mut s, T0, addr(NEW));
+    assert!(a.is_silent(), "no answer to the new address while checking");
+    let first = drain(&mut s, T0);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, addr(OLD));
+    assert!(is_check(&first[0].1));
+    let reg = s.lookup(T0, &d.name).unwrap();
+    assert_eq!((reg.addr, reg.moving_to), (addr(OLD), Some(addr(NEW))));
+
+    // The appliance keeps the old registration alive from nowhere (silent), and keeps retrying.
+    let sent = advance(&mut s, T0 + Duration::from_millis(59_999));
+    let times: Vec<u64> = sent.iter().map(|(t, _, _)| t.0 - T0.0).collect();
+    assert_eq!(times, [500, 1500, 3500, 7500, 15500, 23500, 31500, 39500, 47500, 55500]);
+    assert!(sent.iter().all(|(_, dst, b)| *dst == addr(OLD) && is_check(b)));
+    assert_eq!(s.lookup(T0 + Duration::from_millis(59_999), &d.name).unwrap().addr, addr(OLD));
+
+    let txid = d.txid();
+    let retry = d.register_bytes(T0.0, &txid);
+    assert!(exchange(&mut s, T0 + Duration::from_secs(59), addr(NEW), &retry).is_silent());
+
+    let end = advance(&mut s, T0 + Duration::from_secs(60));
+    assert_eq!(end.len(), 1, "the new address gets its answer at once");
+    assert_eq!(end[0].1, addr(NEW));
+    let m = Message::parse(&end[0].2).unwrap();
+    assert_eq!(m.transaction_id(), &txid, "answers the latest REGISTER");
+    assert_eq!(msg::Registered::parse(&m).unwrap().mapped, addr(NEW));
+    let now = T0 + Duration::from_secs(60);
+    assert_eq!(s.lookup(now, &d.name).unwrap().addr, addr(NEW));
+    assert_eq!(s.lookup(now, &d.name).unwrap().moving_to, None);
+    assert_eq!(s.stats().moved, 1);
+}
+
+#[test]
+fn right_appliance_answering_from_old_address_keeps_the_name() {
+    let (mut s, mut d) = moved_setup();
+    register(&mut d, &mut s, T0, addr(NEW));
+    let (_, check) = drain(&mut s, T0).remove(0);
+    let answer = d.answer_check(&check);
+    assert!(exchange(&mut s, T0 + Duration::from_millis(100), addr(OLD), &answer).is_silent());
+    let now = T0 + Duration::from_secs(61);
+    let reg = s.lookup(T0 + Duration::from_secs(1), &d.name).unwrap();
+    assert_eq!((reg.addr, reg.moving_to), (addr(OLD), None));
+    assert!(advance(&mut s, now).is_empty(), "no more checks, no move");
+    assert_eq!(s.stats().checks_kept_old, 1);
+    assert_eq!(s.stats().moved, 0);
+}
+
+#[test]
+fn wrong_identity_at_old_address_moves_the_name_at_once() {
+    let (mut s, mut d) = moved_setup();
+    register(&mut d, &mut s, T0, addr(NEW));
+    let (_, check) = drain(&mut s, T0).remove(0);
+    let stranger = Device::new("box", 9);
+    let answer = stranger.answer_check(&check);
+    exchange(&mut s, T0 + Duration::from_millis(100), addr(OLD), &answer);
+    let now = T0 + Duration::from_millis(100);
+    assert_eq!(s.lookup(now, &d.name).unwrap().addr, addr(NEW));
+    let out = drain(&mut s, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, addr(NEW));
+}
+
+#[test]
+fn right_appliance_answering_from_its_new_address_moves_the_name() {
+    let (mut s, mut d) = moved_setup();
+    register(&mut d, &mut s, T0, addr(NEW));
+    let (_, check) = drain(&mut s, T0).remove(0);
+    let answer = d.answer_check(&check);
+    exchange(&mut s, T0 + Duration::from_millis(100), addr(NEW), &answer);
+    assert_eq!(s.lookup(T0 + Duration::from_millis(100), &d.name).unwrap().addr, addr(NEW));
+}
+
+#[test]
+fn answer_with_another_transaction_id_is_ignored() {
+    let (mut s, mut d) = moved_setup();
+    register(&mut d, &mut s, T0, addr(NEW));
+    let (_, check) = drain(&mut s, T0).remove(0);
+    // A wrong-identity answer would move the name at once, but only with the CHECK's txid.
+    let m = Message::parse(&check).unwrap();
+    let c = msg::Check::parse(&m).unwrap();
+    let mut buf = [0u8; 1200];
+    let other_txid = [0x55; 12];
+    let n = msg::encode_check_answer(&mut buf, &other_txid, &c.name, &Device::new("box", 9).key, &c.challenge).unwrap();
+    exchange(&mut s, T0, addr(OLD), &buf[..n]);
+    let reg = s.lookup(T0, &d.name).unwrap();
+    assert_eq!((reg.addr, reg.moving_to), (addr(OLD), Some(addr(NEW))));
+}
+
+#[test]
+fn retransmitted_register_does_not_start_a_second_check() {
+    let (mut s, mut d) = moved_setup();
+    register(&mut d, &mut s, T0, addr(NEW));
+    for i in 1..10 {
+        let txid = d.txid();
+        let bytes = d.register_bytes(T0.0, &txid);
+        assert!(exchange(&mut s, T0 + Duration::from_millis(100 * i), addr(NEW), &bytes).is_silent());
+    }
+    assert_eq!(s.stats().checks_started, 1);
+    assert_eq!(drain(&mut s, T0 + Duration::from_secs(1)).len(), 1, "one CHECK, not ten");
+}
+
+#[test]
+fn keepalive_from_the_new_address_gets_no_answer_while_checking() {
+    let (mut s, mut d) = moved_setup();
+    let token_for_new = {
+        // A token the appliance once got at the new address (it lived there before).
+        let mut s2 = server(ServerConfig::default());
+        let mut d2 = Device::new("box", 1);
+        register(&mut d2, &mut s2, T0, addr(NEW));
+        d2.token
+    };
+    register(&mut d, &mut s, T0, addr(NEW));
+    d.token = token_for_new;
+    assert!(keepalive(&mut d, &mut s, T0 + Duration::from_secs(1), addr(NEW)).is_silent());
+}
+
+#[test]
+fn keepalive_from_an_unregistered_address_must_reregister() {
+    let (mut s, mut d) = moved_setup();
+    // The token is bound to OLD: from NEW it does not verify.
+    assert_eq!(keepalive(&mut d, &mut s, T0, addr(NEW)).code(), Some(code::REREGISTER));
+}
+
+#[test]
+fn old_registration_expiring_during_the_check_moves_the_name() {
+    let (mut s, mut d) = moved_setup();
+    let start = T0 + Duration::from_secs(30);
+    register(&mut d, &mut s, start, addr(NEW));
+    drain(&mut s, start);
+    advance(&mut s, T0 + Duration::from_secs(62));
+    assert_eq!(s.lookup(T0 + Duration::from_secs(62), &d.name).unwrap().addr, addr(NEW));
+}
+
+#[test]
+fn checks_are_rate_limited_per_source_ip() {
+    let cfg = ServerConfig { checks_per_ip_burst: 3, checks_per_ip_per_minute: 0, ..ServerConfig::default() };
+    let mut s = server(cfg);
+    for i in 0..10u8 {
+        let mut d = Device::new(&format!("box{i}"), i + 1);
+        register(&mut d, &mut s, T0, addr(&format!("192.0.2.{}:1000", i + 1)));
+        // All of them move to ports of one IP.
+        register(&mut d, &mut s, T0, addr(&format!("203.0.113.5:{}", 2000 + i as u16)));
+    }
+    assert_eq!(s.stats().checks_started, 3);
+    assert_eq!(s.stats().checks_rate_limited, 7);
+}
+
+#[test]
+fn pending_checks_are_bounded() {
+    let cfg = ServerConfig { max_pending_checks: 2, ..ServerConfig::default() };
+    let mut s = server(cfg);
+    for i in 0..5u8 {
+        let mut d = Device::new(&format!("box{i}"), i + 1);
+        register(&mut d, &mut s, T0, addr(&format!("192.0.2.{}:1000", i + 1)));
+        register(&mut d, &mut s, T0, addr(&format!("198.51.100.{}:2000", i + 1)));
+    }
+    assert_eq!(s.occupancy(), (5, 2));
+    assert_eq!(s.stats().checks_full, 3);
+}

@@ -1,0 +1,80 @@
+//! A simulated server and hand-driven appliances for the sans-IO tests.
+#![allow(dead_code)]
+
+pub use flock_proto::testing::{keypair, Answer, Device, XorShift};
+use flock_proto::server::{Keys, Server, ServerConfig};
+use flock_proto::token::ProofKeys;
+use flock_proto::Time;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub const T0: Time = Time(1_700_000_000_000);
+
+pub fn keys(secret: &[u8]) -> Keys {
+    Keys { proof: ProofKeys::from_secret(secret), flock: Arc::new(keypair(200)) }
+}
+
+pub fn server(config: ServerConfig) -> Server<XorShift> {
+    Server::new(config, keys(b"server secret"), XorShift(0x9E37_79B9_7F4A_7C15))
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Feeds one datagram, returns the immediate answer (checking it is never larger).
+pub fn exchange(server: &mut Server<XorShift>, now: Time, src: SocketAddr, datagram: &[u8]) -> Answer {
+    let mut reply = [0u8; 1500];
+    match server.handle(now, src, datagram, &mut reply) {
+        None => Answer::Silent,
+        Some(n) => {
+            assert!(n <= datagram.len(), "answer of {n} bytes to a {}-byte request", datagram.len());
+            Answer::read(&reply[..n])
+        }
+    }
+}
+
+/// Everything the server wants to send on its own.
+pub fn drain(server: &mut Server<XorShift>, now: Time) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = vec![];
+    let mut buf = [0u8; 1500];
+    while let Some((dst, n)) = server.poll_transmit(now, &mut buf) {
+        out.push((dst, buf[..n].to_vec()));
+    }
+    out
+}
+
+/// Runs the server's timers up to `until`, collecting what it sends on the way.
+pub fn advance(server: &mut Server<XorShift>, until: Time) -> Vec<(Time, SocketAddr, Vec<u8>)> {
+    let mut sent = vec![];
+    while let Some(t) = server.poll_timeout() {
+        if t > until {
+            break;
+        }
+        server.handle_timeout(t);
+        sent.extend(drain(server, t).into_iter().map(|(d, b)| (t, d, b)));
+    }
+    sent
+}
+
+/// REGISTER from `src`, doing the nonce round trip when needed.
+pub fn register(d: &mut Device, server: &mut Server<XorShift>, now: Time, src: SocketAddr) -> Answer {
+    for _ in 0..2 {
+        let txid = d.txid();
+        let a = exchange(server, now, src, &d.register_bytes(now.0, &txid));
+        d.absorb(&a);
+        match &a {
+            Answer::Error(e) if e.nonce.is_some() => continue,
+            _ => return a,
+        }
+    }
+    panic!("nonce round trip did not converge")
+}
+
+/// KEEPALIVE from `src`.
+pub fn keepalive(d: &mut Device, server: &mut Server<XorShift>, now: Time, src: SocketAddr) -> Answer {
+    let txid = d.txid();
+    let a = exchange(server, now, src, &d.keepalive_bytes(&txid));
+    d.absorb(&a);
+    a
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Installs what a fresh machine lacks first.
+# Used by the README and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# (Browser and peer packages join this list as the suites that need them land.)
+if ((${#need_apt[@]})); then
+  echo "==> installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "==> build"
+cargo build --workspace --all-targets
+echo "==> clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> tests"
+cargo nextest run --workspace --no-fail-fast
+echo "==> doc tests"
+cargo test --workspace --doc

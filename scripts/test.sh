@@ -20,7 +20,7 @@ echo "==> build"
 cargo build --workspace --all-targets
 echo "==> clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "==> tests"
-cargo nextest run --workspace --no-fail-fast
 echo "==> doc tests"
 cargo test --workspace --doc
+echo "==> tests"
+cargo nextest run --workspace --no-fail-fast

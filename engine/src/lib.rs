@@ -1,0 +1,36 @@
+//! Flock's UDP engine: one glommio executor per core, each with its own SO_REUSEPORT socket on
+//! the shared address, each owning the names whose hash lands on it.
+//!
+//! The packet path, one file per step:
+//!
+//! 1. `socket`: every core binds its own socket to the same address and port; the kernel's
+//!    reuseport hash picks the socket (so the core) that reads each datagram.
+//! 2. `core_loop`: the core parks until its socket is readable (a one-byte glommio peek), then
+//!    drains it with `recvmmsg` into preallocated `batch` buffers.
+//! 3. [`Shard::route`] names the core that owns the datagram. Datagrams another core owns travel
+//!    there through its `mesh` inbox as fixed-size values; the owner's loop wakes up for them.
+//! 4. The owner runs [`Shard::handle`], which writes the reply straight into the send batch;
+//!    timers ([`Shard::handle_timeout`]) and [`Shard::poll_transmit`] add to the same batch.
+//! 5. One `sendmmsg` per drain sends the batch from the owner's socket: same address and port,
+//!    so the client sees the reply come from where it sent the request.
+//!
+//! Around it: [`config`] (what to start), [`clock`] (the `now` given to shards), [`stats`]
+//! (per-core counters), [`engine`] (starting, stopping, joining).
+
+mod batch;
+pub mod clock;
+pub mod config;
+mod core_loop;
+pub mod engine;
+mod mesh;
+pub mod shard;
+mod shared;
+mod socket;
+pub mod stats;
+
+pub use clock::{ClockSource, SystemClock};
+pub use config::{CpuChoice, EngineConfig, MAX_DATAGRAM, MESH_PAYLOAD};
+pub use engine::{Engine, EngineHandle, ShutdownHandle};
+pub use shard::Shard;
+pub use socket::SocketBuffers;
+pub use stats::CoreStats;

@@ -1,0 +1,265 @@
+//! flockd's configuration: embedded defaults, then a TOML file, then command-line flags.
+
+use flock_proto::server::ServerConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default UDP port (the STUN port, so appliances can also use it for Binding).
+pub const DEFAULT_UDP: &str = "0.0.0.0:3478";
+/// Default data directory (secrets live here).
+pub const DEFAULT_DATA_DIR: &str = "flock-data";
+
+/// The whole configuration, as the file spells it. Every field is optional in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP address appliances talk to.
+    pub udp: SocketAddr,
+    /// Where the server secret and the flock key are kept (created on first start).
+    pub data_dir: PathBuf,
+    /// Number of cores to run on (0 = all). Ignored when `cpus` is set.
+    pub cores: usize,
+    /// Exact CPU ids to pin the executors to, e.g. [1] or [2, 3].
+    pub cpus: Vec<usize>,
+    /// Pin each executor to its CPU (turn off only for tests on busy machines).
+    pub pin: bool,
+    /// Log filter (tracing's env-filter syntax), e.g. "info" or "flock=debug".
+    pub log: String,
+    pub limits: Limits,
+    pub timers: Timers,
+    pub socket: Socket,
+    pub stun: Stun,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Registrations the server holds (split evenly over the cores).
+    pub max_registrations: usize,
+    /// Address-change checks running at once (split over the cores).
+    pub max_pending_checks: usize,
+    pub checks_per_ip_burst: u32,
+    pub checks_per_ip_per_minute: u32,
+    pub rate_table_slots: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timers {
+    #[serde(with = "human")]
+    pub entry_lifetime: Duration,
+    #[serde(with = "human")]
+    pub keepalive_interval: Duration,
+    #[serde(with = "human")]
+    pub check_window: Duration,
+    #[serde(with = "human")]
+    pub rto_initial: Duration,
+    #[serde(with = "human")]
+    pub rto_max: Duration,
+    #[serde(with = "human")]
+    pub token_lifetime: Duration,
+    #[serde(with = "human")]
+    pub nonce_lifetime: Duration,
+    #[serde(with = "human")]
+    pub timestamp_tolerance: Duration,
+    #[serde(with = "human")]
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Socket {
+    /// SO_RCVBUF per core socket, bytes.
+    pub recv_buffer: usize,
+    /// SO_SNDBUF per core socket, bytes.
+    pub send_buffer: usize,
+    /// Datagrams read per system call.
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stun {
+    /// Answer Binding requests smaller than the answer (amplification up to 2.2×).
+    pub answer_small_binding: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            udp: DEFAULT_UDP.parse().expect("valid default"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            cores: 0,
+            cpus: vec![],
+            pin: true,
+            log: "info".into(),
+            limits: Limits::default(),
+            timers: Timers::default(),
+            socket: Socket::default(),
+            stun: Stun::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let s = ServerConfig::default();
+        Limits {
+            max_registrations: 4 << 20,
+            max_pending_checks: 16 << 10,
+            checks_per_ip_burst: s.checks_per_ip_burst,
+            checks_per_ip_per_minute: s.checks_per_ip_per_minute,
+            rate_table_slots: s.rate_table_slots,
+        }
+    }
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        let s = ServerConfig::default();
+        Timers {
+            entry_lifetime: s.entry_lifetime,
+            keepalive_interval: s.keepalive_interval,
+            check_window: s.check_window,
+            rto_initial: s.rto_initial,
+            rto_max: s.rto_max,
+            token_lifetime: s.token_lifetime,
+            nonce_lifetime: s.nonce_lifetime,
+            timestamp_tolerance: s.timestamp_tolerance,
+            sweep_interval: s.sweep_interval,
+        }
+    }
+}
+
+impl Default for Socket {
+    fn default() -> Self {
+        Socket { recv_buffer: 8 << 20, send_buffer: 4 << 20, batch: 32 }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.timers;
+        let checks: [(bool, &str); 8] = [
+            (self.limits.max_registrations > 0, "limits.max_registrations must be at least 1"),
+            (self.limits.max_pending_checks > 0, "limits.max_pending_checks must be at least 1"),
+            (self.limits.rate_table_slots > 0, "limits.rate_table_slots must be at least 1"),
+            (t.keepalive_interval < t.entry_lifetime, "timers.keepalive_interval must be shorter than timers.entry_lifetime"),
+            (!t.rto_initial.is_zero() && t.rto_initial <= t.rto_max, "timers.rto_initial must be > 0 and ≤ timers.rto_max"),
+            (t.entry_lifetime >= Duration::from_secs(1), "timers.entry_lifetime must be at least 1s"),
+            (t.token_lifetime >= 2 * t.entry_lifetime, "timers.token_lifetime must be at least twice timers.entry_lifetime"),
+            (self.socket.batch >= 1 && self.socket.batch <= 1024, "socket.batch must be 1..=1024"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(msg.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// The shard settings for one of `cores` cores: bounds are split evenly.
+    pub fn shard(&self, cores: usize) -> ServerConfig {
+        let split = |n: usize| n.div_ceil(cores.max(1)).max(1);
+        let t = &self.timers;
+        ServerConfig {
+            entry_lifetime: t.entry_lifetime,
+            keepalive_interval: t.keepalive_interval,
+            check_window: t.check_window,
+            rto_initial: t.rto_initial,
+            rto_max: t.rto_max,
+            token_lifetime: t.token_lifetime,
+            nonce_lifetime: t.nonce_lifetime,
+            timestamp_tolerance: t.timestamp_tolerance,
+            max_registrations: split(self.limits.max_registrations),
+            max_pending_checks: split(self.limits.max_pending_checks),
+            checks_per_ip_burst: self.limits.checks_per_ip_burst,
+            checks_per_ip_per_minute: self.limits.checks_per_ip_per_minute,
+            rate_table_slots: self.limits.rate_table_slots,
+            answer_small_binding: self.stun.answer_small_binding,
+            sweep_interval: t.sweep_interval,
+        }
+    }
+}
+
+/// Parses "1,3" or "0-3" or "0-1,4" into CPU ids.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = vec![];
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid CPU list {s:?}: expected e.g. \"1\", \"0-3\" or \"0,2\"");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err(format!("invalid CPU list {s:?}: empty"));
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// Durations as human strings ("30s", "1h 5min", "250ms").
+mod human {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("udp = \"127.0.0.1:9999\"\n[timers]\nentry_lifetime = \"3s\"\nkeepalive_interval = \"1s\"\n").unwrap();
+        assert_eq!(c.udp.port(), 9999);
+        assert_eq!(c.timers.entry_lifetime, Duration::from_secs(3));
+        assert_eq!(c.timers.check_window, Duration::from_secs(60));
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("udpp = \"x\"").unwrap_err().to_string().contains("unknown field"));
+        assert!(toml::from_str::<Config>("[timers]\nentry_lifetime = \"soon\"").is_err());
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let mut c = Config::default();
+        c.timers.keepalive_interval = Duration::from_secs(90);
+        assert!(c.validate().unwrap_err().contains("keepalive_interval"));
+    }
+
+    #[test]
+    fn bounds_split_over_cores() {
+        let mut c = Config::default();
+        c.limits.max_registrations = 10;
+        assert_eq!(c.shard(3).max_registrations, 4);
+        assert_eq!(c.shard(1).max_registrations, 10);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("1").unwrap(), [1]);
+        assert_eq!(parse_cpu_list("0-2,5").unwrap(), [0, 1, 2, 5]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+}

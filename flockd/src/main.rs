@@ -1,0 +1,190 @@
+//! flockd: the Flock rendezvous server.
+//!
+//! Starts with no arguments on the embedded defaults (UDP 0.0.0.0:3478, all cores, secrets in
+//! ./flock-data). A TOML file (`--config`) overrides the defaults and flags override the file.
+
+mod config;
+mod secrets;
+mod shard;
+
+use clap::Parser;
+use config::Config;
+use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig};
+use flock_proto::server::Keys;
+use flock_proto::token::ProofKeys;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "flockd", version, about = "Flock rendezvous server: appliances register and stay reachable over UDP")]
+struct Args {
+    /// TOML configuration file (see docs/CONFIG.md); flags below override it.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// UDP address to serve appliances on [default: 0.0.0.0:3478].
+    #[arg(long, value_name = "ADDR")]
+    udp: Option<SocketAddr>,
+    /// Directory for the server secret and the flock key [default: ./flock-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of cores to use [default: all].
+    #[arg(long, value_name = "N", conflicts_with = "cpus")]
+    cores: Option<usize>,
+    /// Exact CPUs to run on, e.g. "1" or "2-3" (keeps a load generator off the server's CPUs).
+    #[arg(long, value_name = "LIST", value_parser = config::parse_cpu_list)]
+    cpus: Option<Vec<usize>>,
+    /// Do not pin executors to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Registration lifetime after the last keep-alive, e.g. "60s".
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    entry_lifetime: Option<Duration>,
+    /// Keep-alive interval asked of appliances, e.g. "30s".
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    keepalive_interval: Option<Duration>,
+    /// How long the old address of a moving name has to answer, e.g. "60s".
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    check_window: Option<Duration>,
+    /// Most registrations held by this server.
+    #[arg(long, value_name = "N")]
+    max_registrations: Option<usize>,
+    /// Log filter, e.g. "info", "debug", "flockd=debug".
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Print the flock public key (hex) from the data directory and exit.
+    #[arg(long)]
+    print_flock_key: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flockd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(args: &Args) -> Result<Config, String> {
+    let mut c = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.udp {
+        c.udp = v;
+    }
+    if let Some(v) = &args.data_dir {
+        c.data_dir = v.clone();
+    }
+    if let Some(v) = args.cores {
+        c.cores = v;
+        c.cpus.clear();
+    }
+    if let Some(v) = &args.cpus {
+        c.cpus = v.clone();
+    }
+    if args.no_pin {
+        c.pin = false;
+    }
+    if let Some(v) = args.entry_lifetime {
+        c.timers.entry_lifetime = v;
+    }
+    if let Some(v) = args.keepalive_interval {
+        c.timers.keepalive_interval = v;
+    }
+    if let Some(v) = args.check_window {
+        c.timers.check_window = v;
+    }
+    if let Some(v) = args.max_registrations {
+        c.limits.max_registrations = v;
+    }
+    if let Some(v) = &args.log {
+        c.log = v.clone();
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let c = settings(&args)?;
+    let secrets = secrets::Secrets::load_or_create(&c.data_dir)?;
+    let flock_pub = flock_proto::identity::to_hex(&flock_proto::identity::public_key(&secrets.flock_key));
+    if args.print_flock_key {
+        println!("{flock_pub}");
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&c.log).map_err(|e| format!("invalid log filter {:?}: {e}", c.log))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+
+    let signals = block_termination_signals();
+    let keys = Keys { proof: ProofKeys::from_secret(&secrets.server_secret), flock: Arc::new(secrets.flock_key) };
+    let cpus = if !c.cpus.is_empty() {
+        CpuChoice::List(c.cpus.clone())
+    } else if c.cores > 0 {
+        CpuChoice::Count(c.cores)
+    } else {
+        CpuChoice::All
+    };
+    let mut engine_config = EngineConfig::new(c.udp);
+    engine_config.cpus = cpus;
+    engine_config.pin = c.pin;
+    engine_config.recv_buffer_bytes = c.socket.recv_buffer;
+    engine_config.send_buffer_bytes = c.socket.send_buffer;
+    engine_config.batch = c.socket.batch;
+    let settings = c.clone();
+    let engine = Engine::start(engine_config, move |_core, cores| shard::FlockShard::new(settings.shard(cores), keys.clone()))
+        .map_err(|e| format!("cannot start the UDP engine: {e}"))?;
+    let buffers = engine.socket_buffers();
+    tracing::info!(
+        udp = %engine.local_addr(),
+        cores = engine.cores(),
+        recv_buffer = buffers.recv_bytes,
+        data_dir = %c.data_dir.display(),
+        flock_key = %flock_pub,
+        "flockd ready"
+    );
+
+    let sig = wait_for_signal(&signals);
+    tracing::info!(signal = sig, "shutting down");
+    engine.shutdown();
+    let t = CoreStats::total(&engine.stats());
+    engine.join().map_err(|e| format!("engine stopped with an error: {e}"))?;
+    tracing::info!(
+        received = t.received,
+        answered = t.answered,
+        transmitted = t.transmitted,
+        forwarded = t.forwarded_out,
+        dropped_mesh_full = t.dropped_mesh_full,
+        dropped_truncated = t.dropped_truncated,
+        kernel_drops = t.kernel_drops.unwrap_or(0),
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread before any other starts, so every thread inherits
+/// the mask and the main thread alone receives them with `sigwait`.
+fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a stack-allocated, initialized signal set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` was initialized by `block_termination_signals`; `sig` is a valid out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}

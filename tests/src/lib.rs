@@ -1,0 +1,174 @@
+//! Helpers shared by the end-to-end tests: a real `flockd` process on loopback, raw UDP
+//! clients, and appliances from the SDK. Every wait here is bounded.
+
+use flock_proto::identity::from_hex;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of a binary built from this workspace (next to the test executable's directory).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} not built: run `cargo build --workspace --bins` first", bin.display());
+    bin
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("flock-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `flockd` on 127.0.0.1, killed on drop.
+pub struct Flockd {
+    child: Option<Child>,
+    pub udp: SocketAddr,
+    pub flock_public_key: [u8; 32],
+    pub data_dir: TempDir,
+    log: mpsc::Receiver<String>,
+    pub log_lines: Vec<String>,
+}
+
+impl Flockd {
+    /// Starts flockd on a free loopback port with `extra` flags, waits until it is ready.
+    pub fn start(extra: &[&str]) -> Flockd {
+        Flockd::start_in(TempDir::new("flockd"), extra)
+    }
+
+    /// Same, reusing a data directory (to restart with the same secrets).
+    pub fn start_in(data_dir: TempDir, extra: &[&str]) -> Flockd {
+        let mut child = Command::new(workspace_bin("flockd"))
+            .args(["--udp", "127.0.0.1:0", "--no-pin", "--log", "info", "--data-dir"])
+            .arg(&data_dir.0)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn flockd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Flockd { child: Some(child), udp: "0.0.0.0:0".parse().unwrap(), flock_public_key: [0; 32], data_dir, log, log_lines: vec![] };
+        let ready = d.wait_for_log("flockd ready", Duration::from_secs(20));
+        d.udp = field(&ready, "udp").parse().expect("udp address in ready line");
+        let hex = std::fs::read_to_string(d.data_dir.0.join("flock.pub")).unwrap();
+        d.flock_public_key = from_hex(&hex).unwrap().try_into().unwrap();
+        d
+    }
+
+    /// Waits for a log line containing `needle`, returning it. Panics after `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(l) = self.log_lines.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.log_lines.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log_lines.join("\n")),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        send_signal(child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Collect the rest of the log.
+                while let Ok(line) = self.log.recv_timeout(Duration::from_millis(200)) {
+                    self.log_lines.push(line);
+                }
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("flockd did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Stops the server and hands back its data directory (for a restart).
+    pub fn into_data_dir(mut self) -> TempDir {
+        self.terminate();
+        std::mem::replace(&mut self.data_dir, TempDir(PathBuf::new()))
+    }
+}
+
+impl Drop for Flockd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn send_signal(pid: u32, sig: i32) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// The value of `key=value` in a tracing log line.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in {line:?}")) + key.len() + 1;
+    let rest = &line[start..];
+    rest.split_whitespace().next().unwrap_or("").trim_matches('"')
+}
+
+/// A raw UDP client on 127.0.0.1 with a receive timeout.
+pub fn raw_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s
+}
+
+/// Sends `req` and waits for one answer (None on timeout).
+pub fn request(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
+    sock.send_to(req, to).unwrap();
+    let mut buf = [0u8; 2048];
+    match sock.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}

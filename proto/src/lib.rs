@@ -5,6 +5,7 @@
 //! Nothing here performs I/O, reads a clock or spawns a thread: time and randomness are passed
 //! in, replies are written into caller-owned buffers.
 
+pub mod entropy;
 pub mod identity;
 pub mod msg;
 pub mod name;

@@ -312,35 +312,55 @@ impl KeptAlive {
     }
 }
 
-/// CHECK request (server → appliance): NAME, CHALLENGE, SIGNATURE (flock key), FINGERPRINT.
+/// CHECK request (server → appliance): NAME, CHALLENGE, TIMESTAMP (valid until, ms),
+/// SIGNATURE (flock key), PADDING, FINGERPRINT. The padding keeps the appliance's answer no
+/// larger than the CHECK, so a replayed CHECK cannot turn appliances into amplifiers; the
+/// signed expiry bounds how long a captured CHECK can be replayed at all.
 #[derive(Clone, Copy, Debug)]
 pub struct Check<'a> {
     pub name: Name,
     pub challenge: [u8; 16],
+    /// Milliseconds since the Unix epoch after which the CHECK is stale.
+    pub valid_until_ms: u64,
     pub signature: &'a [u8; SIGNATURE_LEN],
 }
+
+/// PADDING bytes in a CHECK request (see [`Check`]).
+pub const CHECK_PADDING: usize = 8;
 
 impl<'a> Check<'a> {
     pub fn parse(msg: &Message<'a>) -> Result<Check<'a>, MsgError> {
         expect(msg, method::CHECK, Class::Request)?;
-        Ok(Check { name: name_attr(msg)?, challenge: *fixed(msg, attr::CHALLENGE)?, signature: fixed(msg, attr::SIGNATURE)? })
+        Ok(Check {
+            name: name_attr(msg)?,
+            challenge: *fixed(msg, attr::CHALLENGE)?,
+            valid_until_ms: u64::from_be_bytes(*fixed(msg, attr::TIMESTAMP)?),
+            signature: fixed(msg, attr::SIGNATURE)?,
+        })
     }
 
     /// True when the flock whose public key the appliance pinned sent this challenge.
     pub fn from_flock(&self, flock_public_key: &[u8; PUBLIC_KEY_LEN]) -> bool {
-        identity::verify(flock_public_key, check_signed(&self.name, &self.challenge).as_bytes(), self.signature)
+        let signed = check_signed(&self.name, &self.challenge, self.valid_until_ms);
+        identity::verify(flock_public_key, signed.as_bytes(), self.signature)
+    }
+
+    /// True while the CHECK is not stale at `now_ms`, allowing `skew_ms` of clock difference.
+    pub fn fresh(&self, now_ms: u64, skew_ms: u64) -> bool {
+        now_ms <= self.valid_until_ms.saturating_add(skew_ms)
     }
 }
 
-fn check_signed(name: &Name, challenge: &[u8; 16]) -> Signed {
+fn check_signed(name: &Name, challenge: &[u8; 16], valid_until_ms: u64) -> Signed {
     let mut s = Signed::new(CHECK_CONTEXT, name);
     s.push(challenge);
+    s.push(&valid_until_ms.to_be_bytes());
     s
 }
 
 /// The flock's signature over a challenge (computed once per check, reused by retransmissions).
-pub fn sign_check(flock_key: &Ed25519KeyPair, name: &Name, challenge: &[u8; 16]) -> [u8; SIGNATURE_LEN] {
-    identity::sign(flock_key, check_signed(name, challenge).as_bytes())
+pub fn sign_check(flock_key: &Ed25519KeyPair, name: &Name, challenge: &[u8; 16], valid_until_ms: u64) -> [u8; SIGNATURE_LEN] {
+    identity::sign(flock_key, check_signed(name, challenge, valid_until_ms).as_bytes())
 }
 
 /// Encodes a CHECK request with a signature from [`sign_check`].
@@ -349,12 +369,15 @@ pub fn encode_check(
     txid: &TransactionId,
     name: &Name,
     challenge: &[u8; 16],
+    valid_until_ms: u64,
     signature: &[u8; SIGNATURE_LEN],
 ) -> Result<usize, EncodeError> {
     let mut e = Encoder::new(buf, MessageType { method: method::CHECK, class: Class::Request }, txid)?;
     e.attribute(attr::NAME, name.as_bytes())?;
     e.attribute(attr::CHALLENGE, challenge)?;
+    e.attribute(attr::TIMESTAMP, &valid_until_ms.to_be_bytes())?;
     e.attribute(attr::SIGNATURE, signature)?;
+    e.attribute(stun::attr::PADDING, &[0; CHECK_PADDING])?;
     e.fingerprint()
 }
 

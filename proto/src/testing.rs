@@ -4,7 +4,7 @@
 
 use crate::identity::{self, Fingerprint};
 use crate::msg::{self, ErrorAnswer, Keepalive, KeptAlive, Registered};
-use crate::server::Entropy;
+use crate::entropy::Entropy;
 use crate::stun::{Class, Message, TransactionId};
 use crate::token::{Nonce, Token};
 use crate::Name;

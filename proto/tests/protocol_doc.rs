@@ -91,7 +91,7 @@ fn render() -> String {
     assert_eq!(dst, src);
     section(
         "CHECK request",
-        &format!("Sent to the old address after a REGISTER from 192.0.2.1:40000: NAME, CHALLENGE, SIGNATURE by the flock key (public key `{}`), FINGERPRINT.", identity::to_hex(&identity::public_key(&keys(b"").flock))),
+        &format!("Sent to the old address after a REGISTER from 192.0.2.1:40000: NAME, CHALLENGE, TIMESTAMP (valid until the end of the 60 s window), SIGNATURE by the flock key (public key `{}`), PADDING, FINGERPRINT.", identity::to_hex(&identity::public_key(&keys(b"").flock))),
         &check,
     );
     section("CHECK success", "The appliance's answer: NAME, PUBLIC-KEY, SIGNATURE over the challenge, FINGERPRINT.", &d.answer_check(&check));

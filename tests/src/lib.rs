@@ -2,6 +2,7 @@
 //! clients, and appliances from the SDK. Every wait here is bounded.
 
 use flock_proto::identity::from_hex;
+use flock_proto::testing::{Answer, Device};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -56,8 +57,12 @@ impl Flockd {
 
     /// Same, reusing a data directory (to restart with the same secrets).
     pub fn start_in(data_dir: TempDir, extra: &[&str]) -> Flockd {
-        let mut child = Command::new(workspace_bin("flockd"))
-            .args(["--udp", "127.0.0.1:0", "--no-pin", "--log", "info", "--data-dir"])
+        let mut cmd = Command::new(workspace_bin("flockd"));
+        if !extra.contains(&"--udp") {
+            cmd.args(["--udp", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .args(["--no-pin", "--log", "info", "--data-dir"])
             .arg(&data_dir.0)
             .args(extra)
             .stdin(Stdio::null())
@@ -171,4 +176,57 @@ pub fn request(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> 
         Ok((n, _)) => Some(buf[..n].to_vec()),
         Err(_) => None,
     }
+}
+
+/// A loopback UDP port that was free a moment ago (for servers that must keep their port
+/// across a restart).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Registers `d` from `sock` over the wire, doing the nonce round trip; checks every answer is
+/// no larger than its request.
+pub fn register_over(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> Answer {
+    for _ in 0..2 {
+        let txid = d.txid();
+        let req = d.register_bytes(now_ms(), &txid);
+        let bytes = request(sock, server, &req).expect("an answer to REGISTER");
+        assert!(bytes.len() <= req.len(), "answer {} > request {}", bytes.len(), req.len());
+        let a = Answer::read(&bytes);
+        d.absorb(&a);
+        if a.code() != Some(flock_proto::msg::code::NONCE_REQUIRED) {
+            return a;
+        }
+    }
+    panic!("nonce round trip did not converge")
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Waits for the first event matching `want`, skipping others; panics after `timeout`.
+pub async fn wait_event(
+    a: &mut flock_appliance::ApplianceHandle,
+    timeout: Duration,
+    what: &str,
+    want: impl Fn(&flock_appliance::Event) -> bool,
+) -> flock_appliance::Event {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = vec![];
+    loop {
+        match tokio::time::timeout_at(deadline, a.next_event()).await {
+            Ok(Some(e)) if want(&e) => return e,
+            Ok(Some(e)) => seen.push(e),
+            Ok(None) => panic!("appliance stopped while waiting for {what}; saw {seen:?}"),
+            Err(_) => panic!("no {what} within {timeout:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// An SDK appliance named `name` (key from `seed`) talking to `server`.
+pub fn appliance(server: &Flockd, name: &str, seed: u8) -> flock_appliance::ApplianceHandle {
+    let cfg = flock_appliance::ApplianceConfig::new(name.parse().unwrap(), server.udp, server.flock_public_key);
+    flock_appliance::spawn(cfg, flock_proto::testing::keypair(seed), "127.0.0.1:0".parse().unwrap()).expect("spawn appliance")
 }

@@ -3,35 +3,14 @@
 use flock_proto::msg::code;
 use flock_proto::testing::{Answer, Device};
 use flock_proto::token::Token;
-use flock_tests::{raw_client, request, Flockd};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// Registers `d` from `sock` with the nonce round trip.
-fn register(d: &mut Device, sock: &std::net::UdpSocket, server: std::net::SocketAddr) -> Answer {
-    for _ in 0..2 {
-        let txid = d.txid();
-        let req = d.register_bytes(now_ms(), &txid);
-        let bytes = request(sock, server, &req).expect("answer");
-        assert!(bytes.len() <= req.len());
-        let a = Answer::read(&bytes);
-        d.absorb(&a);
-        if a.code() != Some(code::NONCE_REQUIRED) {
-            return a;
-        }
-    }
-    panic!("no registration")
-}
+use flock_tests::{raw_client, register_over, request, Flockd};
 
 #[test]
 fn forged_token_is_refused() {
     let server = Flockd::start(&[]);
     let sock = raw_client();
     let mut d = Device::new("box", 1);
-    assert!(matches!(register(&mut d, &sock, server.udp), Answer::Registered(_)));
+    assert!(matches!(register_over(&mut d, &sock, server.udp), Answer::Registered(_)));
     let good = d.token.unwrap();
 
     for forged in [Token { mac: [0; 16], ..good }, Token { expiry: good.expiry + 10, ..good }] {
@@ -55,8 +34,8 @@ fn another_key_cannot_hijack_a_registered_name() {
     let (owner_sock, thief_sock) = (raw_client(), raw_client());
     let mut owner = Device::new("box", 1);
     let mut thief = Device::new("box", 2);
-    assert!(matches!(register(&mut owner, &owner_sock, server.udp), Answer::Registered(_)));
-    assert_eq!(register(&mut thief, &thief_sock, server.udp).code(), Some(code::NAME_TAKEN));
+    assert!(matches!(register_over(&mut owner, &owner_sock, server.udp), Answer::Registered(_)));
+    assert_eq!(register_over(&mut thief, &thief_sock, server.udp).code(), Some(code::NAME_TAKEN));
     // The owner's mapping is intact: its keep-alive still succeeds with the owner's address.
     let txid = owner.txid();
     let bytes = request(&owner_sock, server.udp, &owner.keepalive_bytes(&txid)).unwrap();

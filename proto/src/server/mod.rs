@@ -11,6 +11,7 @@ mod ratelimit;
 mod table;
 
 pub use config::ServerConfig;
+pub use crate::entropy::Entropy;
 pub use table::Entry;
 
 use crate::identity::{Fingerprint, FINGERPRINT_PREFIX_LEN};
@@ -26,11 +27,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use table::{Insert, Table};
-
-/// Source of randomness (challenges, transaction ids). Passed in so tests are deterministic.
-pub trait Entropy {
-    fn fill(&mut self, dest: &mut [u8]);
-}
 
 /// Secrets a shard works with: MAC keys derived from the server secret and the flock's
 /// signing key.
@@ -251,7 +247,8 @@ impl<E: Entropy> Server<E> {
         let mut challenge = [0; 16];
         self.entropy.fill(&mut txid);
         self.entropy.fill(&mut challenge);
-        let signature = msg::sign_check(&self.keys.flock, name, &challenge);
+        let deadline = now + self.config.check_window;
+        let signature = msg::sign_check(&self.keys.flock, name, &challenge, deadline.0);
         let rto = self.config.rto_initial;
         self.checks.start(
             key,
@@ -264,8 +261,8 @@ impl<E: Entropy> Server<E> {
                 txid,
                 challenge,
                 signature,
-                deadline: now + self.config.check_window,
-                next_send: (now + rto).min(now + self.config.check_window),
+                deadline,
+                next_send: (now + rto).min(deadline),
                 rto: (rto * 2).min(self.config.rto_max),
             },
         );
@@ -367,7 +364,7 @@ impl<E: Entropy> Server<E> {
             match out {
                 Outgoing::Check(key) => {
                     let Some(p) = self.checks.get(&key) else { continue };
-                    if let Ok(len) = msg::encode_check(buf, &p.txid, &p.name, &p.challenge, &p.signature) {
+                    if let Ok(len) = msg::encode_check(buf, &p.txid, &p.name, &p.challenge, p.deadline.0, &p.signature) {
                         return Some((p.old_addr, len));
                     }
                 }

@@ -1,0 +1,691 @@
+//! The appliance's protocol state machine, sans-IO.
+//!
+//! [`Appliance`] owns no socket, reads no clock and starts no thread: the caller feeds it
+//! datagrams ([`Appliance::handle`]) and time ([`Appliance::handle_timeout`]), and drains what it
+//! wants to send ([`Appliance::poll_transmit`]) and what happened ([`Appliance::poll_event`]).
+//! Randomness (transaction ids, keep-alive jitter) comes from the [`Entropy`] it was built with.
+//!
+//! Life cycle:
+//!
+//! ```text
+//!  Starting ──► Registering ──success──► Registered ──interval──► KeepingAlive
+//!                 ▲    │  ▲  401/438: re-sign with the nonce          │  │
+//!                 │    │  └───────────────────────────────            │  │ success
+//!                 │    │                                               │  └──► Registered
+//!                 │    └─ refused / timed out ──► Paused ◄─ refused / timed out
+//!                 └──────────── pause over ────────┘          441 ──► Registering
+//! ```
+//!
+//! Every request is a STUN transaction: sent, then retransmitted after `rto_initial`, doubling up
+//! to `rto_max`, until answered or `give_up_after` has passed ([`Event::GaveUp`], then a pause).
+//! A CHECK from the flock (signed by the pinned flock key, for our name) is answered at once, to
+//! its source, whatever the state.
+
+use flock_proto::identity::{self, Fingerprint, PUBLIC_KEY_LEN};
+use flock_proto::msg::{self, code, method, Check, ErrorAnswer, Keepalive, KeptAlive, Registered};
+use flock_proto::entropy::Entropy;
+use flock_proto::stun::{Class, Message, TransactionId};
+use flock_proto::token::{canonical, Nonce, Token};
+use flock_proto::{Name, Time};
+use ring::signature::Ed25519KeyPair;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A buffer of this size always holds anything [`Appliance::poll_transmit`] writes.
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// Transaction ids remembered for one registration attempt (a success for any of them counts).
+const MAX_TXIDS_PER_ATTEMPT: usize = 32;
+/// CHECK answers waiting to be sent; more CHECKs arriving before a `poll_transmit` are dropped.
+const MAX_PENDING_ANSWERS: usize = 16;
+/// Events kept for `poll_event`; past it the oldest are dropped.
+const MAX_EVENTS: usize = 256;
+/// Nonce errors in one attempt answered by an immediate re-send; later ones wait for the
+/// retransmission timer (a NAT that changes port on every packet must not make us spin).
+const MAX_IMMEDIATE_NONCE_RETRIES: u32 = 3;
+/// CHECK answers allowed in a burst, then one per second: the flock retransmits a CHECK at
+/// most every 0.5 s and doubling, so this never holds back a real one, while a captured CHECK
+/// replayed from spoofed sources cannot make the appliance a (slightly amplifying) reflector.
+const CHECK_ANSWER_BURST: u32 = 8;
+const CHECK_ANSWER_REFILL: Duration = Duration::from_secs(1);
+/// Shortest keep-alive interval taken from a server (a broken one must not make us spin).
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Settings of an appliance.
+#[derive(Clone, Debug)]
+pub struct ApplianceConfig {
+    /// The name to register.
+    pub name: Name,
+    /// The flock server to register with.
+    pub server: SocketAddr,
+    /// The flock's Ed25519 public key, pinned: only CHECKs signed by it are answered.
+    pub flock_public_key: [u8; PUBLIC_KEY_LEN],
+    /// First retransmission timeout of a request; doubles after each retransmission.
+    pub rto_initial: Duration,
+    /// Cap of the retransmission timeout.
+    pub rto_max: Duration,
+    /// A request unanswered this long is abandoned ([`Event::GaveUp`]).
+    pub give_up_after: Duration,
+    /// Keep-alive interval until a server states its own.
+    pub keepalive_interval: Duration,
+    /// Keep-alive (and pause) jitter, as a fraction: 0.1 spreads them over ±10 %.
+    pub jitter: f64,
+    /// Pause after a refusal or a give-up before registering again; doubles with each
+    /// consecutive failure, up to `retry_pause_max`.
+    pub retry_pause: Duration,
+    pub retry_pause_max: Duration,
+    /// A REGISTER retransmitted for this long is signed again with a fresh timestamp (and a new
+    /// transaction id), so a long wait never ends in a stale-timestamp refusal.
+    pub resign_after: Duration,
+}
+
+impl ApplianceConfig {
+    /// A configuration with the default timers.
+    pub fn new(name: Name, server: SocketAddr, flock_public_key: [u8; PUBLIC_KEY_LEN]) -> ApplianceConfig {
+        ApplianceConfig {
+            name,
+            server,
+            flock_public_key,
+            rto_initial: Duration::from_millis(500),
+            rto_max: Duration::from_secs(8),
+            give_up_after: Duration::from_secs(600),
+            keepalive_interval: Duration::from_secs(30),
+            jitter: 0.1,
+            retry_pause: Duration::from_secs(5),
+            retry_pause_max: Duration::from_secs(300),
+            resign_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Something the application should know about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The server registered the name; `mapped` is the address it sees us at.
+    Registered { mapped: SocketAddr },
+    /// The address the server sees us at changed (reported before the `Registered` or
+    /// `KeptAlive` that revealed it).
+    MappedAddressChanged { old: SocketAddr, new: SocketAddr },
+    /// A keep-alive was answered.
+    KeptAlive { mapped: SocketAddr },
+    /// The server refused our keep-alive token (441): registering again at once.
+    TokenRefused,
+    /// The server refused a request with this error code (403 bad signature, 409 name taken,
+    /// 440 clock skew, 508 server full, ...). The appliance pauses, then registers again.
+    Refused { code: u16 },
+    /// A CHECK from the flock was answered (to `from`).
+    CheckAnswered { from: SocketAddr },
+    /// A request went unanswered for `give_up_after`. The appliance pauses, then registers again.
+    GaveUp,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Registered { mapped } => write!(f, "registered, seen at {mapped}"),
+            Event::MappedAddressChanged { old, new } => write!(f, "mapped address changed from {old} to {new}"),
+            Event::KeptAlive { mapped } => write!(f, "kept alive, seen at {mapped}"),
+            Event::TokenRefused => write!(f, "token refused, registering again"),
+            Event::Refused { code } => write!(f, "refused: {code} {}", code::reason(*code)),
+            Event::CheckAnswered { from } => write!(f, "answered a check from {from}"),
+            Event::GaveUp => write!(f, "gave up: no answer from the server"),
+        }
+    }
+}
+
+/// Where the appliance is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Built, nothing sent yet.
+    Starting,
+    /// A REGISTER transaction is running.
+    Registering,
+    /// Registered, waiting for the next keep-alive.
+    Registered,
+    /// Registered, a KEEPALIVE transaction is running.
+    KeepingAlive,
+    /// Waiting after a refusal or a give-up before registering again.
+    Paused,
+}
+
+impl State {
+    /// True while the server is believed to hold our registration.
+    pub fn is_registered(self) -> bool {
+        matches!(self, State::Registered | State::KeepingAlive)
+    }
+}
+
+/// Counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed out by `poll_transmit`.
+    pub transmitted: u64,
+    /// Of those, retransmissions of an unanswered request.
+    pub retransmitted: u64,
+    /// Datagrams passed to `handle`.
+    pub received: u64,
+    /// Received datagrams that matched nothing (malformed, other sources, unknown transactions).
+    pub ignored: u64,
+    pub registrations: u64,
+    pub keepalives: u64,
+    pub checks_answered: u64,
+    /// CHECKs not answered: not for our name, or not signed by the pinned flock key.
+    pub checks_ignored: u64,
+    /// CHECK answers dropped because too many were waiting or the answer rate was exceeded.
+    pub checks_dropped: u64,
+    pub gave_up: u64,
+    pub refused: u64,
+}
+
+/// One request being (re)transmitted.
+#[derive(Clone, Copy, Debug)]
+struct Transaction {
+    txid: TransactionId,
+    /// When the request (or the registration attempt it belongs to) was first sent.
+    started: Time,
+    next_send: Time,
+    rto: Duration,
+    /// A transmission is due at the next `poll_transmit`.
+    send_now: bool,
+    /// That transmission repeats an earlier one.
+    is_retransmission: bool,
+}
+
+/// A registration attempt: one REGISTER transaction whose content (and so transaction id) may
+/// change, on a nonce error or a re-signature.
+#[derive(Clone, Debug)]
+struct Attempt {
+    tx: Transaction,
+    /// The signed TIMESTAMP of the current content.
+    timestamp: Time,
+    txids: VecDeque<TransactionId>,
+    nonce_retries: u32,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Starting,
+    Registering(Attempt),
+    Registered { next_keepalive: Time },
+    KeepingAlive(Transaction),
+    Paused { until: Time },
+}
+
+struct PendingAnswer {
+    dst: SocketAddr,
+    txid: TransactionId,
+    challenge: [u8; 16],
+}
+
+/// An appliance: registers its name with a flock server and keeps it registered.
+pub struct Appliance {
+    config: ApplianceConfig,
+    key: Ed25519KeyPair,
+    fingerprint: Fingerprint,
+    entropy: Box<dyn Entropy + Send>,
+    phase: Phase,
+    nonce: Option<Nonce>,
+    token: Option<Token>,
+    mapped: Option<SocketAddr>,
+    keepalive_interval: Duration,
+    /// Consecutive refusals and give-ups (sets the pause).
+    failures: u32,
+    answers: VecDeque<PendingAnswer>,
+    /// Token bucket of CHECK answers: tokens left, and when the last one was added.
+    answer_tokens: u32,
+    answer_refilled: Time,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl fmt::Debug for Appliance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Appliance")
+            .field("name", &self.config.name)
+            .field("fingerprint", &self.fingerprint)
+            .field("state", &self.state())
+            .field("mapped", &self.mapped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Appliance {
+    /// An appliance that will register `config.name` with `key` once time is passed in.
+    pub fn new(config: ApplianceConfig, key: Ed25519KeyPair, entropy: impl Entropy + Send + 'static) -> Appliance {
+        let fingerprint = Fingerprint::of(&identity::public_key(&key));
+        Appliance {
+            keepalive_interval: config.keepalive_interval,
+            config,
+            key,
+            fingerprint,
+            entropy: Box::new(entropy),
+            phase: Phase::Starting,
+            nonce: None,
+            token: None,
+            mapped: None,
+            failures: 0,
+            answers: VecDeque::new(),
+            answer_tokens: CHECK_ANSWER_BURST,
+            answer_refilled: Time::ZERO,
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ApplianceConfig {
+        &self.config
+    }
+
+    pub fn name(&self) -> &Name {
+        &self.config.name
+    }
+
+    /// SHA-256 of our public key: our identity on the flock.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        identity::public_key(&self.key)
+    }
+
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::Starting => State::Starting,
+            Phase::Registering(_) => State::Registering,
+            Phase::Registered { .. } => State::Registered,
+            Phase::KeepingAlive(_) => State::KeepingAlive,
+            Phase::Paused { .. } => State::Paused,
+        }
+    }
+
+    /// The address the server last saw us at.
+    pub fn mapped(&self) -> Option<SocketAddr> {
+        self.mapped
+    }
+
+    /// The keep-alive interval in use (the server's, once registered).
+    pub fn keepalive_interval(&self) -> Duration {
+        self.keepalive_interval
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Takes in a datagram received from `src`.
+    pub fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8]) {
+        self.stats.received += 1;
+        let Ok(m) = Message::parse(datagram) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if m.method() == method::CHECK && m.class() == Class::Request {
+            self.on_check(now, src, &m);
+            return;
+        }
+        if canonical(src) != canonical(self.config.server) {
+            self.stats.ignored += 1;
+            return;
+        }
+        let handled = match (m.method(), m.class()) {
+            (method::REGISTER, Class::Success | Class::Error) => self.on_register_answer(now, &m),
+            (method::KEEPALIVE, Class::Success | Class::Error) => self.on_keepalive_answer(now, &m),
+            _ => false,
+        };
+        if !handled {
+            self.stats.ignored += 1;
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` (use [`MAX_DATAGRAM`] bytes); returns its
+    /// destination and length. Call until `None` after each `handle` and `handle_timeout`.
+    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        if matches!(self.phase, Phase::Starting) {
+            self.start_registering(now);
+        }
+        while let Some(a) = self.answers.pop_front() {
+            if let Ok(n) = msg::encode_check_answer(buf, &a.txid, &self.config.name, &self.key, &a.challenge) {
+                self.stats.transmitted += 1;
+                return Some((a.dst, n));
+            }
+        }
+        let encoded = match &mut self.phase {
+            Phase::Registering(a) if a.tx.send_now => {
+                a.tx.send_now = false;
+                let retransmission = a.tx.is_retransmission;
+                a.tx.is_retransmission = true;
+                msg::encode_register(buf, &a.tx.txid, &self.config.name, &self.key, a.timestamp.0, self.nonce)
+                    .ok()
+                    .map(|n| (n, retransmission))
+            }
+            Phase::KeepingAlive(tx) if tx.send_now => {
+                tx.send_now = false;
+                let retransmission = tx.is_retransmission;
+                tx.is_retransmission = true;
+                let token = self.token?;
+                Keepalive { name: self.config.name, identity: self.fingerprint, token }
+                    .encode(buf, &tx.txid)
+                    .ok()
+                    .map(|n| (n, retransmission))
+            }
+            _ => None,
+        };
+        let (n, retransmission) = encoded?;
+        self.stats.transmitted += 1;
+        if retransmission {
+            self.stats.retransmitted += 1;
+        }
+        Some((self.config.server, n))
+    }
+
+    /// When `handle_timeout` must next run (`None`: only a datagram can wake the appliance).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match &self.phase {
+            Phase::Starting => Some(Time::ZERO),
+            Phase::Registering(a) => Some(a.tx.next_send.min(self.deadline(&a.tx))),
+            Phase::KeepingAlive(tx) => Some(tx.next_send.min(self.deadline(tx))),
+            Phase::Registered { next_keepalive } => Some(*next_keepalive),
+            Phase::Paused { until } => Some(*until),
+        }
+    }
+
+    /// Runs the timers due at `now`: retransmissions, give-ups, keep-alives, end of a pause.
+    pub fn handle_timeout(&mut self, now: Time) {
+        match &self.phase {
+            Phase::Starting => self.start_registering(now),
+            Phase::Registering(a) => {
+                if now >= self.deadline(&a.tx) {
+                    self.give_up(now);
+                } else if now >= a.tx.next_send {
+                    let resign = now.saturating_since(a.timestamp) >= self.config.resign_after;
+                    let max = self.config.rto_max;
+                    if resign {
+                        self.new_register_content(now);
+                    }
+                    if let Phase::Registering(a) = &mut self.phase {
+                        a.tx.retransmit(now, max);
+                    }
+                }
+            }
+            Phase::KeepingAlive(tx) => {
+                if now >= self.deadline(tx) {
+                    self.give_up(now);
+                } else if now >= tx.next_send {
+                    let max = self.config.rto_max;
+                    if let Phase::KeepingAlive(tx) = &mut self.phase {
+                        tx.retransmit(now, max);
+                    }
+                }
+            }
+            Phase::Registered { next_keepalive } => {
+                if now >= *next_keepalive {
+                    self.start_keepalive(now);
+                }
+            }
+            Phase::Paused { until } => {
+                if now >= *until {
+                    self.start_registering(now);
+                }
+            }
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Tells the appliance its local address (or network) changed: a running request is sent
+    /// again at once, a registered appliance sends a keep-alive now (the server refuses the
+    /// token from a new address, which leads to a new registration), a pause ends.
+    pub fn network_changed(&mut self, now: Time) {
+        let (initial, max) = (self.config.rto_initial, self.config.rto_max);
+        match &mut self.phase {
+            Phase::Starting => {}
+            Phase::Registering(a) => a.tx.restart(now, initial, max),
+            Phase::KeepingAlive(tx) => tx.restart(now, initial, max),
+            Phase::Registered { .. } => self.start_keepalive(now),
+            Phase::Paused { .. } => self.start_registering(now),
+        }
+    }
+
+    fn deadline(&self, tx: &Transaction) -> Time {
+        tx.started + self.config.give_up_after
+    }
+
+    fn txid(&mut self) -> TransactionId {
+        let mut t = [0; 12];
+        self.entropy.fill(&mut t);
+        t
+    }
+
+    fn event(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// `d` spread uniformly over ±`jitter`.
+    fn jittered(&mut self, d: Duration) -> Duration {
+        let j = if self.config.jitter.is_finite() { self.config.jitter.clamp(0.0, 1.0) } else { 0.0 };
+        let mut b = [0; 4];
+        self.entropy.fill(&mut b);
+        let u = f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX);
+        d.mul_f64(1.0 + j * (2.0 * u - 1.0))
+    }
+
+    fn start_registering(&mut self, now: Time) {
+        let txid = self.txid();
+        let mut txids = VecDeque::with_capacity(4);
+        txids.push_back(txid);
+        self.phase = Phase::Registering(Attempt {
+            tx: Transaction::start(txid, now, self.config.rto_initial, self.config.rto_max),
+            timestamp: now,
+            txids,
+            nonce_retries: 0,
+        });
+    }
+
+    /// New REGISTER content (fresh timestamp, current nonce) under a new transaction id. The
+    /// transmission schedule is the caller's business.
+    fn new_register_content(&mut self, now: Time) {
+        let txid = self.txid();
+        if let Phase::Registering(a) = &mut self.phase {
+            a.tx.txid = txid;
+            a.tx.is_retransmission = false;
+            a.timestamp = now;
+            if a.txids.len() >= MAX_TXIDS_PER_ATTEMPT {
+                a.txids.pop_front();
+            }
+            a.txids.push_back(txid);
+        }
+    }
+
+    fn start_keepalive(&mut self, now: Time) {
+        if self.token.is_none() {
+            self.start_registering(now);
+            return;
+        }
+        let txid = self.txid();
+        self.phase = Phase::KeepingAlive(Transaction::start(txid, now, self.config.rto_initial, self.config.rto_max));
+    }
+
+    fn schedule_keepalive(&mut self, now: Time) {
+        let wait = self.jittered(self.keepalive_interval);
+        self.phase = Phase::Registered { next_keepalive: now + wait };
+    }
+
+    /// Pauses before registering again (backoff over consecutive failures).
+    fn pause(&mut self, now: Time) {
+        let doublings = self.failures.min(20);
+        self.failures = self.failures.saturating_add(1);
+        let base = self.config.retry_pause.saturating_mul(1 << doublings).min(self.config.retry_pause_max);
+        let wait = self.jittered(base);
+        self.phase = Phase::Paused { until: now + wait };
+    }
+
+    fn give_up(&mut self, now: Time) {
+        self.stats.gave_up += 1;
+        self.event(Event::GaveUp);
+        self.pause(now);
+    }
+
+    fn refused(&mut self, now: Time, code: u16) {
+        self.stats.refused += 1;
+        self.event(Event::Refused { code });
+        self.pause(now);
+    }
+
+    fn saw_mapped(&mut self, mapped: SocketAddr) {
+        if let Some(old) = self.mapped {
+            if old != mapped {
+                self.event(Event::MappedAddressChanged { old, new: mapped });
+            }
+        }
+        self.mapped = Some(mapped);
+    }
+
+    fn on_register_answer(&mut self, now: Time, m: &Message<'_>) -> bool {
+        let Phase::Registering(a) = &self.phase else { return false };
+        let txid = m.transaction_id();
+        if m.class() == Class::Success {
+            // The server answers the latest REGISTER it saw, maybe late: any of ours counts.
+            if !a.txids.contains(txid) {
+                return false;
+            }
+            let Ok(r) = Registered::parse(m) else { return false };
+            self.stats.registrations += 1;
+            self.token = Some(r.token);
+            if r.keepalive_interval_ms > 0 {
+                self.keepalive_interval = Duration::from_millis(u64::from(r.keepalive_interval_ms)).max(MIN_KEEPALIVE_INTERVAL);
+            }
+            self.failures = 0;
+            self.saw_mapped(r.mapped);
+            self.event(Event::Registered { mapped: r.mapped });
+            self.schedule_keepalive(now);
+            return true;
+        }
+        // Errors only count for the content in flight (an older one may carry an older nonce).
+        if txid != &a.tx.txid {
+            return false;
+        }
+        let Ok(e) = ErrorAnswer::parse(m) else { return false };
+        match (e.code, e.nonce) {
+            (code::NONCE_REQUIRED | code::STALE_NONCE, Some(nonce)) => {
+                self.nonce = Some(nonce);
+                self.new_register_content(now);
+                let (initial, max) = (self.config.rto_initial, self.config.rto_max);
+                if let Phase::Registering(a) = &mut self.phase {
+                    a.nonce_retries += 1;
+                    if a.nonce_retries <= MAX_IMMEDIATE_NONCE_RETRIES {
+                        a.tx.restart(now, initial, max);
+                    }
+                }
+                true
+            }
+            (code::NONCE_REQUIRED | code::STALE_NONCE, None) => false,
+            (c, _) => {
+                self.refused(now, c);
+                true
+            }
+        }
+    }
+
+    fn on_keepalive_answer(&mut self, now: Time, m: &Message<'_>) -> bool {
+        let Phase::KeepingAlive(tx) = &self.phase else { return false };
+        if m.transaction_id() != &tx.txid {
+            return false;
+        }
+        if m.class() == Class::Success {
+            let Ok(k) = KeptAlive::parse(m) else { return false };
+            self.stats.keepalives += 1;
+            if let Some(t) = k.token {
+                self.token = Some(t);
+            }
+            self.failures = 0;
+            self.saw_mapped(k.mapped);
+            self.event(Event::KeptAlive { mapped: k.mapped });
+            self.schedule_keepalive(now);
+            return true;
+        }
+        let Ok(e) = ErrorAnswer::parse(m) else { return false };
+        if e.code == code::REREGISTER {
+            self.token = None;
+            self.event(Event::TokenRefused);
+            self.start_registering(now);
+        } else {
+            self.refused(now, e.code);
+        }
+        true
+    }
+
+    fn on_check(&mut self, now: Time, src: SocketAddr, m: &Message<'_>) {
+        let Ok(c) = Check::parse(m) else {
+            self.stats.checks_ignored += 1;
+            return;
+        };
+        // Stale CHECKs (replayed long after the server sent them) are ignored; the skew allowance
+        // matches the server's REGISTER timestamp tolerance.
+        if c.name != self.config.name || !c.fresh(now.0, CHECK_CLOCK_SKEW_MS) || !c.from_flock(&self.config.flock_public_key) {
+            self.stats.checks_ignored += 1;
+            return;
+        }
+        if !self.take_answer_token(now) || self.answers.len() >= MAX_PENDING_ANSWERS {
+            self.stats.checks_dropped += 1;
+            return;
+        }
+        self.answers.push_back(PendingAnswer { dst: src, txid: *m.transaction_id(), challenge: c.challenge });
+        self.stats.checks_answered += 1;
+        self.event(Event::CheckAnswered { from: src });
+    }
+}
+
+/// Clock difference tolerated when judging a CHECK's expiry (10 min).
+const CHECK_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+
+impl Appliance {
+    fn take_answer_token(&mut self, now: Time) -> bool {
+        let refill_ms = CHECK_ANSWER_REFILL.as_millis() as u64;
+        let earned = now.0.saturating_sub(self.answer_refilled.0) / refill_ms;
+        if earned > 0 {
+            self.answer_tokens = (self.answer_tokens as u64 + earned).min(u64::from(CHECK_ANSWER_BURST)) as u32;
+            self.answer_refilled = Time(self.answer_refilled.0 + earned * refill_ms);
+        }
+        if self.answer_tokens == 0 {
+            return false;
+        }
+        self.answer_tokens -= 1;
+        true
+    }
+}
+
+impl Transaction {
+    fn start(txid: TransactionId, now: Time, rto_initial: Duration, rto_max: Duration) -> Transaction {
+        Transaction {
+            txid,
+            started: now,
+            next_send: now + rto_initial,
+            rto: (rto_initial * 2).min(rto_max),
+            send_now: true,
+            is_retransmission: false,
+        }
+    }
+
+    /// Due now: send again and back off.
+    fn retransmit(&mut self, now: Time, rto_max: Duration) {
+        self.send_now = true;
+        self.next_send = now + self.rto;
+        self.rto = (self.rto * 2).min(rto_max);
+    }
+
+    /// Send at once and restart the backoff (new content, or a network change).
+    fn restart(&mut self, now: Time, rto_initial: Duration, rto_max: Duration) {
+        self.send_now = true;
+        self.next_send = now + rto_initial;
+        self.rto = (rto_initial * 2).min(rto_max);
+    }
+}

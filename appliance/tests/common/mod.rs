@@ -1,0 +1,300 @@
+//! A simulated network joining one [`Appliance`] and the real flock server, in memory, on
+//! simulated time. The appliance sits behind a "NAT": the server sees it at `app_addr`; the
+//! server's datagrams reach it when sent to `app_addr` or to an address in `reachable`.
+#![allow(dead_code)]
+
+use flock_appliance::{Appliance, ApplianceConfig, Event};
+use flock_proto::identity::public_key;
+use flock_proto::msg;
+use flock_proto::server::{Keys, Server, ServerConfig};
+pub use flock_proto::stun::{Class, Message, Method, TransactionId};
+pub use flock_proto::testing::{keypair, Device, XorShift};
+use flock_proto::token::ProofKeys;
+pub use flock_proto::{Name, Time};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const T0: Time = Time(1_700_000_000_000);
+pub const APP_SEED: u8 = 1;
+pub const FLOCK_SEED: u8 = 200;
+pub const SECRET: &[u8] = b"server secret";
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub fn name(s: &str) -> Name {
+    s.parse().unwrap()
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+pub fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+pub fn flock_public_key(seed: u8) -> [u8; 32] {
+    public_key(&keypair(seed))
+}
+
+/// A server keyed with `secret` and the flock key made from `flock_seed`.
+pub fn server_with(config: ServerConfig, secret: &[u8], flock_seed: u8) -> Server<XorShift> {
+    let keys = Keys { proof: ProofKeys::from_secret(secret), flock: Arc::new(keypair(flock_seed)) };
+    Server::new(config, keys, XorShift(0x9E37_79B9_7F4A_7C15))
+}
+
+pub fn server() -> Server<XorShift> {
+    server_with(ServerConfig::default(), SECRET, FLOCK_SEED)
+}
+
+/// Who sent a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Appliance,
+    Server,
+    /// Injected by the test.
+    Test,
+}
+
+/// One datagram on the simulated wire.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub at: Time,
+    pub from: Origin,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+    pub delivered: bool,
+}
+
+impl Sent {
+    pub fn message(&self) -> Message<'_> {
+        Message::parse(&self.bytes).expect("a STUN message")
+    }
+    pub fn method(&self) -> Method {
+        self.message().method()
+    }
+    pub fn class(&self) -> Class {
+        self.message().class()
+    }
+    pub fn txid(&self) -> TransactionId {
+        *self.message().transaction_id()
+    }
+    pub fn is(&self, method: Method, class: Class) -> bool {
+        self.method() == method && self.class() == class
+    }
+    pub fn error_code(&self) -> Option<u16> {
+        msg::ErrorAnswer::parse(&self.message()).ok().map(|e| e.code)
+    }
+}
+
+/// Decides whether the appliance's n-th datagram to the server (from 0), sent at a time, is lost.
+pub type DropRule = Box<dyn FnMut(usize, Time, &[u8]) -> bool>;
+
+pub struct Sim {
+    pub now: Time,
+    pub server: Server<XorShift>,
+    pub server_addr: SocketAddr,
+    pub app: Appliance,
+    /// Where the server sees the appliance (its current NAT mapping).
+    pub app_addr: SocketAddr,
+    /// Other addresses whose datagrams still reach the appliance (old NAT mappings).
+    pub reachable: Vec<SocketAddr>,
+    pub drop_rule: DropRule,
+    sent_to_server: usize,
+    pub log: Vec<Sent>,
+    pub events: Vec<(Time, Event)>,
+}
+
+pub fn config(name_: &str, server: SocketAddr) -> ApplianceConfig {
+    ApplianceConfig::new(name(name_), server, flock_public_key(FLOCK_SEED))
+}
+
+impl Sim {
+    /// The appliance "box" (key seed 1) and a default server.
+    pub fn new() -> Sim {
+        Sim::with(server(), |_| {})
+    }
+
+    /// A simulation with `server` and a default appliance config adjusted by `tweak`.
+    pub fn with(server: Server<XorShift>, tweak: impl FnOnce(&mut ApplianceConfig)) -> Sim {
+        let server_addr = addr("192.0.2.1:3478");
+        let mut c = config("box", server_addr);
+        tweak(&mut c);
+        Sim {
+            now: T0,
+            server,
+            server_addr,
+            app: Appliance::new(c, keypair(APP_SEED), XorShift(0x1234_5678_9ABC_DEF1)),
+            app_addr: addr("203.0.113.5:40000"),
+            reachable: vec![],
+            drop_rule: Box::new(|_, _, _| false),
+            sent_to_server: 0,
+            log: vec![],
+            events: vec![],
+        }
+    }
+
+    /// Loses every datagram the appliance sends to the server while `down` is true.
+    pub fn server_down(&mut self, down: bool) {
+        self.drop_rule = Box::new(move |_, _, _| down);
+    }
+
+    /// Moves everything that can move at `now` until nothing does.
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; 1500];
+        loop {
+            let mut moved = false;
+            while let Some((dst, n)) = self.app.poll_transmit(self.now, &mut buf) {
+                moved = true;
+                let bytes = buf[..n].to_vec();
+                self.send_from_app(dst, bytes);
+            }
+            while let Some((dst, n)) = self.server.poll_transmit(self.now, &mut buf) {
+                moved = true;
+                let bytes = buf[..n].to_vec();
+                self.send_from_server(dst, bytes);
+            }
+            while let Some(e) = self.app.poll_event() {
+                self.events.push((self.now, e));
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn send_from_app(&mut self, dst: SocketAddr, bytes: Vec<u8>) {
+        let to_server = dst == self.server_addr;
+        let lost = to_server && {
+            let i = self.sent_to_server;
+            self.sent_to_server += 1;
+            (self.drop_rule)(i, self.now, &bytes)
+        };
+        self.log.push(Sent { at: self.now, from: Origin::Appliance, to: dst, bytes: bytes.clone(), delivered: to_server && !lost });
+        if !to_server || lost {
+            return;
+        }
+        let mut reply = [0u8; 1500];
+        if let Some(n) = self.server.handle(self.now, self.app_addr, &bytes, &mut reply) {
+            assert!(n <= bytes.len(), "the server answered {n} bytes to a {}-byte request", bytes.len());
+            let reply = reply[..n].to_vec();
+            self.send_from_server(self.app_addr, reply);
+        }
+    }
+
+    fn send_from_server(&mut self, dst: SocketAddr, bytes: Vec<u8>) {
+        let delivered = dst == self.app_addr || self.reachable.contains(&dst);
+        self.log.push(Sent { at: self.now, from: Origin::Server, to: dst, bytes: bytes.clone(), delivered });
+        if delivered {
+            self.app.handle(self.now, self.server_addr, &bytes);
+        }
+    }
+
+    /// Delivers a datagram from `src` to the appliance now, and moves what follows.
+    pub fn inject(&mut self, src: SocketAddr, bytes: &[u8]) {
+        self.log.push(Sent { at: self.now, from: Origin::Test, to: self.app_addr, bytes: bytes.to_vec(), delivered: true });
+        self.app.handle(self.now, src, bytes);
+        self.pump();
+    }
+
+    /// Runs both machines' timers up to `until`.
+    pub fn run_until(&mut self, until: Time) {
+        for _ in 0..10_000_000 {
+            self.pump();
+            let next = [self.app.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    if self.app.poll_timeout().is_some_and(|t| t <= self.now) {
+                        self.app.handle_timeout(self.now);
+                    }
+                    if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+                        self.server.handle_timeout(self.now);
+                    }
+                }
+                _ => {
+                    self.now = self.now.max(until);
+                    self.pump();
+                    return;
+                }
+            }
+        }
+        panic!("timers do not advance");
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    /// Runs until an event matching `want` (after those already seen), at most `limit` long.
+    pub fn run_until_event(&mut self, limit: Duration, want: impl Fn(&Event) -> bool) -> (Time, Event) {
+        let seen = self.events.len();
+        let end = self.now + limit;
+        while self.now < end {
+            let step = (self.now + ms(100)).min(end);
+            self.run_until(step);
+            if let Some(&(t, e)) = self.events[seen..].iter().find(|(_, e)| want(e)) {
+                return (t, e);
+            }
+        }
+        panic!("no such event within {limit:?}; events: {:?}", self.events);
+    }
+
+    /// Runs until the appliance is registered; returns when.
+    pub fn register(&mut self) -> Time {
+        self.run_until_event(secs(5), |e| matches!(e, Event::Registered { .. })).0
+    }
+
+    /// The appliance's datagrams to the server (lost ones included).
+    pub fn app_requests(&self, method: Method) -> Vec<&Sent> {
+        self.log.iter().filter(|s| s.from == Origin::Appliance && s.to == self.server_addr && s.method() == method).collect()
+    }
+
+    /// What the appliance sent anywhere but the server.
+    pub fn app_elsewhere(&self) -> Vec<&Sent> {
+        self.log.iter().filter(|s| s.from == Origin::Appliance && s.to != self.server_addr).collect()
+    }
+
+    pub fn server_sent(&self, method: Method, class: Class) -> Vec<&Sent> {
+        self.log.iter().filter(|s| s.from == Origin::Server && s.is(method, class)).collect()
+    }
+
+    /// The events only, in order.
+    pub fn event_list(&self) -> Vec<Event> {
+        self.events.iter().map(|(_, e)| *e).collect()
+    }
+
+    pub fn name(&self) -> Name {
+        *self.app.name()
+    }
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new()
+    }
+}
+
+/// Registers a hand-driven device with `server` from `src` (nonce round trip included).
+pub fn register_device(server: &mut Server<XorShift>, now: Time, d: &mut Device, src: SocketAddr) {
+    let mut reply = [0u8; 1500];
+    for _ in 0..2 {
+        let txid = d.txid();
+        let req = d.register_bytes(now.0, &txid);
+        let n = server.handle(now, src, &req, &mut reply).expect("an answer");
+        let a = flock_proto::testing::Answer::read(&reply[..n]);
+        d.absorb(&a);
+        if matches!(a, flock_proto::testing::Answer::Registered(_)) {
+            return;
+        }
+    }
+    panic!("device did not register");
+}
+
+/// Milliseconds between `a` and `b`.
+pub fn millis(a: Time, b: Time) -> u64 {
+    b.0 - a.0
+}

@@ -1,0 +1,74 @@
+//! The binaries' command lines: help, clear errors for bad input, and the simulator end to end.
+use flock_tests::{workspace_bin, Flockd, TempDir};
+use std::process::Command;
+
+fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(workspace_bin(bin)).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn flockd_help_lists_the_options() {
+    let (code, out, _) = run("flockd", &["--help"]);
+    assert_eq!(code, 0);
+    for flag in ["--config", "--udp", "--cpus", "--data-dir", "--entry-lifetime", "--check-window"] {
+        assert!(out.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn flockd_refuses_bad_configuration_clearly() {
+    let (code, _, err) = run("flockd", &["--config", "/nonexistent/flock.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read config file /nonexistent/flock.toml"), "{err}");
+
+    let dir = TempDir::new("cli");
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(&bad, "[timers]\nentry_lifetme = \"3s\"\n").unwrap();
+    let (code, _, err) = run("flockd", &["--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field `entry_lifetme`"), "{err}");
+
+    let (code, _, err) = run("flockd", &["--keepalive-interval", "90s"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("keepalive_interval must be shorter"), "{err}");
+
+    let (code, _, err) = run("flockd", &["--udp", "192.0.2.1:3478", "--data-dir", dir.0.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("192.0.2.1:3478"), "the error names the address: {err}");
+}
+
+#[test]
+fn simulator_registers_a_fleet_and_exits() {
+    let server = Flockd::start(&[]);
+    let keys = TempDir::new("keys");
+    let flock_pub = server.data_dir.0.join("flock.pub");
+    let (code, out, err) = run(
+        "flock-appliance",
+        &[
+            "--server",
+            &server.udp.to_string(),
+            "--flock-key",
+            &format!("@{}", flock_pub.display()),
+            "--name",
+            "sim",
+            "--count",
+            "20",
+            "--key-dir",
+            keys.0.to_str().unwrap(),
+            "--exit-after-register",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let registered = out.lines().filter(|l| l.contains("\"registered\"")).count();
+    assert_eq!(registered, 20, "{out}");
+    assert_eq!(std::fs::read_dir(&keys.0).unwrap().count(), 20, "one key file per appliance");
+}
+
+#[test]
+fn simulator_refuses_a_bad_flock_key() {
+    let (code, _, err) = run("flock-appliance", &["--flock-key", "abc", "--name", "x"]);
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("flock"), "{err}");
+}

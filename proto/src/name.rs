@@ -3,7 +3,7 @@
 //! Normalization: trim ASCII whitespace, ASCII-lowercase; the result must be 1..=255 bytes of
 //! `[a-z0-9._-]`. The name's SHA-256 (of the normalized bytes) decides everything else: bytes
 //! 0..8 (big-endian u64) mod the number of servers pick the server, bytes 8..16 mod the number
-//! of cores pick the owning core, bytes 16..28 are the key of the registration table.
+//! of cores pick the owning core, bytes 16..26 are the key of the registration table.
 
 use sha2::{Digest, Sha256};
 
@@ -105,8 +105,10 @@ impl core::fmt::Display for Name {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct NameHash(pub [u8; 32]);
 
-/// The part of a name's hash that keys the registration table (96 bits).
-pub type TableKey = [u8; 12];
+/// The part of a name's hash that keys the registration table (80 bits: finding a name that
+/// collides with a given one takes 2^80 hashes; accidental collisions among 10 M names have
+/// odds of about 10^-10).
+pub type TableKey = [u8; 10];
 
 impl NameHash {
     /// Index of the server that owns the name in a flock of `servers` (≥ 1).
@@ -121,8 +123,8 @@ impl NameHash {
 
     /// Key of the name in a registration table.
     pub fn table_key(&self) -> TableKey {
-        let mut k = [0; 12];
-        k.copy_from_slice(&self.0[16..28]);
+        let mut k = [0; 10];
+        k.copy_from_slice(&self.0[16..26]);
         k
     }
 }

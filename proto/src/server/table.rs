@@ -1,4 +1,4 @@
-//! The registration table: name key → (address, identity prefix, expiry), packed to 48 bytes
+//! The registration table: name key → (address, identity prefix, expiry), packed to 44 bytes
 //! an entry. Expired entries are dead at once (every read checks the expiry) and swept out
 //! periodically or when the table is full.
 
@@ -116,14 +116,14 @@ mod tests {
 
     #[test]
     fn entry_is_compact() {
-        assert_eq!(core::mem::size_of::<Entry>(), 48);
+        assert_eq!(core::mem::size_of::<Entry>(), 44);
     }
 
     #[test]
     fn addresses_round_trip() {
         for a in ["192.0.2.1:9", "[2001:db8::1]:65535", "[::ffff:10.0.0.1]:1"] {
             let addr: SocketAddr = a.parse().unwrap();
-            let e = Entry::new([0; 12], addr, [0; 12], 0);
+            let e = Entry::new([0; 10], addr, [0; 12], 0);
             assert!(e.same_addr(addr));
             assert_eq!(e.addr(), crate::token::canonical(addr));
         }
@@ -133,15 +133,15 @@ mod tests {
     fn bound_sweeps_dead_then_refuses() {
         let mut t = Table::new(2);
         let now = Time::from_secs(1000);
-        let e = |k: u8, exp| Entry::new([k; 12], "192.0.2.1:1".parse().unwrap(), [k; 12], exp);
+        let e = |k: u8, exp| Entry::new([k; 10], "192.0.2.1:1".parse().unwrap(), [k; 12], exp);
         assert_eq!(t.insert(e(1, 1001), now), Insert::Done);
         assert_eq!(t.insert(e(2, 1100), now), Insert::Done);
         assert_eq!(t.insert(e(3, 1100), now), Insert::Full);
         assert_eq!(t.insert(e(1, 1100), now), Insert::Done, "known keys keep working at the bound");
         let later = Time::from_secs(1001);
         assert_eq!(t.insert(e(3, 1100), later), Insert::Full, "nothing dead yet: entry 1 was refreshed");
-        t.get_mut(&[1; 12], later).unwrap().expires = 1001;
-        assert!(t.get(&[1; 12], later).is_none(), "dead on read at its expiry");
+        t.get_mut(&[1; 10], later).unwrap().expires = 1001;
+        assert!(t.get(&[1; 10], later).is_none(), "dead on read at its expiry");
         assert_eq!(t.insert(e(3, 1100), later), Insert::Done, "the dead entry was swept");
         assert_eq!(t.len(), 2);
     }

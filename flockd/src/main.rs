@@ -34,8 +34,8 @@ struct Args {
     #[arg(long, value_name = "N", conflicts_with = "cpus")]
     cores: Option<usize>,
     /// Exact CPUs to run on, e.g. "1" or "2-3" (keeps a load generator off the server's CPUs).
-    #[arg(long, value_name = "LIST", value_parser = config::parse_cpu_list)]
-    cpus: Option<Vec<usize>>,
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
     /// Do not pin executors to CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -57,6 +57,15 @@ struct Args {
     /// Print the flock public key (hex) from the data directory and exit.
     #[arg(long)]
     print_flock_key: bool,
+}
+
+/// A parsed `--cpus` value. A newtype, because clap treats `Option<Vec<_>>` as a multi-value
+/// argument and would hand the parser's `Vec` to the wrong accessor.
+#[derive(Clone, Debug)]
+struct CpuList(Vec<usize>);
+
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    config::parse_cpu_list(s).map(CpuList)
 }
 
 fn main() -> ExitCode {
@@ -85,7 +94,7 @@ fn settings(args: &Args) -> Result<Config, String> {
         c.cores = v;
         c.cpus.clear();
     }
-    if let Some(v) = &args.cpus {
+    if let Some(CpuList(v)) = &args.cpus {
         c.cpus = v.clone();
     }
     if args.no_pin {

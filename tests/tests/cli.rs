@@ -39,6 +39,20 @@ fn flockd_refuses_bad_configuration_clearly() {
 }
 
 #[test]
+fn flockd_runs_on_the_cpus_it_is_given() {
+    // --cpus takes a list; an unknown CPU is a clear start-up error, a known one starts.
+    let (code, _, err) = run("flockd", &["--cpus", "999", "--udp", "127.0.0.1:0", "--data-dir", TempDir::new("cpus").0.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("999"), "the error names the CPU: {err}");
+    let (code, _, err) = run("flockd", &["--cpus", "1-0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid CPU list"), "{err}");
+    let mut server = Flockd::start(&["--cpus", "0"]);
+    assert!(server.log_lines.iter().any(|l| l.contains("cores=1")), "{:?}", server.log_lines);
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[test]
 fn simulator_registers_a_fleet_and_exits() {
     let server = Flockd::start(&[]);
     let keys = TempDir::new("keys");

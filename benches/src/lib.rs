@@ -1,0 +1,20 @@
+//! Flock benchmarks: `flock-bench`, a packet-rate load generator for flockd, and a minimal
+//! UDP echo server as the kernel baseline.
+//!
+//! The pieces: [`gen`] is the per-thread send/receive loop, driven by a [`gen::Workload`]
+//! from [`modes`]; [`runner`] runs a phase on all threads and samples CPU use; [`mmsg`] does
+//! the batched I/O (sendmmsg + UDP GSO, recvmmsg); [`inflight`] matches answers to requests;
+//! [`hist`] keeps latencies; [`report`] prints and serializes the results.
+
+pub mod cli;
+pub mod echo;
+pub mod gen;
+pub mod hist;
+pub mod inflight;
+pub mod mmsg;
+pub mod modes;
+pub mod proc_stat;
+pub mod report;
+pub mod runner;
+pub mod sys;
+pub mod template;

@@ -33,6 +33,34 @@ pub enum Command {
     Keepalive(KeepaliveArgs),
     /// Full signed REGISTERs (nonce cached per socket), replayed round-robin over N names.
     Register(RegisterArgs),
+    /// Reads `--json` results and writes a bar chart (SVG) and/or a markdown table of the
+    /// medians per server (`--label`) and mode, with ratios to a baseline.
+    Chart(ChartArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChartArgs {
+    /// JSON files, or directories whose `*.json` files are read (not recursively). Each file is
+    /// one run; runs with the same label and mode are rounds of one bar.
+    #[arg(long, value_name = "PATH", required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// SVG file to draw the chart into.
+    #[arg(long, value_name = "FILE.svg")]
+    pub output: Option<PathBuf>,
+    /// Markdown file to write the table into (it is printed on stdout either way).
+    #[arg(long, value_name = "FILE.md")]
+    pub table: Option<PathBuf>,
+    /// Label of the runs the ratios refer to (their `stun` or `echo` median); repeat for more
+    /// table columns, the first one is printed on the bars.
+    #[arg(long, value_name = "LABEL", default_value = "echo-server mmsg")]
+    pub baseline: Vec<String>,
+    /// Chart title.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "flock-bench: answered/s on one pinned core (loopback)"
+    )]
+    pub title: String,
 }
 
 /// A CPU list argument ("0", "0,2", "2-3").
@@ -103,6 +131,9 @@ pub struct LoadArgs {
     /// A request unanswered after this many milliseconds is lost.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub timeout_ms: u64,
+    /// Name of the server under test, recorded in the JSON (`chart` groups by it).
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
     /// Write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -4,8 +4,10 @@
 //! The pieces: [`gen`] is the per-thread send/receive loop, driven by a [`gen::Workload`]
 //! from [`modes`]; [`runner`] runs a phase on all threads and samples CPU use; [`mmsg`] does
 //! the batched I/O (sendmmsg + UDP GSO, recvmmsg); [`inflight`] matches answers to requests;
-//! [`hist`] keeps latencies; [`report`] prints and serializes the results.
+//! [`hist`] keeps latencies; [`report`] prints and serializes the results; [`chart`] turns
+//! several results into a markdown table and an SVG bar chart.
 
+pub mod chart;
 pub mod cli;
 pub mod echo;
 pub mod gen;

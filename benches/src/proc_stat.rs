@@ -70,6 +70,40 @@ pub fn parse_udp_rx_queue(text: &str, port: u16) -> u64 {
     total
 }
 
+/// Datagrams the kernel dropped so far on the UDP sockets bound to `addr`'s port (receive
+/// buffer full, mostly), from the `drops` column of `/proc/net/udp{,6}`.
+pub fn udp_drops(addr: SocketAddr) -> Option<u64> {
+    let file = if addr.is_ipv4() {
+        "/proc/net/udp"
+    } else {
+        "/proc/net/udp6"
+    };
+    Some(parse_udp_drops(
+        &std::fs::read_to_string(file).ok()?,
+        addr.port(),
+    ))
+}
+
+/// Sums the last column (`drops`) over the lines of a `/proc/net/udp` table whose local port is
+/// `port`.
+pub fn parse_udp_drops(text: &str, port: u16) -> u64 {
+    let mut total = 0;
+    for line in text.lines().skip(1) {
+        let mut f = line.split_ascii_whitespace();
+        let local_port = f
+            .nth(1)
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        let drops = f.last().and_then(|d| d.parse::<u64>().ok());
+        if let (Some(lp), Some(d)) = (local_port, drops) {
+            if lp == port {
+                total += d;
+            }
+        }
+    }
+    total
+}
+
 /// (busy, total) jiffies of each CPU, indexed by CPU number.
 #[derive(Clone, Debug, Default)]
 pub struct CpuTimes(pub Vec<(u64, u64)>);
@@ -152,8 +186,13 @@ mod tests {
 ";
         assert_eq!(parse_udp_rx_queue(t, 0xB6A4), 0x1F40 + 0x60);
         assert_eq!(parse_udp_rx_queue(t, 1), 0);
+        assert_eq!(parse_udp_drops(t, 0xB6A4), 0);
+        let d = t.replace("1 2 0 0\n  102", "1 2 0 17\n  102");
+        assert_eq!(parse_udp_drops(&d, 0xB6A4), 17);
+        assert_eq!(parse_udp_drops(&d, 0x35), 0);
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_eq!(udp_rx_queue(s.local_addr().unwrap()), Some(0));
+        assert_eq!(udp_drops(s.local_addr().unwrap()), Some(0));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct PhaseReport {
     /// Bytes queued on the target's socket(s) (mean, max of 1 s samples); loopback targets only.
     pub target_queue_bytes_mean: Option<u64>,
     pub target_queue_bytes_max: Option<u64>,
+    /// Datagrams the kernel dropped on the target's socket(s) while measuring (receive buffer
+    /// full); loopback targets only.
+    pub target_drops: Option<u64>,
     pub datagrams_per_send_call: f64,
     pub datagrams_per_recv_call: f64,
     pub gso_disabled: bool,
@@ -81,6 +84,7 @@ impl PhaseReport {
             cpu_busy_pct: r.cpu_busy_pct.iter().map(|&x| round1(x)).collect(),
             target_queue_bytes_mean: r.target_queue.map(|q| q.0),
             target_queue_bytes_max: r.target_queue.map(|q| q.1),
+            target_drops: r.target_drops,
             datagrams_per_send_call: per(c.sent, c.send_calls),
             datagrams_per_recv_call: per(c.answered + c.bad, c.recv_calls),
             gso_disabled: c.gso_disabled,
@@ -90,6 +94,9 @@ impl PhaseReport {
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Report {
+    /// Free-form name of the server under test (`--label`), for charts and tables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     pub mode: String,
     pub target: String,
     pub threads: usize,
@@ -130,6 +137,9 @@ impl Report {
                 ),
                 _ => String::new(),
             };
+            let drops = p
+                .target_drops
+                .map_or(String::new(), |d| format!("  target drops {d}"));
             let cpus: Vec<String> = p
                 .cpu_busy_pct
                 .iter()
@@ -148,7 +158,7 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "  {:<10} CPU: generator {:.0}%  target {}  [{}]  {:.1} dgrams/send call, {:.1}/recv call{}{}",
+                "  {:<10} CPU: generator {:.0}%  target {}  [{}]  {:.1} dgrams/send call, {:.1}/recv call{}{}{}",
                 "",
                 p.gen_cpu_pct,
                 target,
@@ -156,6 +166,7 @@ impl Report {
                 p.datagrams_per_send_call,
                 p.datagrams_per_recv_call,
                 queue,
+                drops,
                 if p.gso_disabled { "  (GSO refused by the kernel: fell back)" } else { "" }
             );
         }

@@ -26,6 +26,9 @@ pub struct PhaseResult {
     /// Bytes waiting in the target's socket receive queue, sampled once a second while
     /// measuring (mean, max): well above zero means the target, not the generator, is the limit.
     pub target_queue: Option<(u64, u64)>,
+    /// Datagrams the kernel dropped on the target's socket(s) while measuring (`drops` of
+    /// `/proc/net/udp`); loopback targets only.
+    pub target_drops: Option<u64>,
 }
 
 struct Sample {
@@ -33,11 +36,13 @@ struct Sample {
     own: Duration,
     target: Option<Duration>,
     cpus: CpuTimes,
+    drops: Option<u64>,
 }
 
 impl Sample {
-    fn take(target_pid: Option<u32>) -> Sample {
+    fn take(target_pid: Option<u32>, target: SocketAddr) -> Sample {
         Sample {
+            drops: proc_stat::udp_drops(target),
             at: Instant::now(),
             own: sys::cpu_time(libc::RUSAGE_SELF),
             target: target_pid.and_then(proc_stat::process_cpu),
@@ -103,10 +108,10 @@ pub fn run_phase<W: Workload>(
         while Instant::now() < hard_end {
             let now = Instant::now();
             if first.is_none() && now >= measure_start {
-                first = Some(Sample::take(target_pid));
+                first = Some(Sample::take(target_pid, target));
             }
             if done_at.is_none() && first.is_some() && (now >= measure_end || finished()) {
-                done_at = Some(Sample::take(target_pid));
+                done_at = Some(Sample::take(target_pid, target));
             }
             if finished() {
                 break;
@@ -141,8 +146,8 @@ pub fn run_phase<W: Workload>(
                 Err(_) => counts.errors += 1,
             }
         }
-        let first = first.unwrap_or_else(|| Sample::take(target_pid));
-        let last = done_at.unwrap_or_else(|| Sample::take(target_pid));
+        let first = first.unwrap_or_else(|| Sample::take(target_pid, target));
+        let last = done_at.unwrap_or_else(|| Sample::take(target_pid, target));
         let elapsed = last
             .at
             .saturating_duration_since(first.at)
@@ -157,6 +162,10 @@ pub fn run_phase<W: Workload>(
                 _ => None,
             },
             cpu_busy_pct: first.cpus.busy_since(&last.cpus),
+            target_drops: match (first.drops, last.drops) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
             target_queue: (!queue.is_empty()).then(|| {
                 (
                     queue.iter().sum::<u64>() / queue.len() as u64,

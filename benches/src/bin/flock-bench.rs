@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Echo(a) => finish(a, modes::binding(a, Check::Echo)),
         Command::Keepalive(k) => finish(&k.load, modes::keepalive(k)),
         Command::Register(r) => finish(&r.load, modes::register(r)),
+        Command::Chart(c) => flock_benches::chart::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -172,6 +172,7 @@ pub fn run_measured<W: crate::gen::Workload>(
 
 fn new_report(mode: &str, a: &LoadArgs, gso: bool, request_bytes: usize) -> Report {
     Report {
+        label: a.label.clone(),
         mode: mode.into(),
         target: a.target.to_string(),
         threads: a.threads,

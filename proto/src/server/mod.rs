@@ -119,7 +119,7 @@ impl<E: Entropy> Server<E> {
     pub fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
         self.stats.received += 1;
         if self.next_sweep.is_none() {
-            self.next_sweep = Some(now + self.config.sweep_interval);
+            self.next_sweep = Some(now + self.sweep_step_interval());
         }
         let Ok(msg) = Message::parse(datagram) else {
             self.stats.malformed += 1;
@@ -399,9 +399,14 @@ impl<E: Entropy> Server<E> {
             }
         }
         if self.next_sweep.is_some_and(|t| now >= t) {
-            self.stats.swept += self.table.sweep(now) as u64;
-            self.next_sweep = Some(now + self.config.sweep_interval);
+            // One part per step: the whole table every `sweep_interval`, never all at once.
+            self.stats.swept += self.table.sweep_step(now) as u64;
+            self.next_sweep = Some(now + self.sweep_step_interval());
         }
+    }
+
+    fn sweep_step_interval(&self) -> core::time::Duration {
+        (self.config.sweep_interval / table::PARTS as u32).max(core::time::Duration::from_millis(1))
     }
 
     /// The live registration of `name`, if any.

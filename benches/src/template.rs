@@ -51,6 +51,11 @@ impl Template {
     }
 }
 
+/// Bytes of the longest of `templates` (0 for none): the request size a mode reports.
+pub fn longest<'a>(templates: impl IntoIterator<Item = &'a Template>) -> usize {
+    templates.into_iter().map(Template::len).max().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

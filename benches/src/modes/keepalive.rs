@@ -55,12 +55,7 @@ impl Keepalives {
 
     /// Bytes of the longest keep-alive request.
     pub fn request_bytes(&self) -> usize {
-        self.requests
-            .iter()
-            .flatten()
-            .map(Template::len)
-            .max()
-            .unwrap_or(0)
+        crate::template::longest(self.requests.iter().flatten())
     }
 }
 

@@ -30,12 +30,7 @@ impl Reregister {
     }
 
     pub fn request_bytes(&self) -> usize {
-        self.requests
-            .iter()
-            .flatten()
-            .map(Template::len)
-            .max()
-            .unwrap_or(0)
+        crate::template::longest(self.requests.iter().flatten())
     }
 }
 

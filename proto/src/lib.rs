@@ -7,6 +7,7 @@
 
 pub mod entropy;
 pub mod identity;
+pub mod login;
 pub mod msg;
 pub mod name;
 pub mod server;

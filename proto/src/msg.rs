@@ -155,6 +155,7 @@ pub fn request_name(msg: &Message<'_>) -> Option<Name> {
     }
     match msg.method() {
         m if m == method::REGISTER || m == method::KEEPALIVE || m == method::CHECK => name_attr(msg).ok(),
+        _ if crate::login::wire::is_login(msg) => name_attr(msg).ok(),
         _ => None,
     }
 }

@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub batch: usize,
     /// Datagrams each core's mesh inbox holds; when full, forwarded datagrams are dropped.
     pub mesh_capacity: usize,
+    /// Commands each core's command inbox holds; when full, `Commander::send` hands them back.
+    pub command_capacity: usize,
     /// Where `now` comes from.
     pub clock: ClockSource,
 }
@@ -57,6 +59,7 @@ impl EngineConfig {
             send_buffer_bytes: 1 << 20,
             batch: 32,
             mesh_capacity: 1024,
+            command_capacity: 4096,
             clock: ClockSource::System,
         }
     }
@@ -71,6 +74,9 @@ impl EngineConfig {
         }
         if self.mesh_capacity == 0 {
             return Err(invalid("mesh_capacity must be at least 1".into()));
+        }
+        if self.command_capacity == 0 {
+            return Err(invalid("command_capacity must be at least 1".into()));
         }
         let cpus = match &self.cpus {
             CpuChoice::All => allowed_cpus()?,

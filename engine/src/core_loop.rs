@@ -15,6 +15,7 @@
 
 use crate::batch::{Kind, RecvBatch, SendBatch, Sent};
 use crate::clock::Clock;
+use crate::commands::CommandQueues;
 use crate::config::MAX_DATAGRAM;
 use crate::mesh::Forwarded;
 use crate::shared::Shared;
@@ -49,10 +50,11 @@ pub(crate) struct CoreSetup {
 struct Woke {
     socket: bool,
     inbox: bool,
+    commands: bool,
     timer: bool,
 }
 
-struct Core<S> {
+struct Core<S: Shard> {
     index: usize,
     cores: usize,
     shard: S,
@@ -62,6 +64,7 @@ struct Core<S> {
     tx: SendBatch,
     clock: Clock,
     shared: Arc<Shared>,
+    commands: Arc<CommandQueues<S::Command>>,
     /// Peers whose inbox got datagrams since they were last notified.
     to_notify: Vec<bool>,
     timer: Option<Timer>,
@@ -73,6 +76,7 @@ struct Core<S> {
 pub(crate) async fn run<S: Shard>(
     setup: CoreSetup,
     shard: S,
+    commands: Arc<CommandQueues<S::Command>>,
     on_ready: impl FnOnce(),
 ) -> io::Result<()> {
     let v6 = setup.socket.local_addr()?.is_ipv6();
@@ -89,6 +93,7 @@ pub(crate) async fn run<S: Shard>(
         tx: SendBatch::new(setup.batch, MAX_DATAGRAM, v6),
         clock: setup.clock,
         shared: setup.shared,
+        commands,
         to_notify: vec![false; setup.cores],
         timer: None,
         timer_deadline: None,
@@ -97,6 +102,10 @@ pub(crate) async fn run<S: Shard>(
     // shard panics.
     let _exit = ExitGuard {
         shared: core.shared.clone(),
+        index: core.index,
+    };
+    let _commands = CommandGuard {
+        queues: core.commands.clone(),
         index: core.index,
     };
     core.shared.cores[core.index].set_fd(Some(fd));
@@ -117,6 +126,18 @@ impl Drop for ExitGuard {
         me.set_fd(None);
         me.inbox.close();
         self.shared.shutdown();
+    }
+}
+
+/// When a core exits: refuse further command wakes and drop queued commands on this thread.
+struct CommandGuard<C> {
+    queues: Arc<CommandQueues<C>>,
+    index: usize,
+}
+
+impl<C> Drop for CommandGuard<C> {
+    fn drop(&mut self) {
+        self.queues.inboxes[self.index].close();
     }
 }
 
@@ -143,6 +164,7 @@ impl<S: Shard> Core<S> {
                 busy |= self.drain_socket(now).await?;
             }
             busy |= self.drain_inbox(now).await;
+            busy |= self.drain_commands(now);
             self.notify_peers();
             self.run_timers(now).await;
             self.flush().await;
@@ -161,12 +183,14 @@ impl<S: Shard> Core<S> {
             }
             self.arm_timer(now);
             let inbox = &self.shared.cores[self.index].inbox;
+            let commands = &self.commands.inboxes[self.index];
             let stop = &self.shared.stop;
             let timer = &mut self.timer;
             let mut peek_result = Ok(());
             let woke = poll_fn(|cx| {
                 let mut w = Woke {
                     inbox: inbox.poll_ready(cx, stop).is_ready(),
+                    commands: commands.poll_ready(cx, stop).is_ready(),
                     ..Woke::default()
                 };
                 if let Some(t) = timer.as_mut() {
@@ -176,7 +200,7 @@ impl<S: Shard> Core<S> {
                     peek_result = r;
                     w.socket = true;
                 }
-                if w.socket || w.inbox || w.timer {
+                if w.socket || w.inbox || w.commands || w.timer {
                     Poll::Ready(w)
                 } else {
                     Poll::Pending
@@ -279,6 +303,19 @@ impl<S: Shard> Core<S> {
         let me = &self.shared.cores[self.index];
         bump(&me.counters.forwarded_in, count as u64);
         !me.inbox.is_empty()
+    }
+
+    /// Hands up to one batch of commands to the shard; their datagrams go out with the timers'.
+    /// True if more are waiting.
+    fn drain_commands(&mut self, now: Time) -> bool {
+        let inbox = &self.commands.inboxes[self.index];
+        for _ in 0..self.rx.capacity() {
+            match inbox.pop() {
+                Some(cmd) => self.shard.handle_command(now, cmd),
+                None => return false,
+            }
+        }
+        !inbox.is_empty()
     }
 
     fn notify_peers(&mut self) {

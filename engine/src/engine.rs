@@ -6,6 +6,7 @@
 //! take `CpuSet`s and hand them out in its own order). Unpinned engines use `Placement::Unbound`.
 
 use crate::clock::Clock;
+use crate::commands::{CommandQueues, Commander};
 use crate::config::EngineConfig;
 use crate::core_loop::{self, CoreSetup};
 use crate::shared::Shared;
@@ -51,6 +52,7 @@ impl Engine {
             config.send_buffer_bytes,
         )?;
         let shared = Arc::new(Shared::new(cores, config.mesh_capacity));
+        let commands = Arc::new(CommandQueues::<S::Command>::new(cores, config.command_capacity));
         let clock = Clock::new(config.clock);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut handle = EngineHandle {
@@ -58,6 +60,7 @@ impl Engine {
             buffers: group.buffers,
             shared: shared.clone(),
             threads: Vec::with_capacity(cores),
+            commander: Box::new(Commander::new(commands.clone(), shared.clone())),
         };
 
         for (index, (socket, cpu)) in group.sockets.into_iter().zip(cpus).enumerate() {
@@ -75,6 +78,7 @@ impl Engine {
                 shared: shared.clone(),
             };
             let factory = factory.clone();
+            let commands = commands.clone();
             let ready = Ready {
                 index,
                 tx: Some(ready_tx.clone()),
@@ -84,7 +88,7 @@ impl Engine {
                 .io_memory(IO_MEMORY)
                 .spawn(move || async move {
                     let shard = factory(index, cores);
-                    core_loop::run(setup, shard, move || ready.ok()).await
+                    core_loop::run(setup, shard, commands, move || ready.ok()).await
                 });
             match spawned {
                 Ok(thread) => handle.threads.push(thread),
@@ -150,9 +154,16 @@ pub struct EngineHandle {
     buffers: SocketBuffers,
     shared: Arc<Shared>,
     threads: Vec<CoreHandle>,
+    /// A `Commander<S::Command>`, typed again by [`commander`](Self::commander).
+    commander: Box<dyn Any + Send + Sync>,
 }
 
 impl EngineHandle {
+    /// Sends commands to the shards; `None` if `C` is not the engine's `Shard::Command`.
+    pub fn commander<C: Send + 'static>(&self) -> Option<Commander<C>> {
+        self.commander.downcast_ref::<Commander<C>>().cloned()
+    }
+
     /// The address every core is bound to (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -14,11 +14,15 @@
 //! 5. One `sendmmsg` per drain sends the batch from the owner's socket: same address and port,
 //!    so the client sees the reply come from where it sent the request.
 //!
+//! Commands from other threads (the websocket gateway) reach a core's shard through a
+//! [`Commander`] and wake it like forwarded datagrams do.
+//!
 //! Around it: [`config`] (what to start), [`clock`] (the `now` given to shards), [`stats`]
 //! (per-core counters), [`engine`] (starting, stopping, joining).
 
 mod batch;
 pub mod clock;
+mod commands;
 pub mod config;
 mod core_loop;
 pub mod engine;
@@ -29,6 +33,7 @@ mod socket;
 pub mod stats;
 
 pub use clock::{ClockSource, SystemClock};
+pub use commands::Commander;
 pub use config::{CpuChoice, EngineConfig, MAX_DATAGRAM, MESH_PAYLOAD};
 pub use engine::{Engine, EngineHandle, ShutdownHandle};
 pub use shard::Shard;

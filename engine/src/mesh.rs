@@ -53,8 +53,10 @@ impl Forwarded {
     }
 }
 
-pub(crate) struct Inbox {
-    queue: ArrayQueue<Forwarded>,
+/// A bounded queue with one owner core that can park on it; `T` is [`Forwarded`] for the
+/// datagram mesh and the shard's command type for commands from other runtimes.
+pub(crate) struct Inbox<T> {
+    queue: ArrayQueue<T>,
     sleeping: AtomicBool,
     waker: Mutex<WakerSlot>,
 }
@@ -65,8 +67,8 @@ struct WakerSlot {
     closed: bool,
 }
 
-impl Inbox {
-    pub(crate) fn new(capacity: usize) -> Inbox {
+impl<T> Inbox<T> {
+    pub(crate) fn new(capacity: usize) -> Inbox<T> {
         Inbox {
             queue: ArrayQueue::new(capacity),
             sleeping: AtomicBool::new(false),
@@ -77,16 +79,21 @@ impl Inbox {
         }
     }
 
-    /// Sender side: queue a datagram; false (and the datagram dropped) when the inbox is full.
+    /// Sender side: queue a value; false (and the value dropped) when the inbox is full.
     /// Call [`notify`](Self::notify) after a run of pushes.
     #[inline]
-    pub(crate) fn push(&self, msg: Forwarded) -> bool {
+    pub(crate) fn push(&self, msg: T) -> bool {
         self.queue.push(msg).is_ok()
+    }
+
+    /// Sender side: like [`push`](Self::push) but hands the value back when the inbox is full.
+    pub(crate) fn try_push(&self, msg: T) -> Result<(), T> {
+        self.queue.push(msg)
     }
 
     /// Owner side.
     #[inline]
-    pub(crate) fn pop(&self) -> Option<Forwarded> {
+    pub(crate) fn pop(&self) -> Option<T> {
         self.queue.pop()
     }
 
@@ -111,7 +118,7 @@ impl Inbox {
         }
     }
 
-    /// Owner side: ready when the inbox holds a datagram or `stop` is set; otherwise registers
+    /// Owner side: ready when the inbox holds a value or `stop` is set; otherwise registers
     /// `cx`'s waker to be woken by the next [`notify`](Self::notify).
     pub(crate) fn poll_ready(&self, cx: &Context<'_>, stop: &AtomicBool) -> Poll<()> {
         if !self.queue.is_empty() || stop.load(Ordering::Relaxed) {

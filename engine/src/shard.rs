@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 
 /// Per-core protocol state. One instance lives on each executor and is never shared.
 pub trait Shard: 'static {
+    /// Requests from other threads (the websocket gateway), delivered through a
+    /// [`Commander`](crate::Commander). `()` for shards that take none.
+    type Command: Send + 'static;
+
     /// The core, among `cores`, that owns this datagram, or `None` when any core may answer it
     /// (stateless requests such as STUN Binding, or input that `handle` will drop anyway).
     fn route(&self, datagram: &[u8], cores: usize) -> Option<usize>;
@@ -29,4 +33,10 @@ pub trait Shard: 'static {
 
     /// Advances timers to `now`.
     fn handle_timeout(&mut self, now: Time);
+
+    /// Handles one command from another thread. What it wants sent comes out of
+    /// [`poll_transmit`](Self::poll_transmit).
+    fn handle_command(&mut self, now: Time, command: Self::Command) {
+        let _ = (now, command);
+    }
 }

@@ -1,7 +1,7 @@
 //! State every core and the engine handle can reach: the stop flag, and per core its counters,
 //! its mesh inbox and (for the kernel drop counter) its socket descriptor.
 
-use crate::mesh::Inbox;
+use crate::mesh::{Forwarded, Inbox};
 use crate::socket::kernel_drops;
 use crate::stats::{CoreCounters, CoreStats};
 use std::os::fd::RawFd;
@@ -15,7 +15,7 @@ pub(crate) struct Shared {
 
 pub(crate) struct CoreShared {
     pub counters: CoreCounters,
-    pub inbox: Inbox,
+    pub inbox: Inbox<Forwarded>,
     /// The core's socket while it is open. Cleared under the lock before the socket closes, so
     /// `stats()` never queries a descriptor number that has been reused.
     fd: Mutex<Option<RawFd>>,

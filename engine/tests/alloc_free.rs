@@ -231,6 +231,7 @@ struct TimedEcho {
 }
 
 impl Shard for TimedEcho {
+    type Command = ();
     fn route(&self, d: &[u8], cores: usize) -> Option<usize> {
         self.echo.route(d, cores)
     }

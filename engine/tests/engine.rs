@@ -97,6 +97,7 @@ struct AddrShard {
 }
 
 impl Shard for AddrShard {
+    type Command = ();
     fn route(&self, d: &[u8], cores: usize) -> Option<usize> {
         d.first().map(|&b| b as usize % cores)
     }
@@ -125,6 +126,7 @@ struct TickShard {
 }
 
 impl Shard for TickShard {
+    type Command = ();
     fn route(&self, _: &[u8], _: usize) -> Option<usize> {
         Some(0)
     }
@@ -294,6 +296,7 @@ impl JoinAfterShutdown for flock_engine::EngineHandle {
 struct Fragile(EchoShard);
 
 impl Shard for Fragile {
+    type Command = ();
     fn route(&self, d: &[u8], cores: usize) -> Option<usize> {
         self.0.route(d, cores)
     }

@@ -24,6 +24,8 @@ impl FlockShard {
 }
 
 impl Shard for FlockShard {
+    type Command = ();
+
     fn route(&self, datagram: &[u8], cores: usize) -> Option<usize> {
         server::owner_core(datagram, cores)
     }

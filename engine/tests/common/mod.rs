@@ -13,6 +13,7 @@ pub struct EchoShard {
 }
 
 impl Shard for EchoShard {
+    type Command = ();
     fn route(&self, datagram: &[u8], cores: usize) -> Option<usize> {
         match datagram.first() {
             None | Some(0xFF) => None,

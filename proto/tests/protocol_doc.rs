@@ -9,7 +9,7 @@ use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
 use std::fmt::Write;
 use support::*;
 
-const MARKER: &str = "## 10. Examples\n";
+const MARKER: &str = "## 11. Examples\n";
 
 fn hex_block(bytes: &[u8]) -> String {
     let mut s = String::from("```\n");

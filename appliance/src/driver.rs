@@ -6,8 +6,13 @@
 //! reads them: the appliance never stalls on its application). The clock is the wall clock at
 //! start plus tokio's monotonic time since, so REGISTER timestamps are Unix milliseconds and
 //! timers never jump.
+//!
+//! Log-in calls on the handle ([`ApplianceHandle::set_personas`], [`ApplianceHandle::send_offer`],
+//! ...) are commands to that task: they return at once, and a call the machine refuses (e.g. a
+//! candidate for a session that already failed) is logged, since the events say why.
 
-use crate::machine::{Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM};
+use crate::login::{Candidate, Decision, LoginRequest, SessionNonce};
+use crate::machine::{session_short, Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM};
 use flock_proto::identity::Fingerprint;
 use flock_proto::entropy::Entropy;
 use flock_proto::{Name, Time};
@@ -61,6 +66,11 @@ pub struct Status {
 
 enum Command {
     Rebind { socket: std::net::UdpSocket, keep_old: bool },
+    Personas(Option<Vec<u8>>),
+    Authenticator(crate::login::Authenticator),
+    Offer(SessionNonce, String),
+    Candidate(SessionNonce, Candidate),
+    EndOfCandidates(SessionNonce),
     Shutdown,
 }
 
@@ -153,11 +163,38 @@ impl ApplianceHandle {
     fn switch(&mut self, bind: SocketAddr, keep_old: bool) -> io::Result<SocketAddr> {
         let socket = bind_std(bind)?;
         let addr = socket.local_addr()?;
-        self.commands
-            .send(Command::Rebind { socket, keep_old })
-            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the appliance has stopped"))?;
+        self.command(Command::Rebind { socket, keep_old })?;
         self.local_addr = addr;
         Ok(addr)
+    }
+
+    /// The persona list served to the flock (see [`Appliance::set_personas`]).
+    pub fn set_personas(&self, personas: Option<Vec<u8>>) -> io::Result<()> {
+        self.command(Command::Personas(personas))
+    }
+
+    /// Who decides log-ins (see [`Appliance::set_authenticator`]); runs on the appliance's task.
+    pub fn set_authenticator(&self, auth: impl FnMut(&LoginRequest<'_>) -> Decision + Send + 'static) -> io::Result<()> {
+        self.command(Command::Authenticator(Box::new(auth)))
+    }
+
+    /// Queues the SDP offer of an accepted session ([`Event::LoginAccepted`]).
+    pub fn send_offer(&self, session: SessionNonce, sdp: String) -> io::Result<()> {
+        self.command(Command::Offer(session, sdp))
+    }
+
+    /// Queues one of our ICE candidates, after the offer.
+    pub fn add_candidate(&self, session: SessionNonce, candidate: Candidate) -> io::Result<()> {
+        self.command(Command::Candidate(session, candidate))
+    }
+
+    /// Queues end-of-candidates (sent once every earlier item was acknowledged).
+    pub fn end_of_candidates(&self, session: SessionNonce) -> io::Result<()> {
+        self.command(Command::EndOfCandidates(session))
+    }
+
+    fn command(&self, c: Command) -> io::Result<()> {
+        self.commands.send(c).map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the appliance has stopped"))
     }
 
     /// Stops the appliance and waits for its task to end (its sockets are closed then).
@@ -237,9 +274,9 @@ async fn run(
         }
         while let Some(event) = machine.poll_event() {
             tracing::debug!(%name, "{event}");
-            if events.try_send(event).is_err() {
+            if let Err(e) = events.try_send(event) {
                 events_dropped += 1;
-                tracing::warn!(%name, "event dropped (nobody is reading them): {event}");
+                tracing::warn!(%name, "event dropped (nobody is reading them): {}", e.into_inner());
             }
         }
         {
@@ -271,8 +308,28 @@ async fn run(
                     }
                     Err(e) => tracing::warn!(%name, "rebind failed: {e}"),
                 },
+                Some(Command::Personas(p)) => machine.set_personas(p),
+                Some(Command::Authenticator(auth)) => machine.set_authenticator(auth),
+                Some(Command::Offer(session, sdp)) => {
+                    let r = machine.send_offer(clock.now(), &session, sdp);
+                    refused(&name, &session, "offer", r);
+                }
+                Some(Command::Candidate(session, c)) => {
+                    let r = machine.add_candidate(clock.now(), &session, c);
+                    refused(&name, &session, "candidate", r);
+                }
+                Some(Command::EndOfCandidates(session)) => {
+                    let r = machine.end_of_candidates(clock.now(), &session);
+                    refused(&name, &session, "end of candidates", r);
+                }
                 Some(Command::Shutdown) | None => break,
             },
         }
+    }
+}
+
+fn refused(name: &Name, session: &SessionNonce, what: &str, r: Result<(), crate::login::SignalError>) {
+    if let Err(e) = r {
+        tracing::warn!(%name, "session {}: {what} not sent: {e}", session_short(session));
     }
 }

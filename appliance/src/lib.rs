@@ -1,16 +1,21 @@
-//! Flock appliance SDK: register a name with a flock server over UDP and keep it registered.
+//! Flock appliance SDK: register a name with a flock server over UDP, keep it registered, and let
+//! browsers log in through the flock.
 //!
 //! - [`machine`]: the protocol state machine, sans-IO ([`Appliance`]): no sockets, clocks or
 //!   threads; time and randomness are passed in. Use it directly to embed an appliance in any
 //!   event loop, or to test against the real server in memory.
 //! - [`driver`]: runs an [`Appliance`] over a tokio UDP socket ([`spawn`] → [`ApplianceHandle`]).
 //! - [`keys`]: Ed25519 key generation and storage (PKCS#8 DER files, mode 0600).
+//! - [`login`]: browser log-in: persona list, the authenticator, WebRTC signalling with the
+//!   flock (part of [`Appliance`]).
 //!
 //! The `flock-appliance` binary (`src/main.rs`) simulates one or many appliances with them.
 
 pub mod driver;
 pub mod keys;
+pub mod login;
 pub mod machine;
 
 pub use driver::{spawn, ApplianceHandle, Status, SystemEntropy};
+pub use login::{Authenticator, Candidate, Decision, LoginRequest, SessionFailure, SessionNonce, SignalError};
 pub use machine::{Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM, MIN_KEEPALIVE_INTERVAL};

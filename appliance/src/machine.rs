@@ -20,8 +20,14 @@
 //! to `rto_max`, until answered or `give_up_after` has passed ([`Event::GaveUp`], then a pause).
 //! A CHECK from the flock (signed by the pinned flock key, for our name) is answered at once, to
 //! its source, whatever the state.
+//!
+//! Browser log-in (PERSONAS, CONNECT, SIGNAL) runs beside registration, whatever its state: see
+//! [`crate::login`] and [`Appliance::set_personas`], [`Appliance::set_authenticator`],
+//! [`Appliance::send_offer`].
 
+use crate::login::{self, Authenticator, Candidate, Decision, Login, LoginRequest, SessionFailure, SessionNonce, SignalError};
 use flock_proto::identity::{self, Fingerprint, PUBLIC_KEY_LEN};
+use flock_proto::login::wire::{self as login_wire, Outbound};
 use flock_proto::msg::{self, code, method, Check, ErrorAnswer, Keepalive, KeptAlive, Registered};
 use flock_proto::entropy::Entropy;
 use flock_proto::stun::{Class, Message, TransactionId};
@@ -79,6 +85,16 @@ pub struct ApplianceConfig {
     /// A REGISTER retransmitted for this long is signed again with a fresh timestamp (and a new
     /// transaction id), so a long wait never ends in a stale-timestamp refusal.
     pub resign_after: Duration,
+    /// Accepted log-ins signalling at once; past it a CONNECT is answered BUSY.
+    pub max_connections: usize,
+    /// A SIGNAL of ours unacknowledged this long fails its session ([`Event::SessionFailed`]).
+    pub signal_give_up_after: Duration,
+    /// A session not done this long after its CONNECT was accepted fails.
+    pub session_timeout: Duration,
+    /// Answers to PERSONAS and CONNECT (signed by the flock, but replayable from spoofed
+    /// sources) allowed in a burst, then one per `login_answer_refill`.
+    pub login_answer_burst: u32,
+    pub login_answer_refill: Duration,
 }
 
 impl ApplianceConfig {
@@ -96,12 +112,17 @@ impl ApplianceConfig {
             retry_pause: Duration::from_secs(5),
             retry_pause_max: Duration::from_secs(300),
             resign_after: Duration::from_secs(60),
+            max_connections: 32,
+            signal_give_up_after: Duration::from_secs(15),
+            session_timeout: Duration::from_secs(120),
+            login_answer_burst: 16,
+            login_answer_refill: Duration::from_millis(250),
         }
     }
 }
 
 /// Something the application should know about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The server registered the name; `mapped` is the address it sees us at.
     Registered { mapped: SocketAddr },
@@ -119,6 +140,26 @@ pub enum Event {
     CheckAnswered { from: SocketAddr },
     /// A request went unanswered for `give_up_after`. The appliance pauses, then registers again.
     GaveUp,
+    /// The authenticator accepted a log-in: send the offer, candidates and end-of-candidates
+    /// for `session` ([`Appliance::send_offer`] ...).
+    LoginAccepted { session: SessionNonce, persona: String },
+    /// A log-in was refused with this code (460 bad credentials, 461 denied, 508 busy).
+    LoginRefused { session: SessionNonce, persona: String, code: u16 },
+    /// The browser's SDP answer.
+    RemoteAnswer { session: SessionNonce, sdp: String },
+    /// One of the browser's ICE candidates.
+    RemoteCandidate { session: SessionNonce, candidate: Candidate },
+    /// The browser has no more candidates.
+    RemoteEndOfCandidates { session: SessionNonce },
+    /// End-of-candidates went both ways: the session is over (and forgotten).
+    SessionDone { session: SessionNonce },
+    /// The session ended before it was done (and is forgotten).
+    SessionFailed { session: SessionNonce, reason: SessionFailure },
+}
+
+/// First 4 bytes of a session nonce, in hex: enough to tell sessions apart in logs.
+pub(crate) fn session_short(session: &SessionNonce) -> String {
+    identity::to_hex(&session[..4])
 }
 
 impl fmt::Display for Event {
@@ -131,6 +172,17 @@ impl fmt::Display for Event {
             Event::Refused { code } => write!(f, "refused: {code} {}", code::reason(*code)),
             Event::CheckAnswered { from } => write!(f, "answered a check from {from}"),
             Event::GaveUp => write!(f, "gave up: no answer from the server"),
+            Event::LoginAccepted { session, persona } => write!(f, "log-in {} accepted as {persona:?}", session_short(session)),
+            Event::LoginRefused { session, persona, code } => {
+                write!(f, "log-in {} as {persona:?} refused: {code} {}", session_short(session), login_wire::code::reason(*code))
+            }
+            Event::RemoteAnswer { session, sdp } => write!(f, "session {}: remote answer, {} bytes", session_short(session), sdp.len()),
+            Event::RemoteCandidate { session, candidate } => {
+                write!(f, "session {}: remote candidate {:?} (mid {:?})", session_short(session), candidate.candidate, candidate.mid)
+            }
+            Event::RemoteEndOfCandidates { session } => write!(f, "session {}: remote end of candidates", session_short(session)),
+            Event::SessionDone { session } => write!(f, "session {} done", session_short(session)),
+            Event::SessionFailed { session, reason } => write!(f, "session {} failed: {reason}", session_short(session)),
         }
     }
 }
@@ -177,6 +229,61 @@ pub struct Stats {
     pub checks_dropped: u64,
     pub gave_up: u64,
     pub refused: u64,
+    pub personas_answered: u64,
+    pub logins_accepted: u64,
+    /// CONNECTs answered 460, 461 or 508 (retransmissions not counted).
+    pub logins_refused: u64,
+    /// PERSONAS and CONNECT requests not for our name, not signed by the pinned flock key, or
+    /// stale.
+    pub login_ignored: u64,
+    /// Log-in answers not sent: answer rate exceeded, too many waiting, or a 481 that would
+    /// have been larger than the SIGNAL it answers.
+    pub login_dropped: u64,
+    pub signals_sent: u64,
+    pub signals_retransmitted: u64,
+    pub sessions_done: u64,
+    pub sessions_failed: u64,
+}
+
+/// The event queue: past [`MAX_EVENTS`] the oldest are dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Events(VecDeque<Event>);
+
+impl Events {
+    pub(crate) fn push(&mut self, e: Event) {
+        if self.0.len() >= MAX_EVENTS {
+            self.0.pop_front();
+        }
+        self.0.push_back(e);
+    }
+}
+
+/// A token bucket: `burst` at once, then one per `refill`.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    tokens: u32,
+    refilled: Time,
+    burst: u32,
+    refill_ms: u64,
+}
+
+impl Bucket {
+    pub(crate) fn new(burst: u32, refill: Duration) -> Bucket {
+        Bucket { tokens: burst, refilled: Time::ZERO, burst, refill_ms: (refill.as_millis() as u64).max(1) }
+    }
+
+    pub(crate) fn take(&mut self, now: Time) -> bool {
+        let earned = now.0.saturating_sub(self.refilled.0) / self.refill_ms;
+        if earned > 0 {
+            self.tokens = (u64::from(self.tokens) + earned).min(u64::from(self.burst)) as u32;
+            self.refilled = Time(self.refilled.0 + earned * self.refill_ms);
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 /// One request being (re)transmitted.
@@ -233,10 +340,9 @@ pub struct Appliance {
     /// Consecutive refusals and give-ups (sets the pause).
     failures: u32,
     answers: VecDeque<PendingAnswer>,
-    /// Token bucket of CHECK answers: tokens left, and when the last one was added.
-    answer_tokens: u32,
-    answer_refilled: Time,
-    events: VecDeque<Event>,
+    check_answers: Bucket,
+    login: Login,
+    events: Events,
     stats: Stats,
 }
 
@@ -255,6 +361,7 @@ impl Appliance {
     /// An appliance that will register `config.name` with `key` once time is passed in.
     pub fn new(config: ApplianceConfig, key: Ed25519KeyPair, entropy: impl Entropy + Send + 'static) -> Appliance {
         let fingerprint = Fingerprint::of(&identity::public_key(&key));
+        let login = Login::new(config.login_answer_burst, config.login_answer_refill);
         Appliance {
             keepalive_interval: config.keepalive_interval,
             config,
@@ -267,9 +374,9 @@ impl Appliance {
             mapped: None,
             failures: 0,
             answers: VecDeque::new(),
-            answer_tokens: CHECK_ANSWER_BURST,
-            answer_refilled: Time::ZERO,
-            events: VecDeque::new(),
+            check_answers: Bucket::new(CHECK_ANSWER_BURST, CHECK_ANSWER_REFILL),
+            login,
+            events: Events::default(),
             stats: Stats::default(),
         }
     }
@@ -326,6 +433,18 @@ impl Appliance {
             self.on_check(now, src, &m);
             return;
         }
+        if login_wire::is_login(&m) {
+            let cx = login::Cx {
+                config: &self.config,
+                entropy: &mut *self.entropy,
+                stats: &mut self.stats,
+                events: &mut self.events,
+            };
+            if !self.login.handle(now, src, &m, datagram.len(), cx) {
+                self.stats.ignored += 1;
+            }
+            return;
+        }
         if canonical(src) != canonical(self.config.server) {
             self.stats.ignored += 1;
             return;
@@ -351,6 +470,10 @@ impl Appliance {
                 self.stats.transmitted += 1;
                 return Some((a.dst, n));
             }
+        }
+        if let Some(sent) = self.login.poll_transmit(&self.config.name, buf, &mut self.stats) {
+            self.stats.transmitted += 1;
+            return Some(sent);
         }
         let encoded = match &mut self.phase {
             Phase::Registering(a) if a.tx.send_now => {
@@ -383,17 +506,21 @@ impl Appliance {
 
     /// When `handle_timeout` must next run (`None`: only a datagram can wake the appliance).
     pub fn poll_timeout(&self) -> Option<Time> {
-        match &self.phase {
+        let login = self.login.poll_timeout(self.config.signal_give_up_after);
+        let registration = match &self.phase {
             Phase::Starting => Some(Time::ZERO),
             Phase::Registering(a) => Some(a.tx.next_send.min(self.deadline(&a.tx))),
             Phase::KeepingAlive(tx) => Some(tx.next_send.min(self.deadline(tx))),
             Phase::Registered { next_keepalive } => Some(*next_keepalive),
             Phase::Paused { until } => Some(*until),
-        }
+        };
+        [registration, login].into_iter().flatten().min()
     }
 
-    /// Runs the timers due at `now`: retransmissions, give-ups, keep-alives, end of a pause.
+    /// Runs the timers due at `now`: retransmissions, give-ups, keep-alives, end of a pause,
+    /// log-in sessions.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.login.handle_timeout(now, self.config.signal_give_up_after, &mut self.stats, &mut self.events);
         match &self.phase {
             Phase::Starting => self.start_registering(now),
             Phase::Registering(a) => {
@@ -435,7 +562,41 @@ impl Appliance {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events.0.pop_front()
+    }
+
+    /// The persona list served to the flock: JSON bytes, `[{"id":"alice","name":"Alice"}]`
+    /// (served as they are; the flock checks them), or `None` when the user name and credential
+    /// must be entered separately (the default). The flock's cache is checked by SHA-256.
+    pub fn set_personas(&mut self, personas: Option<Vec<u8>>) {
+        self.login.set_personas(personas);
+    }
+
+    /// Who decides log-ins (by default everything is denied). Called once per log-in attempt,
+    /// however often the flock retransmits it.
+    pub fn set_authenticator(&mut self, auth: impl FnMut(&LoginRequest<'_>) -> Decision + Send + 'static) {
+        let auth: Authenticator = Box::new(auth);
+        self.login.set_authenticator(auth);
+    }
+
+    /// Queues the SDP offer of an accepted session (first, once).
+    pub fn send_offer(&mut self, now: Time, session: &SessionNonce, sdp: String) -> Result<(), SignalError> {
+        self.login.push(now, session, Outbound::Sdp(sdp), &mut *self.entropy)
+    }
+
+    /// Queues one of our ICE candidates (after the offer, before end-of-candidates).
+    pub fn add_candidate(&mut self, now: Time, session: &SessionNonce, candidate: Candidate) -> Result<(), SignalError> {
+        self.login.push(now, session, Outbound::Candidate(candidate), &mut *self.entropy)
+    }
+
+    /// Queues end-of-candidates: sent once every earlier item was acknowledged.
+    pub fn end_of_candidates(&mut self, now: Time, session: &SessionNonce) -> Result<(), SignalError> {
+        self.login.push(now, session, Outbound::EndOfCandidates, &mut *self.entropy)
+    }
+
+    /// Accepted log-ins still signalling.
+    pub fn connections(&self) -> usize {
+        self.login.connections()
     }
 
     /// Tells the appliance its local address (or network) changed: a running request is sent
@@ -463,10 +624,7 @@ impl Appliance {
     }
 
     fn event(&mut self, e: Event) {
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
+        self.events.push(e);
     }
 
     /// `d` spread uniformly over ±`jitter`.
@@ -630,11 +788,11 @@ impl Appliance {
         };
         // Stale CHECKs (replayed long after the server sent them) are ignored; the skew allowance
         // matches the server's REGISTER timestamp tolerance.
-        if c.name != self.config.name || !c.fresh(now.0, CHECK_CLOCK_SKEW_MS) || !c.from_flock(&self.config.flock_public_key) {
+        if c.name != self.config.name || !c.fresh(now.0, CLOCK_SKEW_MS) || !c.from_flock(&self.config.flock_public_key) {
             self.stats.checks_ignored += 1;
             return;
         }
-        if !self.take_answer_token(now) || self.answers.len() >= MAX_PENDING_ANSWERS {
+        if !self.check_answers.take(now) || self.answers.len() >= MAX_PENDING_ANSWERS {
             self.stats.checks_dropped += 1;
             return;
         }
@@ -644,24 +802,8 @@ impl Appliance {
     }
 }
 
-/// Clock difference tolerated when judging a CHECK's expiry (10 min).
-const CHECK_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
-
-impl Appliance {
-    fn take_answer_token(&mut self, now: Time) -> bool {
-        let refill_ms = CHECK_ANSWER_REFILL.as_millis() as u64;
-        let earned = now.0.saturating_sub(self.answer_refilled.0) / refill_ms;
-        if earned > 0 {
-            self.answer_tokens = (self.answer_tokens as u64 + earned).min(u64::from(CHECK_ANSWER_BURST)) as u32;
-            self.answer_refilled = Time(self.answer_refilled.0 + earned * refill_ms);
-        }
-        if self.answer_tokens == 0 {
-            return false;
-        }
-        self.answer_tokens -= 1;
-        true
-    }
-}
+/// Clock difference tolerated when judging the expiry of a CHECK, PERSONAS or CONNECT (10 min).
+pub(crate) const CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
 
 impl Transaction {
     fn start(txid: TransactionId, now: Time, rto_initial: Duration, rto_max: Duration) -> Transaction {

@@ -2,8 +2,9 @@
 
 use clap::Parser;
 use flock_appliance::keys::{self, public_key_from_hex};
-use flock_appliance::{spawn, ApplianceConfig, Event};
-use flock_proto::identity::PUBLIC_KEY_LEN;
+use flock_appliance::{spawn, ApplianceConfig, ApplianceHandle, Candidate, Decision, Event, SessionNonce};
+use flock_proto::identity::{self, PUBLIC_KEY_LEN};
+use flock_proto::login::wire::MAX_CREDENTIAL_LEN;
 use flock_proto::msg::code;
 use flock_proto::Name;
 use ring::signature::Ed25519KeyPair;
@@ -12,10 +13,11 @@ use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-const ABOUT: &str = "Simulated Flock appliances: register names with a flock server over UDP and keep them registered";
+const ABOUT: &str = "Simulated Flock appliances: register names with a flock server over UDP, keep them registered, let browsers log in";
 
 const LONG_ABOUT: &str = "\
 Simulated Flock appliances: register names with a flock server over UDP and keep them registered.
@@ -23,17 +25,33 @@ Simulated Flock appliances: register names with a flock server over UDP and keep
 Each appliance has its own Ed25519 key (DIR/<name>.key, created on first use) and its own UDP
 socket. It registers its name (answering the server's nonce challenge), sends keep-alives at the
 interval the server asks for, registers again when the server refuses its token, and answers
-address checks signed by the pinned flock key. Every event is printed on stdout, one line each.";
+address checks signed by the pinned flock key. Every event is printed on stdout, one line each.
+
+With --personas FILE the appliances also let browsers log in through the flock: they serve the
+persona list of FILE (ids and names, never the passwords), accept the credential
+\"pwd:<password>\" for a persona, and on acceptance send a synthetic SDP offer (two chunks), two
+host candidates and end-of-candidates, printing the browser's answer and candidates as they come
+(credentials are never printed). Without it every log-in is denied.";
 
 const AFTER_HELP: &str = "\
 Examples:
   flock-appliance --name kitchen --flock-key @flock-data/flock.pub
+  flock-appliance --name kitchen --flock-key @flock-data/flock.pub --personas personas.toml
   flock-appliance --server 10.0.0.1:3478 --name sim --count 1000 --flock-key 3b6a27bc... --json
   flock-appliance --name ci --flock-key @flock.pub --exit-after-register
 
 An appliance restarted on a new port while its previous registration is still alive (up to a
 minute after it stopped) is registered again only once the server has checked the old address
 (up to its check window, 60 s by default): that is the protocol protecting names, not a hang.
+
+Personas file (TOML):
+  credentials_required = false   # optional: true = the browser enters user name (matched
+                                 # against id) and password; no list is served
+  [[persona]]
+  id = \"alice\"                   # 1 to 255 bytes, unique
+  name = \"Alice\"                 # shown to the browser, at most 255 bytes
+  password = \"wonderland\"        # the credential is \"pwd:wonderland\"
+  deny = false                   # optional: right password, but policy refuses this persona
 
 Exit status: 0 on success or Ctrl-C; 1 if an appliance gives up or is refused (with
 --exit-after-register) or a socket or key file fails; 2 on bad arguments.";
@@ -87,6 +105,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     ramp_up: f64,
 
+    /// Let browsers log in: personas, passwords and policy from this TOML file (format below).
+    /// Without it every log-in is denied.
+    #[arg(long, value_name = "FILE", value_parser = parse_personas_file)]
+    personas: Option<Personas>,
+
     /// Diagnostics on stderr: a tracing filter such as "warn", "debug",
     /// "flock_appliance=debug".
     #[arg(long, value_name = "FILTER", default_value = "warn")]
@@ -95,6 +118,169 @@ struct Args {
 
 #[derive(Clone, Copy, Debug)]
 struct FlockKey([u8; PUBLIC_KEY_LEN]);
+
+/// The --personas file, checked.
+#[derive(Clone)]
+struct Personas(Arc<PersonasFile>);
+
+/// Written by hand: never shows a password.
+impl std::fmt::Debug for Personas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.0.persona.iter().map(|p| p.id.as_str()).collect();
+        f.debug_struct("Personas").field("credentials_required", &self.0.credentials_required).field("ids", &ids).finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonasFile {
+    #[serde(default)]
+    credentials_required: bool,
+    #[serde(default)]
+    persona: Vec<PersonaEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonaEntry {
+    id: String,
+    name: String,
+    password: String,
+    #[serde(default)]
+    deny: bool,
+}
+
+/// Personas the flock's gateway takes (more are refused there, so refuse them here first).
+const MAX_PERSONAS: usize = 256;
+
+fn parse_personas_file(path: &str) -> Result<Personas, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_personas(&text).map_err(|e| format!("{path}: {e}"))
+}
+
+fn parse_personas(text: &str) -> Result<Personas, String> {
+    let file: PersonasFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    if file.persona.is_empty() {
+        return Err("no [[persona]] entries (each needs id, name and password)".into());
+    }
+    if file.persona.len() > MAX_PERSONAS {
+        return Err(format!("{} personas, at most {MAX_PERSONAS}", file.persona.len()));
+    }
+    for (i, p) in file.persona.iter().enumerate() {
+        let which = format!("persona {} (id {:?})", i + 1, p.id);
+        if p.id.is_empty() || p.id.len() > 255 {
+            return Err(format!("{which}: id must be 1 to 255 bytes"));
+        }
+        if p.name.len() > 255 {
+            return Err(format!("{which}: name is over 255 bytes"));
+        }
+        if p.password.is_empty() || p.password.len() + 4 > MAX_CREDENTIAL_LEN {
+            return Err(format!("{which}: password must be 1 to {} bytes", MAX_CREDENTIAL_LEN - 4));
+        }
+        if file.persona[..i].iter().any(|q| q.id == p.id) {
+            return Err(format!("{which}: duplicate id"));
+        }
+    }
+    Ok(Personas(Arc::new(file)))
+}
+
+impl Personas {
+    /// The list served to the flock: ids and names only.
+    fn list_json(&self) -> Option<Vec<u8>> {
+        if self.0.credentials_required {
+            return None;
+        }
+        let mut s = String::from("[");
+        for (i, p) in self.0.persona.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str("{\"id\":");
+            json_str(&mut s, &p.id);
+            s.push_str(",\"name\":");
+            json_str(&mut s, &p.name);
+            s.push('}');
+        }
+        s.push(']');
+        Some(s.into_bytes())
+    }
+
+    /// `persona` is the persona id, or the user name when credentials are entered separately:
+    /// either way matched against `id`.
+    fn decide(&self, persona: &str, credential: &[u8]) -> Decision {
+        let Some(p) = self.0.persona.iter().find(|p| p.id == persona) else { return Decision::BadCredentials };
+        let good = credential.strip_prefix(b"pwd:").is_some_and(|pwd| constant_time_eq(pwd, p.password.as_bytes()));
+        match (good, p.deny) {
+            (false, _) => Decision::BadCredentials,
+            (true, true) => Decision::Deny,
+            (true, false) => Decision::Accept,
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not tell how much of a password was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A synthetic but well-formed data-channel + video offer (about 1.5 KB: two SDP chunks).
+fn synthetic_offer(session: &SessionNonce, ip: IpAddr) -> String {
+    let hex = identity::to_hex(session);
+    let fingerprint: Vec<String> = ring::digest::digest(&ring::digest::SHA256, session).as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut sdp = format!(
+        "v=0\r\no=- {} 2 IN {family} {ip}\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS sim\r\n",
+        u64::from_be_bytes(session[..8].try_into().expect("8 bytes")) >> 1
+    );
+    let common = format!(
+        "c=IN {family} {ip}\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\na=fingerprint:sha-256 {}\r\na=setup:actpass\r\n",
+        &hex[..8],
+        &hex[8..32],
+        fingerprint.join(":")
+    );
+    sdp.push_str("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n");
+    sdp.push_str(&common);
+    sdp.push_str("a=mid:0\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n");
+    sdp.push_str("m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\n");
+    sdp.push_str(&common);
+    sdp.push_str("a=mid:1\r\na=sendonly\r\na=msid:sim camera\r\na=rtcp-mux\r\na=rtcp-rsize\r\n");
+    for (pt, codec) in [(96, "VP8"), (98, "H264")] {
+        let _ = write!(sdp, "a=rtpmap:{pt} {codec}/90000\r\n");
+        for fb in ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"] {
+            let _ = write!(sdp, "a=rtcp-fb:{pt} {fb}\r\n");
+        }
+        let _ = write!(sdp, "a=rtpmap:{rtx} rtx/90000\r\na=fmtp:{rtx} apt={pt}\r\n", rtx = pt + 1);
+    }
+    for line in [
+        "a=fmtp:98 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        "a=ssrc-group:FID 1001 1002",
+        "a=ssrc:1001 cname:sim",
+        "a=ssrc:1002 cname:sim",
+    ] {
+        sdp.push_str(line);
+        sdp.push_str("\r\n");
+    }
+    sdp
+}
+
+/// The address a synthetic candidate shows: the socket's, loopback for the unspecified one.
+fn candidate_ip(local: SocketAddr) -> IpAddr {
+    match local.ip() {
+        ip if !ip.is_unspecified() => ip,
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
+}
+
+/// Two host candidates at the appliance's socket address.
+fn synthetic_candidates(local: SocketAddr) -> [Candidate; 2] {
+    let ip = candidate_ip(local);
+    let line = |foundation: u32, priority: u32, port: u16| Candidate {
+        candidate: format!("candidate:{foundation} 1 udp {priority} {ip} {port} typ host generation 0"),
+        mid: Some("0".into()),
+    };
+    [line(1, 2_130_706_431, local.port()), line(2, 2_130_706_175, local.port().wrapping_add(1).max(1))]
+}
 
 fn parse_server(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -139,6 +325,7 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 struct Plan {
     config: ApplianceConfig,
     key: Ed25519KeyPair,
+    personas: Option<Personas>,
 }
 
 /// Startup errors, with the exit status they deserve.
@@ -213,7 +400,7 @@ fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
         }
         let mut config = ApplianceConfig::new(name, args.server, args.flock_key.0);
         config.give_up_after = Duration::from_secs(args.give_up_after);
-        plans.push(Plan { config, key });
+        plans.push(Plan { config, key, personas: args.personas.clone() });
     }
     Ok((plans, bind))
 }
@@ -314,12 +501,23 @@ async fn appliance(
             return;
         }
     };
+    if let Some(p) = plan.personas {
+        let _ = handle.set_personas(p.list_json());
+        let _ = handle.set_authenticator(move |r| p.decide(r.persona, r.credential));
+    }
     let started = Report::Started { index, local: handle.local_addr(), identity: handle.fingerprint().to_hex() };
     if reports.send(started).await.is_ok() {
         loop {
             tokio::select! {
                 event = handle.next_event() => match event {
-                    Some(event) => if reports.send(Report::Event { index, event }).await.is_err() { break },
+                    Some(event) => {
+                        if let Event::LoginAccepted { session, .. } = &event {
+                            answer_login(&handle, *session);
+                        }
+                        if reports.send(Report::Event { index, event }).await.is_err() {
+                            break;
+                        }
+                    }
                     None => break,
                 },
                 _ = stop.changed() => break,
@@ -327,6 +525,16 @@ async fn appliance(
         }
     }
     handle.shutdown().await;
+}
+
+/// Plays the appliance's side of an accepted log-in: offer, candidates, end-of-candidates.
+fn answer_login(handle: &ApplianceHandle, session: SessionNonce) {
+    let local = handle.local_addr();
+    let _ = handle.send_offer(session, synthetic_offer(&session, candidate_ip(local)));
+    for c in synthetic_candidates(local) {
+        let _ = handle.add_candidate(session, c);
+    }
+    let _ = handle.end_of_candidates(session);
 }
 
 /// Event lines on stdout, human or JSON.
@@ -353,21 +561,58 @@ impl Output {
     fn event(&mut self, name: &Name, event: &Event) {
         if !self.json {
             self.line(&format!("{name}: {event}"));
+            if let Event::RemoteAnswer { sdp, .. } = event {
+                for l in sdp.lines() {
+                    self.line(&format!("    {l}"));
+                }
+            }
             return;
         }
         let n = ("name", J::S(name.as_str()));
-        let line = match *event {
-            Event::Registered { mapped } => json(&[("event", J::S("registered")), n, ("mapped", J::A(mapped))]),
+        let hex = |s: &SessionNonce| identity::to_hex(s);
+        let line = match event {
+            Event::Registered { mapped } => json(&[("event", J::S("registered")), n, ("mapped", J::A(*mapped))]),
             Event::MappedAddressChanged { old, new } => {
-                json(&[("event", J::S("mapped_address_changed")), n, ("old", J::A(old)), ("new", J::A(new))])
+                json(&[("event", J::S("mapped_address_changed")), n, ("old", J::A(*old)), ("new", J::A(*new))])
             }
-            Event::KeptAlive { mapped } => json(&[("event", J::S("kept_alive")), n, ("mapped", J::A(mapped))]),
+            Event::KeptAlive { mapped } => json(&[("event", J::S("kept_alive")), n, ("mapped", J::A(*mapped))]),
             Event::TokenRefused => json(&[("event", J::S("token_refused")), n]),
             Event::Refused { code: c } => {
-                json(&[("event", J::S("refused")), n, ("code", J::N(u64::from(c))), ("reason", J::S(code::reason(c)))])
+                json(&[("event", J::S("refused")), n, ("code", J::N(u64::from(*c))), ("reason", J::S(code::reason(*c)))])
             }
-            Event::CheckAnswered { from } => json(&[("event", J::S("check_answered")), n, ("from", J::A(from))]),
+            Event::CheckAnswered { from } => json(&[("event", J::S("check_answered")), n, ("from", J::A(*from))]),
             Event::GaveUp => json(&[("event", J::S("gave_up")), n]),
+            Event::LoginAccepted { session, persona } => {
+                json(&[("event", J::S("login_accepted")), n, ("session", J::S(&hex(session))), ("persona", J::S(persona))])
+            }
+            Event::LoginRefused { session, persona, code: c } => json(&[
+                ("event", J::S("login_refused")),
+                n,
+                ("session", J::S(&hex(session))),
+                ("persona", J::S(persona)),
+                ("code", J::N(u64::from(*c))),
+                ("reason", J::S(flock_proto::login::wire::code::reason(*c))),
+            ]),
+            Event::RemoteAnswer { session, sdp } => {
+                json(&[("event", J::S("remote_answer")), n, ("session", J::S(&hex(session))), ("sdp", J::S(sdp))])
+            }
+            Event::RemoteCandidate { session, candidate } => json(&[
+                ("event", J::S("remote_candidate")),
+                n,
+                ("session", J::S(&hex(session))),
+                ("candidate", J::S(&candidate.candidate)),
+                ("mid", J::S(candidate.mid.as_deref().unwrap_or(""))),
+            ]),
+            Event::RemoteEndOfCandidates { session } => {
+                json(&[("event", J::S("remote_end_of_candidates")), n, ("session", J::S(&hex(session)))])
+            }
+            Event::SessionDone { session } => json(&[("event", J::S("session_done")), n, ("session", J::S(&hex(session)))]),
+            Event::SessionFailed { session, reason } => json(&[
+                ("event", J::S("session_failed")),
+                n,
+                ("session", J::S(&hex(session))),
+                ("reason", J::S(&reason.to_string())),
+            ]),
         };
         self.line(&line);
     }
@@ -449,6 +694,62 @@ mod tests {
         Args::try_parse_from(["flock-appliance", "--name", "x", "--flock-key", &"00".repeat(32)]).unwrap();
         assert!(Args::try_parse_from(["flock-appliance", "--name", "x"]).is_err(), "--flock-key is required");
         assert!(Args::try_parse_from(["flock-appliance", "--name", "x", "--flock-key", "00", "--count", "0"]).is_err());
+    }
+
+    const PERSONAS: &str = r#"
+[[persona]]
+id = "alice"
+name = "Alice \"A\""
+password = "wonderland"
+
+[[persona]]
+id = "bob"
+name = "Bob"
+password = "builder"
+deny = true
+"#;
+
+    #[test]
+    fn personas_file() {
+        let p = parse_personas(PERSONAS).unwrap();
+        let list = String::from_utf8(p.list_json().unwrap()).unwrap();
+        assert_eq!(list, r#"[{"id":"alice","name":"Alice \"A\""},{"id":"bob","name":"Bob"}]"#);
+        assert!(!list.contains("wonderland") && !format!("{p:?}").contains("wonderland"));
+        assert_eq!(p.decide("alice", b"pwd:wonderland"), Decision::Accept);
+        assert_eq!(p.decide("alice", b"pwd:wonderlan"), Decision::BadCredentials);
+        assert_eq!(p.decide("alice", b"wonderland"), Decision::BadCredentials);
+        assert_eq!(p.decide("carol", b"pwd:wonderland"), Decision::BadCredentials);
+        assert_eq!(p.decide("bob", b"pwd:builder"), Decision::Deny);
+        assert_eq!(p.decide("bob", b"pwd:x"), Decision::BadCredentials);
+        let p = parse_personas(&format!("credentials_required = true\n{PERSONAS}")).unwrap();
+        assert_eq!(p.list_json(), None);
+        assert_eq!(p.decide("alice", b"pwd:wonderland"), Decision::Accept);
+    }
+
+    #[test]
+    fn bad_personas_files_say_why() {
+        let err = |t: &str| parse_personas(t).unwrap_err();
+        assert!(err("").contains("no [[persona]]"));
+        assert!(err("[[persona]]\nid = \"a\"\nname = \"A\"\n").contains("password"), "{}", err("[[persona]]\nid = \"a\"\nname = \"A\"\n"));
+        assert!(err("[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"p\"\ncolour = 1\n").contains("unknown field"));
+        assert!(err("[[persona]]\nid = \"\"\nname = \"A\"\npassword = \"p\"\n").contains("id must be"));
+        assert!(err("[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"\"\n").contains("password must be"));
+        let twice = "[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"p\"\n".repeat(2);
+        assert!(err(&twice).contains("persona 2 (id \"a\"): duplicate id"));
+        assert!(err("credentials_required = \"yes\"").contains("invalid type"));
+        assert!(parse_personas_file("/nonexistent/p.toml").unwrap_err().contains("cannot read /nonexistent/p.toml"));
+    }
+
+    #[test]
+    fn synthetic_offer_takes_two_chunks_and_candidates_are_host() {
+        use flock_proto::login::wire::{pieces, Outbound};
+        let sdp = synthetic_offer(&[0xAB; 16], "192.0.2.1".parse().unwrap());
+        assert_eq!(pieces(&Outbound::Sdp(sdp.clone())), 2, "{} bytes", sdp.len());
+        assert!(sdp.starts_with("v=0\r\n") && sdp.ends_with("\r\n") && sdp.contains("a=mid:0\r\n"));
+        assert!(sdp.lines().all(|l| l.len() > 2 && l.as_bytes()[1] == b'='), "{sdp}");
+        let c = synthetic_candidates("0.0.0.0:4000".parse().unwrap());
+        assert_eq!(c[0].candidate, "candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host generation 0");
+        assert!(c.iter().all(|c| c.mid.as_deref() == Some("0") && c.candidate.contains(" typ host")));
     }
 
     #[test]

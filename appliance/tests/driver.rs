@@ -58,8 +58,9 @@ async fn expect(h: &mut ApplianceHandle, within: Duration, want: impl Fn(&Event)
     loop {
         match tokio::time::timeout_at(end, h.next_event()).await {
             Ok(Some(e)) => {
+                let done = want(&e);
                 seen.push(e);
-                if want(&e) {
+                if done {
                     return seen;
                 }
             }

@@ -1,6 +1,6 @@
 //! flockd's configuration: embedded defaults, then a TOML file, then command-line flags.
 
-use flock_proto::server::ServerConfig;
+use flock_proto::server::{LoginConfig, ServerConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use std::time::Duration;
 
 /// Default UDP port (the STUN port, so appliances can also use it for Binding).
 pub const DEFAULT_UDP: &str = "0.0.0.0:3478";
+/// Default websocket address (the demo page, `/healthz` and `/ws`).
+pub const DEFAULT_WS: &str = "0.0.0.0:8080";
 /// Default data directory (secrets live here).
 pub const DEFAULT_DATA_DIR: &str = "flock-data";
 
@@ -31,6 +33,52 @@ pub struct Config {
     pub timers: Timers,
     pub socket: Socket,
     pub stun: Stun,
+    pub login: Login,
+    /// Serve browsers (the `[ws]` gateway). Off: UDP only.
+    pub ws_enabled: bool,
+    /// The websocket gateway (see ws/src/config.rs for every key).
+    pub ws: flock_ws::GatewayConfig,
+}
+
+/// Browser log-ins as the packet cores run them (the websocket side is `[websocket]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Login {
+    /// Log-in sessions at once (split over the cores).
+    pub max_sessions: usize,
+    /// Bytes of persona lists cached (split over the cores; LRU).
+    pub persona_cache_bytes: usize,
+    pub max_personas_bytes: usize,
+    pub max_sdp_bytes: usize,
+    /// ICE candidates per direction per session.
+    pub max_candidates: usize,
+    /// Credential attempts per session.
+    pub max_attempts: u8,
+    /// An appliance silent this long fails the session (unreachable / timeout).
+    #[serde(with = "human")]
+    pub give_up_after: Duration,
+    #[serde(with = "human")]
+    pub session_lifetime: Duration,
+    /// Validity stamped on signed PERSONAS / CONNECT requests.
+    #[serde(with = "human")]
+    pub request_validity: Duration,
+}
+
+impl Default for Login {
+    fn default() -> Self {
+        let l = LoginConfig::default();
+        Login {
+            max_sessions: 16 << 10,
+            persona_cache_bytes: 16 << 20,
+            max_personas_bytes: l.max_personas_bytes,
+            max_sdp_bytes: l.max_sdp_bytes,
+            max_candidates: l.max_candidates,
+            max_attempts: l.max_attempts,
+            give_up_after: l.give_up_after,
+            session_lifetime: l.session_lifetime,
+            request_validity: l.request_validity,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +147,9 @@ impl Default for Config {
             timers: Timers::default(),
             socket: Socket::default(),
             stun: Stun::default(),
+            login: Login::default(),
+            ws_enabled: true,
+            ws: flock_ws::GatewayConfig { listen: DEFAULT_WS.parse().expect("valid default"), ..Default::default() },
         }
     }
 }
@@ -149,7 +200,8 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.timers;
-        let checks: [(bool, &str); 8] = [
+        let l = &self.login;
+        let checks: [(bool, &str); 11] = [
             (self.limits.max_registrations > 0, "limits.max_registrations must be at least 1"),
             (self.limits.max_pending_checks > 0, "limits.max_pending_checks must be at least 1"),
             (self.limits.rate_table_slots > 0, "limits.rate_table_slots must be at least 1"),
@@ -158,11 +210,14 @@ impl Config {
             (t.entry_lifetime >= Duration::from_secs(1), "timers.entry_lifetime must be at least 1s"),
             (t.token_lifetime >= 2 * t.entry_lifetime, "timers.token_lifetime must be at least twice timers.entry_lifetime"),
             (self.socket.batch >= 1 && self.socket.batch <= 1024, "socket.batch must be 1..=1024"),
+            (l.max_sessions > 0, "login.max_sessions must be at least 1"),
+            (l.max_attempts > 0, "login.max_attempts must be at least 1"),
+            (!l.give_up_after.is_zero() && l.give_up_after <= l.session_lifetime, "login.give_up_after must be > 0 and ≤ login.session_lifetime"),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, msg)) => Err(msg.to_string()),
-            None => Ok(()),
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(msg.to_string());
         }
+        self.ws.validate().map_err(|e| format!("ws: {e}"))
     }
 
     /// The shard settings for one of `cores` cores: bounds are split evenly.
@@ -185,6 +240,17 @@ impl Config {
             rate_table_slots: self.limits.rate_table_slots,
             answer_small_binding: self.stun.answer_small_binding,
             sweep_interval: t.sweep_interval,
+            login: LoginConfig {
+                max_sessions: split(self.login.max_sessions),
+                persona_cache_bytes: split(self.login.persona_cache_bytes),
+                max_personas_bytes: self.login.max_personas_bytes,
+                max_sdp_bytes: self.login.max_sdp_bytes,
+                max_candidates: self.login.max_candidates,
+                give_up_after: self.login.give_up_after,
+                session_lifetime: self.login.session_lifetime,
+                max_attempts: self.login.max_attempts,
+                request_validity: self.login.request_validity,
+            },
         }
     }
 }

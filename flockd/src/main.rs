@@ -1,9 +1,10 @@
 //! flockd: the Flock rendezvous server.
 //!
-//! Starts with no arguments on the embedded defaults (UDP 0.0.0.0:3478, all cores, secrets in
-//! ./flock-data). A TOML file (`--config`) overrides the defaults and flags override the file.
+//! Starts with no arguments on the embedded defaults (UDP 0.0.0.0:3478, websocket and demo page
+//! on 0.0.0.0:8080, all cores, secrets in ./flock-data). A TOML file (`--config`) overrides the defaults and flags override the file.
 
 mod config;
+mod link;
 mod secrets;
 mod shard;
 
@@ -19,7 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "flockd", version, about = "Flock rendezvous server: appliances register and stay reachable over UDP")]
+#[command(
+    name = "flockd",
+    version,
+    about = "Flock rendezvous server: appliances stay reachable over UDP, browsers log in to them over a websocket"
+)]
 struct Args {
     /// TOML configuration file (see docs/CONFIG.md); flags below override it.
     #[arg(short, long, value_name = "FILE")]
@@ -27,6 +32,15 @@ struct Args {
     /// UDP address to serve appliances on [default: 0.0.0.0:3478].
     #[arg(long, value_name = "ADDR")]
     udp: Option<SocketAddr>,
+    /// TCP address of the websocket gateway and demo page [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_ws")]
+    ws: Option<SocketAddr>,
+    /// Serve no websocket (UDP only).
+    #[arg(long)]
+    no_ws: bool,
+    /// Origin a browser may connect from (repeatable; "*" for any) [default: same host only].
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
     /// Directory for the server secret and the flock key [default: ./flock-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -86,6 +100,15 @@ fn settings(args: &Args) -> Result<Config, String> {
     };
     if let Some(v) = args.udp {
         c.udp = v;
+    }
+    if let Some(v) = args.ws {
+        c.ws.listen = v;
+    }
+    if args.no_ws {
+        c.ws_enabled = false;
+    }
+    if !args.allow_origin.is_empty() {
+        c.ws.allowed_origins = args.allow_origin.clone();
     }
     if let Some(v) = &args.data_dir {
         c.data_dir = v.clone();
@@ -149,9 +172,25 @@ fn run(args: Args) -> Result<(), String> {
     let settings = c.clone();
     let engine = Engine::start(engine_config, move |_core, cores| shard::FlockShard::new(settings.shard(cores), keys.clone()))
         .map_err(|e| format!("cannot start the UDP engine: {e}"))?;
+    let gateway = if c.ws_enabled {
+        let commander = engine.commander::<flock_ws::ToCore>().expect("the shard's command type");
+        let started = flock_ws::Gateway::start(c.ws.clone(), Arc::new(link::EngineLink { commander }));
+        match started {
+            Ok(g) => Some(g),
+            Err(e) => {
+                engine.shutdown();
+                let _ = engine.join();
+                return Err(format!("cannot start the websocket gateway on {}: {e}", c.ws.listen));
+            }
+        }
+    } else {
+        None
+    };
+    let ws_addr = gateway.as_ref().map_or("off".to_string(), |g| g.local_addr().to_string());
     let buffers = engine.socket_buffers();
     tracing::info!(
         udp = %engine.local_addr(),
+        ws = %ws_addr,
         cores = engine.cores(),
         recv_buffer = buffers.recv_bytes,
         data_dir = %c.data_dir.display(),
@@ -161,6 +200,12 @@ fn run(args: Args) -> Result<(), String> {
 
     let sig = wait_for_signal(&signals);
     tracing::info!(signal = sig, "shutting down");
+    // Browsers first (they get "going away"), then the cores their sessions live on.
+    if let Some(g) = gateway {
+        let st = g.stats();
+        g.shutdown();
+        tracing::info!(connections = st.accepted, sessions = st.sessions, done = st.sessions_done, errors = st.session_errors, "websocket gateway stopped");
+    }
     engine.shutdown();
     let t = CoreStats::total(&engine.stats());
     engine.join().map_err(|e| format!("engine stopped with an error: {e}"))?;

@@ -43,6 +43,8 @@ impl Drop for TempDir {
 pub struct Flockd {
     child: Option<Child>,
     pub udp: SocketAddr,
+    /// The websocket gateway's address (`None` with `--no-ws`).
+    pub ws: Option<SocketAddr>,
     pub flock_public_key: [u8; 32],
     pub data_dir: TempDir,
     log: mpsc::Receiver<String>,
@@ -60,6 +62,9 @@ impl Flockd {
         let mut cmd = Command::new(workspace_bin("flockd"));
         if !extra.contains(&"--udp") {
             cmd.args(["--udp", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--ws") && !extra.contains(&"--no-ws") {
+            cmd.args(["--ws", "127.0.0.1:0"]);
         }
         let mut child = cmd
             .args(["--no-pin", "--log", "info", "--data-dir"])
@@ -79,9 +84,10 @@ impl Flockd {
                 }
             }
         });
-        let mut d = Flockd { child: Some(child), udp: "0.0.0.0:0".parse().unwrap(), flock_public_key: [0; 32], data_dir, log, log_lines: vec![] };
+        let mut d = Flockd { child: Some(child), udp: "0.0.0.0:0".parse().unwrap(), ws: None, flock_public_key: [0; 32], data_dir, log, log_lines: vec![] };
         let ready = d.wait_for_log("flockd ready", Duration::from_secs(20));
         d.udp = field(&ready, "udp").parse().expect("udp address in ready line");
+        d.ws = field(&ready, "ws").parse().ok();
         let hex = std::fs::read_to_string(d.data_dir.0.join("flock.pub")).unwrap();
         d.flock_public_key = from_hex(&hex).unwrap().try_into().unwrap();
         d

@@ -236,8 +236,8 @@ impl Sim {
         while self.now < end {
             let step = (self.now + ms(100)).min(end);
             self.run_until(step);
-            if let Some(&(t, e)) = self.events[seen..].iter().find(|(_, e)| want(e)) {
-                return (t, e);
+            if let Some((t, e)) = self.events[seen..].iter().find(|(_, e)| want(e)) {
+                return (*t, e.clone());
             }
         }
         panic!("no such event within {limit:?}; events: {:?}", self.events);
@@ -264,7 +264,7 @@ impl Sim {
 
     /// The events only, in order.
     pub fn event_list(&self) -> Vec<Event> {
-        self.events.iter().map(|(_, e)| *e).collect()
+        self.events.iter().map(|(_, e)| e.clone()).collect()
     }
 
     pub fn name(&self) -> Name {

@@ -347,7 +347,11 @@ pub fn encode_connect(
     if credential.len() > MAX_CREDENTIAL_LEN {
         return Err(ConnectError::CredentialTooLong);
     }
-    let sig = identity::sign(flock_key, &connect_signed(txid, name, session, persona, credential, valid_until_ms));
+    let mut signed = connect_signed(txid, name, session, persona, credential, valid_until_ms);
+    let sig = identity::sign(flock_key, &signed);
+    // The buffer holds the credential: do not leave it in freed memory.
+    signed.iter_mut().for_each(|b| *b = 0);
+    std::hint::black_box(&signed);
     let enc = |buf: &mut [u8]| -> Result<usize, EncodeError> {
         let mut e = Encoder::new(buf, typ(method::CONNECT, Class::Request), txid)?;
         e.attribute(base::NAME, name.as_bytes())?;

@@ -35,6 +35,48 @@ pub struct ServerConfig {
     pub answer_small_binding: bool,
     /// How often expired registrations are swept out of the table.
     pub sweep_interval: Duration,
+    /// Browser log-in sessions (retransmissions use `rto_initial` doubling up to `rto_max`).
+    pub login: LoginConfig,
+}
+
+/// Bounds and timers of the log-in sessions of one shard.
+#[derive(Clone, Debug)]
+pub struct LoginConfig {
+    /// Most sessions at once; past it an `Open` fails with `Busy`.
+    pub max_sessions: usize,
+    /// Bytes of persona lists cached (LRU); a list larger than this is not cached.
+    pub persona_cache_bytes: usize,
+    /// Largest persona list fetched; larger is `Malformed`.
+    pub max_personas_bytes: usize,
+    /// Largest SDP taken from either side.
+    pub max_sdp_bytes: usize,
+    /// Most ICE candidates per direction per session.
+    pub max_candidates: usize,
+    /// An appliance that leaves a request unanswered this long fails the session
+    /// (`Unreachable` before it accepted, `Timeout` after); also the longest wait for its offer.
+    pub give_up_after: Duration,
+    /// Longest life of a session, whatever it is doing.
+    pub session_lifetime: Duration,
+    /// Credential attempts per session.
+    pub max_attempts: u8,
+    /// Validity stamped on signed requests (PERSONAS, CONNECT): bounds replays.
+    pub request_validity: Duration,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            max_sessions: 4096,
+            persona_cache_bytes: 4 << 20,
+            max_personas_bytes: 64 << 10,
+            max_sdp_bytes: 32 << 10,
+            max_candidates: 64,
+            give_up_after: Duration::from_secs(10),
+            session_lifetime: Duration::from_secs(120),
+            max_attempts: 3,
+            request_validity: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -55,6 +97,7 @@ impl Default for ServerConfig {
             rate_table_slots: 4096,
             answer_small_binding: false,
             sweep_interval: Duration::from_secs(5),
+            login: LoginConfig::default(),
         }
     }
 }

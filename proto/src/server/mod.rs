@@ -4,17 +4,25 @@
 //! challenges and late answers to other addresses come out of `poll_transmit`; timers are
 //! driven by `poll_timeout` / `handle_timeout`. The packet path is:
 //! parse → dispatch by method → (nonce → timestamp → signature) or (token) → table → reply.
+//!
+//! Browser log-in sessions (`login`) ride on the same entry points: the gateway's commands go in
+//! through `command`, events come out of `poll_event`, and the PERSONAS / CONNECT / SIGNAL
+//! requests to appliances come out of `poll_transmit`.
 
 mod checks;
 mod config;
+mod login;
+mod persona_cache;
 mod ratelimit;
 mod table;
 
-pub use config::ServerConfig;
+pub use config::{LoginConfig, ServerConfig};
+pub use login::LoginOccupancy;
 pub use crate::entropy::Entropy;
 pub use table::Entry;
 
 use crate::identity::{Fingerprint, FINGERPRINT_PREFIX_LEN};
+use crate::login::{self as lg, Command, Event, SessionId};
 use crate::msg::{self, code, method, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered};
 use crate::name::{Name, TableKey};
 use crate::stun::{self, Class, Encoder, Message, MessageType, Method, TransactionId};
@@ -60,6 +68,33 @@ pub struct Stats {
     /// Answers not sent because they would have been larger than the request.
     pub amplification_suppressed: u64,
     pub swept: u64,
+    /// Log-in sessions started (an `Open` that found the appliance and room).
+    pub sessions_opened: u64,
+    /// Sessions that ended with `Done`.
+    pub sessions_done: u64,
+    /// Sessions that ended with `Failed`, refused `Open`s included.
+    pub sessions_failed: u64,
+    /// Sessions the gateway closed.
+    pub sessions_closed: u64,
+    /// Commands for sessions that no longer exist.
+    pub login_commands_ignored: u64,
+    /// Persona lists served from the cache after the appliance confirmed the checksum.
+    pub personas_cache_hits: u64,
+    /// Persona lists fetched (not cached, or changed).
+    pub personas_cache_misses: u64,
+    pub connects_sent: u64,
+    pub logins_accepted: u64,
+    pub logins_rejected: u64,
+    /// Log-in requests (PERSONAS, CONNECT, SIGNAL) sent again after a retransmission timeout.
+    pub retransmits: u64,
+    /// SIGNALs taken from appliances (in order, first time).
+    pub signals_in: u64,
+    /// SIGNALs to appliances that were acknowledged.
+    pub signals_out: u64,
+    /// Retransmitted SIGNALs acknowledged again.
+    pub signals_duplicate: u64,
+    /// SIGNALs for no known session (answered 481 when that is not larger).
+    pub signals_unknown_session: u64,
 }
 
 /// What the server knows about a name.
@@ -91,6 +126,7 @@ pub struct Server<E: Entropy> {
     outgoing: VecDeque<Outgoing>,
     next_sweep: Option<Time>,
     stats: Stats,
+    login: login::Login,
 }
 
 impl<E: Entropy> Server<E> {
@@ -109,6 +145,7 @@ impl<E: Entropy> Server<E> {
             outgoing: VecDeque::new(),
             next_sweep: None,
             stats: Stats::default(),
+            login: login::Login::new(&config),
             config,
             keys,
             entropy,
@@ -132,6 +169,10 @@ impl<E: Entropy> Server<E> {
             (method::CHECK, Class::Success | Class::Error) => {
                 self.check_answer(now, &msg, src);
                 None
+            }
+            _ if lg::wire::is_login(&msg) => {
+                let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats };
+                self.login.datagram(&mut cx, &msg, src, reply)
             }
             _ => {
                 self.stats.ignored += 1;
@@ -375,19 +416,33 @@ impl<E: Entropy> Server<E> {
                 }
             }
         }
-        None
+        self.login.poll_transmit(buf)
+    }
+
+    /// A command from the websocket gateway for log-in `session`; its outcome comes out of
+    /// `poll_event`, requests to the appliance out of `poll_transmit`.
+    pub fn command(&mut self, now: Time, session: SessionId, cmd: Command) {
+        let table = &self.table;
+        let lookup = |key: &TableKey| table.get(key, now).map(|e| e.addr());
+        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats };
+        self.login.command(&mut cx, session, cmd, &lookup);
+    }
+
+    /// Next event for the gateway.
+    pub fn poll_event(&mut self) -> Option<(SessionId, Event)> {
+        self.login.poll_event()
     }
 
     /// When `handle_timeout` must next run.
     pub fn poll_timeout(&self) -> Option<Time> {
-        match (self.checks.next_timeout(), self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.checks.next_timeout(), self.next_sweep, self.login.next_timeout()].into_iter().flatten().min()
     }
 
-    /// Retransmits checks, ends those whose window closed, sweeps expired registrations.
+    /// Retransmits checks and log-in requests, ends checks whose window closed and sessions
+    /// that gave up, sweeps expired registrations.
     pub fn handle_timeout(&mut self, now: Time) {
+        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats };
+        self.login.handle_timeout(&mut cx);
         while let Some(key) = self.checks.pop_due(now) {
             let Some(p) = self.checks.get(&key) else { continue };
             let old_gone = self.table.get(&key, now).is_none();
@@ -428,6 +483,11 @@ impl<E: Entropy> Server<E> {
     /// Registrations held (dead ones not yet swept included) and checks running.
     pub fn occupancy(&self) -> (usize, usize) {
         (self.table.len(), self.checks.len())
+    }
+
+    /// Sizes of the log-in tables.
+    pub fn login_occupancy(&self) -> LoginOccupancy {
+        self.login.occupancy()
     }
 
     /// Bytes held by the registration table.

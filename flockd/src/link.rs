@@ -1,0 +1,22 @@
+//! The gateway's way into the packet cores: a [`CoreLink`] over the engine's command inboxes.
+
+use flock_engine::Commander;
+use flock_proto::Name;
+use flock_ws::{CoreLink, ToCore};
+
+pub struct EngineLink {
+    pub commander: Commander<ToCore>,
+}
+
+impl CoreLink for EngineLink {
+    fn core_for(&self, name: &Name) -> Option<usize> {
+        // One server for now: every name is ours; the owning core is picked by the name's hash,
+        // as for its UDP traffic, so the session lives beside the registration.
+        Some(name.hash().core_index(self.commander.cores()))
+    }
+
+    #[allow(clippy::result_large_err)] // the trait's shape: a refused command comes back whole
+    fn send(&self, core: usize, msg: ToCore) -> Result<(), ToCore> {
+        self.commander.send(core, msg)
+    }
+}

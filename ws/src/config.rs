@@ -1,0 +1,113 @@
+//! The gateway's configuration. Every field has a default, so flockd can embed it as a TOML
+//! table (`[ws]`) where any key may be left out; durations are human strings ("60s", "3min").
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// TCP address for the page, `/healthz` and the websocket.
+    pub listen: SocketAddr,
+    /// Worker threads of the gateway's own tokio runtime.
+    pub threads: usize,
+    /// Origins a browser may connect from: empty = one whose host:port is the `Host` header;
+    /// `"*"` = any; otherwise exact matches (`"https://flock.example"`). A request without
+    /// `Origin` (not a browser, which could claim any origin anyway) always passes.
+    pub allowed_origins: Vec<String>,
+    /// Largest message (and frame) a browser may send, bytes.
+    pub max_message: usize,
+    /// A websocket with no frame from the browser for this long fails with `timeout`.
+    #[serde(with = "human")]
+    pub idle_timeout: Duration,
+    /// A log-in that lasts longer than this fails with `timeout`.
+    #[serde(with = "human")]
+    pub session_timeout: Duration,
+    /// Open TCP connections in all (page, health checks and websockets).
+    pub max_sockets: usize,
+    /// Open TCP connections from one IP address (IPv6: one /64).
+    pub max_sockets_per_ip: usize,
+    /// Read buffer per websocket, bytes (tungstenite's default of 128 KiB costs ~1.3 GB per
+    /// 10 k idle sockets).
+    pub read_buffer: usize,
+    /// From accept to an open websocket (or an answered HTTP request).
+    #[serde(with = "human")]
+    pub handshake_timeout: Duration,
+    /// Events the core may queue for one session before it fails the session.
+    pub events_queue: usize,
+    /// How long `shutdown` waits for open sockets to close after "going away".
+    #[serde(with = "human")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            threads: 2,
+            allowed_origins: Vec::new(),
+            max_message: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            session_timeout: Duration::from_secs(180),
+            max_sockets: 100_000,
+            max_sockets_per_ip: 64,
+            read_buffer: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            events_queue: 64,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Refuses settings the gateway cannot run with; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 8] = [
+            (self.threads >= 1, "threads must be at least 1"),
+            (self.max_message >= 1024, "max_message must be at least 1024 bytes"),
+            (self.read_buffer >= 256, "read_buffer must be at least 256 bytes"),
+            (self.max_sockets >= 1, "max_sockets must be at least 1"),
+            (self.max_sockets_per_ip >= 1, "max_sockets_per_ip must be at least 1"),
+            (self.events_queue >= 1, "events_queue must be at least 1"),
+            (!self.idle_timeout.is_zero(), "idle_timeout must not be zero"),
+            (
+                !self.session_timeout.is_zero() && !self.handshake_timeout.is_zero(),
+                "session_timeout and handshake_timeout must not be zero",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err(format!("ws: {why}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Durations as human strings ("60s", "1h 5min", "250ms"), as in flockd's own config.
+mod human {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults() {
+        let c: GatewayConfig =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nidle_timeout = \"5s\"\nallowed_origins = [\"*\"]").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.read_buffer, 4096);
+        c.validate().unwrap();
+        assert!(toml::from_str::<GatewayConfig>("listn = 1").is_err());
+        let bad = GatewayConfig { threads: 0, ..GatewayConfig::default() };
+        assert!(bad.validate().unwrap_err().contains("threads"));
+    }
+}

@@ -1,0 +1,223 @@
+//! The gateway's runtime: its own tokio threads, the listener, and one task per connection
+//! (request head → page, refusal or websocket → session).
+
+use crate::config::GatewayConfig;
+use crate::http::{self, Response, Route};
+use crate::limits::{Limits, Refusal, Slot};
+use crate::replay::Replay;
+use crate::stats::{bump, Counters, GatewayStats};
+use crate::{session, CoreLink};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+
+/// Refused connections answered at once (429/503); past this, extra ones are just closed, so a
+/// flood over the bounds costs no memory.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+/// Time to read a refused connection's request head before answering it.
+const REFUSAL_BUDGET: Duration = Duration::from_secs(1);
+/// TCP backlog of the listener (std's 128 is short for reconnect storms).
+const BACKLOG: i32 = 1024;
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub config: GatewayConfig,
+    pub link: Arc<dyn CoreLink>,
+    pub limits: Arc<Limits>,
+    pub counters: Counters,
+    /// Turns true once, at shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    ws_config: WebSocketConfig,
+    refusals: Arc<Semaphore>,
+}
+
+/// The websocket gateway.
+pub struct Gateway;
+
+/// A running gateway; dropping it stops it abruptly (prefer [`GatewayHandle::shutdown`]).
+pub struct GatewayHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    runtime: Option<Runtime>,
+}
+
+impl Gateway {
+    /// Binds `config.listen` and serves on a new multi-threaded tokio runtime of
+    /// `config.threads` threads. Fails on a bad config or when the address cannot be bound.
+    pub fn start(config: GatewayConfig, link: Arc<dyn CoreLink>) -> io::Result<GatewayHandle> {
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
+            .thread_name("flock-ws")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer)
+            // Replies are sent one at a time and flushed: write each out at once. (The write
+            // buffer then holds at most one reply, e.g. a 256-persona list of ~140 KB.)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.max_message))
+            .max_frame_size(Some(config.max_message));
+        let (stop, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            limits: Arc::new(Limits::new(config.max_sockets, config.max_sockets_per_ip)),
+            config,
+            link,
+            counters: Counters::default(),
+            shutdown,
+            ws_config,
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+        });
+        runtime.spawn(accept_loop(listener, shared.clone()));
+        tracing::info!(%local_addr, "websocket gateway listening");
+        Ok(GatewayHandle { local_addr, shared, stop, runtime: Some(runtime) })
+    }
+}
+
+impl GatewayHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> GatewayStats {
+        self.shared.counters.snapshot(self.shared.limits.open())
+    }
+
+    /// Stops accepting, closes every websocket with 1001 "going away", waits up to
+    /// `shutdown_grace` for the sockets to close, then stops the runtime. Blocks the calling
+    /// thread: call it from a plain thread, not from inside an async runtime.
+    pub fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if !self.shared.limits.wait_empty(self.shared.config.shutdown_grace) {
+            tracing::warn!(open = self.shared.limits.open(), "websocket gateway: sockets still open after the grace period");
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let _ = self.stop.send(true);
+            // Safe in any context, unlike dropping a runtime inside another one.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
+                    tracing::warn!(error = %e, "websocket gateway: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        bump(&shared.counters.accepted);
+        match shared.limits.admit(peer.ip()) {
+            Ok(slot) => {
+                tokio::spawn(connection(stream, slot, shared.clone()));
+            }
+            Err(refusal) => {
+                let (counter, status) = match refusal {
+                    Refusal::PerIp => (&shared.counters.refused_per_ip, 429),
+                    Refusal::Full => (&shared.counters.refused_full, 503),
+                };
+                bump(counter);
+                if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let _ = timeout(REFUSAL_BUDGET, refuse(stream, status)).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Reads the request (so that closing does not reset the connection under the answer) and
+/// answers `status`.
+async fn refuse(mut stream: TcpStream, status: u16) {
+    let _ = http::read_head(&mut stream).await;
+    respond(&mut stream, Response::status(status)).await;
+}
+
+async fn respond(stream: &mut TcpStream, response: Response) {
+    if stream.write_all(&response.to_bytes()).await.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// One connection, from accept to close; `_slot` holds its place under the socket bounds.
+async fn connection(stream: TcpStream, _slot: Slot, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut shutdown = shared.shutdown.clone();
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let ws = tokio::select! {
+        _ = shutdown.changed() => return,
+        ws = timeout_at(deadline, handshake(stream, &shared)) => match ws {
+            Ok(Some(ws)) => ws,
+            _ => return,
+        },
+    };
+    let _gauge = shared.counters.websocket_opened();
+    session::run(ws, &shared).await;
+}
+
+/// Reads the request head and either answers it or opens the websocket.
+async fn handshake(mut stream: TcpStream, shared: &Shared) -> Option<WebSocketStream<Replay<TcpStream>>> {
+    let route = match http::read_head(&mut stream).await {
+        Ok(Some(head)) => (http::route(&head, &shared.config.allowed_origins), head),
+        Ok(None) => (Route::Respond(Response::status(400)), Vec::new()),
+        Err(_) => return None,
+    };
+    match route {
+        (Route::WebSocket, head) => {
+            // tungstenite validates the handshake again and writes the 101.
+            tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(shared.ws_config)).await.ok()
+        }
+        (Route::Respond(response), _) => {
+            match response.status {
+                400 => bump(&shared.counters.bad_requests),
+                403 => bump(&shared.counters.refused_origin),
+                _ => {}
+            }
+            respond(&mut stream, response).await;
+            None
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The HTTP side of the port: read one request head (bounded in size; the caller bounds the
+//! time), answer the page, the client module and `/healthz`, or say that it is a websocket
+//! upgrade. Every plain answer closes the connection: browsers fetch two small files, so
+//! keep-alive would only keep sockets open.
+
+use crate::origin;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Longest request head accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Most headers in a request head (browsers send about 20).
+const MAX_HEADERS: usize = 64;
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const FLOCK_JS: &str = include_str!("../web/flock.js");
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Answer and close.
+    Respond(Response),
+    /// A websocket upgrade on `/ws` from an allowed origin: hand the connection over.
+    WebSocket,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    content_type: &'static str,
+    body: &'static str,
+    /// Extra header lines, each ending in CRLF.
+    headers: &'static str,
+}
+
+impl Response {
+    pub fn status(status: u16) -> Response {
+        let body = match status {
+            400 => "bad request\n",
+            403 => "origin not allowed\n",
+            404 => "not found\n",
+            405 => "method not allowed\n",
+            426 => "websocket upgrade required\n",
+            429 => "too many connections from this address\n",
+            503 => "server full\n",
+            _ => "\n",
+        };
+        let headers = match status {
+            405 => "Allow: GET\r\n",
+            426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+            _ => "",
+        };
+        Response { status, content_type: "text/plain; charset=utf-8", body, headers }
+    }
+
+    fn ok(content_type: &'static str, body: &'static str) -> Response {
+        Response { status: 200, content_type, body, headers: "" }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            426 => "Upgrade Required",
+            429 => "Too Many Requests",
+            503 => "Service Unavailable",
+            _ => "",
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
+             Connection: close\r\n{}\r\n",
+            self.status,
+            self.content_type,
+            self.body.len(),
+            self.headers
+        )
+        .into_bytes();
+        out.extend_from_slice(self.body.as_bytes());
+        out
+    }
+}
+
+/// Reads until the end of the request head. Returns the bytes read (the head, and whatever
+/// followed it in the same reads); `None` when the peer closed early or the head is over
+/// [`MAX_HEAD`] (either way: answer 400, or just drop).
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Vec<u8>>> {
+    // Heap, not stack: an array here would stay in the connection's future for its lifetime.
+    let mut buf = vec![0; MAX_HEAD];
+    let mut len = 0;
+    loop {
+        let n = stream.read(&mut buf[len..]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Request::new(&mut headers).parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) | Err(_) => break,
+            Ok(httparse::Status::Partial) if len == MAX_HEAD => return Ok(None),
+            Ok(httparse::Status::Partial) => {}
+        }
+    }
+    buf.truncate(len);
+    Ok(Some(buf))
+}
+
+/// Decides what a complete (or malformed) request head asks for.
+pub fn route(head: &[u8], allowed_origins: &[String]) -> Route {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return Route::Respond(Response::status(400));
+    }
+    if req.method != Some("GET") {
+        return Route::Respond(Response::status(405));
+    }
+    let path = req.path.unwrap_or("/");
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let header = |name: &str| {
+        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    Route::Respond(match path {
+        "/" | "/index.html" => Response::ok("text/html; charset=utf-8", INDEX_HTML),
+        "/flock.js" => Response::ok("text/javascript; charset=utf-8", FLOCK_JS),
+        "/healthz" => Response::ok("text/plain; charset=utf-8", "ok"),
+        "/ws" => {
+            if !header("Upgrade").is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
+                Response::status(426)
+            } else if req.version != Some(1)
+                || !header("Connection")
+                    .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+                || header("Sec-WebSocket-Key").is_none()
+            {
+                // tungstenite would refuse these too, but without an answer.
+                Response::status(400)
+            } else if header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
+                Response::status(426)
+            } else if !origin::allowed(allowed_origins, header("Origin"), header("Host")) {
+                Response::status(403)
+            } else {
+                return Route::WebSocket;
+            }
+        }
+        _ => Response::status(404),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(head: &str) -> u16 {
+        match route(head.as_bytes(), &[]) {
+            Route::Respond(r) => r.status,
+            Route::WebSocket => 101,
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(status("GET /healthz?probe=1 HTTP/1.1\r\n\r\n"), 200);
+        assert_eq!(status("GET /nope HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status("POST / HTTP/1.1\r\n\r\n"), 405);
+        assert_eq!(status("GET / HTTP/1.1\r\nBad Header\r\n\r\n"), 400);
+        assert_eq!(status("GET /ws HTTP/1.1\r\n\r\n"), 426);
+        let ws = "GET /ws HTTP/1.1\r\nHost: f:1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+        assert_eq!(status(&format!("{ws}\r\n")), 101);
+        assert_eq!(status(&format!("{ws}Origin: http://f:1\r\n\r\n")), 101);
+        assert_eq!(status(&format!("{ws}Origin: http://evil:1\r\n\r\n")), 403);
+        assert_eq!(status(&format!("{}\r\n", ws.replace("Version: 13", "Version: 8"))), 426);
+    }
+
+    #[tokio::test]
+    async fn head_is_bounded() {
+        let mut long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD)).into_bytes();
+        assert_eq!(read_head(&mut &long[..]).await.unwrap(), None);
+        long.truncate(20);
+        assert_eq!(read_head(&mut &long[..]).await.unwrap(), None, "closed before the end");
+        let ok = b"GET / HTTP/1.1\r\n\r\nrest";
+        assert_eq!(read_head(&mut &ok[..]).await.unwrap().unwrap(), ok);
+    }
+}

@@ -1,0 +1,72 @@
+//! Flock's websocket gateway: browsers log in over a websocket (docs/PROTOCOL.md §10) and the
+//! gateway relays their messages to the core that owns the appliance, through a [`CoreLink`]
+//! that the server provides.
+//!
+//! The gateway runs on its own small multi-threaded tokio runtime (`tokio-tungstenite` for the
+//! framing), apart from the glommio packet cores. The same port serves the demo page (`/`), the
+//! client module (`/flock.js`), `/healthz` and the websocket (`/ws`).
+//!
+//! # Errors and close codes
+//! A failed session sends `{"type":"error","code":…,"message":…}` and then closes with:
+//! - 1008 (policy violation): `unknown-appliance`, `bad-credentials`, `denied`, `malformed` —
+//!   a refusal, or a message that broke the protocol;
+//! - 1009 (message too big): `too-large`;
+//! - 1011 (server error): `appliance-unreachable`, `owner-down`, `timeout` — the log-in could
+//!   not be completed, nobody refused it;
+//! - 1013 (try again later): `busy`.
+//!
+//! A finished session (`Event::Done`) closes with 1000 "done"; shutdown closes with 1001
+//! "going away". The close reason is the error code.
+//!
+//! # Bounds
+//! Every socket counts against `max_sockets` and `max_sockets_per_ip` from accept to close
+//! (429 / 503 when over). A request head is at most 8 KiB and must arrive, with the websocket
+//! handshake, within `handshake_timeout`. A websocket reads into a `read_buffer`-sized buffer,
+//! takes messages up to `max_message`, and fails after `idle_timeout` without a frame or
+//! `session_timeout` in all.
+
+mod code;
+mod config;
+mod gateway;
+mod http;
+mod json;
+mod limits;
+mod origin;
+mod replay;
+mod session;
+mod stats;
+
+pub use config::GatewayConfig;
+pub use gateway::{Gateway, GatewayHandle};
+pub use stats::GatewayStats;
+
+use flock_proto::login::{Command, Event, SessionId};
+use flock_proto::Name;
+
+/// One request for the core that owns an appliance.
+#[derive(Debug)]
+pub struct ToCore {
+    pub session: SessionId,
+    pub command: Command,
+    /// Set on [`Command::Open`] only: where the core sends the session's events.
+    pub events: Option<EventSink>,
+}
+
+/// Where the core sends a session's events. Bounded (`events_queue`): the core uses
+/// `try_send` and fails the session when it is full or closed (closed = the websocket ended).
+pub type EventSink = tokio::sync::mpsc::Sender<Event>;
+
+/// The gateway's way to the cores (implemented by the server over its engine).
+///
+/// A session's commands all go to the core chosen at `open`; when the websocket ends for any
+/// reason the gateway sends [`Command::Close`] (best effort: if that core's queue is full,
+/// the core learns of it from the closed [`EventSink`]).
+pub trait CoreLink: Send + Sync + 'static {
+    /// The core that owns `name` on this server, or `None` when another server of the flock
+    /// owns it (the browser gets `owner-down`).
+    fn core_for(&self, name: &Name) -> Option<usize>;
+    /// Queues `msg` for `core`; `Err(msg)` when its queue is full (the browser gets `busy`).
+    // The message comes back by value (Name is inline, ~280 bytes): no allocation per command.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, core: usize, msg: ToCore) -> Result<(), ToCore>;
+}

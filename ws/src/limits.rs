@@ -1,0 +1,136 @@
+//! Bounds on open sockets, in all and per source IP. Only live sockets count: a [`Slot`] is
+//! taken at accept and given back when the connection's task drops it, whatever the outcome.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many sockets from this IP (→ 429).
+    PerIp,
+    /// Too many sockets in all (→ 503).
+    Full,
+}
+
+pub struct Limits {
+    max_total: usize,
+    max_per_ip: usize,
+    table: Mutex<Table>,
+    /// Signalled when the last socket closes (for a bounded shutdown without polling).
+    empty: Condvar,
+}
+
+#[derive(Default)]
+struct Table {
+    total: usize,
+    // Holds only IPs with a live socket, so it never outgrows `max_total` entries.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One live socket; dropping it frees the place.
+pub struct Slot {
+    limits: Arc<Limits>,
+    key: IpAddr,
+}
+
+impl Limits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Limits {
+        Limits { max_total, max_per_ip, table: Mutex::new(Table::default()), empty: Condvar::new() }
+    }
+
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let key = key(ip);
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if t.total >= self.max_total {
+            return Err(Refusal::Full);
+        }
+        let n = t.per_ip.entry(key).or_insert(0);
+        if *n >= self.max_per_ip {
+            return Err(Refusal::PerIp);
+        }
+        *n += 1;
+        t.total += 1;
+        Ok(Slot { limits: self.clone(), key })
+    }
+
+    pub fn open(&self) -> usize {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// Waits until no socket is open or `grace` has passed; true when none is open.
+    pub fn wait_empty(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        while t.total > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            t = self.empty.wait_timeout(t, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.limits.table.lock().unwrap_or_else(|e| e.into_inner());
+        t.total -= 1;
+        if let Some(n) = t.per_ip.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                t.per_ip.remove(&self.key);
+            }
+        }
+        if t.total == 0 {
+            self.limits.empty.notify_all();
+        }
+    }
+}
+
+/// The unit a bound applies to: an IPv4 address, or an IPv6 /64 (one host's usual share, so
+/// rotating the low bits does not escape the bound).
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & u128::MAX << 64).into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_count_live_sockets_only() {
+        let l = Arc::new(Limits::new(3, 2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let (s1, _s2) = (l.admit(a).unwrap(), l.admit(a).unwrap());
+        assert_eq!(l.admit(a).err(), Some(Refusal::PerIp));
+        let _s3 = l.admit(b).unwrap();
+        assert_eq!(l.admit("2001:db8::2".parse().unwrap()).err(), Some(Refusal::Full));
+        drop(s1);
+        assert!(l.admit(a).is_ok(), "a dropped slot frees its place");
+        let one = Arc::new(Limits::new(10, 1));
+        let _v6 = one.admit(b).unwrap();
+        assert_eq!(one.admit("2001:db8::9".parse().unwrap()).err(), Some(Refusal::PerIp), "same /64");
+        let _mapped = one.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
+        assert_eq!(one.admit(a).err(), Some(Refusal::PerIp), "v4-mapped is the v4 address");
+    }
+
+    #[test]
+    fn wait_empty_is_bounded() {
+        let l = Arc::new(Limits::new(3, 2));
+        let s = l.admit("10.0.0.1".parse().unwrap()).unwrap();
+        assert!(!l.wait_empty(Duration::from_millis(20)));
+        std::thread::spawn(move || drop(s));
+        assert!(l.wait_empty(Duration::from_secs(5)));
+    }
+}

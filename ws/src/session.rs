@@ -1,0 +1,274 @@
+//! One browser log-in over one websocket: check the order of the browser's messages, pass them
+//! to the core that owns the appliance, pass the core's events back, and end with a typed
+//! error or "done".
+
+use crate::code::Code;
+use crate::gateway::Shared;
+use crate::json::{self, Reply, Request};
+use crate::stats::bump;
+use crate::{EventSink, ToCore};
+use flock_proto::login::{Candidate, Command, Event, Personas, SessionId};
+use flock_proto::Name;
+use futures_util::{SinkExt, StreamExt};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// How long to wait for the browser's half of the closing handshake.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Session ids, unique for the process (so unique per gateway too).
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Where the log-in stands, from the browser's side.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitOpen,
+    AwaitPersonas,
+    CanLogin,
+    AwaitVerdict,
+    AwaitOffer,
+    Signalling { answered: bool, ended: bool },
+}
+
+/// Why a session ended.
+enum End {
+    /// End-of-candidates went both ways: close 1000.
+    Done,
+    Error(Code, Cow<'static, str>),
+    /// The gateway is shutting down: close 1001.
+    GoingAway,
+    /// The browser closed or the connection broke: nobody to tell.
+    Gone,
+}
+
+fn error(code: Code, message: impl Into<Cow<'static, str>>) -> End {
+    End::Error(code, message.into())
+}
+
+/// What one turn of the loop brought.
+enum Input {
+    Shutdown,
+    Event(Option<Event>),
+    Frame(Option<Result<Message, WsError>>),
+    Idle,
+    Deadline,
+}
+
+struct Session<'a> {
+    id: SessionId,
+    state: State,
+    /// The core chosen at `open`; every later command goes there.
+    core: Option<usize>,
+    events: Option<mpsc::Receiver<Event>>,
+    shared: &'a Shared,
+}
+
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, shared: &Shared) {
+    let mut s =
+        Session { id: NEXT_SESSION.fetch_add(1, Relaxed), state: State::AwaitOpen, core: None, events: None, shared };
+    let end = s.drive(&mut ws).await;
+    if let Some(core) = s.core {
+        // Best effort: if the core's queue is full, the core notices the dropped event sink.
+        let _ = shared.link.send(core, ToCore { session: s.id, command: Command::Close, events: None });
+    }
+    drop(s.events.take());
+    finish(&mut ws, end, s.id, shared).await;
+}
+
+impl Session<'_> {
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&mut self, ws: &mut WebSocketStream<S>) -> End {
+        let config = &self.shared.config;
+        let idle = sleep(config.idle_timeout);
+        let deadline = sleep(config.session_timeout);
+        tokio::pin!(idle, deadline);
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let input = tokio::select! {
+                biased;
+                _ = shutdown.changed() => Input::Shutdown,
+                ev = recv(&mut self.events) => Input::Event(ev),
+                frame = ws.next() => Input::Frame(frame),
+                _ = &mut idle => Input::Idle,
+                _ = &mut deadline => Input::Deadline,
+            };
+            let reply = match input {
+                Input::Shutdown => return End::GoingAway,
+                Input::Idle => return error(Code::Timeout, "no message from the browser for too long"),
+                Input::Deadline => return error(Code::Timeout, "the log-in took too long"),
+                Input::Event(ev) => self.on_event(ev),
+                Input::Frame(frame) => {
+                    idle.as_mut().reset(Instant::now() + config.idle_timeout);
+                    self.on_frame(frame)
+                }
+            };
+            match reply {
+                Ok(Some(text)) => {
+                    if !send(ws, text, config.idle_timeout).await {
+                        return End::Gone;
+                    }
+                }
+                Ok(None) => {}
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// A core event: the text for the browser, if any, or the end of the session.
+    fn on_event(&mut self, ev: Option<Event>) -> Result<Option<String>, End> {
+        // The core drops the sink when it fails a session it cannot report to (full queue).
+        let ev = ev.ok_or_else(|| error(Code::Busy, "the server dropped the session; try again later"))?;
+        let text = match ev {
+            Event::Personas(Personas::List(bytes)) => {
+                let personas = json::decode_personas(&bytes)
+                    .map_err(|e| error(Code::Malformed, format!("the appliance sent a bad persona list: {e}")))?;
+                self.state = State::CanLogin;
+                Reply::Personas { personas: &personas }.encode()
+            }
+            Event::Personas(Personas::CredentialsRequired) => {
+                self.state = State::CanLogin;
+                Reply::CredentialsRequired.encode()
+            }
+            Event::Accepted => {
+                self.state = State::AwaitOffer;
+                Reply::Accepted.encode()
+            }
+            Event::Rejected { attempts_left } => {
+                self.state = State::CanLogin;
+                Reply::Rejected { attempts_left }.encode()
+            }
+            Event::Offer { sdp } => {
+                self.state = State::Signalling { answered: false, ended: false };
+                Reply::Offer { sdp: &sdp }.encode()
+            }
+            Event::Candidate(c) => Reply::Candidate { candidate: &c.candidate, sdp_mid: c.mid.as_deref() }.encode(),
+            Event::EndOfCandidates => Reply::EndOfCandidates.encode(),
+            Event::Done => return Err(End::Done),
+            Event::Failed(f) => {
+                let (code, message) = Code::from_failure(f);
+                return Err(error(code, message));
+            }
+        };
+        Ok(Some(text))
+    }
+
+    /// A frame from the browser (or the end of the stream).
+    fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Result<Option<String>, End> {
+        match frame {
+            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            Some(Ok(Message::Text(text))) => {
+                let req = json::parse(&text).map_err(|e| error(Code::Malformed, format!("bad message: {e}")))?;
+                self.on_request(req).map(|()| None)
+            }
+            Some(Ok(Message::Binary(_))) => Err(error(Code::Malformed, "binary frames are not part of the protocol")),
+            // tungstenite answers pings itself; they only keep the socket from idling out.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
+            Some(Err(WsError::Capacity(_))) => Err(error(
+                Code::TooLarge,
+                format!("messages are limited to {} bytes", self.shared.config.max_message),
+            )),
+            Some(Err(WsError::Utf8(_))) => Err(error(Code::Malformed, "a text frame was not UTF-8")),
+            Some(Err(_)) => Err(End::Gone),
+        }
+    }
+
+    fn on_request(&mut self, req: Request) -> Result<(), End> {
+        let kind = req.kind();
+        let command = match (req, &mut self.state) {
+            (Request::Open { appliance }, State::AwaitOpen) => return self.open(&appliance),
+            (Request::Login { persona, credential }, state @ State::CanLogin) => {
+                *state = State::AwaitVerdict;
+                Command::Login { persona, credential }
+            }
+            (Request::Answer { sdp }, State::Signalling { answered: answered @ false, ended: false }) => {
+                *answered = true;
+                Command::Answer { sdp }
+            }
+            (Request::Candidate { candidate, sdp_mid }, State::Signalling { ended: false, .. }) => {
+                Command::Candidate(Candidate { candidate, mid: sdp_mid })
+            }
+            (Request::EndOfCandidates, State::Signalling { ended: ended @ false, .. }) => {
+                *ended = true;
+                Command::EndOfCandidates
+            }
+            _ => return Err(error(Code::Malformed, format!("`{kind}` is not expected now"))),
+        };
+        self.to_core(command)
+    }
+
+    fn open(&mut self, appliance: &str) -> Result<(), End> {
+        let name = Name::normalize(appliance.as_bytes())
+            .map_err(|e| error(Code::Malformed, format!("bad appliance name: {e}")))?;
+        let core = self.shared.link.core_for(&name)
+            .ok_or_else(|| error(Code::OwnerDown, "the server that owns this appliance cannot be reached"))?;
+        let (sink, events) = mpsc::channel(self.shared.config.events_queue);
+        self.send_to(core, Command::Open { name }, Some(sink))?;
+        bump(&self.shared.counters.sessions);
+        self.core = Some(core);
+        self.events = Some(events);
+        self.state = State::AwaitPersonas;
+        Ok(())
+    }
+
+    /// A command for the core chosen at `open` (the state machine only allows them after it).
+    fn to_core(&self, command: Command) -> Result<(), End> {
+        self.send_to(self.core.expect("commands follow open"), command, None)
+    }
+
+    fn send_to(&self, core: usize, command: Command, events: Option<EventSink>) -> Result<(), End> {
+        self.shared
+            .link
+            .send(core, ToCore { session: self.id, command, events })
+            .map_err(|_| error(Code::Busy, "the server is overloaded; try again later"))
+    }
+}
+
+async fn recv(events: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one text frame; false when the browser is gone or stopped reading.
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, text: String, limit: Duration) -> bool {
+    matches!(timeout(limit, ws.send(Message::text(text))).await, Ok(Ok(())))
+}
+
+/// Tells the browser how the session ended and closes the websocket.
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, end: End, id: SessionId, shared: &Shared) {
+    let (code, reason) = match end {
+        End::Done => {
+            bump(&shared.counters.sessions_done);
+            (CloseCode::Normal, "done")
+        }
+        End::GoingAway => (CloseCode::Away, "going away"),
+        End::Error(code, message) => {
+            bump(&shared.counters.session_errors);
+            tracing::debug!(session = id, code = code.as_str(), "log-in failed");
+            let text = Reply::Error { code: code.as_str(), message: &message }.encode();
+            if !send(ws, text, CLOSE_LINGER).await {
+                return;
+            }
+            (code.close_code(), code.as_str())
+        }
+        End::Gone => {
+            // Flushes tungstenite's reply to the browser's close frame, if there was one.
+            let _ = timeout(CLOSE_LINGER, ws.close(None)).await;
+            return;
+        }
+    };
+    let frame = CloseFrame { code, reason: reason.into() };
+    if matches!(timeout(CLOSE_LINGER, ws.close(Some(frame))).await, Ok(Ok(()))) {
+        // Wait (briefly) for the browser's close frame, so that the browser, not the server,
+        // holds the TIME_WAIT and sees a clean close.
+        let _ = timeout(CLOSE_LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    }
+}

@@ -1,0 +1,185 @@
+//! Shared by the gateway's tests: a scripted fake of the cores, a gateway on 127.0.0.1:0, and
+//! a websocket client with bounded waits.
+#![allow(dead_code)]
+
+use flock_proto::login::{Command, Event};
+use flock_proto::Name;
+use flock_ws::{CoreLink, EventSink, Gateway, GatewayConfig, GatewayHandle, ToCore};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest wait for anything in these tests.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Fake cores: names starting with "remote" belong to another server; otherwise a name's last
+/// character, if a digit, picks the core (mod the number of cores). Every command lands in one
+/// queue that the test reads, tagged with its core.
+pub struct FakeLink {
+    cores: usize,
+    pub full: Vec<AtomicBool>,
+    tx: mpsc::UnboundedSender<(usize, ToCore)>,
+}
+
+impl CoreLink for FakeLink {
+    fn core_for(&self, name: &Name) -> Option<usize> {
+        let s = name.as_str();
+        if s.starts_with("remote") {
+            return None;
+        }
+        let last = s.bytes().last().unwrap_or(b'0');
+        Some(if last.is_ascii_digit() { (last - b'0') as usize % self.cores } else { 0 })
+    }
+
+    fn send(&self, core: usize, msg: ToCore) -> Result<(), ToCore> {
+        assert!(core < self.cores, "core {core} out of range");
+        if self.full[core].load(Ordering::SeqCst) {
+            return Err(msg);
+        }
+        self.tx.send((core, msg)).map_err(|e| e.0 .1)
+    }
+}
+
+/// The test's side of the fake cores.
+pub struct Cores {
+    pub link: Arc<FakeLink>,
+    rx: mpsc::UnboundedReceiver<(usize, ToCore)>,
+}
+
+impl Cores {
+    /// The next command any core received.
+    pub async fn next(&mut self) -> (usize, ToCore) {
+        tokio::time::timeout(WAIT, self.rx.recv()).await.expect("no command reached a core").expect("link gone")
+    }
+
+    /// Expects an `open` for `name` and returns (core, session, sink).
+    pub async fn expect_open(&mut self, name: &str) -> (usize, u64, EventSink) {
+        let (core, msg) = self.next().await;
+        match msg.command {
+            Command::Open { name: got } => assert_eq!(got.as_str(), name),
+            other => panic!("expected Open, got {other:?}"),
+        }
+        (core, msg.session, msg.events.expect("Open carries the event sink"))
+    }
+
+    /// Expects `command` for `session`.
+    pub async fn expect(&mut self, session: u64, command: Command) {
+        let (_, msg) = self.next().await;
+        assert_eq!(msg.session, session);
+        assert_eq!(msg.command, command);
+        assert!(msg.events.is_none());
+    }
+
+    /// No command arrives within `for_`.
+    pub async fn expect_none(&mut self, for_: Duration) {
+        if let Ok(Some((core, msg))) = tokio::time::timeout(for_, self.rx.recv()).await {
+            panic!("unexpected command to core {core}: {:?}", msg.command);
+        }
+    }
+}
+
+/// A gateway on 127.0.0.1:0 over `cores` fake cores, with `tweak` applied to the defaults.
+pub fn start(cores: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> (GatewayHandle, Cores) {
+    let mut config = GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..GatewayConfig::default() };
+    tweak(&mut config);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let link = Arc::new(FakeLink { cores, full: (0..cores).map(|_| AtomicBool::new(false)).collect(), tx });
+    let gw = Gateway::start(config, link.clone()).expect("gateway starts");
+    (gw, Cores { link, rx })
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    let (ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(format!("ws://{addr}/ws")))
+        .await
+        .expect("handshake in time")
+        .expect("websocket opens");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Tries a websocket with extra request headers; Ok(()) on 101, Err(status) on an HTTP refusal.
+pub async fn try_connect(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<Client, u16> {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await.expect("answer in time") {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
+
+pub async fn send(ws: &mut Client, v: Value) {
+    ws.send(Message::text(v.to_string())).await.expect("send");
+}
+
+/// The next JSON message from the gateway.
+pub async fn recv(ws: &mut Client) -> Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Expects the close frame (code, reason) and then the end of the stream.
+pub async fn expect_close(ws: &mut Client) -> (u16, String) {
+    let frame = match tokio::time::timeout(WAIT, ws.next()).await.expect("close in time") {
+        Some(Ok(Message::Close(Some(f)))) => (u16::from(f.code), f.reason.to_string()),
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    // Our close reply goes out as we read on; the server then ends the TCP stream.
+    if let Some(Ok(m)) = tokio::time::timeout(WAIT, ws.next()).await.expect("end in time") {
+        panic!("message after close: {m:?}");
+    }
+    frame
+}
+
+/// Expects `{"type":"error","code":code}` and a close with `close`.
+pub async fn expect_error(ws: &mut Client, code: &str, close: u16) {
+    let msg = recv(ws).await;
+    assert_eq!(msg["type"], "error", "{msg}");
+    assert_eq!(msg["code"], code, "{msg}");
+    assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()), "{msg}");
+    assert_eq!(expect_close(ws).await, (close, code.to_string()));
+}
+
+/// Opens a session on `name` and answers with a persona list; returns (session, sink).
+pub async fn open_with_personas(ws: &mut Client, cores: &mut Cores, name: &str) -> (u64, EventSink) {
+    send(ws, json!({"type": "open", "appliance": name})).await;
+    let (_, session, sink) = cores.expect_open(name).await;
+    let list = br#"[{"id":"alice","name":"Alice","extra":1},{"id":"guest","name":"Guest"}]"#;
+    sink.try_send(Event::Personas(flock_proto::login::Personas::List(Arc::from(&list[..])))).unwrap();
+    assert_eq!(
+        recv(ws).await,
+        json!({"type":"personas","personas":[{"id":"alice","name":"Alice"},{"id":"guest","name":"Guest"}]})
+    );
+    (session, sink)
+}
+
+/// One raw HTTP exchange: writes `request`, reads to EOF, returns (status, head, body).
+pub async fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("answer in time").expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, _) = text.split_once("\r\n\r\n").expect("a complete head");
+    let body = out[head.len() + 4..].to_vec();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body)
+}

@@ -1,0 +1,67 @@
+//! Every failure the core reports reaches the browser as its typed error and close code; so
+//! do the gateway's own: another server owns the name, a bad persona list, a dropped session.
+mod common;
+
+use common::*;
+use flock_proto::login::{Command, Event, Failure, Personas};
+use serde_json::json;
+use std::sync::Arc;
+
+#[tokio::test]
+async fn each_failure_maps_to_its_code() {
+    let (gw, mut cores) = start(1, |_| {});
+    let cases = [
+        (Failure::UnknownAppliance, "unknown-appliance", 1008),
+        (Failure::Unreachable, "appliance-unreachable", 1011),
+        (Failure::BadCredentials, "bad-credentials", 1008),
+        (Failure::Denied, "denied", 1008),
+        (Failure::Timeout, "timeout", 1011),
+        (Failure::Busy, "busy", 1013),
+        (Failure::Malformed, "malformed", 1008),
+    ];
+    for (failure, code, close) in cases {
+        let mut ws = connect(gw.local_addr()).await;
+        send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+        let (_, session, sink) = cores.expect_open("box").await;
+        sink.try_send(Event::Failed(failure)).unwrap();
+        expect_error(&mut ws, code, close).await;
+        cores.expect(session, Command::Close).await;
+    }
+    assert_eq!(gw.stats().session_errors, 7);
+}
+
+#[tokio::test]
+async fn another_servers_name_is_owner_down() {
+    let (gw, mut cores) = start(1, |_| {});
+    let mut ws = connect(gw.local_addr()).await;
+    send(&mut ws, json!({"type":"open","appliance":"remote-box"})).await;
+    expect_error(&mut ws, "owner-down", 1011).await;
+    cores.expect_none(std::time::Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_bad_persona_list_is_malformed() {
+    let (gw, mut cores) = start(1, |_| {});
+    for list in [&b"not json"[..], br#"[{"id":"a"}]"#] {
+        let mut ws = connect(gw.local_addr()).await;
+        send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+        let (_, session, sink) = cores.expect_open("box").await;
+        sink.try_send(Event::Personas(Personas::List(Arc::from(list)))).unwrap();
+        let msg = recv(&mut ws).await;
+        assert_eq!(msg["code"], "malformed");
+        assert!(msg["message"].as_str().unwrap().contains("persona list"), "{msg}");
+        assert_eq!(expect_close(&mut ws).await.0, 1008);
+        cores.expect(session, Command::Close).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_the_core_dropped_is_busy() {
+    let (gw, mut cores) = start(1, |_| {});
+    let mut ws = connect(gw.local_addr()).await;
+    send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+    let (_, session, sink) = cores.expect_open("box").await;
+    drop(sink);
+    expect_error(&mut ws, "busy", 1013).await;
+    cores.expect(session, Command::Close).await;
+}

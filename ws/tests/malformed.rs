@@ -1,0 +1,70 @@
+//! Whatever breaks the protocol ends that session with `malformed` (close 1008); other
+//! sessions on the same gateway carry on.
+mod common;
+
+use common::*;
+use flock_proto::login::{Command, Event};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn expect_malformed(gw: &flock_ws::GatewayHandle, first: Message) {
+    let mut ws = connect(gw.local_addr()).await;
+    ws.send(first).await.unwrap();
+    expect_error(&mut ws, "malformed", 1008).await;
+}
+
+#[tokio::test]
+async fn bad_messages_are_malformed_and_others_carry_on() {
+    let (gw, mut cores) = start(1, |_| {});
+    // A session that stays open across the bad ones.
+    let mut good = connect(gw.local_addr()).await;
+    let (session, sink) = open_with_personas(&mut good, &mut cores, "box").await;
+
+    for bad in [
+        Message::text("not json"),
+        Message::text(r#"{"type":"open","appliance":"box"} trailing"#),
+        Message::text(r#"["open"]"#),
+        Message::text(r#"{"type":"hello"}"#),
+        Message::text(r#"{"type":"open"}"#),
+        Message::text(r#"{"type":"open","appliance":"no spaces inside"}"#),
+        Message::text(r#"{"type":"open","appliance":""}"#),
+        Message::text(r#"{"type":"login","persona":"a","credential":"pwd:x"}"#),
+        Message::text(r#"{"type":"answer","sdp":"v=0"}"#),
+        Message::text(r#"{"type":"end-of-candidates"}"#),
+        Message::binary(&b"\x00\x01"[..]),
+    ] {
+        expect_malformed(&gw, bad).await;
+    }
+    cores.expect_none(std::time::Duration::from_millis(100)).await;
+
+    // Out of order after open: an answer before the offer.
+    let mut ws = connect(gw.local_addr()).await;
+    let (s2, _sink2) = open_with_personas(&mut ws, &mut cores, "box").await;
+    send(&mut ws, json!({"type":"answer","sdp":"v=0"})).await;
+    expect_error(&mut ws, "malformed", 1008).await;
+    cores.expect(s2, Command::Close).await;
+
+    // A second open on the same websocket.
+    let mut ws = connect(gw.local_addr()).await;
+    let (s3, _sink3) = open_with_personas(&mut ws, &mut cores, "box").await;
+    send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+    expect_error(&mut ws, "malformed", 1008).await;
+    cores.expect(s3, Command::Close).await;
+
+    // The first session still works.
+    send(&mut good, json!({"type":"login","persona":"alice","credential":"pwd:x"})).await;
+    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:x".into() }).await;
+    sink.try_send(Event::Accepted).unwrap();
+    assert_eq!(recv(&mut good).await, json!({"type":"accepted"}));
+}
+
+#[tokio::test]
+async fn a_binary_frame_mid_session_is_malformed() {
+    let (gw, mut cores) = start(1, |_| {});
+    let mut ws = connect(gw.local_addr()).await;
+    let (session, _sink) = open_with_personas(&mut ws, &mut cores, "box").await;
+    ws.send(Message::binary(&b"{}"[..])).await.unwrap();
+    expect_error(&mut ws, "malformed", 1008).await;
+    cores.expect(session, Command::Close).await;
+}

@@ -87,7 +87,7 @@ start_server() {
         a) "$BENCH" echo-server --addr 127.0.0.1:0 --mode mmsg --stun --cpu "$SERVER_CPU" --duration 600 2> "$log" & ;;
         b) "$BENCH" echo-server --addr 127.0.0.1:0 --mode plain --stun --cpu "$SERVER_CPU" --duration 600 2> "$log" & ;;
         c) rm -rf "$TMP/flock-data" && mkdir -p "$TMP/flock-data"
-           "$FLOCKD" --cpus "$SERVER_CPU" --udp 127.0.0.1:0 --data-dir "$TMP/flock-data" 2> "$log" & ;;
+           "$FLOCKD" --cpus "$SERVER_CPU" --udp 127.0.0.1:0 --no-ws --data-dir "$TMP/flock-data" 2> "$log" & ;;
         d) port=$(free_udp_port)
            taskset -c "$SERVER_CPU" turnserver "${COTURN_FLAGS[@]}" --listening-port "$port" > "$log" 2>&1 & ;;
     esac

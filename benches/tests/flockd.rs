@@ -10,6 +10,7 @@ fn flockd(dir: &TempDir) -> Server {
     cmd.args([
         "--udp",
         "127.0.0.1:0",
+        "--no-ws",
         "--no-pin",
         "--cores",
         "1",

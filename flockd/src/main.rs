@@ -204,7 +204,7 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(g) = gateway {
         let st = g.stats();
         g.shutdown();
-        tracing::info!(connections = st.accepted, sessions = st.sessions, done = st.sessions_done, errors = st.session_errors, "websocket gateway stopped");
+        tracing::info!(connections = st.accepted, sessions = st.sessions, done = st.sessions_done, errors = st.session_errors, "websocket gateway shut down");
     }
     engine.shutdown();
     let t = CoreStats::total(&engine.stats());

@@ -1,6 +1,6 @@
 //! flockd's configuration: embedded defaults, then a TOML file, then command-line flags.
 
-use flock_proto::server::{LoginConfig, ServerConfig};
+use flock_proto::server::{LoginConfig, PolicyConfig, ServerConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -251,6 +251,8 @@ impl Config {
                 max_attempts: self.login.max_attempts,
                 request_validity: self.login.request_validity,
             },
+            // Turned on by flockd when plugins with those hooks are loaded.
+            policy: PolicyConfig::default(),
         }
     }
 }

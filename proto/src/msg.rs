@@ -59,6 +59,8 @@ pub mod code {
     pub const CLOCK_SKEW: u16 = 440;
     /// KEEPALIVE with a token that is unknown, forged, expired or for another address: register again.
     pub const REREGISTER: u16 = 441;
+    /// The operator's policy does not admit this identity for this name.
+    pub const NOT_ADMITTED: u16 = 442;
     /// The server's registration table is full; try later or elsewhere.
     pub const CAPACITY: u16 = 508;
 
@@ -71,6 +73,7 @@ pub mod code {
             STALE_NONCE => "Stale nonce",
             CLOCK_SKEW => "Clock skew",
             REREGISTER => "Register again",
+            NOT_ADMITTED => "Not admitted",
             CAPACITY => "Full",
             _ => "Error",
         }

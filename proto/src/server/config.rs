@@ -37,6 +37,30 @@ pub struct ServerConfig {
     pub sweep_interval: Duration,
     /// Browser log-in sessions (retransmissions use `rto_initial` doubling up to `rto_max`).
     pub login: LoginConfig,
+    pub policy: PolicyConfig,
+}
+
+/// What the server asks of an operator's policy (plugins). Off by default: every identity may
+/// register any free name, and nothing is audited.
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    /// Ask before a first registration or a key change (`PolicyEvent::Admit`).
+    pub admission: bool,
+    /// Emit audit events (registered, expired, address changed).
+    pub audit: bool,
+    /// Admissions waiting for a verdict, and verdicts cached; past it REGISTERs for new names
+    /// are dropped until verdicts come back (appliances retransmit).
+    pub max_admissions: usize,
+    /// How long a verdict holds for the same name and identity.
+    pub verdict_ttl: Duration,
+    /// Policy events queued for the host; past it they are dropped and counted.
+    pub max_events: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { admission: false, audit: false, max_admissions: 1024, verdict_ttl: Duration::from_secs(60), max_events: 4096 }
+    }
 }
 
 /// Bounds and timers of the log-in sessions of one shard.
@@ -98,6 +122,7 @@ impl Default for ServerConfig {
             answer_small_binding: false,
             sweep_interval: Duration::from_secs(5),
             login: LoginConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }

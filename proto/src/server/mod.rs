@@ -13,10 +13,12 @@ mod checks;
 mod config;
 mod login;
 mod persona_cache;
+mod policy;
 mod ratelimit;
 mod table;
 
-pub use config::{LoginConfig, ServerConfig};
+pub use config::{LoginConfig, PolicyConfig, ServerConfig};
+pub use policy::PolicyEvent;
 pub use login::LoginOccupancy;
 pub use crate::entropy::Entropy;
 pub use table::Entry;
@@ -67,6 +69,11 @@ pub struct Stats {
     pub silent_while_checking: u64,
     /// Answers not sent because they would have been larger than the request.
     pub amplification_suppressed: u64,
+    pub admissions_asked: u64,
+    pub admissions_denied: u64,
+    /// REGISTERs dropped because too many admissions were waiting.
+    pub admissions_full: u64,
+    pub policy_events_dropped: u64,
     pub swept: u64,
     /// Log-in sessions started (an `Open` that found the appliance and room).
     pub sessions_opened: u64,
@@ -113,6 +120,7 @@ pub struct Registration {
 enum Outgoing {
     Check(TableKey),
     Registered { dst: SocketAddr, txid: TransactionId, name: Name, fp: Fingerprint },
+    Refused { dst: SocketAddr, txid: TransactionId, code: u16 },
 }
 
 /// One shard of a flock server.
@@ -124,6 +132,8 @@ pub struct Server<E: Entropy> {
     checks: Checks,
     rates: RateTable,
     outgoing: VecDeque<Outgoing>,
+    admissions: policy::Admissions,
+    policy_events: VecDeque<PolicyEvent>,
     next_sweep: Option<Time>,
     stats: Stats,
     login: login::Login,
@@ -143,6 +153,8 @@ impl<E: Entropy> Server<E> {
                 seed,
             ),
             outgoing: VecDeque::new(),
+            admissions: policy::Admissions::new(config.policy.max_admissions),
+            policy_events: VecDeque::new(),
             next_sweep: None,
             stats: Stats::default(),
             login: login::Login::new(&config),
@@ -247,7 +259,11 @@ impl<E: Entropy> Server<E> {
                 return None;
             }
         }
-        match self.table.get(&key, now).copied() {
+        let held = self.table.get(&key, now).copied();
+        if self.config.policy.admission && held.is_none_or(|e| e.fp != fp.prefix()) {
+            return self.admit(now, key, &req.name, fp, src, txid, held.is_some(), reply);
+        }
+        match held {
             Some(e) if e.fp != fp.prefix() => {
                 self.stats.name_taken += 1;
                 self.error(reply, method::REGISTER, txid, code::NAME_TAKEN, None)
@@ -263,8 +279,92 @@ impl<E: Entropy> Server<E> {
                     return self.error(reply, method::REGISTER, txid, code::CAPACITY, None);
                 }
                 self.stats.registered += 1;
+                if held.is_none() {
+                    self.audit(PolicyEvent::Registered { name: req.name, fingerprint: fp, addr: src });
+                }
                 self.registered(now, &req.name, &fp, src, txid, reply)
             }
+        }
+    }
+
+    /// A verified REGISTER for a free name, or with a new key for a held one, under an
+    /// admission policy: answered now from a cached verdict, or later by [`Self::admission`].
+    #[allow(clippy::too_many_arguments)]
+    fn admit(&mut self, now: Time, key: TableKey, name: &Name, fp: Fingerprint, src: SocketAddr, txid: &TransactionId, key_change: bool, reply: &mut [u8]) -> Option<usize> {
+        match self.admissions.check(now, &key, &fp) {
+            policy::Admission::Allowed => {
+                let expires = secs_after(now, self.config.entry_lifetime);
+                if self.table.insert(table::Entry::new(key, src, fp.prefix(), expires), now) == Insert::Full {
+                    self.stats.capacity_refused += 1;
+                    return self.error(reply, method::REGISTER, txid, code::CAPACITY, None);
+                }
+                self.stats.registered += 1;
+                self.audit(PolicyEvent::Registered { name: *name, fingerprint: fp, addr: src });
+                self.registered(now, name, &fp, src, txid, reply)
+            }
+            policy::Admission::Denied => {
+                self.stats.admissions_denied += 1;
+                let code = if key_change { code::NAME_TAKEN } else { code::NOT_ADMITTED };
+                self.error(reply, method::REGISTER, txid, code, None)
+            }
+            policy::Admission::Full => {
+                self.stats.admissions_full += 1;
+                None
+            }
+            policy::Admission::Ask { asked } => {
+                // Answer the latest REGISTER once the verdict is in; ask only once.
+                self.admissions.waiting.insert(key, policy::Waiting { name: *name, fp, addr: src, txid: *txid, key_change });
+                if !asked {
+                    self.stats.admissions_asked += 1;
+                    self.push_policy(PolicyEvent::Admit { name: *name, fingerprint: fp, addr: src, key_change });
+                }
+                None
+            }
+        }
+    }
+
+    /// The policy's verdict on a [`PolicyEvent::Admit`]: the waiting REGISTER is answered
+    /// (registered, or refused with 442 — 409 for a key change), and the verdict is cached.
+    pub fn admission(&mut self, now: Time, name: &Name, fingerprint: &Fingerprint, allow: bool) {
+        let key = name.hash().table_key();
+        self.admissions.remember(now, key, fingerprint, allow, self.config.policy.verdict_ttl);
+        if !self.admissions.waiting.get(&key).is_some_and(|w| w.fp == *fingerprint) {
+            return; // nobody waits, or another identity does: the verdict is only cached
+        }
+        let w = self.admissions.waiting.remove(&key).expect("just checked");
+        if !allow {
+            self.stats.admissions_denied += 1;
+            let code = if w.key_change { code::NAME_TAKEN } else { code::NOT_ADMITTED };
+            self.outgoing.push_back(Outgoing::Refused { dst: w.addr, txid: w.txid, code });
+            return;
+        }
+        let expires = secs_after(now, self.config.entry_lifetime);
+        if self.table.insert(table::Entry::new(key, w.addr, w.fp.prefix(), expires), now) == Insert::Full {
+            self.stats.capacity_refused += 1;
+            self.outgoing.push_back(Outgoing::Refused { dst: w.addr, txid: w.txid, code: code::CAPACITY });
+            return;
+        }
+        self.stats.registered += 1;
+        self.audit(PolicyEvent::Registered { name: w.name, fingerprint: w.fp, addr: w.addr });
+        self.outgoing.push_back(Outgoing::Registered { dst: w.addr, txid: w.txid, name: w.name, fp: w.fp });
+    }
+
+    /// Next decision or record for the policy (see [`PolicyEvent`]).
+    pub fn poll_policy(&mut self) -> Option<PolicyEvent> {
+        self.policy_events.pop_front()
+    }
+
+    fn audit(&mut self, e: PolicyEvent) {
+        if self.config.policy.audit {
+            self.push_policy(e);
+        }
+    }
+
+    fn push_policy(&mut self, e: PolicyEvent) {
+        if self.policy_events.len() >= self.config.policy.max_events {
+            self.stats.policy_events_dropped += 1;
+        } else {
+            self.policy_events.push_back(e);
         }
     }
 
@@ -397,6 +497,7 @@ impl<E: Entropy> Server<E> {
         let _ = self.table.insert(table::Entry::new(key, p.new_addr, p.fp.prefix(), expires), now);
         self.outgoing.push_back(Outgoing::Registered { dst: p.new_addr, txid: p.register_txid, name: p.name, fp: p.fp });
         self.stats.moved += 1;
+        self.audit(PolicyEvent::AddressChanged { name: p.name, fingerprint: p.fp, old: p.old_addr, new: p.new_addr });
     }
 
     /// Next datagram to send on the shard's own initiative.
@@ -411,6 +512,11 @@ impl<E: Entropy> Server<E> {
                 }
                 Outgoing::Registered { dst, txid, name, fp } => {
                     if let Some(len) = self.registered(now, &name, &fp, dst, &txid, buf) {
+                        return Some((dst, len));
+                    }
+                }
+                Outgoing::Refused { dst, txid, code } => {
+                    if let Some(len) = self.error(buf, method::REGISTER, &txid, code, None) {
                         return Some((dst, len));
                     }
                 }
@@ -455,7 +561,13 @@ impl<E: Entropy> Server<E> {
         }
         if self.next_sweep.is_some_and(|t| now >= t) {
             // One part per step: the whole table every `sweep_interval`, never all at once.
-            self.stats.swept += self.table.sweep_step(now) as u64;
+            if self.config.policy.audit {
+                let mut gone = Vec::new();
+                self.stats.swept += self.table.sweep_step_with(now, |e| gone.push(PolicyEvent::Expired { key: e.key, fingerprint_prefix: e.fp, addr: e.addr() })) as u64;
+                gone.into_iter().for_each(|e| self.push_policy(e));
+            } else {
+                self.stats.swept += self.table.sweep_step(now) as u64;
+            }
             self.next_sweep = Some(now + self.sweep_step_interval());
         }
     }
@@ -488,6 +600,11 @@ impl<E: Entropy> Server<E> {
     /// Sizes of the log-in tables.
     pub fn login_occupancy(&self) -> LoginOccupancy {
         self.login.occupancy()
+    }
+
+    /// Admissions waiting for a verdict, and verdicts cached.
+    pub fn admission_occupancy(&self) -> (usize, usize) {
+        self.admissions.len()
     }
 
     /// Bytes held by the registration table.

@@ -113,10 +113,21 @@ impl Table {
 
     /// Drops dead entries from the next part in turn; returns how many.
     pub(crate) fn sweep_step(&mut self, now: Time) -> usize {
+        self.sweep_step_with(now, |_| {})
+    }
+
+    /// As [`sweep_step`](Self::sweep_step), showing each dead entry to `gone` as it leaves.
+    pub(crate) fn sweep_step_with(&mut self, now: Time, mut gone: impl FnMut(&Entry)) -> usize {
         let part = &mut self.parts[self.next_part];
         self.next_part = (self.next_part + 1) % PARTS;
         let before = part.len();
-        part.retain(|e| e.alive(now));
+        part.retain(|e| {
+            let alive = e.alive(now);
+            if !alive {
+                gone(e);
+            }
+            alive
+        });
         let swept = before - part.len();
         self.len -= swept;
         swept

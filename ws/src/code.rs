@@ -14,6 +14,8 @@ pub enum Code {
     Timeout,
     Busy,
     OwnerDown,
+    /// The policy says not now; the error carries `retry_after_ms`.
+    RateLimited,
 }
 
 impl Code {
@@ -28,6 +30,7 @@ impl Code {
             Code::Timeout => "timeout",
             Code::Busy => "busy",
             Code::OwnerDown => "owner-down",
+            Code::RateLimited => "rate-limited",
         }
     }
 
@@ -37,7 +40,7 @@ impl Code {
             Code::UnknownAppliance | Code::BadCredentials | Code::Denied | Code::Malformed => CloseCode::Policy,
             Code::TooLarge => CloseCode::Size,
             Code::ApplianceUnreachable | Code::OwnerDown | Code::Timeout => CloseCode::Error,
-            Code::Busy => CloseCode::Again,
+            Code::Busy | Code::RateLimited => CloseCode::Again,
         }
     }
 

@@ -6,6 +6,7 @@ use crate::http::{self, Response, Route};
 use crate::limits::{Limits, Refusal, Slot};
 use crate::replay::Replay;
 use crate::stats::{bump, Counters, GatewayStats};
+use crate::policy::{AllowAll, Policy};
 use crate::{session, CoreLink};
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ const BACKLOG: i32 = 1024;
 pub(crate) struct Shared {
     pub config: GatewayConfig,
     pub link: Arc<dyn CoreLink>,
+    pub policy: Arc<dyn Policy>,
     pub limits: Arc<Limits>,
     pub counters: Counters,
     /// Turns true once, at shutdown.
@@ -54,6 +56,11 @@ impl Gateway {
     /// Binds `config.listen` and serves on a new multi-threaded tokio runtime of
     /// `config.threads` threads. Fails on a bad config or when the address cannot be bound.
     pub fn start(config: GatewayConfig, link: Arc<dyn CoreLink>) -> io::Result<GatewayHandle> {
+        Gateway::start_with_policy(config, link, Arc::new(AllowAll))
+    }
+
+    /// As [`start`](Self::start), consulting `policy` on every log-in attempt and persona list.
+    pub fn start_with_policy(config: GatewayConfig, link: Arc<dyn CoreLink>, policy: Arc<dyn Policy>) -> io::Result<GatewayHandle> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = bind(config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -78,6 +85,7 @@ impl Gateway {
             limits: Arc::new(Limits::new(config.max_sockets, config.max_sockets_per_ip)),
             config,
             link,
+            policy,
             counters: Counters::default(),
             shutdown,
             ws_config,
@@ -150,7 +158,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         bump(&shared.counters.accepted);
         match shared.limits.admit(peer.ip()) {
             Ok(slot) => {
-                tokio::spawn(connection(stream, slot, shared.clone()));
+                tokio::spawn(connection(stream, peer, slot, shared.clone()));
             }
             Err(refusal) => {
                 let (counter, status) = match refusal {
@@ -183,7 +191,7 @@ async fn respond(stream: &mut TcpStream, response: Response) {
 }
 
 /// One connection, from accept to close; `_slot` holds its place under the socket bounds.
-async fn connection(stream: TcpStream, _slot: Slot, shared: Arc<Shared>) {
+async fn connection(stream: TcpStream, peer: SocketAddr, _slot: Slot, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut shutdown = shared.shutdown.clone();
     let deadline = Instant::now() + shared.config.handshake_timeout;
@@ -195,11 +203,12 @@ async fn connection(stream: TcpStream, _slot: Slot, shared: Arc<Shared>) {
         },
     };
     let _gauge = shared.counters.websocket_opened();
-    session::run(ws, &shared).await;
+    session::run(ws.0, peer, ws.1, &shared).await;
 }
 
 /// Reads the request head and either answers it or opens the websocket.
-async fn handshake(mut stream: TcpStream, shared: &Shared) -> Option<WebSocketStream<Replay<TcpStream>>> {
+/// The websocket and the page's `Origin` header, if any.
+async fn handshake(mut stream: TcpStream, shared: &Shared) -> Option<(WebSocketStream<Replay<TcpStream>>, Option<String>)> {
     let route = match http::read_head(&mut stream).await {
         Ok(Some(head)) => (http::route(&head, &shared.config.allowed_origins), head),
         Ok(None) => (Route::Respond(Response::status(400)), Vec::new()),
@@ -208,7 +217,9 @@ async fn handshake(mut stream: TcpStream, shared: &Shared) -> Option<WebSocketSt
     match route {
         (Route::WebSocket, head) => {
             // tungstenite validates the handshake again and writes the 101.
-            tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(shared.ws_config)).await.ok()
+            let origin = http::header_value(&head, "Origin");
+            let ws = tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(shared.ws_config)).await.ok()?;
+            Some((ws, origin))
         }
         (Route::Respond(response), _) => {
             match response.status {

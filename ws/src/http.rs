@@ -106,6 +106,15 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<
     Ok(Some(buf))
 }
 
+/// The value of header `name` in a complete request head.
+pub fn header_value(head: &[u8], name: &str) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).ok()?;
+    let h = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))?;
+    std::str::from_utf8(h.value).ok().map(str::to_owned)
+}
+
 /// Decides what a complete (or malformed) request head asks for.
 pub fn route(head: &[u8], allowed_origins: &[String]) -> Route {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

@@ -75,6 +75,9 @@ pub enum Reply<'a> {
     Error {
         code: &'a str,
         message: &'a str,
+        /// With `rate-limited`: when the browser may try again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -156,7 +159,7 @@ mod tests {
             Reply::Candidate { candidate: "candidate:1", sdp_mid: Some("0") }.encode(),
             r#"{"type":"candidate","candidate":"candidate:1","sdpMid":"0"}"#
         );
-        assert_eq!(Reply::Error { code: "busy", message: "m" }.encode(), r#"{"type":"error","code":"busy","message":"m"}"#);
+        assert_eq!(Reply::Error { code: "busy", message: "m", retry_after_ms: None }.encode(), r#"{"type":"error","code":"busy","message":"m"}"#);
     }
 
     #[test]

@@ -32,11 +32,14 @@ mod http;
 mod json;
 mod limits;
 mod origin;
+pub mod policy;
 mod replay;
 mod session;
 mod stats;
 
 pub use config::GatewayConfig;
+pub use json::Persona;
+pub use policy::{AllowAll, LoginAttempt, Outcome, Policy, Verdict};
 pub use gateway::{Gateway, GatewayHandle};
 pub use stats::GatewayStats;
 

@@ -5,6 +5,7 @@
 use crate::code::Code;
 use crate::gateway::Shared;
 use crate::json::{self, Reply, Request};
+use crate::policy::{LoginAttempt, Outcome, Verdict};
 use crate::stats::bump;
 use crate::{EventSink, ToCore};
 use flock_proto::login::{Candidate, Command, Event, Personas, SessionId};
@@ -12,6 +13,7 @@ use flock_proto::Name;
 use futures_util::{SinkExt, StreamExt};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -43,6 +45,8 @@ enum End {
     /// End-of-candidates went both ways: close 1000.
     Done,
     Error(Code, Cow<'static, str>),
+    /// The policy said not now.
+    RateLimited(Duration),
     /// The gateway is shutting down: close 1001.
     GoingAway,
     /// The browser closed or the connection broke: nobody to tell.
@@ -69,11 +73,26 @@ struct Session<'a> {
     core: Option<usize>,
     events: Option<mpsc::Receiver<Event>>,
     shared: &'a Shared,
+    client: SocketAddr,
+    origin: Option<String>,
+    /// The normalized appliance name, once opened.
+    appliance: String,
+    /// The log-in attempt waiting for the appliance's verdict (for audit).
+    attempt: Option<LoginAttempt>,
 }
 
-pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, shared: &Shared) {
-    let mut s =
-        Session { id: NEXT_SESSION.fetch_add(1, Relaxed), state: State::AwaitOpen, core: None, events: None, shared };
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, client: SocketAddr, origin: Option<String>, shared: &Shared) {
+    let mut s = Session {
+        id: NEXT_SESSION.fetch_add(1, Relaxed),
+        state: State::AwaitOpen,
+        core: None,
+        events: None,
+        shared,
+        client,
+        origin,
+        appliance: String::new(),
+        attempt: None,
+    };
     let end = s.drive(&mut ws).await;
     if let Some(core) = s.core {
         // Best effort: if the core's queue is full, the core notices the dropped event sink.
@@ -103,10 +122,10 @@ impl Session<'_> {
                 Input::Shutdown => return End::GoingAway,
                 Input::Idle => return error(Code::Timeout, "no message from the browser for too long"),
                 Input::Deadline => return error(Code::Timeout, "the log-in took too long"),
-                Input::Event(ev) => self.on_event(ev),
+                Input::Event(ev) => self.on_event(ev).await,
                 Input::Frame(frame) => {
                     idle.as_mut().reset(Instant::now() + config.idle_timeout);
-                    self.on_frame(frame)
+                    self.on_frame(frame).await
                 }
             };
             match reply {
@@ -122,13 +141,15 @@ impl Session<'_> {
     }
 
     /// A core event: the text for the browser, if any, or the end of the session.
-    fn on_event(&mut self, ev: Option<Event>) -> Result<Option<String>, End> {
+    async fn on_event(&mut self, ev: Option<Event>) -> Result<Option<String>, End> {
         // The core drops the sink when it fails a session it cannot report to (full queue).
         let ev = ev.ok_or_else(|| error(Code::Busy, "the server dropped the session; try again later"))?;
         let text = match ev {
             Event::Personas(Personas::List(bytes)) => {
                 let personas = json::decode_personas(&bytes)
                     .map_err(|e| error(Code::Malformed, format!("the appliance sent a bad persona list: {e}")))?;
+                // Fail closed: a policy that cannot decide shows no persona.
+                let personas = self.shared.policy.filter_personas(self.appliance.clone(), self.client, personas).await.unwrap_or_default();
                 self.state = State::CanLogin;
                 Reply::Personas { personas: &personas }.encode()
             }
@@ -137,10 +158,12 @@ impl Session<'_> {
                 Reply::CredentialsRequired.encode()
             }
             Event::Accepted => {
+                self.audit(Outcome::Accepted);
                 self.state = State::AwaitOffer;
                 Reply::Accepted.encode()
             }
             Event::Rejected { attempts_left } => {
+                self.audit(Outcome::Failed);
                 self.state = State::CanLogin;
                 Reply::Rejected { attempts_left }.encode()
             }
@@ -152,6 +175,7 @@ impl Session<'_> {
             Event::EndOfCandidates => Reply::EndOfCandidates.encode(),
             Event::Done => return Err(End::Done),
             Event::Failed(f) => {
+                self.audit(Outcome::Failed);
                 let (code, message) = Code::from_failure(f);
                 return Err(error(code, message));
             }
@@ -160,12 +184,12 @@ impl Session<'_> {
     }
 
     /// A frame from the browser (or the end of the stream).
-    fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Result<Option<String>, End> {
+    async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Result<Option<String>, End> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(End::Gone),
             Some(Ok(Message::Text(text))) => {
                 let req = json::parse(&text).map_err(|e| error(Code::Malformed, format!("bad message: {e}")))?;
-                self.on_request(req).map(|()| None)
+                self.on_request(req).await.map(|()| None)
             }
             Some(Ok(Message::Binary(_))) => Err(error(Code::Malformed, "binary frames are not part of the protocol")),
             // tungstenite answers pings itself; they only keep the socket from idling out.
@@ -179,12 +203,13 @@ impl Session<'_> {
         }
     }
 
-    fn on_request(&mut self, req: Request) -> Result<(), End> {
+    async fn on_request(&mut self, req: Request) -> Result<(), End> {
         let kind = req.kind();
         let command = match (req, &mut self.state) {
             (Request::Open { appliance }, State::AwaitOpen) => return self.open(&appliance),
-            (Request::Login { persona, credential }, state @ State::CanLogin) => {
-                *state = State::AwaitVerdict;
+            (Request::Login { persona, credential }, State::CanLogin) => {
+                self.authorize(&persona).await?;
+                self.state = State::AwaitVerdict;
                 Command::Login { persona, credential }
             }
             (Request::Answer { sdp }, State::Signalling { answered: answered @ false, ended: false }) => {
@@ -203,9 +228,36 @@ impl Session<'_> {
         self.to_core(command)
     }
 
+    /// Asks the policy before the credential goes anywhere.
+    async fn authorize(&mut self, persona: &str) -> Result<(), End> {
+        let attempt = LoginAttempt { appliance: self.appliance.clone(), persona: persona.to_owned(), client: self.client, origin: self.origin.clone() };
+        match self.shared.policy.authorize_login(attempt.clone()).await {
+            Verdict::Allow => {
+                self.attempt = Some(attempt);
+                Ok(())
+            }
+            Verdict::Deny => {
+                self.shared.policy.audit_login(&attempt, Outcome::Failed);
+                Err(error(Code::Denied, "the log-in was refused by policy"))
+            }
+            Verdict::RetryAfter(d) => {
+                self.shared.policy.audit_login(&attempt, Outcome::Failed);
+                Err(End::RateLimited(d))
+            }
+        }
+    }
+
+    /// Records how the pending attempt ended (once).
+    fn audit(&mut self, outcome: Outcome) {
+        if let Some(a) = self.attempt.take() {
+            self.shared.policy.audit_login(&a, outcome);
+        }
+    }
+
     fn open(&mut self, appliance: &str) -> Result<(), End> {
         let name = Name::normalize(appliance.as_bytes())
             .map_err(|e| error(Code::Malformed, format!("bad appliance name: {e}")))?;
+        self.appliance = name.as_str().to_owned();
         let core = self.shared.link.core_for(&name)
             .ok_or_else(|| error(Code::OwnerDown, "the server that owns this appliance cannot be reached"))?;
         let (sink, events) = mpsc::channel(self.shared.config.events_queue);
@@ -250,10 +302,20 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, 
             (CloseCode::Normal, "done")
         }
         End::GoingAway => (CloseCode::Away, "going away"),
+        End::RateLimited(d) => {
+            bump(&shared.counters.session_errors);
+            let retry_after_ms = d.as_millis().min(u64::MAX as u128) as u64;
+            let message = format!("too many log-ins; try again in {} s", retry_after_ms.div_ceil(1000));
+            let text = Reply::Error { code: Code::RateLimited.as_str(), message: &message, retry_after_ms: Some(retry_after_ms) }.encode();
+            if !send(ws, text, CLOSE_LINGER).await {
+                return;
+            }
+            (Code::RateLimited.close_code(), Code::RateLimited.as_str())
+        }
         End::Error(code, message) => {
             bump(&shared.counters.session_errors);
             tracing::debug!(session = id, code = code.as_str(), "log-in failed");
-            let text = Reply::Error { code: code.as_str(), message: &message }.encode();
+            let text = Reply::Error { code: code.as_str(), message: &message, retry_after_ms: None }.encode();
             if !send(ws, text, CLOSE_LINGER).await {
                 return;
             }

@@ -91,11 +91,16 @@ impl Cores {
 
 /// A gateway on 127.0.0.1:0 over `cores` fake cores, with `tweak` applied to the defaults.
 pub fn start(cores: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> (GatewayHandle, Cores) {
+    start_with_policy(cores, Arc::new(flock_ws::AllowAll), tweak)
+}
+
+/// As [`start`], consulting `policy`.
+pub fn start_with_policy(cores: usize, policy: Arc<dyn flock_ws::Policy>, tweak: impl FnOnce(&mut GatewayConfig)) -> (GatewayHandle, Cores) {
     let mut config = GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..GatewayConfig::default() };
     tweak(&mut config);
     let (tx, rx) = mpsc::unbounded_channel();
     let link = Arc::new(FakeLink { cores, full: (0..cores).map(|_| AtomicBool::new(false)).collect(), tx });
-    let gw = Gateway::start(config, link.clone()).expect("gateway starts");
+    let gw = Gateway::start_with_policy(config, link.clone(), policy).expect("gateway starts");
     (gw, Cores { link, rx })
 }
 

@@ -1,6 +1,9 @@
 //! Helpers shared by the end-to-end tests: a real `flockd` process on loopback, raw UDP
 //! clients, and appliances from the SDK. Every wait here is bounded.
 
+pub mod browser;
+pub mod webrtc_peer;
+
 use flock_proto::identity::from_hex;
 use flock_proto::testing::{Answer, Device};
 use std::io::{BufRead, BufReader};

@@ -179,7 +179,8 @@ export class FlockSession {
   }
 
   async #addCandidate(m) {
-    if (m.type === "candidate") await this.pc.addIceCandidate({ candidate: m.candidate, sdpMid: m.sdpMid ?? null, sdpMLineIndex: m.sdpMid == null ? 0 : null });
-    else await this.pc.addIceCandidate().catch(() => {}); // end-of-candidates: a hint only
+    if (m.type === "end-of-candidates") return this.pc.addIceCandidate().catch(() => {}); // a hint only
+    const mid = m.sdpMid ?? null; // without a mid, the candidate belongs to the first (only) m-line
+    await this.pc.addIceCandidate({ candidate: m.candidate, sdpMid: mid, sdpMLineIndex: mid === null ? 0 : null });
   }
 }

@@ -1,0 +1,248 @@
+//! Runs hooks off the caller's thread (packet cores must never wait on a plugin) on a small
+//! pool of plain threads, with a time budget the runner enforces itself, so callers on glommio,
+//! tokio or no runtime at all get an answer by the deadline. Fail closed: a call that
+//! overruns its budget, or finds the queue full, is answered `Deny` (filters: `None`, show no
+//! persona); a late result is discarded. Audit events go to their own thread, in order,
+//! dropped when its queue is full.
+
+use crate::deadline::Deadlines;
+use crate::loader::Plugins;
+use crate::types::*;
+use futures_channel::oneshot;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+type Job = Box<dyn FnOnce() + Send>;
+type Done<T> = Box<dyn FnOnce(T) + Send>;
+
+/// Counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunnerStats {
+    /// Hook calls asked for (registrations, log-ins, persona lists).
+    pub calls: u64,
+    /// Calls answered other than allow (`Deny`, `RetryAfter`, filter `None`), whatever the
+    /// cause: policy, error, timeout or full queue.
+    pub denied: u64,
+    /// Calls answered at the deadline because the plugins had not finished.
+    pub timeouts: u64,
+    /// Error codes and caught panics returned by plugins (late ones included).
+    pub errors: u64,
+    /// Calls refused at once because `queue` calls were already waiting.
+    pub queue_full: u64,
+    /// Audit events dropped because the audit queue was full.
+    pub audit_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    denied: AtomicU64,
+    timeouts: AtomicU64,
+    queue_full: AtomicU64,
+    audit_dropped: AtomicU64,
+}
+
+/// Threads, only when there are plugins.
+struct Pool {
+    jobs: SyncSender<Job>,
+    deadlines: Deadlines,
+    /// `None` when no plugin has an audit hook.
+    audit: Option<SyncSender<AuditEvent>>,
+}
+
+/// Runs the plugins' hooks with a budget. `Send + Sync`: share it in an `Arc`.
+pub struct Runner {
+    plugins: Arc<Plugins>,
+    budget: Duration,
+    counters: Arc<Counters>,
+    pool: Option<Pool>,
+}
+
+/// An answer type and what it is when the plugins could not answer (fail closed).
+pub trait Answer: Send + 'static {
+    fn fail() -> Self;
+    fn denies(&self) -> bool;
+}
+
+impl Answer for Verdict {
+    fn fail() -> Self {
+        Verdict::Deny
+    }
+    fn denies(&self) -> bool {
+        !self.is_allow()
+    }
+}
+
+impl Answer for Option<Vec<bool>> {
+    fn fail() -> Self {
+        None
+    }
+    fn denies(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl Runner {
+    /// `threads` run hooks (at least 1), `queue` calls may wait for them (at least 1), each
+    /// call is answered within `budget` of being asked (queueing included). With no plugins,
+    /// no thread is started and every call is answered at once on the caller's thread.
+    pub fn new(plugins: Arc<Plugins>, threads: usize, queue: usize, budget: Duration) -> std::io::Result<Runner> {
+        let pool = if plugins.is_empty() { None } else { Some(start(&plugins, threads, queue)?) };
+        Ok(Runner { plugins, budget, counters: Arc::default(), pool })
+    }
+
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.plugins
+    }
+
+    /// `done` runs exactly once, on a runner thread (or on the caller's, when there are no
+    /// plugins or the queue is full): keep it short, e.g. send to the core that asked.
+    pub fn admit_registration_then(&self, r: Registration, done: impl FnOnce(Verdict) + Send + 'static) {
+        self.submit(move |p| p.admit_registration(&r), Box::new(done));
+    }
+
+    pub fn authorize_login_then(&self, l: LoginAttempt, done: impl FnOnce(Verdict) + Send + 'static) {
+        self.submit(move |p| p.authorize_login(&l), Box::new(done));
+    }
+
+    pub fn filter_personas_then(&self, q: PersonaQuery, done: impl FnOnce(Option<Vec<bool>>) + Send + 'static) {
+        self.submit(move |p| p.filter_personas(&q), Box::new(done));
+    }
+
+    /// Asks now; the answer is awaited on any executor (the budget runs from this call).
+    pub fn admit_registration(&self, r: Registration) -> Pending<Verdict> {
+        Pending::new(|tx| self.admit_registration_then(r, tx))
+    }
+
+    pub fn authorize_login(&self, l: LoginAttempt) -> Pending<Verdict> {
+        Pending::new(|tx| self.authorize_login_then(l, tx))
+    }
+
+    /// `None`: a plugin failed or overran: show the browser no persona.
+    pub fn filter_personas(&self, q: PersonaQuery) -> Pending<Option<Vec<bool>>> {
+        Pending::new(|tx| self.filter_personas_then(q, tx))
+    }
+
+    /// Fire and forget; dropped (and counted) when the audit queue is full.
+    pub fn audit(&self, e: AuditEvent) {
+        if let Some(tx) = self.pool.as_ref().and_then(|p| p.audit.as_ref()) {
+            if tx.try_send(e).is_err() {
+                self.counters.audit_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> RunnerStats {
+        let c = &self.counters;
+        RunnerStats {
+            calls: c.calls.load(Relaxed),
+            denied: c.denied.load(Relaxed),
+            timeouts: c.timeouts.load(Relaxed),
+            errors: self.plugins.errors(),
+            queue_full: c.queue_full.load(Relaxed),
+            audit_dropped: c.audit_dropped.load(Relaxed),
+        }
+    }
+
+    fn submit<T: Answer>(&self, work: impl FnOnce(&Plugins) -> T + Send + 'static, done: Done<T>) {
+        let counters = self.counters.clone();
+        counters.calls.fetch_add(1, Relaxed);
+        let done: Done<T> = Box::new(move |v: T| {
+            if v.denies() {
+                counters.denied.fetch_add(1, Relaxed);
+            }
+            done(v)
+        });
+        let Some(pool) = &self.pool else { return done(work(&self.plugins)) };
+        // Whoever takes the callback first answers: the worker, or the timer at the deadline.
+        let slot = Arc::new(Mutex::new(Some(done)));
+        let take = |s: &Mutex<Option<Done<T>>>| s.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let (plugins, job_slot) = (self.plugins.clone(), slot.clone());
+        let job: Job = Box::new(move || {
+            // Answered at the deadline while it queued: do not run it at all.
+            if job_slot.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
+                return;
+            }
+            let v = work(&plugins);
+            if let Some(done) = take(&job_slot) {
+                done(v);
+            }
+        });
+        if pool.jobs.try_send(job).is_err() {
+            self.counters.queue_full.fetch_add(1, Relaxed);
+            return take(&slot).expect("not yet answered")(T::fail());
+        }
+        let counters = self.counters.clone();
+        pool.deadlines.add(
+            Instant::now() + self.budget,
+            Box::new(move || {
+                if let Some(done) = take(&slot) {
+                    counters.timeouts.fetch_add(1, Relaxed);
+                    done(T::fail());
+                }
+            }),
+        );
+    }
+}
+
+fn start(plugins: &Arc<Plugins>, threads: usize, queue: usize) -> std::io::Result<Pool> {
+    let (jobs, rx) = sync_channel::<Job>(queue.max(1));
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..threads.max(1) {
+        let rx = rx.clone();
+        std::thread::Builder::new().name(format!("flock-plugin-{i}")).spawn(move || work(&rx))?;
+    }
+    let audit = if plugins.has_audit() {
+        let (tx, rx) = sync_channel::<AuditEvent>(queue.max(1));
+        let plugins = plugins.clone();
+        std::thread::Builder::new().name("flock-plugin-audit".into()).spawn(move || {
+            for e in rx {
+                plugins.audit(&e);
+            }
+        })?;
+        Some(tx)
+    } else {
+        None
+    };
+    Ok(Pool { jobs, deadlines: Deadlines::start()?, audit })
+}
+
+/// Until the runner is dropped (its sender closes the queue).
+fn work(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else { return };
+        // A panicking `done` callback must not shrink the pool.
+        let _ = catch_unwind(AssertUnwindSafe(job));
+    }
+}
+
+/// An answer on its way; needs no particular runtime to await. Resolves to the fail-closed
+/// answer if the runner is dropped first.
+pub struct Pending<T> {
+    rx: oneshot::Receiver<T>,
+}
+
+impl<T: Answer> Pending<T> {
+    fn new(ask: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> Pending<T> {
+        let (tx, rx) = oneshot::channel();
+        ask(Box::new(move |v| {
+            let _ = tx.send(v);
+        }));
+        Pending { rx }
+    }
+}
+
+impl<T: Answer> Future for Pending<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or_else(|_| T::fail()))
+    }
+}

@@ -38,6 +38,29 @@ pub struct Config {
     pub ws_enabled: bool,
     /// The websocket gateway (see ws/src/config.rs for every key).
     pub ws: flock_ws::GatewayConfig,
+    pub plugins: Plugins,
+}
+
+/// Policy plugins (docs/PLUGINS.md). None loaded: every registration and log-in is allowed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Plugins {
+    /// Threads that run plugin hooks (never the packet cores or the gateway's threads).
+    pub threads: usize,
+    /// Time a hook may take, queueing included; past it the answer is "deny".
+    #[serde(with = "human")]
+    pub budget: Duration,
+    /// Hook calls waiting for a thread; past it, "deny" at once.
+    pub queue: usize,
+    /// The plugins, in chain order: `[[plugins.load]] path = "…", config = "…"`. A relative
+    /// path is relative to the config file.
+    pub load: Vec<flock_plugins::PluginSpec>,
+}
+
+impl Default for Plugins {
+    fn default() -> Self {
+        Plugins { threads: 2, budget: Duration::from_millis(50), queue: 1024, load: Vec::new() }
+    }
 }
 
 /// Browser log-ins as the packet cores run them (the websocket side is `[websocket]`).
@@ -150,6 +173,7 @@ impl Default for Config {
             login: Login::default(),
             ws_enabled: true,
             ws: flock_ws::GatewayConfig { listen: DEFAULT_WS.parse().expect("valid default"), ..Default::default() },
+            plugins: Plugins::default(),
         }
     }
 }
@@ -194,14 +218,21 @@ impl Config {
     /// Reads a TOML file over the defaults.
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+        let mut c: Config = toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for spec in &mut c.plugins.load {
+            if spec.path.is_relative() {
+                spec.path = dir.join(&spec.path);
+            }
+        }
+        Ok(c)
     }
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.timers;
         let l = &self.login;
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 12] = [
             (self.limits.max_registrations > 0, "limits.max_registrations must be at least 1"),
             (self.limits.max_pending_checks > 0, "limits.max_pending_checks must be at least 1"),
             (self.limits.rate_table_slots > 0, "limits.rate_table_slots must be at least 1"),
@@ -213,6 +244,7 @@ impl Config {
             (l.max_sessions > 0, "login.max_sessions must be at least 1"),
             (l.max_attempts > 0, "login.max_attempts must be at least 1"),
             (!l.give_up_after.is_zero() && l.give_up_after <= l.session_lifetime, "login.give_up_after must be > 0 and ≤ login.session_lifetime"),
+            (self.plugins.threads > 0 && self.plugins.queue > 0 && !self.plugins.budget.is_zero(), "plugins.threads, plugins.queue and plugins.budget must be > 0"),
         ];
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(msg.to_string());

@@ -5,6 +5,7 @@
 
 mod config;
 mod link;
+mod policy;
 mod secrets;
 mod shard;
 
@@ -154,6 +155,15 @@ fn run(args: Args) -> Result<(), String> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 
+    let plugins = flock_plugins::Plugins::load(&c.plugins.load).map_err(|e| format!("cannot load plugins: {e}"))?;
+    let with_plugins = !plugins.is_empty();
+    let names: Vec<String> = plugins.names().iter().map(|s| s.to_string()).collect();
+    let runner = Arc::new(
+        flock_plugins::Runner::new(Arc::new(plugins), c.plugins.threads, c.plugins.queue, c.plugins.budget)
+            .map_err(|e| format!("cannot start the plugin threads: {e}"))?,
+    );
+    let core_policy = with_plugins.then(|| Arc::new(policy::CorePolicy { runner: runner.clone(), commander: std::sync::OnceLock::new() }));
+
     let signals = block_termination_signals();
     let keys = Keys { proof: ProofKeys::from_secret(&secrets.server_secret), flock: Arc::new(secrets.flock_key) };
     let cpus = if !c.cpus.is_empty() {
@@ -170,11 +180,19 @@ fn run(args: Args) -> Result<(), String> {
     engine_config.send_buffer_bytes = c.socket.send_buffer;
     engine_config.batch = c.socket.batch;
     let settings = c.clone();
-    let engine = Engine::start(engine_config, move |_core, cores| shard::FlockShard::new(settings.shard(cores), keys.clone()))
+    let for_cores = core_policy.clone();
+    let engine = Engine::start(engine_config, move |core, cores| {
+        let mut config = settings.shard(cores);
+        config.policy.admission = for_cores.is_some();
+        config.policy.audit = for_cores.is_some();
+        shard::FlockShard::new(config, keys.clone(), core, for_cores.clone())
+    })
         .map_err(|e| format!("cannot start the UDP engine: {e}"))?;
     let gateway = if c.ws_enabled {
-        let commander = engine.commander::<flock_ws::ToCore>().expect("the shard's command type");
-        let started = flock_ws::Gateway::start(c.ws.clone(), Arc::new(link::EngineLink { commander }));
+        let commander = engine.commander::<shard::CoreCmd>().expect("the shard's command type");
+        let policy: Arc<dyn flock_ws::Policy> =
+            if with_plugins { Arc::new(policy::PluginPolicy(runner.clone())) } else { Arc::new(flock_ws::AllowAll) };
+        let started = flock_ws::Gateway::start_with_policy(c.ws.clone(), Arc::new(link::EngineLink { commander }), policy);
         match started {
             Ok(g) => Some(g),
             Err(e) => {
@@ -186,11 +204,15 @@ fn run(args: Args) -> Result<(), String> {
     } else {
         None
     };
+    if let Some(p) = &core_policy {
+        let _ = p.commander.set(engine.commander::<shard::CoreCmd>().expect("the shard's command type"));
+    }
     let ws_addr = gateway.as_ref().map_or("off".to_string(), |g| g.local_addr().to_string());
     let buffers = engine.socket_buffers();
     tracing::info!(
         udp = %engine.local_addr(),
         ws = %ws_addr,
+        plugins = %if names.is_empty() { "none".to_string() } else { names.join(",") },
         cores = engine.cores(),
         recv_buffer = buffers.recv_bytes,
         data_dir = %c.data_dir.display(),
@@ -219,6 +241,10 @@ fn run(args: Args) -> Result<(), String> {
         kernel_drops = t.kernel_drops.unwrap_or(0),
         "stopped"
     );
+    if with_plugins {
+        let s = runner.stats();
+        tracing::info!(calls = s.calls, denied = s.denied, timeouts = s.timeouts, errors = s.errors, queue_full = s.queue_full, audit_dropped = s.audit_dropped, "plugin runner");
+    }
     Ok(())
 }
 

@@ -1,7 +1,11 @@
 //! The flock state machine as an engine shard, and the hand-off of log-in events to the
 //! websocket sessions that wait for them.
 
+use crate::policy::CorePolicy;
 use flock_engine::Shard;
+use flock_proto::identity::Fingerprint;
+use flock_proto::Name;
+use std::sync::Arc;
 use flock_proto::login::{Command, Event, SessionId};
 use flock_proto::server::{self, Entropy, Keys, Server, ServerConfig};
 use flock_proto::Time;
@@ -20,16 +24,38 @@ impl Entropy for OsEntropy {
     }
 }
 
+/// What other threads ask of a core.
+// Names are held inline; commands are few and short-lived.
+#[allow(clippy::large_enum_variant)]
+pub enum CoreCmd {
+    /// From the websocket gateway.
+    Login(ToCore),
+    /// The plugins' verdict on a `PolicyEvent::Admit` of this core.
+    Admission { name: Name, fingerprint: Fingerprint, allow: bool },
+}
+
 pub struct FlockShard {
     server: Server<OsEntropy>,
+    core: usize,
+    /// The plugins, when any are loaded.
+    policy: Option<Arc<CorePolicy>>,
     /// Where each live session's events go. Bounded by the server's session bound: a session
     /// the server refuses or ends is removed here as its last event passes.
     sinks: HashMap<SessionId, EventSink>,
 }
 
 impl FlockShard {
-    pub fn new(config: ServerConfig, keys: Keys) -> FlockShard {
-        FlockShard { server: Server::new(config, keys, OsEntropy(SystemRandom::new())), sinks: HashMap::new() }
+    pub fn new(config: ServerConfig, keys: Keys, core: usize, policy: Option<Arc<CorePolicy>>) -> FlockShard {
+        FlockShard { server: Server::new(config, keys, OsEntropy(SystemRandom::new())), core, policy, sinks: HashMap::new() }
+    }
+
+    /// Hands the server's admission requests and audit events to the plugins.
+    fn dispatch_policy(&mut self) {
+        if let Some(p) = &self.policy {
+            while let Some(e) = self.server.poll_policy() {
+                p.dispatch(self.core, e);
+            }
+        }
     }
 
     /// Hands the server's log-in events to their websockets. A websocket that is gone or does
@@ -53,7 +79,7 @@ impl FlockShard {
 }
 
 impl Shard for FlockShard {
-    type Command = ToCore;
+    type Command = CoreCmd;
 
     fn route(&self, datagram: &[u8], cores: usize) -> Option<usize> {
         server::owner_core(datagram, cores)
@@ -63,6 +89,9 @@ impl Shard for FlockShard {
         let answer = self.server.handle(now, src, datagram, reply);
         if !self.sinks.is_empty() {
             self.dispatch(now);
+        }
+        if self.policy.is_some() {
+            self.dispatch_policy();
         }
         answer
     }
@@ -80,9 +109,18 @@ impl Shard for FlockShard {
         if !self.sinks.is_empty() {
             self.dispatch(now);
         }
+        self.dispatch_policy();
     }
 
-    fn handle_command(&mut self, now: Time, msg: ToCore) {
+    fn handle_command(&mut self, now: Time, cmd: CoreCmd) {
+        let msg = match cmd {
+            CoreCmd::Login(msg) => msg,
+            CoreCmd::Admission { name, fingerprint, allow } => {
+                self.server.admission(now, &name, &fingerprint, allow);
+                self.dispatch_policy();
+                return;
+            }
+        };
         if let Some(sink) = msg.events {
             self.sinks.insert(msg.session, sink);
         }

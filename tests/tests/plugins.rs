@@ -141,3 +141,33 @@ fn every_start_up_error_stops_flockd_with_a_message() {
     }
     refuses(&plugin_lib("flock-plugin-testkit"), "init=fail", "asked to fail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_see_registrations_log_ins_and_audit_events() {
+    let dir = TempDir::new("audit");
+    let log = dir.0.join("hooks.log");
+    let cfg = config(&dir, "[timers]\nentry_lifetime = \"2s\"\nkeepalive_interval = \"1s\"\nsweep_interval = \"200ms\"\n", &[(&plugin_lib("flock-plugin-testkit"), &format!("log={}", log.display()))]);
+    let server = Flockd::start(&["--config", &cfg]);
+    let mut h = appliance(&server, "audited-box", 1);
+    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+    let _app = run_appliance(h, LIST, Behaviour::Mute);
+    let mut b = Browser::connect(server.ws.unwrap()).await;
+    b.open("audited-box").await;
+    b.expect("personas").await;
+    b.login("alice", "wonderland").await;
+    b.expect("accepted").await;
+    drop(_app); // the appliance stops: no more keep-alives, the registration expires
+
+    let want = ["admit Registration", "audit Registered", "filter PersonaQuery", "login LoginAttempt", "audit LoginOk", "audit Expired"];
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if want.iter().all(|w| text.contains(w)) {
+            assert!(text.contains("audited-box") && text.contains("127.0.0.1"), "{text}");
+            assert!(!text.contains("wonderland"), "a credential reached a plugin:\n{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "hooks seen so far:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

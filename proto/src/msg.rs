@@ -130,17 +130,17 @@ impl Signed {
     }
 }
 
-fn fixed<'a, const N: usize>(msg: &Message<'a>, typ: u16) -> Result<&'a [u8; N], MsgError> {
+pub(crate) fn fixed<'a, const N: usize>(msg: &Message<'a>, typ: u16) -> Result<&'a [u8; N], MsgError> {
     msg.get(typ).ok_or(MsgError::Missing(typ))?.try_into().map_err(|_| MsgError::BadLength(typ))
 }
 
-fn name_attr(msg: &Message<'_>) -> Result<Name, MsgError> {
+pub(crate) fn name_attr(msg: &Message<'_>) -> Result<Name, MsgError> {
     Name::normalize(msg.get(attr::NAME).ok_or(MsgError::Missing(attr::NAME))?).map_err(MsgError::BadName)
 }
 
 /// Checks method and class, and that FINGERPRINT is present: without the rule, a bit flip in
 /// FINGERPRINT's type would turn it into an unknown attribute and the corruption would pass.
-fn expect(msg: &Message<'_>, method: Method, class: Class) -> Result<(), MsgError> {
+pub(crate) fn expect(msg: &Message<'_>, method: Method, class: Class) -> Result<(), MsgError> {
     if !msg.has_fingerprint() {
         return Err(MsgError::MissingFingerprint);
     }

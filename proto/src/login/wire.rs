@@ -13,7 +13,7 @@
 
 use super::SessionNonce;
 use crate::identity::{self, PUBLIC_KEY_LEN, SIGNATURE_LEN};
-use crate::msg::{attr as base, MsgError};
+use crate::msg::{attr as base, expect, fixed, name_attr, MsgError};
 use crate::name::Name;
 use crate::stun::{self, Class, EncodeError, Encoder, Message, MessageType, Method, TransactionId};
 use ring::signature::Ed25519KeyPair;
@@ -99,27 +99,8 @@ fn typ(method: Method, class: Class) -> MessageType {
     MessageType { method, class }
 }
 
-fn expect(msg: &Message<'_>, method: Method, class: Class) -> Result<(), MsgError> {
-    if !msg.has_fingerprint() {
-        return Err(MsgError::MissingFingerprint);
-    }
-    if msg.method() == method && msg.class() == class {
-        Ok(())
-    } else {
-        Err(MsgError::WrongType)
-    }
-}
-
-fn fixed<'a, const N: usize>(msg: &Message<'a>, typ: u16) -> Result<&'a [u8; N], MsgError> {
-    msg.get(typ).ok_or(MsgError::Missing(typ))?.try_into().map_err(|_| MsgError::BadLength(typ))
-}
-
 fn u32_attr(msg: &Message<'_>, typ: u16) -> Result<u32, MsgError> {
     Ok(u32::from_be_bytes(*fixed(msg, typ)?))
-}
-
-fn name_attr(msg: &Message<'_>) -> Result<Name, MsgError> {
-    Name::normalize(msg.get(base::NAME).ok_or(MsgError::Missing(base::NAME))?).map_err(MsgError::BadName)
 }
 
 /// A UTF-8 attribute of at most `max` bytes.

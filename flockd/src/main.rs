@@ -5,13 +5,14 @@
 
 mod config;
 mod link;
+mod metrics;
 mod policy;
 mod secrets;
 mod shard;
 
 use clap::Parser;
 use config::Config;
-use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig};
+use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, EngineHandle};
 use flock_proto::server::Keys;
 use flock_proto::token::ProofKeys;
 use std::net::SocketAddr;
@@ -181,23 +182,30 @@ fn run(args: Args) -> Result<(), String> {
     engine_config.batch = c.socket.batch;
     let settings = c.clone();
     let for_cores = core_policy.clone();
+    let snapshots = Arc::new(metrics::CoreSnapshots::default());
+    let for_snapshots = snapshots.clone();
     let engine = Engine::start(engine_config, move |core, cores| {
         let mut config = settings.shard(cores);
         config.policy.admission = for_cores.is_some();
         config.policy.audit = for_cores.is_some();
-        shard::FlockShard::new(config, keys.clone(), core, for_cores.clone())
+        for_snapshots.init(cores);
+        shard::FlockShard::new(config, keys.clone(), core, for_cores.clone(), for_snapshots.clone())
     })
         .map_err(|e| format!("cannot start the UDP engine: {e}"))?;
+    // Shared (weakly) with `/metrics`; `join_engine` takes it back.
+    let engine = Arc::new(engine);
     let gateway = if c.ws_enabled {
         let commander = engine.commander::<shard::CoreCmd>().expect("the shard's command type");
         let policy: Arc<dyn flock_ws::Policy> =
             if with_plugins { Arc::new(policy::PluginPolicy(runner.clone())) } else { Arc::new(flock_ws::AllowAll) };
-        let started = flock_ws::Gateway::start_with_policy(c.ws.clone(), Arc::new(link::EngineLink { commander }), policy);
+        let source = metrics::FlockMetrics { engine: Arc::downgrade(&engine), cores: snapshots, runner: runner.clone() };
+        let started =
+            flock_ws::Gateway::start_full(c.ws.clone(), Arc::new(link::EngineLink { commander }), policy, Some(Arc::new(source)));
         match started {
             Ok(g) => Some(g),
             Err(e) => {
                 engine.shutdown();
-                let _ = engine.join();
+                let _ = join_engine(engine);
                 return Err(format!("cannot start the websocket gateway on {}: {e}", c.ws.listen));
             }
         }
@@ -230,7 +238,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     engine.shutdown();
     let t = CoreStats::total(&engine.stats());
-    engine.join().map_err(|e| format!("engine stopped with an error: {e}"))?;
+    join_engine(engine).map_err(|e| format!("engine stopped with an error: {e}"))?;
     tracing::info!(
         received = t.received,
         answered = t.answered,
@@ -245,6 +253,20 @@ fn run(args: Args) -> Result<(), String> {
         let s = runner.stats();
         tracing::info!(calls = s.calls, denied = s.denied, timeouts = s.timeouts, errors = s.errors, queue_full = s.queue_full, audit_dropped = s.audit_dropped, "plugin runner");
     }
+    Ok(())
+}
+
+/// Joins the engine once `/metrics` has let go of it (a scrape holds it for a moment at most;
+/// the gateway is stopped by then anyway). Dropping the last handle stops and joins it too.
+fn join_engine(mut engine: Arc<EngineHandle>) -> std::io::Result<()> {
+    for _ in 0..200 {
+        match Arc::try_unwrap(engine) {
+            Ok(e) => return e.join(),
+            Err(shared) => engine = shared,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tracing::warn!("engine still shared at shutdown; it stops when the last scrape ends");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The flock state machine as an engine shard, and the hand-off of log-in events to the
 //! websocket sessions that wait for them.
 
+use crate::metrics::{CoreSnapshots, PUBLISH_EVERY};
 use crate::policy::CorePolicy;
 use flock_engine::Shard;
 use flock_proto::identity::Fingerprint;
@@ -42,11 +43,28 @@ pub struct FlockShard {
     /// Where each live session's events go. Bounded by the server's session bound: a session
     /// the server refuses or ends is removed here as its last event passes.
     sinks: HashMap<SessionId, EventSink>,
+    /// Where this core publishes its server's counters for `/metrics`.
+    snapshots: Arc<CoreSnapshots>,
+    /// When to publish next (from the timer path only, never per packet).
+    next_publish: Time,
 }
 
 impl FlockShard {
-    pub fn new(config: ServerConfig, keys: Keys, core: usize, policy: Option<Arc<CorePolicy>>) -> FlockShard {
-        FlockShard { server: Server::new(config, keys, OsEntropy(SystemRandom::new())), core, policy, sinks: HashMap::new() }
+    pub fn new(
+        config: ServerConfig,
+        keys: Keys,
+        core: usize,
+        policy: Option<Arc<CorePolicy>>,
+        snapshots: Arc<CoreSnapshots>,
+    ) -> FlockShard {
+        let server = Server::new(config, keys, OsEntropy(SystemRandom::new()));
+        FlockShard { server, core, policy, sinks: HashMap::new(), snapshots, next_publish: Time::ZERO }
+    }
+
+    /// Copies the server's counters and table sizes where `/metrics` reads them.
+    fn publish(&mut self, now: Time) {
+        self.next_publish = now + PUBLISH_EVERY;
+        self.snapshots.publish(self.core, &self.server);
     }
 
     /// Hands the server's admission requests and audit events to the plugins.
@@ -101,11 +119,15 @@ impl Shard for FlockShard {
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        self.server.poll_timeout()
+        Some(self.server.poll_timeout().map_or(self.next_publish, |t| t.min(self.next_publish)))
     }
 
     fn handle_timeout(&mut self, now: Time) {
+        // Early calls are harmless: the server acts only on what is due.
         self.server.handle_timeout(now);
+        if now >= self.next_publish {
+            self.publish(now);
+        }
         if !self.sinks.is_empty() {
             self.dispatch(now);
         }

@@ -2,7 +2,7 @@
 //! table (`[ws]`) where any key may be left out; durations are human strings ("60s", "3min").
 
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +39,10 @@ pub struct GatewayConfig {
     /// How long `shutdown` waits for open sockets to close after "going away".
     #[serde(with = "human")]
     pub shutdown_grace: Duration,
+    /// Client networks that may read `/metrics`, as CIDRs (`"10.0.0.0/8"`, `"::1/128"`) or
+    /// single addresses. The default is loopback only; `[]` turns `/metrics` off (404).
+    /// Others get 403. IPv4-mapped IPv6 clients count as their IPv4 address.
+    pub metrics_allow: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -56,6 +60,7 @@ impl Default for GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             events_queue: 64,
             shutdown_grace: Duration::from_secs(5),
+            metrics_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -76,9 +81,55 @@ impl GatewayConfig {
                 "session_timeout and handshake_timeout must not be zero",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err(format!("ws: {why}")),
-            None => Ok(()),
+        if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(format!("ws: {why}"));
+        }
+        for net in &self.metrics_allow {
+            Net::parse(net).map_err(|e| format!("ws: metrics_allow: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The parsed `metrics_allow` (skipping bad entries: `validate` refuses them).
+    pub(crate) fn metrics_nets(&self) -> Vec<Net> {
+        self.metrics_allow.iter().filter_map(|n| Net::parse(n).ok()).collect()
+    }
+}
+
+/// An IP network: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    /// `"a.b.c.d/n"`, `"x::y/n"` or a bare address (a host).
+    pub fn parse(s: &str) -> Result<Net, String> {
+        let (a, p) = s.trim().split_once('/').map_or((s.trim(), None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = a.parse().map_err(|_| format!("{s:?} is not an address or a network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+        };
+        Ok(Net { addr: addr.to_canonical(), prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, keep: u8, width: u8) -> u128 {
+            if keep == 0 {
+                0
+            } else {
+                bits >> (width - keep)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n).into(), self.prefix, 32) == masked(u32::from(a).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => masked(u128::from(n), self.prefix, 128) == masked(u128::from(a), self.prefix, 128),
+            _ => false,
         }
     }
 }
@@ -109,5 +160,26 @@ mod tests {
         assert!(toml::from_str::<GatewayConfig>("listn = 1").is_err());
         let bad = GatewayConfig { threads: 0, ..GatewayConfig::default() };
         assert!(bad.validate().unwrap_err().contains("threads"));
+        let bad = GatewayConfig { metrics_allow: vec!["10.0.0.0/33".into()], ..GatewayConfig::default() };
+        assert!(bad.validate().unwrap_err().contains("metrics_allow"));
+    }
+
+    #[test]
+    fn metrics_networks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let nets = GatewayConfig::default().metrics_nets();
+        let allowed = |a: &str| nets.iter().any(|n| n.contains(ip(a)));
+        assert!(allowed("127.0.0.1") && allowed("127.9.9.9") && allowed("::1") && allowed("::ffff:127.0.0.1"));
+        assert!(!allowed("10.0.0.1") && !allowed("::2") && !allowed("192.168.1.1"));
+        let n = Net::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains(ip("10.1.200.3")) && !n.contains(ip("10.2.0.1")) && !n.contains(ip("::1")));
+        assert!(Net::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(Net::parse("::/0").unwrap().contains(ip("2001:db8::1")));
+        assert!(Net::parse("192.168.1.7").unwrap().contains(ip("192.168.1.7")));
+        assert!(!Net::parse("192.168.1.7").unwrap().contains(ip("192.168.1.8")));
+        assert!(Net::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
+        for bad in ["", "x/8", "10.0.0.0/", "::1/129", "10.0.0.0/-1"] {
+            assert!(Net::parse(bad).is_err(), "{bad}");
+        }
     }
 }

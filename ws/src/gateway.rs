@@ -1,11 +1,11 @@
 //! The gateway's runtime: its own tokio threads, the listener, and one task per connection
 //! (request head → page, refusal or websocket → session).
 
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, Net};
 use crate::http::{self, Response, Route};
 use crate::limits::{Limits, Refusal, Slot};
 use crate::replay::Replay;
-use crate::stats::{bump, Counters, GatewayStats};
+use crate::stats::{bump, Counters, GatewayStats, MetricsSource};
 use crate::policy::{AllowAll, Policy};
 use crate::{session, CoreLink};
 use std::io;
@@ -35,10 +35,37 @@ pub(crate) struct Shared {
     pub policy: Arc<dyn Policy>,
     pub limits: Arc<Limits>,
     pub counters: Counters,
+    /// Rendered after the gateway's own counters on `/metrics`.
+    metrics: Option<Arc<dyn MetricsSource>>,
+    /// Who may read `/metrics` (the parsed `config.metrics_allow`).
+    metrics_allow: Vec<Net>,
     /// Turns true once, at shutdown.
     pub shutdown: watch::Receiver<bool>,
     ws_config: WebSocketConfig,
     refusals: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn stats(&self) -> GatewayStats {
+        self.counters.snapshot(self.limits.open())
+    }
+
+    /// The answer to `GET /metrics` from `peer`: 404 when `metrics_allow` is empty, 403 from
+    /// outside it, else the gateway's counters and then the source's, rendered now.
+    fn metrics(&self, peer: SocketAddr) -> Response {
+        if self.metrics_allow.is_empty() {
+            return Response::status(404);
+        }
+        if !self.metrics_allow.iter().any(|n| n.contains(peer.ip())) {
+            return Response::metrics_forbidden();
+        }
+        let mut out = String::with_capacity(16 * 1024);
+        self.stats().render(&mut out);
+        if let Some(source) = &self.metrics {
+            source.render(&mut out);
+        }
+        Response::metrics(out)
+    }
 }
 
 /// The websocket gateway.
@@ -61,6 +88,17 @@ impl Gateway {
 
     /// As [`start`](Self::start), consulting `policy` on every log-in attempt and persona list.
     pub fn start_with_policy(config: GatewayConfig, link: Arc<dyn CoreLink>, policy: Arc<dyn Policy>) -> io::Result<GatewayHandle> {
+        Gateway::start_full(config, link, policy, None)
+    }
+
+    /// As [`start_with_policy`](Self::start_with_policy); `GET /metrics` also renders
+    /// `metrics` after the gateway's own counters (clients in `config.metrics_allow` only).
+    pub fn start_full(
+        config: GatewayConfig,
+        link: Arc<dyn CoreLink>,
+        policy: Arc<dyn Policy>,
+        metrics: Option<Arc<dyn MetricsSource>>,
+    ) -> io::Result<GatewayHandle> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = bind(config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -83,6 +121,8 @@ impl Gateway {
         let (stop, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             limits: Arc::new(Limits::new(config.max_sockets, config.max_sockets_per_ip)),
+            metrics_allow: config.metrics_nets(),
+            metrics,
             config,
             link,
             policy,
@@ -103,7 +143,7 @@ impl GatewayHandle {
     }
 
     pub fn stats(&self) -> GatewayStats {
-        self.shared.counters.snapshot(self.shared.limits.open())
+        self.shared.stats()
     }
 
     /// Stops accepting, closes every websocket with 1001 "going away", waits up to
@@ -197,7 +237,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, _slot: Slot, shared: Ar
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let ws = tokio::select! {
         _ = shutdown.changed() => return,
-        ws = timeout_at(deadline, handshake(stream, &shared)) => match ws {
+        ws = timeout_at(deadline, handshake(stream, peer, &shared)) => match ws {
             Ok(Some(ws)) => ws,
             _ => return,
         },
@@ -208,7 +248,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, _slot: Slot, shared: Ar
 
 /// Reads the request head and either answers it or opens the websocket.
 /// The websocket and the page's `Origin` header, if any.
-async fn handshake(mut stream: TcpStream, shared: &Shared) -> Option<(WebSocketStream<Replay<TcpStream>>, Option<String>)> {
+async fn handshake(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<(WebSocketStream<Replay<TcpStream>>, Option<String>)> {
     let route = match http::read_head(&mut stream).await {
         Ok(Some(head)) => (http::route(&head, &shared.config.allowed_origins), head),
         Ok(None) => (Route::Respond(Response::status(400)), Vec::new()),
@@ -220,6 +260,10 @@ async fn handshake(mut stream: TcpStream, shared: &Shared) -> Option<(WebSocketS
             let origin = http::header_value(&head, "Origin");
             let ws = tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(shared.ws_config)).await.ok()?;
             Some((ws, origin))
+        }
+        (Route::Metrics, _) => {
+            respond(&mut stream, shared.metrics(peer)).await;
+            None
         }
         (Route::Respond(response), _) => {
             match response.status {

@@ -1,9 +1,11 @@
 //! The HTTP side of the port: read one request head (bounded in size; the caller bounds the
 //! time), answer the page, the client module and `/healthz`, or say that it is a websocket
-//! upgrade. Every plain answer closes the connection: browsers fetch two small files, so
+//! upgrade or a `/metrics` scrape (rendered by the caller, which knows the counters and the
+//! client's address). Every plain answer closes the connection: browsers fetch two small files, so
 //! keep-alive would only keep sockets open.
 
 use crate::origin;
+use std::borrow::Cow;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Longest request head accepted.
@@ -21,13 +23,15 @@ pub enum Route {
     Respond(Response),
     /// A websocket upgrade on `/ws` from an allowed origin: hand the connection over.
     WebSocket,
+    /// `GET /metrics`: check the client's address, render the counters, answer and close.
+    Metrics,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     content_type: &'static str,
-    body: &'static str,
+    body: Cow<'static, str>,
     /// Extra header lines, each ending in CRLF.
     headers: &'static str,
 }
@@ -49,11 +53,21 @@ impl Response {
             426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
             _ => "",
         };
-        Response { status, content_type: "text/plain; charset=utf-8", body, headers }
+        Response { status, content_type: "text/plain; charset=utf-8", body: Cow::Borrowed(body), headers }
     }
 
     fn ok(content_type: &'static str, body: &'static str) -> Response {
-        Response { status: 200, content_type, body, headers: "" }
+        Response { status: 200, content_type, body: Cow::Borrowed(body), headers: "" }
+    }
+
+    /// A `/metrics` answer: Prometheus text exposition format 0.0.4.
+    pub fn metrics(body: String) -> Response {
+        Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: Cow::Owned(body), headers: "" }
+    }
+
+    /// `/metrics` from an address outside `metrics_allow`.
+    pub fn metrics_forbidden() -> Response {
+        Response { status: 403, content_type: "text/plain; charset=utf-8", body: Cow::Borrowed("metrics not served to this address\n"), headers: "" }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -134,6 +148,7 @@ pub fn route(head: &[u8], allowed_origins: &[String]) -> Route {
         "/" | "/index.html" => Response::ok("text/html; charset=utf-8", INDEX_HTML),
         "/flock.js" => Response::ok("text/javascript; charset=utf-8", FLOCK_JS),
         "/healthz" => Response::ok("text/plain; charset=utf-8", "ok"),
+        "/metrics" => return Route::Metrics,
         "/ws" => {
             if !header("Upgrade").is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
                 Response::status(426)
@@ -164,6 +179,7 @@ mod tests {
         match route(head.as_bytes(), &[]) {
             Route::Respond(r) => r.status,
             Route::WebSocket => 101,
+            Route::Metrics => 0,
         }
     }
 
@@ -172,6 +188,8 @@ mod tests {
         assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
         assert_eq!(status("GET /healthz?probe=1 HTTP/1.1\r\n\r\n"), 200);
         assert_eq!(status("GET /nope HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status("GET /metrics?x=1 HTTP/1.1\r\n\r\n"), 0);
+        assert_eq!(status("POST /metrics HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(status("POST / HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(status("GET / HTTP/1.1\r\nBad Header\r\n\r\n"), 400);
         assert_eq!(status("GET /ws HTTP/1.1\r\n\r\n"), 426);

@@ -4,7 +4,8 @@
 //!
 //! The gateway runs on its own small multi-threaded tokio runtime (`tokio-tungstenite` for the
 //! framing), apart from the glommio packet cores. The same port serves the demo page (`/`), the
-//! client module (`/flock.js`), `/healthz` and the websocket (`/ws`).
+//! client module (`/flock.js`), `/healthz`, `/metrics` (Prometheus text, loopback clients only
+//! by default: `metrics_allow`) and the websocket (`/ws`).
 //!
 //! # Errors and close codes
 //! A failed session sends `{"type":"error","code":…,"message":…}` and then closes with:
@@ -41,7 +42,13 @@ pub use config::GatewayConfig;
 pub use json::Persona;
 pub use policy::{AllowAll, LoginAttempt, Outcome, Policy, Verdict};
 pub use gateway::{Gateway, GatewayHandle};
-pub use stats::GatewayStats;
+pub use stats::{write_metric, GatewayStats, MetricKind, MetricsSource};
+
+/// The browser-message parsers, for the fuzz targets in `fuzz/` only: not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::json::{decode_personas, parse, Request};
+}
 
 use flock_proto::login::{Command, Event, SessionId};
 use flock_proto::Name;

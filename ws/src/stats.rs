@@ -74,3 +74,102 @@ impl Drop for WebSocketGauge<'_> {
         self.0.open_websockets.fetch_sub(1, Relaxed);
     }
 }
+
+/// More metrics for `GET /metrics`, rendered after the gateway's own at request time (flockd
+/// adds its cores', its plugins' and its process's). Render with [`write_metric`]; never label
+/// by name, user or address (labels would grow without bound and leak who uses the server).
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Appends Prometheus text exposition (version 0.0.4) to `out`.
+    fn render(&self, out: &mut String);
+}
+
+/// The kind of a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (its name should end in `_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// Appends one metric family in Prometheus text format: `# HELP`, `# TYPE`, then one line per
+/// sample. A sample's labels are `(name, value)` pairs (values are escaped); none for a family
+/// of one unlabelled sample.
+pub fn write_metric<'a>(
+    out: &mut String,
+    name: &str,
+    kind: MetricKind,
+    help: &str,
+    samples: impl IntoIterator<Item = (&'a [(&'a str, &'a str)], u64)>,
+) {
+    use std::fmt::Write;
+    let kind = match kind {
+        MetricKind::Counter => "counter",
+        MetricKind::Gauge => "gauge",
+    };
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(out, "{k}=\"{v}\"");
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
+}
+
+impl GatewayStats {
+    /// The gateway's counters in Prometheus text format (`flock_ws_*`).
+    pub fn render(&self, out: &mut String) {
+        use MetricKind::{Counter, Gauge};
+        let one = |v: u64| [(&[][..], v)];
+        write_metric(out, "flock_ws_open_sockets", Gauge, "TCP connections open now (page, health checks, metrics and websockets).", one(self.open_sockets));
+        write_metric(out, "flock_ws_open_websockets", Gauge, "Websockets open now.", one(self.open_websockets));
+        write_metric(out, "flock_ws_accepted_total", Counter, "TCP connections accepted.", one(self.accepted));
+        write_metric(out, "flock_ws_sessions_total", Counter, "Websocket sessions that sent open to a core.", one(self.sessions));
+        write_metric(
+            out,
+            "flock_ws_sessions_ended_total",
+            Counter,
+            "Websocket sessions ended, by outcome: done, or error (an error message was sent).",
+            [(&[("outcome", "done")][..], self.sessions_done), (&[("outcome", "error")][..], self.session_errors)],
+        );
+        write_metric(
+            out,
+            "flock_ws_refused_total",
+            Counter,
+            "HTTP requests and connections refused, by reason: origin (403), per_ip (429), full (503), bad_request (400).",
+            [
+                (&[("reason", "origin")][..], self.refused_origin),
+                (&[("reason", "per_ip")][..], self.refused_per_ip),
+                (&[("reason", "full")][..], self.refused_full),
+                (&[("reason", "bad_request")][..], self.bad_requests),
+            ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let mut out = String::new();
+        write_metric(&mut out, "x_total", MetricKind::Counter, "Things.\nMore", [(&[("core", "0"), ("reason", "a\"b")][..], 3)]);
+        write_metric(&mut out, "y", MetricKind::Gauge, "Y.", [(&[][..], 7)]);
+        assert_eq!(out, "# HELP x_total Things.\\nMore\n# TYPE x_total counter\nx_total{core=\"0\",reason=\"a\\\"b\"} 3\n# HELP y Y.\n# TYPE y gauge\ny 7\n");
+        let mut out = String::new();
+        GatewayStats { refused_full: 2, sessions_done: 1, ..GatewayStats::default() }.render(&mut out);
+        assert!(out.contains("flock_ws_refused_total{reason=\"full\"} 2\n"), "{out}");
+        assert!(out.contains("flock_ws_sessions_ended_total{outcome=\"done\"} 1\n"), "{out}");
+    }
+}

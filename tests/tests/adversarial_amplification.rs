@@ -28,7 +28,7 @@ struct Row {
 
 /// Sends every datagram of `kind` from a fresh socket, collects what comes back.
 fn measure(server: SocketAddr, kind: &'static str, datagrams: &[Vec<u8>]) -> Row {
-    let sock = raw_client();
+    let sock = client(server.is_ipv6());
     measure_from(&sock, server, kind, datagrams)
 }
 
@@ -109,16 +109,38 @@ fn encode(f: impl FnOnce(&mut [u8]) -> usize) -> Vec<u8> {
     buf
 }
 
+/// A raw UDP client of the server's family (loopback), with a receive timeout.
+fn client(v6: bool) -> UdpSocket {
+    if !v6 {
+        return raw_client();
+    }
+    let s = UdpSocket::bind("[::1]:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s
+}
+
 #[test]
 fn no_unverified_request_gets_more_bytes_back_than_it_sent() {
+    amplification(false);
+}
+
+/// IPv6 answers are larger (XOR-MAPPED-ADDRESS carries 16 address bytes): the same rule holds.
+#[test]
+fn no_unverified_request_gets_more_bytes_back_than_it_sent_over_ipv6() {
+    amplification(true);
+}
+
+fn amplification(v6: bool) {
     let dir = TempDir::new("amplification");
     let cfg = dir.0.join("flockd.toml");
     std::fs::write(&cfg, "[timers]\nnonce_lifetime = \"2s\"\n").unwrap();
-    let server = Flockd::start(&["--config", cfg.to_str().unwrap()]);
+    let bind = if v6 { "[::1]:0" } else { "127.0.0.1:0" };
+    let server = Flockd::start(&["--config", cfg.to_str().unwrap(), "--udp", bind]);
     let udp = server.udp;
+    assert_eq!(udp.is_ipv6(), v6);
 
     // A live registration, so that requests naming it go deep into the server.
-    let owner_sock = raw_client();
+    let owner_sock = client(v6);
     let mut owner = Device::new("amp-box", 1);
     assert!(matches!(register_over(&mut owner, &owner_sock, udp), Answer::Registered(_)));
     let name: Name = "amp-box".parse().unwrap();
@@ -127,15 +149,18 @@ fn no_unverified_request_gets_more_bytes_back_than_it_sent() {
     let session = [0x3c; 16];
 
     // A nonce that will be stale by the end (nonce_lifetime = 2 s).
-    let stale_sock = raw_client();
+    let stale_sock = client(v6);
     let stale_nonce = nonce_for(&stale_sock, udp, &thief);
     let stale_from = Instant::now();
 
     let mut rows = vec![
         measure(udp, "Binding, 20 B, no FINGERPRINT", &(0..N).map(|i| binding(txid(1, i), 0, false)).collect::<Vec<_>>()),
         measure(udp, "Binding, 28 B, FINGERPRINT", &(0..N).map(|i| binding(txid(2, i), 0, true)).collect::<Vec<_>>()),
-        measure(udp, "Binding, SOFTWARE, no FINGERPRINT", &(0..N).map(|i| binding(txid(3, i), 16, false)).collect::<Vec<_>>()),
-        measure(udp, "Binding, SOFTWARE, FINGERPRINT", &(0..N).map(|i| binding(txid(4, i), 16, true)).collect::<Vec<_>>()),
+        // Padded so that the answer fits: 16 bytes of SOFTWARE for IPv4, 28 for IPv6 (larger
+        // XOR-MAPPED-ADDRESS); the IPv4 padding over IPv6 is the unanswered row below.
+        measure(udp, "Binding, SOFTWARE, no FINGERPRINT", &(0..N).map(|i| binding(txid(3, i), if v6 { 28 } else { 16 }, false)).collect::<Vec<_>>()),
+        measure(udp, "Binding, SOFTWARE, FINGERPRINT", &(0..N).map(|i| binding(txid(4, i), if v6 { 28 } else { 16 }, true)).collect::<Vec<_>>()),
+        measure(udp, "Binding, SOFTWARE 16 B, FINGERPRINT (v4 size)", &(0..N).map(|i| binding(txid(40, i), 16, true)).collect::<Vec<_>>()),
         measure(udp, "REGISTER without nonce (401)", &(0..N).map(|i| thief.register_bytes(now_ms(), &txid(5, i))).collect::<Vec<_>>()),
     ];
     let mut forged = Device::new("amp-box", 2);
@@ -145,20 +170,20 @@ fn no_unverified_request_gets_more_bytes_back_than_it_sent() {
     forged.nonce = Some(owner.nonce.unwrap());
     rows.push(measure(udp, "REGISTER, another address's nonce (401)", &(0..N).map(|i| forged.register_bytes(now_ms(), &txid(7, i))).collect::<Vec<_>>()));
     {
-        let sock = raw_client();
+        let sock = client(v6);
         let nonce = nonce_for(&sock, udp, &thief);
         let bad: Vec<_> = (0..N).map(|i| register_bad_signature(&thief, txid(8, i), Some(nonce))).collect();
         rows.push(measure_from(&sock, udp, "REGISTER, bad signature (403)", &bad));
     }
     {
-        let sock = raw_client();
+        let sock = client(v6);
         let mut d = Device::new("amp-box", 2);
         d.nonce = Some(nonce_for(&sock, udp, &d));
         let skewed: Vec<_> = (0..N).map(|i| d.register_bytes(1_000_000_000_000, &txid(9, i))).collect();
         rows.push(measure_from(&sock, udp, "REGISTER, clock skew (440)", &skewed));
     }
     {
-        let sock = raw_client();
+        let sock = client(v6);
         let mut d = Device::new("amp-box", 2);
         d.nonce = Some(nonce_for(&sock, udp, &d));
         let taken: Vec<_> = (0..N).map(|i| d.register_bytes(now_ms(), &txid(10, i))).collect();
@@ -314,6 +339,8 @@ fn no_unverified_request_gets_more_bytes_back_than_it_sent() {
     for k in ["Binding, 20 B, no FINGERPRINT", "Binding, 28 B, FINGERPRINT", "CHECK success, out of the blue", "truncated REGISTERs", "garbage"] {
         assert_eq!(answered(k), 0, "{k}");
     }
+    // Over IPv6 the answer to an IPv4-sized Binding would be larger than the request: silence.
+    assert_eq!(answered("Binding, SOFTWARE 16 B, FINGERPRINT (v4 size)"), if v6 { 0 } else { N });
     // Nothing reached the owner, and its registration is intact.
     owner_sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut buf = [0u8; 2048];

@@ -14,7 +14,7 @@ pub const DEFAULT_WS: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATA_DIR: &str = "flock-data";
 
 /// The whole configuration, as the file spells it. Every field is optional in the file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// UDP address appliances talk to.
@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// Policy plugins (docs/PLUGINS.md). None loaded: every registration and log-in is allowed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Plugins {
     /// Threads that run plugin hooks (never the packet cores or the gateway's threads).
@@ -64,7 +64,7 @@ impl Default for Plugins {
 }
 
 /// Browser log-ins as the packet cores run them (the websocket side is `[websocket]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Login {
     /// Log-in sessions at once (split over the cores).
@@ -104,7 +104,7 @@ impl Default for Login {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Registrations the server holds (split evenly over the cores).
@@ -116,7 +116,7 @@ pub struct Limits {
     pub rate_table_slots: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timers {
     #[serde(with = "human")]
@@ -139,7 +139,7 @@ pub struct Timers {
     pub sweep_interval: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Socket {
     /// SO_RCVBUF per core socket, bytes.
@@ -150,7 +150,7 @@ pub struct Socket {
     pub batch: usize,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Stun {
     /// Answer Binding requests smaller than the answer (amplification up to 2.2×).
@@ -289,6 +289,40 @@ impl Config {
     }
 }
 
+/// The settings that only a restart applies and that differ between `running` and `new`
+/// (by name, e.g. `[timers]`). Everything else a SIGHUP applies live: the plugins' `config`
+/// strings and the gateway's keys but `ws.listen` and `ws.threads`.
+pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
+    let mut changed: Vec<String> = vec![];
+    let mut check = |differs: bool, what: &str| {
+        if differs {
+            changed.push(what.to_string());
+        }
+    };
+    check(running.udp != new.udp, "udp");
+    check(running.data_dir != new.data_dir, "data_dir");
+    check(running.cores != new.cores || running.cpus != new.cpus || running.pin != new.pin, "cores/cpus/pin");
+    check(running.log != new.log, "log");
+    check(running.limits != new.limits, "[limits]");
+    check(running.timers != new.timers, "[timers]");
+    check(running.socket != new.socket, "[socket]");
+    check(running.stun != new.stun, "[stun]");
+    check(running.login != new.login, "[login]");
+    check(running.ws_enabled != new.ws_enabled, "ws_enabled");
+    let p = (&running.plugins, &new.plugins);
+    check(p.0.threads != p.1.threads || p.0.queue != p.1.queue || p.0.budget != p.1.budget, "plugins.threads/queue/budget");
+    check(!same_plugin_list(&p.0.load, &p.1.load), "the plugin list ([[plugins.load]] paths)");
+    if running.ws_enabled && new.ws_enabled {
+        changed.extend(running.ws.restart_only_changes(&new.ws).into_iter().map(String::from));
+    }
+    changed
+}
+
+/// The same libraries in the same order (their `config` strings may differ).
+pub fn same_plugin_list(a: &[flock_plugins::PluginSpec], b: &[flock_plugins::PluginSpec]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.path == y.path)
+}
+
 /// Parses "1,3" or "0-3" or "0-1,4" into CPU ids.
 pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     let mut cpus = vec![];
@@ -352,6 +386,24 @@ mod tests {
         c.limits.max_registrations = 10;
         assert_eq!(c.shard(3).max_registrations, 4);
         assert_eq!(c.shard(1).max_registrations, 10);
+    }
+
+    #[test]
+    fn what_needs_a_restart() {
+        let spec = |path: &str, config: &str| flock_plugins::PluginSpec { path: path.into(), config: config.into() };
+        let mut a = Config::default();
+        a.plugins.load = vec![spec("/x/a.so", "rate=1")];
+        let mut b = a.clone();
+        b.plugins.load[0].config = "rate=2".into();
+        b.ws.max_sockets_per_ip = 3;
+        b.ws.idle_timeout = Duration::from_secs(5);
+        assert!(restart_only_changes(&a, &b).is_empty(), "plugin settings and gateway limits reload live");
+        b.timers.entry_lifetime = Duration::from_secs(90);
+        b.limits.max_registrations = 7;
+        b.plugins.load.push(spec("/x/b.so", ""));
+        b.ws.threads = 9;
+        let changed = restart_only_changes(&a, &b);
+        assert_eq!(changed, ["[limits]", "[timers]", "the plugin list ([[plugins.load]] paths)", "ws.threads"]);
     }
 
     #[test]

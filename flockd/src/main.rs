@@ -146,6 +146,8 @@ fn settings(args: &Args) -> Result<Config, String> {
 
 fn run(args: Args) -> Result<(), String> {
     let c = settings(&args)?;
+    // Before any thread starts (the plugin runner's included), so that all inherit the mask.
+    let signals = block_signals();
     let secrets = secrets::Secrets::load_or_create(&c.data_dir)?;
     let flock_pub = flock_proto::identity::to_hex(&flock_proto::identity::public_key(&secrets.flock_key));
     if args.print_flock_key {
@@ -164,8 +166,6 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot start the plugin threads: {e}"))?,
     );
     let core_policy = with_plugins.then(|| Arc::new(policy::CorePolicy { runner: runner.clone(), commander: std::sync::OnceLock::new() }));
-
-    let signals = block_termination_signals();
     let keys = Keys { proof: ProofKeys::from_secret(&secrets.server_secret), flock: Arc::new(secrets.flock_key) };
     let cpus = if !c.cpus.is_empty() {
         CpuChoice::List(c.cpus.clone())
@@ -228,13 +228,32 @@ fn run(args: Args) -> Result<(), String> {
         "flockd ready"
     );
 
-    let sig = wait_for_signal(&signals);
+    let mut running = c.clone();
+    let sig = loop {
+        match wait_for_signal(&signals) {
+            libc::SIGHUP => reload(&args, &mut running, &runner, gateway.as_ref()),
+            sig => break sig,
+        }
+    };
     tracing::info!(signal = sig, "shutting down");
-    // Browsers first (they get "going away"), then the cores their sessions live on.
+    // Browsers first: the drain (log-ins under way finish, on the cores that keep running
+    // meanwhile), then "going away" for the rest, then the cores.
     if let Some(g) = gateway {
         let st = g.stats();
-        g.shutdown();
-        tracing::info!(connections = st.accepted, sessions = st.sessions, done = st.sessions_done, errors = st.session_errors, "websocket gateway shut down");
+        let r = g.shutdown();
+        tracing::info!(
+            running = r.running,
+            finished = r.finished,
+            done = r.done,
+            cut = r.cut,
+            drain_ms = r.elapsed.as_millis() as u64,
+            connections = st.accepted,
+            sessions = st.sessions,
+            "websocket gateway drained and shut down: {} of {} log-ins under way finished, {} cut",
+            r.finished,
+            r.running,
+            r.cut
+        );
     }
     engine.shutdown();
     let t = CoreStats::total(&engine.stats());
@@ -270,15 +289,78 @@ fn join_engine(mut engine: Arc<EngineHandle>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Blocks SIGINT and SIGTERM in this thread before any other starts, so every thread inherits
-/// the mask and the main thread alone receives them with `sigwait`.
-fn block_termination_signals() -> libc::sigset_t {
+/// SIGHUP: re-reads `--config` (flags still override it) and applies what can change live —
+/// the plugins' settings (each `init` run again, the new chain swapped in whole; on a failure
+/// the old chain stays) and the gateway's settings but `ws.listen`/`ws.threads`. Nothing
+/// else is touched: registrations, log-ins, caches and sockets stay. Settings that need a
+/// restart are named in a warning and keep their running values.
+fn reload(args: &Args, running: &mut Config, runner: &flock_plugins::Runner, gateway: Option<&flock_ws::GatewayHandle>) {
+    let Some(path) = &args.config else {
+        tracing::info!("SIGHUP: flockd was started without --config: nothing to reload");
+        return;
+    };
+    let new = match settings(args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(config = %path.display(), "SIGHUP: config not reloaded, the running settings stay: {e}");
+            return;
+        }
+    };
+    let need_restart = config::restart_only_changes(running, &new);
+    if !need_restart.is_empty() {
+        tracing::warn!(
+            changed = %need_restart.join(", "),
+            "SIGHUP: these settings changed but only apply at a restart; they keep their running values"
+        );
+    }
+    let plugins = if runner.plugins().is_empty() {
+        "none"
+    } else if !config::same_plugin_list(&running.plugins.load, &new.plugins.load) {
+        "kept (the plugin list changed: restart to load it)"
+    } else {
+        match runner.plugins().reinit(&new.plugins.load).map(|p| runner.replace_plugins(Arc::new(p))) {
+            Ok(Ok(_old)) => {
+                // The old chain's states are left to the plugins (never freed: no destroy hook).
+                running.plugins.load = new.plugins.load.clone();
+                "re-initialized"
+            }
+            Ok(Err(_)) => {
+                tracing::error!("SIGHUP: the re-initialized plugins have other hooks; the previous plugin settings stay in force");
+                "kept (re-init refused)"
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: plugin re-init failed; the previous plugin settings stay in force: {e}");
+                "kept (re-init failed)"
+            }
+        }
+    };
+    let ws = match gateway {
+        None => "off".to_string(),
+        Some(g) => match g.reconfigure(new.ws.clone()) {
+            Ok(r) => {
+                running.ws = g.config();
+                if r.applied.is_empty() { "unchanged".to_string() } else { r.applied.join(",") }
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: websocket settings not reloaded: {e}");
+                "kept (invalid)".to_string()
+            }
+        },
+    };
+    tracing::info!(config = %path.display(), plugins, ws = %ws, restart_needed = need_restart.len(), "SIGHUP: config reloaded");
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread before any other starts, so every thread
+/// inherits the mask and the main thread alone receives them with `sigwait` (an unblocked
+/// SIGHUP would kill the process).
+fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc calls on a stack-allocated, initialized signal set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -286,7 +368,7 @@ fn block_termination_signals() -> libc::sigset_t {
 
 fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     let mut sig = 0;
-    // SAFETY: `set` was initialized by `block_termination_signals`; `sig` is a valid out-pointer.
+    // SAFETY: `set` was initialized by `block_signals`; `sig` is a valid out-pointer.
     unsafe { libc::sigwait(set, &mut sig) };
     sig
 }

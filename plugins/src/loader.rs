@@ -1,6 +1,7 @@
 //! Loading plugins at start: dlopen, find `flock_plugin_v1`, check the table, run `init`.
 //! Libraries are never unloaded (their code may still be running on a pool thread, and a
-//! plugin's statics may hold threads or handles), so the handle is leaked on purpose.
+//! plugin's statics may hold threads or handles), so the handle is leaked on purpose. A reload
+//! ([`Plugins::reinit`]) runs `init` again on the loaded libraries and builds a new chain.
 
 use crate::abi::{self, FlockPluginV1, FlockStr, PluginEntry};
 use serde::Deserialize;
@@ -24,6 +25,8 @@ pub struct PluginSpec {
 /// A loaded plugin: its table (copied, so a short table reads as NULL hooks) and its state.
 pub(crate) struct Plugin {
     pub(crate) name: String,
+    /// The library, canonicalized (to check that a reload names the same chain).
+    pub(crate) path: PathBuf,
     pub(crate) table: FlockPluginV1,
     pub(crate) state: *mut c_void,
 }
@@ -55,6 +58,8 @@ pub enum LoadErrorKind {
     AbiMismatch { found: u32, expected: u32 },
     StructTooSmall { found: u32, needed: u32 },
     Init { plugin: String, code: i32, message: String },
+    /// [`Plugins::reinit`]: the configured chain is not the loaded one (a restart is needed).
+    ChainChanged(String),
 }
 
 impl fmt::Display for LoadError {
@@ -80,6 +85,7 @@ impl fmt::Display for LoadError {
             LoadErrorKind::Init { plugin, code, message } => {
                 write!(f, "init of `{plugin}` failed (code {code}): {message}")
             }
+            LoadErrorKind::ChainChanged(why) => write!(f, "the plugin list changed ({why}); restart flockd to load it"),
         }
     }
 }
@@ -102,6 +108,36 @@ impl Plugins {
             plugins.list.push(plugin);
         }
         Ok(plugins)
+    }
+
+    /// A new chain of the same libraries, each `init` run again with its new `config` (for a
+    /// reload: libraries stay loaded, see the module docs). `specs` must name the loaded
+    /// libraries, in the same order. The old chain is untouched and its states are never
+    /// freed (the ABI has no destroy hook; a late call may still be using them). On the first
+    /// failing `init` the error is returned; states already made by this call are leaked too.
+    /// The new chain's error count starts at the old one's, so the figure stays cumulative.
+    pub fn reinit(&self, specs: &[PluginSpec]) -> Result<Plugins, LoadError> {
+        if specs.len() != self.list.len() {
+            let path = specs.get(self.list.len()).or(specs.last()).map(|s| s.path.clone()).unwrap_or_default();
+            let why = format!("{} plugins configured, {} loaded", specs.len(), self.list.len());
+            return Err(LoadError { path, reason: LoadErrorKind::ChainChanged(why) });
+        }
+        let mut fresh = Plugins { list: Vec::with_capacity(specs.len()), errors: AtomicU64::new(self.errors()) };
+        for (old, spec) in self.list.iter().zip(specs) {
+            let err = |reason| LoadError { path: spec.path.clone(), reason };
+            let path = std::fs::canonicalize(&spec.path).map_err(|e| err(LoadErrorKind::MissingFile(e)))?;
+            if path != old.path {
+                let why = format!("{} is loaded at this place of the chain", old.path.display());
+                return Err(err(LoadErrorKind::ChainChanged(why)));
+            }
+            let state = match old.table.init {
+                None => std::ptr::null_mut(),
+                Some(init) => run_init(init, &old.name, &spec.config).map_err(err)?,
+            };
+            tracing::info!(plugin = %old.name, path = %spec.path.display(), "plugin re-initialized");
+            fresh.list.push(Plugin { name: old.name.clone(), path, table: old.table, state });
+        }
+        Ok(fresh)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,7 +176,7 @@ fn load_one(path: &Path, config: &str) -> Result<Plugin, LoadErrorKind> {
         None => std::ptr::null_mut(),
         Some(init) => run_init(init, &name, config)?,
     };
-    Ok(Plugin { name, table, state })
+    Ok(Plugin { name, path, table, state })
 }
 
 /// Checks the header, then copies the fields both sides know; later fields stay zero (NULL).

@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -56,9 +56,17 @@ struct Pool {
     audit: Option<SyncSender<AuditEvent>>,
 }
 
+/// The chain in use; [`Runner::replace_plugins`] swaps it (a call already asked keeps the
+/// chain it started with).
+type Current = Arc<RwLock<Arc<Plugins>>>;
+
+fn current(c: &RwLock<Arc<Plugins>>) -> Arc<Plugins> {
+    c.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
 /// Runs the plugins' hooks with a budget. `Send + Sync`: share it in an `Arc`.
 pub struct Runner {
-    plugins: Arc<Plugins>,
+    plugins: Current,
     budget: Duration,
     counters: Arc<Counters>,
     pool: Option<Pool>,
@@ -93,12 +101,28 @@ impl Runner {
     /// call is answered within `budget` of being asked (queueing included). With no plugins,
     /// no thread is started and every call is answered at once on the caller's thread.
     pub fn new(plugins: Arc<Plugins>, threads: usize, queue: usize, budget: Duration) -> std::io::Result<Runner> {
-        let pool = if plugins.is_empty() { None } else { Some(start(&plugins, threads, queue)?) };
+        let with_audit = plugins.has_audit();
+        let plugins: Current = Arc::new(RwLock::new(plugins));
+        let pool = if current(&plugins).is_empty() { None } else { Some(start(&plugins, with_audit, threads, queue)?) };
         Ok(Runner { plugins, budget, counters: Arc::default(), pool })
     }
 
-    pub fn plugins(&self) -> &Arc<Plugins> {
-        &self.plugins
+    /// The chain in use now.
+    pub fn plugins(&self) -> Arc<Plugins> {
+        current(&self.plugins)
+    }
+
+    /// Swaps in `new` (e.g. [`Plugins::reinit`] of the current chain, on a reload) for every
+    /// call asked from now on; calls already running finish on the old chain. Returns the old
+    /// chain. Refused (`Err(new)`, nothing changes) when `new` does not have the same hooks
+    /// as the current chain (plugins or none, audit or not), since the threads were started
+    /// for those: change the plugin list with a restart.
+    pub fn replace_plugins(&self, new: Arc<Plugins>) -> Result<Arc<Plugins>, Arc<Plugins>> {
+        let mut slot = self.plugins.write().unwrap_or_else(PoisonError::into_inner);
+        if new.is_empty() != slot.is_empty() || new.has_audit() != slot.has_audit() {
+            return Err(new);
+        }
+        Ok(std::mem::replace(&mut *slot, new))
     }
 
     /// `done` runs exactly once, on a runner thread (or on the caller's, when there are no
@@ -144,7 +168,7 @@ impl Runner {
             calls: c.calls.load(Relaxed),
             denied: c.denied.load(Relaxed),
             timeouts: c.timeouts.load(Relaxed),
-            errors: self.plugins.errors(),
+            errors: self.plugins().errors(),
             queue_full: c.queue_full.load(Relaxed),
             audit_dropped: c.audit_dropped.load(Relaxed),
         }
@@ -159,11 +183,12 @@ impl Runner {
             }
             done(v)
         });
-        let Some(pool) = &self.pool else { return done(work(&self.plugins)) };
+        let plugins = self.plugins();
+        let Some(pool) = &self.pool else { return done(work(&plugins)) };
         // Whoever takes the callback first answers: the worker, or the timer at the deadline.
         let slot = Arc::new(Mutex::new(Some(done)));
         let take = |s: &Mutex<Option<Done<T>>>| s.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let (plugins, job_slot) = (self.plugins.clone(), slot.clone());
+        let job_slot = slot.clone();
         let job: Job = Box::new(move || {
             // Answered at the deadline while it queued: do not run it at all.
             if job_slot.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
@@ -191,19 +216,19 @@ impl Runner {
     }
 }
 
-fn start(plugins: &Arc<Plugins>, threads: usize, queue: usize) -> std::io::Result<Pool> {
+fn start(plugins: &Current, with_audit: bool, threads: usize, queue: usize) -> std::io::Result<Pool> {
     let (jobs, rx) = sync_channel::<Job>(queue.max(1));
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..threads.max(1) {
         let rx = rx.clone();
         std::thread::Builder::new().name(format!("flock-plugin-{i}")).spawn(move || work(&rx))?;
     }
-    let audit = if plugins.has_audit() {
+    let audit = if with_audit {
         let (tx, rx) = sync_channel::<AuditEvent>(queue.max(1));
         let plugins = plugins.clone();
         std::thread::Builder::new().name("flock-plugin-audit".into()).spawn(move || {
             for e in rx {
-                plugins.audit(&e);
+                current(&plugins).audit(&e);
             }
         })?;
         Some(tx)

@@ -138,6 +138,14 @@ impl Flockd {
         }
     }
 
+    /// Sends `sig` (e.g. `libc::SIGHUP`, `libc::SIGTERM`) without waiting for anything; does
+    /// nothing once the server has stopped.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            send_signal(c.id(), sig);
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())

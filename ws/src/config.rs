@@ -5,7 +5,13 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+/// On SIGHUP flockd hands a re-read copy to [`GatewayHandle::reconfigure`]: every key but
+/// `listen` and `threads` then applies to the connections accepted from then on (the socket
+/// bounds to new admissions at once; a websocket already open keeps the settings it started
+/// with).
+///
+/// [`GatewayHandle::reconfigure`]: crate::GatewayHandle::reconfigure
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// TCP address for the page, `/healthz` and the websocket.
@@ -36,7 +42,12 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// Events the core may queue for one session before it fails the session.
     pub events_queue: usize,
-    /// How long `shutdown` waits for open sockets to close after "going away".
+    /// On shutdown (SIGTERM), how long log-ins already past `login` may take to finish
+    /// (close 1000) while no new websocket or log-in is taken; those left are then closed
+    /// with 1001 "going away". Zero: no drain.
+    #[serde(with = "human")]
+    pub drain_timeout: Duration,
+    /// How long `shutdown` waits, after "going away", for the open sockets to close.
     #[serde(with = "human")]
     pub shutdown_grace: Duration,
     /// Client networks that may read `/metrics`, as CIDRs (`"10.0.0.0/8"`, `"::1/128"`) or
@@ -59,6 +70,7 @@ impl Default for GatewayConfig {
             read_buffer: 4096,
             handshake_timeout: Duration::from_secs(10),
             events_queue: 64,
+            drain_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             metrics_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
@@ -88,6 +100,18 @@ impl GatewayConfig {
             Net::parse(net).map_err(|e| format!("ws: metrics_allow: {e}"))?;
         }
         Ok(())
+    }
+
+    /// The keys that only a restart applies (`listen`, `threads`) and that differ in `new`.
+    pub fn restart_only_changes(&self, new: &GatewayConfig) -> Vec<&'static str> {
+        let mut changed = vec![];
+        if self.listen != new.listen {
+            changed.push("ws.listen");
+        }
+        if self.threads != new.threads {
+            changed.push("ws.threads");
+        }
+        changed
     }
 
     /// The parsed `metrics_allow` (skipping bad entries: `validate` refuses them).
@@ -156,7 +180,11 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.idle_timeout, Duration::from_secs(5));
         assert_eq!(c.read_buffer, 4096);
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
         c.validate().unwrap();
+        let d: GatewayConfig = toml::from_str("drain_timeout = \"30s\"\nthreads = 4").unwrap();
+        assert_eq!(d.drain_timeout, Duration::from_secs(30));
+        assert_eq!(GatewayConfig::default().restart_only_changes(&d), ["ws.threads"]);
         assert!(toml::from_str::<GatewayConfig>("listn = 1").is_err());
         let bad = GatewayConfig { threads: 0, ..GatewayConfig::default() };
         assert!(bad.validate().unwrap_err().contains("threads"));

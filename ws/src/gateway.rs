@@ -3,14 +3,15 @@
 
 use crate::config::{GatewayConfig, Net};
 use crate::http::{self, Response, Route};
-use crate::limits::{Limits, Refusal, Slot};
+use crate::limits::{Limits, Refusal, Running, Slot};
 use crate::replay::Replay;
 use crate::stats::{bump, Counters, GatewayStats, MetricsSource};
 use crate::policy::{AllowAll, Policy};
 use crate::{session, CoreLink};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -28,20 +29,43 @@ const REFUSAL_BUDGET: Duration = Duration::from_secs(1);
 /// TCP backlog of the listener (std's 128 is short for reconnect storms).
 const BACKLOG: i32 = 1024;
 
+/// The settings a connection runs with: the current ones when it was accepted (a reload
+/// swaps in new ones for the connections that follow).
+pub(crate) struct Live {
+    pub config: GatewayConfig,
+    /// Who may read `/metrics` (the parsed `config.metrics_allow`).
+    metrics_allow: Vec<Net>,
+    ws_config: WebSocketConfig,
+}
+
+impl Live {
+    fn new(config: GatewayConfig) -> Live {
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer)
+            // Replies are sent one at a time and flushed: write each out at once. (The write
+            // buffer then holds at most one reply, e.g. a 256-persona list of ~140 KB.)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.max_message))
+            .max_frame_size(Some(config.max_message));
+        Live { metrics_allow: config.metrics_nets(), config, ws_config }
+    }
+}
+
 /// What every connection task shares.
 pub(crate) struct Shared {
-    pub config: GatewayConfig,
+    live: RwLock<Arc<Live>>,
     pub link: Arc<dyn CoreLink>,
     pub policy: Arc<dyn Policy>,
     pub limits: Arc<Limits>,
+    /// Log-ins past `login`: what a drain waits for.
+    pub running: Arc<Running>,
     pub counters: Counters,
     /// Rendered after the gateway's own counters on `/metrics`.
     metrics: Option<Arc<dyn MetricsSource>>,
-    /// Who may read `/metrics` (the parsed `config.metrics_allow`).
-    metrics_allow: Vec<Net>,
-    /// Turns true once, at shutdown.
+    /// Turns true once, when the drain starts: no new connection, `open` or `login`.
+    pub draining: watch::Receiver<bool>,
+    /// Turns true once, at shutdown (after the drain): every websocket gets 1001.
     pub shutdown: watch::Receiver<bool>,
-    ws_config: WebSocketConfig,
     refusals: Arc<Semaphore>,
 }
 
@@ -50,13 +74,22 @@ impl Shared {
         self.counters.snapshot(self.limits.open())
     }
 
+    /// The settings for a connection accepted now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
     /// The answer to `GET /metrics` from `peer`: 404 when `metrics_allow` is empty, 403 from
     /// outside it, else the gateway's counters and then the source's, rendered now.
-    fn metrics(&self, peer: SocketAddr) -> Response {
-        if self.metrics_allow.is_empty() {
+    fn metrics(&self, peer: SocketAddr, live: &Live) -> Response {
+        if live.metrics_allow.is_empty() {
             return Response::status(404);
         }
-        if !self.metrics_allow.iter().any(|n| n.contains(peer.ip())) {
+        if !live.metrics_allow.iter().any(|n| n.contains(peer.ip())) {
             return Response::metrics_forbidden();
         }
         let mut out = String::with_capacity(16 * 1024);
@@ -75,8 +108,33 @@ pub struct Gateway;
 pub struct GatewayHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    drain: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     runtime: Option<Runtime>,
+}
+
+/// How a drain went ([`GatewayHandle::drain`], [`GatewayHandle::shutdown`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Log-ins past `login` when the drain started (`finished + cut`).
+    pub running: usize,
+    /// Of those, the ones that ended by themselves during the drain (done or failed).
+    pub finished: usize,
+    /// Sessions that closed with 1000 "done" during the drain.
+    pub done: u64,
+    /// Log-ins still under way at the deadline (closed with 1001 "going away").
+    pub cut: usize,
+    /// How long the drain took.
+    pub elapsed: Duration,
+}
+
+/// What a [`GatewayHandle::reconfigure`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Keys whose new value now applies (to new connections; the bounds to new admissions).
+    pub applied: Vec<&'static str>,
+    /// Keys that changed but only apply at a restart (kept at their running value).
+    pub need_restart: Vec<&'static str>,
 }
 
 impl Gateway {
@@ -111,29 +169,23 @@ impl Gateway {
             let _in_runtime = runtime.enter();
             TcpListener::from_std(listener)?
         };
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(config.read_buffer)
-            // Replies are sent one at a time and flushed: write each out at once. (The write
-            // buffer then holds at most one reply, e.g. a 256-persona list of ~140 KB.)
-            .write_buffer_size(0)
-            .max_message_size(Some(config.max_message))
-            .max_frame_size(Some(config.max_message));
         let (stop, shutdown) = watch::channel(false);
+        let (drain, draining) = watch::channel(false);
         let shared = Arc::new(Shared {
             limits: Arc::new(Limits::new(config.max_sockets, config.max_sockets_per_ip)),
-            metrics_allow: config.metrics_nets(),
+            running: Arc::default(),
             metrics,
-            config,
+            live: RwLock::new(Arc::new(Live::new(config))),
             link,
             policy,
             counters: Counters::default(),
+            draining,
             shutdown,
-            ws_config,
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
         });
         runtime.spawn(accept_loop(listener, shared.clone()));
         tracing::info!(%local_addr, "websocket gateway listening");
-        Ok(GatewayHandle { local_addr, shared, stop, runtime: Some(runtime) })
+        Ok(GatewayHandle { local_addr, shared, drain, stop, runtime: Some(runtime) })
     }
 }
 
@@ -146,17 +198,70 @@ impl GatewayHandle {
         self.shared.stats()
     }
 
-    /// Stops accepting, closes every websocket with 1001 "going away", waits up to
-    /// `shutdown_grace` for the sockets to close, then stops the runtime. Blocks the calling
+    /// The settings in use now (the last [`reconfigure`](Self::reconfigure)d ones).
+    pub fn config(&self) -> GatewayConfig {
+        self.shared.live().config.clone()
+    }
+
+    /// Applies a re-read configuration without dropping anything: every key but `listen` and
+    /// `threads` applies to the connections accepted from now on, the socket bounds to new
+    /// admissions at once (sockets already open stay, even over a lowered bound). `listen`
+    /// and `threads` keep their running value (listed in `need_restart`). Refused, changing
+    /// nothing, when `new` is invalid.
+    pub fn reconfigure(&self, mut new: GatewayConfig) -> Result<Reconfigured, String> {
+        new.validate()?;
+        let mut slot = self.shared.live.write().unwrap_or_else(PoisonError::into_inner);
+        let old = &slot.config;
+        let need_restart = old.restart_only_changes(&new);
+        (new.listen, new.threads) = (old.listen, old.threads);
+        let mut applied = vec![];
+        macro_rules! diff {
+            ($($key:ident),*) => {$(
+                if old.$key != new.$key {
+                    applied.push(concat!("ws.", stringify!($key)));
+                }
+            )*};
+        }
+        diff!(allowed_origins, max_message, idle_timeout, session_timeout, max_sockets, max_sockets_per_ip, read_buffer,
+            handshake_timeout, events_queue, drain_timeout, shutdown_grace, metrics_allow);
+        self.shared.limits.set_bounds(new.max_sockets, new.max_sockets_per_ip);
+        *slot = Arc::new(Live::new(new));
+        Ok(Reconfigured { applied, need_restart })
+    }
+
+    /// Starts (or continues) a drain: closes the listener at once (new connections are
+    /// refused), answers a new `open` or `login` with `busy` (close 1013), and waits up to
+    /// `limit` for the log-ins already past `login` to end by themselves. Sessions not yet
+    /// logging in are left open (their next `open`/`login` is refused). Blocks the calling
     /// thread: call it from a plain thread, not from inside an async runtime.
-    pub fn shutdown(mut self) {
+    pub fn drain(&self, limit: Duration) -> DrainReport {
+        let started = std::time::Instant::now();
+        let done_before = self.shared.counters.sessions_done.load(Relaxed);
+        let _ = self.drain.send(true);
+        let (running, ended_before) = self.shared.running.counts();
+        tracing::info!(running, timeout_ms = limit.as_millis() as u64, "websocket gateway draining: no new websockets or log-ins");
+        self.shared.running.wait_zero(limit);
+        let (cut, ended) = self.shared.running.counts();
+        let finished = (ended - ended_before) as usize;
+        let done = self.shared.counters.sessions_done.load(Relaxed) - done_before;
+        DrainReport { running: finished + cut, finished, done, cut, elapsed: started.elapsed() }
+    }
+
+    /// Drains for `drain_timeout` (see [`drain`](Self::drain)), then closes every websocket
+    /// left with 1001 "going away", waits up to `shutdown_grace` for the sockets to close,
+    /// and stops the runtime. Blocks the calling thread: call it from a plain thread, not
+    /// from inside an async runtime.
+    pub fn shutdown(mut self) -> DrainReport {
+        let live = self.shared.live();
+        let report = self.drain(live.config.drain_timeout);
         let _ = self.stop.send(true);
-        if !self.shared.limits.wait_empty(self.shared.config.shutdown_grace) {
+        if !self.shared.limits.wait_empty(live.config.shutdown_grace) {
             tracing::warn!(open = self.shared.limits.open(), "websocket gateway: sockets still open after the grace period");
         }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_millis(500));
         }
+        report
     }
 }
 
@@ -179,12 +284,14 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Until the drain (or shutdown) starts; returning drops, so closes, the listener.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
+    let (mut shutdown, mut draining) = (shared.shutdown.clone(), shared.draining.clone());
     loop {
         let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.changed() => return,
+            _ = draining.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -233,24 +340,30 @@ async fn respond(stream: &mut TcpStream, response: Response) {
 /// One connection, from accept to close; `_slot` holds its place under the socket bounds.
 async fn connection(stream: TcpStream, peer: SocketAddr, _slot: Slot, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    let live = shared.live();
     let mut shutdown = shared.shutdown.clone();
-    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let deadline = Instant::now() + live.config.handshake_timeout;
     let ws = tokio::select! {
         _ = shutdown.changed() => return,
-        ws = timeout_at(deadline, handshake(stream, peer, &shared)) => match ws {
+        ws = timeout_at(deadline, handshake(stream, peer, &shared, &live)) => match ws {
             Ok(Some(ws)) => ws,
             _ => return,
         },
     };
     let _gauge = shared.counters.websocket_opened();
-    session::run(ws.0, peer, ws.1, &shared).await;
+    session::run(ws.0, peer, ws.1, &shared, &live.config).await;
 }
 
 /// Reads the request head and either answers it or opens the websocket.
 /// The websocket and the page's `Origin` header, if any.
-async fn handshake(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<(WebSocketStream<Replay<TcpStream>>, Option<String>)> {
+async fn handshake(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    live: &Live,
+) -> Option<(WebSocketStream<Replay<TcpStream>>, Option<String>)> {
     let route = match http::read_head(&mut stream).await {
-        Ok(Some(head)) => (http::route(&head, &shared.config.allowed_origins), head),
+        Ok(Some(head)) => (http::route(&head, &live.config.allowed_origins), head),
         Ok(None) => (Route::Respond(Response::status(400)), Vec::new()),
         Err(_) => return None,
     };
@@ -258,11 +371,11 @@ async fn handshake(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
         (Route::WebSocket, head) => {
             // tungstenite validates the handshake again and writes the 101.
             let origin = http::header_value(&head, "Origin");
-            let ws = tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(shared.ws_config)).await.ok()?;
+            let ws = tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(live.ws_config)).await.ok()?;
             Some((ws, origin))
         }
         (Route::Metrics, _) => {
-            respond(&mut stream, shared.metrics(peer)).await;
+            respond(&mut stream, shared.metrics(peer, live)).await;
             None
         }
         (Route::Respond(response), _) => {

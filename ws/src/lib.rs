@@ -41,7 +41,7 @@ mod stats;
 pub use config::GatewayConfig;
 pub use json::Persona;
 pub use policy::{AllowAll, LoginAttempt, Outcome, Policy, Verdict};
-pub use gateway::{Gateway, GatewayHandle};
+pub use gateway::{DrainReport, Gateway, GatewayHandle, Reconfigured};
 pub use stats::{write_metric, GatewayStats, MetricKind, MetricsSource};
 
 /// The browser-message parsers, for the fuzz targets in `fuzz/` only: not a stable API.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,9 @@ pub enum Refusal {
 }
 
 pub struct Limits {
-    max_total: usize,
-    max_per_ip: usize,
+    // Changed live by a reload (sockets already open stay, even over a lowered bound).
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     table: Mutex<Table>,
     /// Signalled when the last socket closes (for a bounded shutdown without polling).
     empty: Condvar,
@@ -38,17 +40,28 @@ pub struct Slot {
 
 impl Limits {
     pub fn new(max_total: usize, max_per_ip: usize) -> Limits {
-        Limits { max_total, max_per_ip, table: Mutex::new(Table::default()), empty: Condvar::new() }
+        Limits {
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
+            table: Mutex::new(Table::default()),
+            empty: Condvar::new(),
+        }
+    }
+
+    /// New bounds for the sockets admitted from now on.
+    pub fn set_bounds(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Relaxed);
+        self.max_per_ip.store(max_per_ip, Relaxed);
     }
 
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
         let key = key(ip);
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if t.total >= self.max_total {
+        if t.total >= self.max_total.load(Relaxed) {
             return Err(Refusal::Full);
         }
         let n = t.per_ip.entry(key).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= self.max_per_ip.load(Relaxed) {
             return Err(Refusal::PerIp);
         }
         *n += 1;
@@ -91,6 +104,73 @@ impl Drop for Slot {
     }
 }
 
+/// Log-ins under way (a `login` was taken and the session has not ended nor gone back to
+/// asking for credentials): what a drain waits for.
+#[derive(Default)]
+pub struct Running {
+    table: Mutex<RunningTable>,
+    zero: Condvar,
+}
+
+#[derive(Default)]
+struct RunningTable {
+    now: usize,
+    /// Ended since start (to tell how many ended during a drain).
+    ended: u64,
+}
+
+/// One log-in under way; dropping it ends it.
+pub struct RunningGuard {
+    running: Arc<Running>,
+    /// False: taken back ([`RunningGuard::cancel`]), not counted as ended.
+    ended: bool,
+}
+
+impl Running {
+    pub fn enter(self: &Arc<Self>) -> RunningGuard {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).now += 1;
+        RunningGuard { running: self.clone(), ended: true }
+    }
+
+    /// (under way now, ended since start)
+    pub fn counts(&self) -> (usize, u64) {
+        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        (t.now, t.ended)
+    }
+
+    /// Waits until none is under way or `limit` has passed; true when none is.
+    pub fn wait_zero(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        while t.now > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            t = self.zero.wait_timeout(t, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+impl RunningGuard {
+    /// The log-in never started after all (refused at once): not counted as ended.
+    pub fn cancel(mut self) {
+        self.ended = false;
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let mut t = self.running.table.lock().unwrap_or_else(|e| e.into_inner());
+        t.now -= 1;
+        t.ended += u64::from(self.ended);
+        if t.now == 0 {
+            self.running.zero.notify_all();
+        }
+    }
+}
+
 /// The unit a bound applies to: an IPv4 address, or an IPv6 /64 (one host's usual share, so
 /// rotating the low bits does not escape the bound).
 fn key(ip: IpAddr) -> IpAddr {
@@ -123,6 +203,35 @@ mod tests {
         assert_eq!(one.admit("2001:db8::9".parse().unwrap()).err(), Some(Refusal::PerIp), "same /64");
         let _mapped = one.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
         assert_eq!(one.admit(a).err(), Some(Refusal::PerIp), "v4-mapped is the v4 address");
+    }
+
+    #[test]
+    fn bounds_change_live() {
+        let l = Arc::new(Limits::new(3, 1));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let s1 = l.admit(a).unwrap();
+        assert_eq!(l.admit(a).err(), Some(Refusal::PerIp));
+        l.set_bounds(3, 2);
+        let _s2 = l.admit(a).unwrap();
+        l.set_bounds(1, 2);
+        assert_eq!(l.admit("10.0.0.2".parse().unwrap()).err(), Some(Refusal::Full), "open sockets stay, new ones wait");
+        drop(s1);
+        assert_eq!(l.open(), 1);
+    }
+
+    #[test]
+    fn running_log_ins_are_counted_and_awaited() {
+        let r = Arc::new(Running::default());
+        assert!(r.wait_zero(Duration::ZERO));
+        let (g1, g2) = (r.enter(), r.enter());
+        assert_eq!(r.counts(), (2, 0));
+        drop(g1);
+        assert!(!r.wait_zero(Duration::from_millis(20)));
+        std::thread::spawn(move || drop(g2));
+        assert!(r.wait_zero(Duration::from_secs(5)));
+        assert_eq!(r.counts(), (0, 2));
+        r.enter().cancel();
+        assert_eq!(r.counts(), (0, 2), "a cancelled log-in never ran");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! error or "done".
 
 use crate::code::Code;
+use crate::config::GatewayConfig;
 use crate::gateway::Shared;
+use crate::limits::RunningGuard;
 use crate::json::{self, Reply, Request};
 use crate::policy::{LoginAttempt, Outcome, Verdict};
 use crate::stats::bump;
@@ -73,6 +75,11 @@ struct Session<'a> {
     core: Option<usize>,
     events: Option<mpsc::Receiver<Event>>,
     shared: &'a Shared,
+    /// The settings in force when the connection was accepted.
+    config: &'a GatewayConfig,
+    /// Held from a `login` taken until the session ends or asks for credentials again: a
+    /// drain waits for these.
+    running: Option<RunningGuard>,
     client: SocketAddr,
     origin: Option<String>,
     /// The normalized appliance name, once opened.
@@ -81,13 +88,21 @@ struct Session<'a> {
     attempt: Option<LoginAttempt>,
 }
 
-pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>, client: SocketAddr, origin: Option<String>, shared: &Shared) {
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocketStream<S>,
+    client: SocketAddr,
+    origin: Option<String>,
+    shared: &Shared,
+    config: &GatewayConfig,
+) {
     let mut s = Session {
         id: NEXT_SESSION.fetch_add(1, Relaxed),
         state: State::AwaitOpen,
         core: None,
         events: None,
         shared,
+        config,
+        running: None,
         client,
         origin,
         appliance: String::new(),
@@ -99,12 +114,14 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStre
         let _ = shared.link.send(core, ToCore { session: s.id, command: Command::Close, events: None });
     }
     drop(s.events.take());
+    // Still counted as running until the browser was told (a drain waits for the close).
+    let _running = s.running.take();
     finish(&mut ws, end, s.id, shared).await;
 }
 
 impl Session<'_> {
     async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&mut self, ws: &mut WebSocketStream<S>) -> End {
-        let config = &self.shared.config;
+        let config = self.config;
         let idle = sleep(config.idle_timeout);
         let deadline = sleep(config.session_timeout);
         tokio::pin!(idle, deadline);
@@ -165,6 +182,8 @@ impl Session<'_> {
             Event::Rejected { attempts_left } => {
                 self.audit(Outcome::Failed);
                 self.state = State::CanLogin;
+                // Waiting for the person again: not something a drain waits for.
+                self.running = None;
                 Reply::Rejected { attempts_left }.encode()
             }
             Event::Offer { sdp } => {
@@ -196,7 +215,7 @@ impl Session<'_> {
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
             Some(Err(WsError::Capacity(_))) => Err(error(
                 Code::TooLarge,
-                format!("messages are limited to {} bytes", self.shared.config.max_message),
+                format!("messages are limited to {} bytes", self.config.max_message),
             )),
             Some(Err(WsError::Utf8(_))) => Err(error(Code::Malformed, "a text frame was not UTF-8")),
             Some(Err(_)) => Err(End::Gone),
@@ -205,6 +224,18 @@ impl Session<'_> {
 
     async fn on_request(&mut self, req: Request) -> Result<(), End> {
         let kind = req.kind();
+        let login = matches!((&req, self.state), (Request::Login { .. }, State::CanLogin));
+        if login {
+            // Counted before the drain flag is read (a drain sets the flag, then counts), so
+            // a log-in is either refused or waited for; and before the policy is asked.
+            self.running = Some(self.shared.running.enter());
+        }
+        if (login || matches!((&req, self.state), (Request::Open { .. }, State::AwaitOpen))) && self.shared.is_draining() {
+            if let Some(r) = self.running.take() {
+                r.cancel();
+            }
+            return Err(error(Code::Busy, "the server is shutting down; try again later"));
+        }
         let command = match (req, &mut self.state) {
             (Request::Open { appliance }, State::AwaitOpen) => return self.open(&appliance),
             (Request::Login { persona, credential }, State::CanLogin) => {
@@ -260,7 +291,7 @@ impl Session<'_> {
         self.appliance = name.as_str().to_owned();
         let core = self.shared.link.core_for(&name)
             .ok_or_else(|| error(Code::OwnerDown, "the server that owns this appliance cannot be reached"))?;
-        let (sink, events) = mpsc::channel(self.shared.config.events_queue);
+        let (sink, events) = mpsc::channel(self.config.events_queue);
         self.send_to(core, Command::Open { name }, Some(sink))?;
         bump(&self.shared.counters.sessions);
         self.core = Some(core);

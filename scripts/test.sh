@@ -27,3 +27,7 @@ echo "==> doc tests"
 cargo test --workspace --doc
 echo "==> tests"
 cargo nextest run --workspace --no-fail-fast
+# Every fuzz target, briefly (its seeds first): the targets keep building and the parsers
+# keep surviving fresh input. Longer runs: scripts/fuzz.sh SECONDS (fuzz/README.md).
+echo "==> fuzz (${FLOCK_FUZZ_SECONDS:-10} s per target)"
+scripts/fuzz.sh "${FLOCK_FUZZ_SECONDS:-10}"

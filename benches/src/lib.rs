@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod cli;
 pub mod echo;
+pub mod flood;
 pub mod gen;
 pub mod hist;
 pub mod inflight;

@@ -38,6 +38,45 @@ pub struct ServerConfig {
     /// Browser log-in sessions (retransmissions use `rto_initial` doubling up to `rto_max`).
     pub login: LoginConfig,
     pub policy: PolicyConfig,
+    /// The flock this server belongs to (one server by default: every name is ours).
+    pub flock: FlockConfig,
+}
+
+/// What a shard knows of its flock (built by the host from `crate::flock::Membership`).
+/// Names are split by `NameHash::server_index(servers.len())`.
+#[derive(Clone, Debug)]
+pub struct FlockConfig {
+    /// This server's index in `servers`.
+    pub me: usize,
+    /// Every server's UDP address, in flock order (index = position). Empty: a flock of one.
+    pub servers: Vec<std::net::SocketAddr>,
+    /// SHA-256 of the canonical membership list: peers with another digest are refused.
+    pub digest: [u8; 32],
+    /// Key of MESSAGE-INTEGRITY-SHA256 on peer messages, derived from the flock key.
+    pub peer_secret: [u8; 32],
+}
+
+impl Default for FlockConfig {
+    fn default() -> Self {
+        FlockConfig { me: 0, servers: Vec::new(), digest: [0; 32], peer_secret: [0; 32] }
+    }
+}
+
+impl FlockConfig {
+    /// Servers in the flock (at least 1).
+    pub fn size(&self) -> usize {
+        self.servers.len().max(1)
+    }
+
+    /// Index of the server owning `hash`.
+    pub fn owner(&self, hash: &crate::NameHash) -> usize {
+        hash.server_index(self.size())
+    }
+
+    /// True when this server owns `hash`.
+    pub fn owns(&self, hash: &crate::NameHash) -> bool {
+        self.owner(hash) == self.me || self.servers.len() <= 1
+    }
 }
 
 /// What the server asks of an operator's policy (plugins). Off by default: every identity may
@@ -123,6 +162,7 @@ impl Default for ServerConfig {
             sweep_interval: Duration::from_secs(5),
             login: LoginConfig::default(),
             policy: PolicyConfig::default(),
+            flock: FlockConfig::default(),
         }
     }
 }

@@ -17,7 +17,7 @@ mod policy;
 mod ratelimit;
 mod table;
 
-pub use config::{LoginConfig, PolicyConfig, ServerConfig};
+pub use config::{FlockConfig, LoginConfig, PolicyConfig, ServerConfig};
 pub use policy::PolicyEvent;
 pub use login::LoginOccupancy;
 pub use crate::entropy::Entropy;

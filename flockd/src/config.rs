@@ -285,6 +285,8 @@ impl Config {
             },
             // Turned on by flockd when plugins with those hooks are loaded.
             policy: PolicyConfig::default(),
+            // Set by flockd from `[flock]` (a flock of one until then).
+            flock: Default::default(),
         }
     }
 }

@@ -6,10 +6,12 @@
 //! in, replies are written into caller-owned buffers.
 
 pub mod entropy;
+pub mod flock;
 pub mod identity;
 pub mod login;
 pub mod msg;
 pub mod name;
+pub mod peer;
 pub mod server;
 pub mod stun;
 #[cfg(feature = "testing")]

@@ -159,6 +159,9 @@ pub fn request_name(msg: &Message<'_>) -> Option<Name> {
     match msg.method() {
         m if m == method::REGISTER || m == method::KEEPALIVE || m == method::CHECK => name_attr(msg).ok(),
         _ if crate::login::wire::is_login(msg) => name_attr(msg).ok(),
+        // Peer messages go to the core owning the name on both servers (a RELAY's is inside).
+        m if m == crate::peer::method::LOOKUP => name_attr(msg).ok(),
+        m if m == crate::peer::method::RELAY => crate::peer::Relay::parse(msg).ok().map(|r| r.name),
         _ => None,
     }
 }

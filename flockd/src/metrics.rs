@@ -155,6 +155,7 @@ fn render_cores(out: &mut String, snaps: &[(usize, CoreSnapshot)]) {
     one(out, "flock_server_nonces_issued_total", Counter, "Registration nonces handed out.", |s| s.stats.nonces_issued);
     one(out, "flock_server_keepalives_total", Counter, "Keep-alives accepted.", |s| s.stats.keepalives);
     one(out, "flock_server_tokens_refused_total", Counter, "Keep-alives refused for their token.", |s| s.stats.tokens_refused);
+    one(out, "flock_server_redirected_total", Counter, "REGISTERs and KEEPALIVEs for names another server of the flock owns, answered 300 Try-Alternate.", |s| s.stats.redirected);
     one(out, "flock_server_swept_total", Counter, "Expired registrations removed from memory.", |s| s.stats.swept);
     one(out, "flock_server_registrations", Gauge, "Registrations held (expired ones not yet swept included).", |s| s.registrations as u64);
     one(out, "flock_server_table_bytes", Gauge, "Bytes held by the registration table.", |s| s.table_bytes as u64);

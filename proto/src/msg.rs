@@ -47,6 +47,9 @@ pub mod attr {
 
 /// Error codes a flock server answers with (ERROR-CODE attribute).
 pub mod code {
+    /// STUN Try-Alternate (RFC 8489 §10): another server of the flock owns the name; the
+    /// answer carries its address in ALTERNATE-SERVER.
+    pub const TRY_ALTERNATE: u16 = 300;
     /// REGISTER without a nonce for this source address; the answer carries one.
     pub const NONCE_REQUIRED: u16 = 401;
     /// REGISTER whose signature does not verify.
@@ -67,6 +70,7 @@ pub mod code {
     /// Short reason phrase for a code (kept short: errors to unverified sources must stay small).
     pub fn reason(code: u16) -> &'static str {
         match code {
+            TRY_ALTERNATE => "Try alternate",
             NONCE_REQUIRED => "Nonce required",
             BAD_SIGNATURE => "Bad signature",
             NAME_TAKEN => "Name taken",
@@ -464,6 +468,44 @@ impl ErrorAnswer {
         if let Some(n) = self.nonce {
             e.attribute(attr::NONCE, &n.to_bytes())?;
         }
+        e.fingerprint()
+    }
+}
+
+/// Error 300 Try-Alternate: ERROR-CODE, ALTERNATE-SERVER (the owning server's UDP address,
+/// encoded like MAPPED-ADDRESS: not XORed), FINGERPRINT. Stateless and small (64 bytes for
+/// IPv4, 76 for IPv6): smaller than any REGISTER or KEEPALIVE it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TryAlternate {
+    pub alternate: SocketAddr,
+}
+
+impl TryAlternate {
+    /// Reads a 300 answer; other errors are [`MsgError::WrongType`].
+    pub fn parse(msg: &Message<'_>) -> Result<TryAlternate, MsgError> {
+        if ErrorAnswer::parse(msg)?.code != code::TRY_ALTERNATE {
+            return Err(MsgError::WrongType);
+        }
+        let value = msg.get(stun::attr::ALTERNATE_SERVER).ok_or(MsgError::Missing(stun::attr::ALTERNATE_SERVER))?;
+        Ok(TryAlternate { alternate: stun::attr::decode_address(value)? })
+    }
+
+    pub fn encode(&self, buf: &mut [u8], method: Method, txid: &TransactionId) -> Result<usize, EncodeError> {
+        let mut e = Encoder::new(buf, MessageType { method, class: Class::Error }, txid)?;
+        e.error_code(code::TRY_ALTERNATE, code::reason(code::TRY_ALTERNATE))?;
+        let (family, octets, n) = match crate::token::canonical(self.alternate).ip() {
+            std::net::IpAddr::V4(v4) => {
+                let mut o = [0; 16];
+                o[..4].copy_from_slice(&v4.octets());
+                (stun::attr::FAMILY_IPV4, o, 4)
+            }
+            std::net::IpAddr::V6(v6) => (stun::attr::FAMILY_IPV6, v6.octets(), 16),
+        };
+        e.attribute_with(stun::attr::ALTERNATE_SERVER, 4 + n, |v| {
+            v[1] = family;
+            v[2..4].copy_from_slice(&self.alternate.port().to_be_bytes());
+            v[4..].copy_from_slice(&octets[..n]);
+        })?;
         e.fingerprint()
     }
 }

@@ -43,8 +43,8 @@ pub struct ServerConfig {
 }
 
 /// What a shard knows of its flock (built by the host from `crate::flock::Membership`).
-/// Names are split by `NameHash::server_index(servers.len())`.
-#[derive(Clone, Debug)]
+/// Names are split by `NameHash::server_index(servers.len())`. The default is a flock of one.
+#[derive(Clone, Debug, Default)]
 pub struct FlockConfig {
     /// This server's index in `servers`.
     pub me: usize,
@@ -54,12 +54,6 @@ pub struct FlockConfig {
     pub digest: [u8; 32],
     /// Key of MESSAGE-INTEGRITY-SHA256 on peer messages, derived from the flock key.
     pub peer_secret: [u8; 32],
-}
-
-impl Default for FlockConfig {
-    fn default() -> Self {
-        FlockConfig { me: 0, servers: Vec::new(), digest: [0; 32], peer_secret: [0; 32] }
-    }
 }
 
 impl FlockConfig {

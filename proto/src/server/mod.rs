@@ -25,7 +25,7 @@ pub use table::Entry;
 
 use crate::identity::{Fingerprint, FINGERPRINT_PREFIX_LEN};
 use crate::login::{self as lg, Command, Event, SessionId};
-use crate::msg::{self, code, method, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered};
+use crate::msg::{self, code, method, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered, TryAlternate};
 use crate::name::{Name, TableKey};
 use crate::stun::{self, Class, Encoder, Message, MessageType, Method, TransactionId};
 use crate::time::Time;
@@ -102,6 +102,8 @@ pub struct Stats {
     pub signals_duplicate: u64,
     /// SIGNALs for no known session (answered 481 when that is not larger).
     pub signals_unknown_session: u64,
+    /// REGISTERs and KEEPALIVEs for names another server of the flock owns, answered 300.
+    pub redirected: u64,
 }
 
 /// What the server knows about a name.
@@ -216,12 +218,32 @@ impl<E: Entropy> Server<E> {
         ErrorAnswer { code, nonce }.encode(reply, method, txid).ok()
     }
 
+    /// The UDP address of the server owning `name` when it is not this one (flocks of 2+).
+    fn owner_elsewhere(&self, name: &Name) -> Option<SocketAddr> {
+        let f = &self.config.flock;
+        if f.servers.len() <= 1 {
+            return None;
+        }
+        let hash = name.hash();
+        (!f.owns(&hash)).then(|| f.servers[f.owner(&hash)])
+    }
+
+    /// 300 Try-Alternate: checked before any MAC or signature (cheap, keeps no state); `handle`
+    /// still drops it if it were larger than the request.
+    fn try_alternate(&mut self, reply: &mut [u8], method: Method, txid: &TransactionId, owner: SocketAddr) -> Option<usize> {
+        self.stats.redirected += 1;
+        TryAlternate { alternate: owner }.encode(reply, method, txid).ok()
+    }
+
     fn register(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
         let txid = msg.transaction_id();
         let Ok(req) = Register::parse(msg) else {
             self.stats.malformed += 1;
             return None;
         };
+        if let Some(owner) = self.owner_elsewhere(&req.name) {
+            return self.try_alternate(reply, method::REGISTER, txid, owner);
+        }
         // 1. Return routability: a nonce bound to this source, before any expensive work.
         let nonce_err = match req.nonce {
             None => Some(code::NONCE_REQUIRED),
@@ -417,6 +439,9 @@ impl<E: Entropy> Server<E> {
             self.stats.malformed += 1;
             return None;
         };
+        if let Some(owner) = self.owner_elsewhere(&req.name) {
+            return self.try_alternate(reply, method::KEEPALIVE, txid, owner);
+        }
         if self.keys.proof.verify_token(&req.name, &req.identity, src, &req.token, now.as_secs()).is_err() {
             self.stats.tokens_refused += 1;
             return self.error(reply, method::KEEPALIVE, txid, code::REREGISTER, None);

@@ -58,6 +58,8 @@ impl Entropy for SystemEntropy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub state: State,
+    /// The server in use (the owner of the name once a 300 redirected us).
+    pub server: SocketAddr,
     pub mapped: Option<SocketAddr>,
     pub stats: Stats,
     /// Events not delivered because the channel was full.
@@ -99,6 +101,7 @@ pub fn spawn(config: ApplianceConfig, key: Ed25519KeyPair, bind: SocketAddr) -> 
     let machine = Appliance::new(config, key, SystemEntropy::new());
     let status = Arc::new(Mutex::new(Status {
         state: machine.state(),
+        server: machine.server(),
         mapped: None,
         stats: Stats::default(),
         events_dropped: 0,
@@ -282,6 +285,7 @@ async fn run(
         {
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             s.state = machine.state();
+            s.server = machine.server();
             s.mapped = machine.mapped();
             s.stats.clone_from(machine.stats());
             s.events_dropped = events_dropped;

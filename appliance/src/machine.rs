@@ -16,6 +16,13 @@
 //!                 └──────────── pause over ────────┘          441 ──► Registering
 //! ```
 //!
+//! A flock splits names over its servers; the appliance may be configured with any of them. A
+//! server that does not own the name answers 300 Try-Alternate with the owner's address: the
+//! appliance registers there and keeps using it (keep-alives go there). It follows a 300 only
+//! from the server it sent to, only to a unicast address, and at most [`MAX_REDIRECTS`] times
+//! in a row; past that (a loop, a misconfigured flock) it pauses like after a refusal. Every
+//! pause ends at the configured server again, so a flock whose list changed is followed anew.
+//!
 //! Every request is a STUN transaction: sent, then retransmitted after `rto_initial`, doubling up
 //! to `rto_max`, until answered or `give_up_after` has passed ([`Event::GaveUp`], then a pause).
 //! A CHECK from the flock (signed by the pinned flock key, for our name) is answered at once, to
@@ -28,7 +35,7 @@
 use crate::login::{self, Authenticator, Candidate, Decision, Login, LoginRequest, SessionFailure, SessionNonce, SignalError};
 use flock_proto::identity::{self, Fingerprint, PUBLIC_KEY_LEN};
 use flock_proto::login::wire::{self as login_wire, Outbound};
-use flock_proto::msg::{self, code, method, Check, ErrorAnswer, Keepalive, KeptAlive, Registered};
+use flock_proto::msg::{self, code, method, Check, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate};
 use flock_proto::entropy::Entropy;
 use flock_proto::stun::{Class, Message, TransactionId};
 use flock_proto::token::{canonical, Nonce, Token};
@@ -56,6 +63,11 @@ const MAX_IMMEDIATE_NONCE_RETRIES: u32 = 3;
 /// replayed from spoofed sources cannot make the appliance a (slightly amplifying) reflector.
 const CHECK_ANSWER_BURST: u32 = 8;
 const CHECK_ANSWER_REFILL: Duration = Duration::from_secs(1);
+/// 300 Try-Alternate answers followed in a row before pausing (one is enough in a sane flock;
+/// more allow for a list that changes while the appliance registers).
+pub const MAX_REDIRECTS: u32 = 3;
+/// Peers remembered for `only_known_peers` (the servers, and whoever we answered).
+const MAX_KNOWN_PEERS: usize = 16;
 /// Shortest keep-alive interval taken from a server (a broken one must not make us spin).
 pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -95,6 +107,10 @@ pub struct ApplianceConfig {
     /// sources) allowed in a burst, then one per `login_answer_refill`.
     pub login_answer_burst: u32,
     pub login_answer_refill: Duration,
+    /// Drop every datagram from an address we have not sent to ourselves, as a restrictive NAT
+    /// (endpoint-dependent filtering) would: a server that did not get our registration cannot
+    /// reach us. Off by default; tests use it to force a relay through the owning server.
+    pub only_known_peers: bool,
 }
 
 impl ApplianceConfig {
@@ -117,6 +133,7 @@ impl ApplianceConfig {
             session_timeout: Duration::from_secs(120),
             login_answer_burst: 16,
             login_answer_refill: Duration::from_millis(250),
+            only_known_peers: false,
         }
     }
 }
@@ -136,6 +153,9 @@ pub enum Event {
     /// The server refused a request with this error code (403 bad signature, 409 name taken,
     /// 440 clock skew, 508 server full, ...). The appliance pauses, then registers again.
     Refused { code: u16 },
+    /// The server at `from` does not own our name and sent us to `to` (300 Try-Alternate):
+    /// registering there now.
+    Redirected { from: SocketAddr, to: SocketAddr },
     /// A CHECK from the flock was answered (to `from`).
     CheckAnswered { from: SocketAddr },
     /// A request went unanswered for `give_up_after`. The appliance pauses, then registers again.
@@ -170,6 +190,7 @@ impl fmt::Display for Event {
             Event::KeptAlive { mapped } => write!(f, "kept alive, seen at {mapped}"),
             Event::TokenRefused => write!(f, "token refused, registering again"),
             Event::Refused { code } => write!(f, "refused: {code} {}", code::reason(*code)),
+            Event::Redirected { from, to } => write!(f, "redirected by {from} to the owning server {to}"),
             Event::CheckAnswered { from } => write!(f, "answered a check from {from}"),
             Event::GaveUp => write!(f, "gave up: no answer from the server"),
             Event::LoginAccepted { session, persona } => write!(f, "log-in {} accepted as {persona:?}", session_short(session)),
@@ -229,6 +250,10 @@ pub struct Stats {
     pub checks_dropped: u64,
     pub gave_up: u64,
     pub refused: u64,
+    /// 300 Try-Alternate answers followed.
+    pub redirects: u64,
+    /// Datagrams dropped by `only_known_peers`.
+    pub unknown_peer_dropped: u64,
     pub personas_answered: u64,
     pub logins_accepted: u64,
     /// CONNECTs answered 460, 461 or 508 (retransmissions not counted).
@@ -331,6 +356,12 @@ pub struct Appliance {
     config: ApplianceConfig,
     key: Ed25519KeyPair,
     fingerprint: Fingerprint,
+    /// The server registered with: the configured one, or the owner it sent us to.
+    server: SocketAddr,
+    /// 300s followed since the last registration or pause.
+    redirects: u32,
+    /// Where we sent datagrams (most recent last), for `only_known_peers`.
+    known_peers: VecDeque<SocketAddr>,
     entropy: Box<dyn Entropy + Send>,
     phase: Phase,
     nonce: Option<Nonce>,
@@ -364,6 +395,9 @@ impl Appliance {
         let login = Login::new(config.login_answer_burst, config.login_answer_refill);
         Appliance {
             keepalive_interval: config.keepalive_interval,
+            server: config.server,
+            redirects: 0,
+            known_peers: VecDeque::new(),
             config,
             key,
             fingerprint,
@@ -408,6 +442,11 @@ impl Appliance {
         }
     }
 
+    /// The server in use: the configured one, or the owner of our name it redirected us to.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
     /// The address the server last saw us at.
     pub fn mapped(&self) -> Option<SocketAddr> {
         self.mapped
@@ -425,6 +464,10 @@ impl Appliance {
     /// Takes in a datagram received from `src`.
     pub fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8]) {
         self.stats.received += 1;
+        if self.config.only_known_peers && !self.known_peers.contains(&canonical(src)) {
+            self.stats.unknown_peer_dropped += 1;
+            return;
+        }
         let Ok(m) = Message::parse(datagram) else {
             self.stats.ignored += 1;
             return;
@@ -445,7 +488,7 @@ impl Appliance {
             }
             return;
         }
-        if canonical(src) != canonical(self.config.server) {
+        if canonical(src) != canonical(self.server) {
             self.stats.ignored += 1;
             return;
         }
@@ -462,6 +505,24 @@ impl Appliance {
     /// Writes the next datagram to send into `buf` (use [`MAX_DATAGRAM`] bytes); returns its
     /// destination and length. Call until `None` after each `handle` and `handle_timeout`.
     pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let sent = self.next_transmit(now, buf)?;
+        self.sent_to(sent.0);
+        Some(sent)
+    }
+
+    fn sent_to(&mut self, dst: SocketAddr) {
+        let dst = canonical(dst);
+        if self.known_peers.back() == Some(&dst) {
+            return;
+        }
+        self.known_peers.retain(|p| *p != dst);
+        if self.known_peers.len() >= MAX_KNOWN_PEERS {
+            self.known_peers.pop_front();
+        }
+        self.known_peers.push_back(dst);
+    }
+
+    fn next_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         if matches!(self.phase, Phase::Starting) {
             self.start_registering(now);
         }
@@ -501,7 +562,7 @@ impl Appliance {
         if retransmission {
             self.stats.retransmitted += 1;
         }
-        Some((self.config.server, n))
+        Some((self.server, n))
     }
 
     /// When `handle_timeout` must next run (`None`: only a datagram can wake the appliance).
@@ -679,11 +740,37 @@ impl Appliance {
 
     /// Pauses before registering again (backoff over consecutive failures).
     fn pause(&mut self, now: Time) {
+        self.use_server(self.config.server);
+        self.redirects = 0;
         let doublings = self.failures.min(20);
         self.failures = self.failures.saturating_add(1);
         let base = self.config.retry_pause.saturating_mul(1 << doublings).min(self.config.retry_pause_max);
         let wait = self.jittered(base);
         self.phase = Phase::Paused { until: now + wait };
+    }
+
+    /// Switches servers; tokens and nonces are bound to the server that issued them.
+    fn use_server(&mut self, server: SocketAddr) {
+        if canonical(server) != canonical(self.server) {
+            self.server = server;
+            self.token = None;
+            self.nonce = None;
+        }
+    }
+
+    /// A 300 from the server we sent to: register at the owner it names, unless the address is
+    /// unusable, points back at the same server, or we have followed too many in a row (then
+    /// it counts as a refusal: pause, then start over at the configured server).
+    fn try_alternate(&mut self, now: Time, to: SocketAddr) {
+        if !unicast(to) || canonical(to) == canonical(self.server) || self.redirects >= MAX_REDIRECTS {
+            self.refused(now, code::TRY_ALTERNATE);
+            return;
+        }
+        self.redirects += 1;
+        self.stats.redirects += 1;
+        self.event(Event::Redirected { from: self.server, to });
+        self.use_server(to);
+        self.start_registering(now);
     }
 
     fn give_up(&mut self, now: Time) {
@@ -722,6 +809,7 @@ impl Appliance {
                 self.keepalive_interval = Duration::from_millis(u64::from(r.keepalive_interval_ms)).max(MIN_KEEPALIVE_INTERVAL);
             }
             self.failures = 0;
+            self.redirects = 0;
             self.saw_mapped(r.mapped);
             self.event(Event::Registered { mapped: r.mapped });
             self.schedule_keepalive(now);
@@ -732,6 +820,11 @@ impl Appliance {
             return false;
         }
         let Ok(e) = ErrorAnswer::parse(m) else { return false };
+        if e.code == code::TRY_ALTERNATE {
+            let Ok(t) = TryAlternate::parse(m) else { return false };
+            self.try_alternate(now, t.alternate);
+            return true;
+        }
         match (e.code, e.nonce) {
             (code::NONCE_REQUIRED | code::STALE_NONCE, Some(nonce)) => {
                 self.nonce = Some(nonce);
@@ -771,6 +864,12 @@ impl Appliance {
             return true;
         }
         let Ok(e) = ErrorAnswer::parse(m) else { return false };
+        if e.code == code::TRY_ALTERNATE {
+            // The flock's list changed since we registered: the name has a new owner.
+            let Ok(t) = TryAlternate::parse(m) else { return false };
+            self.try_alternate(now, t.alternate);
+            return true;
+        }
         if e.code == code::REREGISTER {
             self.token = None;
             self.event(Event::TokenRefused);
@@ -800,6 +899,16 @@ impl Appliance {
         self.stats.checks_answered += 1;
         self.event(Event::CheckAnswered { from: src });
     }
+}
+
+/// An address a 300 may send us to: a unicast IP and a port.
+fn unicast(a: SocketAddr) -> bool {
+    let ip = canonical(a).ip();
+    let multi = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => v6.is_multicast(),
+    };
+    a.port() != 0 && !ip.is_unspecified() && !multi
 }
 
 /// Clock difference tolerated when judging the expiry of a CHECK, PERSONAS or CONNECT (10 min).

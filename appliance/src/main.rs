@@ -580,6 +580,7 @@ impl Output {
             Event::Refused { code: c } => {
                 json(&[("event", J::S("refused")), n, ("code", J::N(u64::from(*c))), ("reason", J::S(code::reason(*c)))])
             }
+            Event::Redirected { from, to } => json(&[("event", J::S("redirected")), n, ("from", J::A(*from)), ("to", J::A(*to))]),
             Event::CheckAnswered { from } => json(&[("event", J::S("check_answered")), n, ("from", J::A(*from))]),
             Event::GaveUp => json(&[("event", J::S("gave_up")), n]),
             Event::LoginAccepted { session, persona } => {

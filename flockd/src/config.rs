@@ -1,5 +1,6 @@
 //! flockd's configuration: embedded defaults, then a TOML file, then command-line flags.
 
+use flock_proto::flock::{Member, Membership};
 use flock_proto::server::{LoginConfig, PolicyConfig, ServerConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -39,6 +40,31 @@ pub struct Config {
     /// The websocket gateway (see ws/src/config.rs for every key).
     pub ws: flock_ws::GatewayConfig,
     pub plugins: Plugins,
+    /// The servers of the flock (docs/CONFIG.md `[flock]`). Absent: a flock of one.
+    pub flock: Flock,
+}
+
+/// The flock this server belongs to. Every server of a flock has the same `servers` list and
+/// `key_file` contents; only `index` differs (or comes from `--flock-index`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Flock {
+    /// This server's position in `servers`.
+    pub index: usize,
+    /// The shared flock key (Ed25519 PKCS#8, as flockd writes to `data_dir/flock.key`); a
+    /// relative path is relative to the config file. Never created by flockd. Required with
+    /// two or more servers; without it a flock of one uses (and creates) `data_dir/flock.key`.
+    pub key_file: Option<PathBuf>,
+    /// Every server, in flock order: `[[flock.servers]] udp = "…", ws = "…"`. IP addresses
+    /// (the ones appliances reach: `udp` is what a 300 Try-Alternate sends them to).
+    pub servers: Vec<FlockServer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlockServer {
+    pub udp: SocketAddr,
+    pub ws: SocketAddr,
 }
 
 /// Policy plugins (docs/PLUGINS.md). None loaded: every registration and log-in is allowed.
@@ -174,6 +200,7 @@ impl Default for Config {
             ws_enabled: true,
             ws: flock_ws::GatewayConfig { listen: DEFAULT_WS.parse().expect("valid default"), ..Default::default() },
             plugins: Plugins::default(),
+            flock: Flock::default(),
         }
     }
 }
@@ -225,6 +252,11 @@ impl Config {
                 spec.path = dir.join(&spec.path);
             }
         }
+        if let Some(k) = &mut c.flock.key_file {
+            if k.is_relative() {
+                *k = dir.join(&*k);
+            }
+        }
         Ok(c)
     }
 
@@ -249,7 +281,45 @@ impl Config {
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(msg.to_string());
         }
+        self.validate_flock()?;
         self.ws.validate().map_err(|e| format!("ws: {e}"))
+    }
+
+    /// The `[flock]` list, if one is configured (`None`: a flock of one).
+    pub fn membership(&self) -> Option<Membership> {
+        let f = &self.flock;
+        (!f.servers.is_empty()).then(|| Membership { servers: f.servers.iter().map(|s| Member { udp: s.udp, ws: s.ws }).collect(), me: f.index })
+    }
+
+    /// A well-formed list that names this server, and the key every server shares. The bound
+    /// UDP address must be this server's entry, or the unspecified address with its port (behind
+    /// a NAT or a load balancer that keeps the port).
+    fn validate_flock(&self) -> Result<(), String> {
+        let f = &self.flock;
+        let Some(m) = self.membership() else {
+            if f.index != 0 {
+                return Err(format!("flock.index is {} but [flock] lists no servers (a flock of one has index 0)", f.index));
+            }
+            return Ok(());
+        };
+        m.validate().map_err(|e| format!("[flock]: {e}"))?;
+        if m.servers.len() > 1 && f.key_file.is_none() {
+            return Err(format!(
+                "[flock] lists {} servers but no flock.key_file: every server must load the same flock key (see docs/OPERATIONS.md)",
+                m.servers.len()
+            ));
+        }
+        let own = m.servers[m.me].udp;
+        if self.udp != own && !(self.udp.ip().is_unspecified() && self.udp.port() == own.port()) {
+            return Err(format!(
+                "udp {} is not this server's address in [flock]: server {} is {own} (bind {own}, or {}:{})",
+                self.udp,
+                m.me,
+                if own.is_ipv4() { "0.0.0.0" } else { "[::]" },
+                own.port()
+            ));
+        }
+        Ok(())
     }
 
     /// The shard settings for one of `cores` cores: bounds are split evenly.
@@ -285,7 +355,7 @@ impl Config {
             },
             // Turned on by flockd when plugins with those hooks are loaded.
             policy: PolicyConfig::default(),
-            // Set by flockd from `[flock]` (a flock of one until then).
+            // Set by flockd from `[flock]` once the flock key is loaded (it keys the peers).
             flock: Default::default(),
         }
     }
@@ -311,6 +381,7 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
     check(running.stun != new.stun, "[stun]");
     check(running.login != new.login, "[login]");
     check(running.ws_enabled != new.ws_enabled, "ws_enabled");
+    check(running.flock != new.flock, "[flock]");
     let p = (&running.plugins, &new.plugins);
     check(p.0.threads != p.1.threads || p.0.queue != p.1.queue || p.0.budget != p.1.budget, "plugins.threads/queue/budget");
     check(!same_plugin_list(&p.0.load, &p.1.load), "the plugin list ([[plugins.load]] paths)");
@@ -380,6 +451,49 @@ mod tests {
         let mut c = Config::default();
         c.timers.keepalive_interval = Duration::from_secs(90);
         assert!(c.validate().unwrap_err().contains("keepalive_interval"));
+    }
+
+    fn flock_config(index: usize, udp: &str) -> Config {
+        let text = format!(
+            "udp = \"{udp}\"\n[flock]\nindex = {index}\nkey_file = \"k/flock.key\"\n\
+             [[flock.servers]]\nudp = \"10.0.0.1:3478\"\nws = \"10.0.0.1:8080\"\n\
+             [[flock.servers]]\nudp = \"10.0.0.2:3478\"\nws = \"10.0.0.2:8080\"\n"
+        );
+        let dir = std::env::temp_dir().join(format!("flockd-config-{}-{index}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flockd.toml");
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.flock.key_file.as_deref(), Some(dir.join("k/flock.key").as_path()), "relative to the config file");
+        std::fs::remove_dir_all(&dir).unwrap();
+        c
+    }
+
+    #[test]
+    fn flock_section_is_checked() {
+        flock_config(1, "10.0.0.2:3478").validate().unwrap();
+        flock_config(0, "0.0.0.0:3478").validate().unwrap();
+        let m = flock_config(1, "10.0.0.2:3478").membership().unwrap();
+        assert_eq!((m.me, m.servers.len(), m.servers[0].ws.port()), (1, 2, 8080));
+        let err = |c: Config| c.validate().unwrap_err();
+        assert!(err(flock_config(2, "10.0.0.2:3478")).contains("index 2 is not in the list of 2 servers"));
+        let e = err(flock_config(0, "10.0.0.2:3478"));
+        assert!(e.contains("udp 10.0.0.2:3478 is not this server's address in [flock]: server 0 is 10.0.0.1:3478"), "{e}");
+        assert!(err(flock_config(0, "0.0.0.0:3479")).contains("not this server's address"));
+        let mut c = flock_config(0, "10.0.0.1:3478");
+        c.flock.key_file = None;
+        assert!(err(c.clone()).contains("no flock.key_file"));
+        c.flock.servers.truncate(1);
+        c.validate().expect("one server may use data_dir/flock.key");
+        c.flock.servers[0].udp = "10.0.0.1:0".parse().unwrap();
+        assert!(err(c.clone()).contains("unusable udp address 10.0.0.1:0"));
+        let mut c = flock_config(0, "10.0.0.1:3478");
+        c.flock.servers[1].udp = c.flock.servers[0].udp;
+        assert!(err(c).contains("servers 0 and 1 have the same udp address"));
+        let c = Config { flock: Flock { index: 1, ..Flock::default() }, ..Config::default() };
+        assert!(err(c).contains("flock.index is 1 but [flock] lists no servers"));
+        Config::default().validate().unwrap();
+        assert!(Config::default().membership().is_none());
     }
 
     #[test]

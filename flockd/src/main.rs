@@ -13,7 +13,7 @@ mod shard;
 use clap::Parser;
 use config::Config;
 use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, EngineHandle};
-use flock_proto::server::Keys;
+use flock_proto::server::{FlockConfig, Keys};
 use flock_proto::token::ProofKeys;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +70,10 @@ struct Args {
     /// Log filter, e.g. "info", "debug", "flockd=debug".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// This server's index in the `[flock]` server list (overrides `[flock] index`; e.g. a
+    /// StatefulSet pod's ordinal, or a systemd instance name).
+    #[arg(long, value_name = "N")]
+    flock_index: Option<usize>,
     /// Print the flock public key (hex) from the data directory and exit.
     #[arg(long)]
     print_flock_key: bool,
@@ -140,6 +144,9 @@ fn settings(args: &Args) -> Result<Config, String> {
     if let Some(v) = &args.log {
         c.log = v.clone();
     }
+    if let Some(v) = args.flock_index {
+        c.flock.index = v;
+    }
     c.validate()?;
     Ok(c)
 }
@@ -148,7 +155,7 @@ fn run(args: Args) -> Result<(), String> {
     let c = settings(&args)?;
     // Before any thread starts (the plugin runner's included), so that all inherit the mask.
     let signals = block_signals();
-    let secrets = secrets::Secrets::load_or_create(&c.data_dir)?;
+    let secrets = secrets::Secrets::load_or_create(&c.data_dir, c.flock.key_file.as_deref())?;
     let flock_pub = flock_proto::identity::to_hex(&flock_proto::identity::public_key(&secrets.flock_key));
     if args.print_flock_key {
         println!("{flock_pub}");
@@ -166,6 +173,12 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot start the plugin threads: {e}"))?,
     );
     let core_policy = with_plugins.then(|| Arc::new(policy::CorePolicy { runner: runner.clone(), commander: std::sync::OnceLock::new() }));
+    let flock = match c.membership() {
+        Some(m) => m.flock_config(secrets.peer_secret),
+        None => FlockConfig { peer_secret: secrets.peer_secret, ..FlockConfig::default() },
+    };
+    let flock_digest = if flock.servers.is_empty() { "none".to_string() } else { flock_proto::identity::to_hex(&flock.digest[..4]) };
+    let (flock_index, flock_servers) = (flock.me, flock.size());
     let keys = Keys { proof: ProofKeys::from_secret(&secrets.server_secret), flock: Arc::new(secrets.flock_key) };
     let cpus = if !c.cpus.is_empty() {
         CpuChoice::List(c.cpus.clone())
@@ -186,6 +199,7 @@ fn run(args: Args) -> Result<(), String> {
     let for_snapshots = snapshots.clone();
     let engine = Engine::start(engine_config, move |core, cores| {
         let mut config = settings.shard(cores);
+        config.flock = flock.clone();
         config.policy.admission = for_cores.is_some();
         config.policy.audit = for_cores.is_some();
         for_snapshots.init(cores);
@@ -225,6 +239,9 @@ fn run(args: Args) -> Result<(), String> {
         recv_buffer = buffers.recv_bytes,
         data_dir = %c.data_dir.display(),
         flock_key = %flock_pub,
+        flock_index,
+        flock_servers,
+        flock_digest = %flock_digest,
         "flockd ready"
     );
 

@@ -3,7 +3,8 @@
 //!
 //! - `server.secret`: 32 random bytes, hex. Keys the keep-alive tokens and nonces: keep it
 //!   across restarts, or every appliance must register again.
-//! - `flock.key`: the flock's Ed25519 key pair (PKCS#8 v2, DER). Shared by all servers of a flock.
+//! - `flock.key`: the flock's Ed25519 key pair (PKCS#8 v2, DER). Shared by all servers of a flock;
+//!   with `[flock] key_file` that file is read instead (and never created).
 //! - `flock.pub`: its public key, hex; appliances pin it (`flock-appliance --flock-key @flock.pub`).
 
 use flock_proto::identity::{from_hex, public_key, to_hex};
@@ -17,11 +18,14 @@ use std::path::Path;
 pub struct Secrets {
     pub server_secret: [u8; 32],
     pub flock_key: Ed25519KeyPair,
+    /// Keys peer messages; derived from the flock key file's bytes (`flock_proto::flock::peer_secret`).
+    pub peer_secret: [u8; 32],
 }
 
 impl Secrets {
-    /// Loads the secrets from `dir`, creating the directory and any missing file.
-    pub fn load_or_create(dir: &Path) -> Result<Secrets, String> {
+    /// Loads the secrets from `dir`, creating the directory and any missing file; the flock key
+    /// comes from `key_file` when given (it must exist: a made-up key would split the flock).
+    pub fn load_or_create(dir: &Path, key_file: Option<&Path>) -> Result<Secrets, String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         let rng = SystemRandom::new();
         let secret_path = dir.join("server.secret");
@@ -37,21 +41,23 @@ impl Secrets {
             write_private(&secret_path, format!("{}\n", to_hex(&s)).as_bytes())?;
             s
         };
-        let key_path = dir.join("flock.key");
-        let flock_key = if key_path.exists() {
-            let der = fs::read(&key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
-            Ed25519KeyPair::from_pkcs8(&der).map_err(|e| format!("{} is not an Ed25519 PKCS#8 key: {e}", key_path.display()))?
+        let key_path = key_file.map_or_else(|| dir.join("flock.key"), Path::to_path_buf);
+        let der = if key_path.exists() || key_file.is_some() {
+            fs::read(&key_path).map_err(|e| format!("cannot read the flock key {}: {e}", key_path.display()))?
         } else {
             let der = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_string())?;
             write_private(&key_path, der.as_ref())?;
-            Ed25519KeyPair::from_pkcs8(der.as_ref()).map_err(|e| format!("generated key unreadable: {e}"))?
+            der.as_ref().to_vec()
         };
+        let flock_key =
+            Ed25519KeyPair::from_pkcs8(&der).map_err(|e| format!("{} is not an Ed25519 PKCS#8 key: {e}", key_path.display()))?;
+        let peer_secret = flock_proto::flock::peer_secret(&der);
         let pub_path = dir.join("flock.pub");
         let pub_hex = format!("{}\n", to_hex(&public_key(&flock_key)));
         if fs::read_to_string(&pub_path).ok().as_deref() != Some(pub_hex.as_str()) {
             fs::write(&pub_path, pub_hex).map_err(|e| format!("cannot write {}: {e}", pub_path.display()))?;
         }
-        Ok(Secrets { server_secret, flock_key })
+        Ok(Secrets { server_secret, flock_key, peer_secret })
     }
 }
 
@@ -73,14 +79,37 @@ mod tests {
     fn created_once_then_reused() {
         let dir = std::env::temp_dir().join(format!("flockd-secrets-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let a = Secrets::load_or_create(&dir).unwrap();
-        let b = Secrets::load_or_create(&dir).unwrap();
+        let a = Secrets::load_or_create(&dir, None).unwrap();
+        let b = Secrets::load_or_create(&dir, None).unwrap();
         assert_eq!(a.server_secret, b.server_secret);
+        assert_eq!(a.peer_secret, b.peer_secret);
         assert_eq!(public_key(&a.flock_key), public_key(&b.flock_key));
         let mode = fs::metadata(dir.join("server.secret")).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         fs::write(dir.join("server.secret"), "nonsense").unwrap();
-        assert!(Secrets::load_or_create(&dir).err().expect("refused").contains("64 hex"));
+        assert!(Secrets::load_or_create(&dir, None).err().expect("refused").contains("64 hex"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_file_is_read_never_created() {
+        let dir = std::env::temp_dir().join(format!("flockd-keyfile-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let shared = dir.join("shared.key");
+        let e = Secrets::load_or_create(&a, Some(&shared)).err().expect("missing key file");
+        assert!(e.contains("cannot read the flock key") && e.contains("shared.key"), "{e}");
+        assert!(!shared.exists());
+        let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        fs::write(&shared, der.as_ref()).unwrap();
+        let (x, y) = (Secrets::load_or_create(&a, Some(&shared)).unwrap(), Secrets::load_or_create(&b, Some(&shared)).unwrap());
+        assert_eq!(public_key(&x.flock_key), public_key(&y.flock_key));
+        assert_eq!(x.peer_secret, y.peer_secret, "same key file, same peer secret");
+        assert_ne!(x.server_secret, y.server_secret, "server secrets stay per server");
+        assert!(!a.join("flock.key").exists());
+        assert_eq!(fs::read_to_string(a.join("flock.pub")).unwrap().trim(), to_hex(&public_key(&x.flock_key)));
+        fs::write(&shared, b"junk").unwrap();
+        assert!(Secrets::load_or_create(&a, Some(&shared)).err().expect("junk").contains("not an Ed25519 PKCS#8 key"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! clients, and appliances from the SDK. Every wait here is bounded.
 
 pub mod browser;
+pub mod flock;
 pub mod lossy_proxy;
 pub mod webrtc_peer;
 

@@ -54,6 +54,7 @@ impl Code {
             Failure::Timeout => (Code::Timeout, "the appliance went silent"),
             Failure::Busy => (Code::Busy, "the server is at its session bound; try again later"),
             Failure::Malformed => (Code::Malformed, "the request made no sense in this state"),
+            Failure::OwnerDown => (Code::OwnerDown, "the server owning this appliance's name cannot be reached"),
         }
     }
 }

@@ -98,6 +98,8 @@ pub enum Failure {
     Busy,
     /// The command made no sense in this state, or the appliance sent something unusable.
     Malformed,
+    /// Another server of the flock owns the name and did not answer (or refused us).
+    OwnerDown,
 }
 
 /// Owning core → gateway.

@@ -7,6 +7,7 @@
 //! until `give_up_after`. Answers are found by transaction id, the appliance's SIGNALs by session
 //! nonce. Timers are a min-heap with lazy deletion, as in `checks`.
 
+use super::peers::{Located, Origin, Peers, Where};
 use super::persona_cache::PersonaCache;
 use super::{ServerConfig, Stats};
 use crate::entropy::Entropy;
@@ -15,7 +16,6 @@ use crate::login::{Candidate, Command, Event, Failure, Personas, SessionId, Sess
 use crate::name::{Name, TableKey};
 use crate::stun::{Class, Message, TransactionId};
 use crate::time::Time;
-use crate::token::canonical;
 use core::time::Duration;
 use hashbrown::HashMap;
 use ring::signature::Ed25519KeyPair;
@@ -32,10 +32,11 @@ pub(crate) struct Ctx<'a> {
     pub flock: &'a Ed25519KeyPair,
     pub entropy: &'a mut dyn Entropy,
     pub stats: &'a mut Stats,
+    pub peers: &'a Peers,
 }
 
-/// The live registration's address for a table key.
-pub(crate) type Lookup<'a> = &'a dyn Fn(&TableKey) -> Option<SocketAddr>;
+/// Where the appliance of a name is: our own table, the LOOKUP cache, or ask its owner.
+pub(crate) type Lookup<'a> = &'a dyn Fn(&Name) -> Where;
 
 /// Sizes of the log-in tables of a shard (all bounded by `max_sessions` or the cache bound).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +66,13 @@ impl Drop for Wiped {
     }
 }
 
+impl Wiped {
+    /// These bytes wrapped in a RELAY for the owner (the original is wiped).
+    fn relayed(mut self, peers: &Peers) -> Vec<u8> {
+        peers.wrap(&self.0).unwrap_or_else(|| std::mem::take(&mut self.0))
+    }
+}
+
 fn wipe(bytes: &mut [u8]) {
     bytes.fill(0);
     // Keeps the stores from being optimized away as dead.
@@ -78,6 +86,8 @@ struct Request {
     next_send: Time,
     rto: Duration,
     give_up: Time,
+    /// Transmissions so far.
+    sends: u32,
 }
 
 /// Persona list being fetched.
@@ -145,6 +155,8 @@ impl Signalling {
 }
 
 enum Phase {
+    /// The name is owned by another server: waiting for its LOOKUP answer.
+    Locating,
     Personas(Fetch),
     /// Personas delivered, or credentials rejected: waiting for `Login`.
     Ready,
@@ -157,6 +169,10 @@ struct Session {
     key: TableKey,
     /// The appliance: requests go there, and only answers from there count.
     addr: SocketAddr,
+    /// The server owning the name, when it is not us (its LOOKUP found `addr`).
+    owner: Option<usize>,
+    /// Requests go wrapped in RELAY through `owner`: the appliance did not answer us directly.
+    relayed: bool,
     expires: Time,
     /// Time of this session's live heap item; `NEVER` when none is live.
     timer: Time,
@@ -169,6 +185,27 @@ struct Session {
 }
 
 impl Session {
+    /// The appliance left the first PERSONAS unanswered `relay_after` times, and the name is
+    /// owned elsewhere: its NAT may drop what it never sent to, so try through the owner.
+    fn relay_due(&self, cx: &Ctx<'_>) -> bool {
+        let first = matches!(&self.phase, Phase::Personas(f) if !f.started);
+        let sends = self.request.as_ref().map_or(0, |r| r.sends);
+        first && self.owner.is_some() && !self.relayed && sends > cx.peers.config.relay_after
+    }
+
+    /// Relays every request of this session from now on, the outstanding one first.
+    fn relay_from_now(&mut self, cx: &mut Ctx<'_>) {
+        self.relayed = true;
+        cx.stats.relay_fallbacks += 1;
+        let Some(r) = &mut self.request else { return };
+        if let Some(b) = cx.peers.wrap(&r.bytes.0) {
+            r.bytes = Wiped(b);
+        }
+        let rto = cx.config.rto_initial.max(Duration::from_millis(1));
+        r.next_send = (cx.now + rto).min(r.give_up);
+        r.rto = (rto * 2).min(cx.config.rto_max.max(rto));
+    }
+
     fn next_event(&self) -> Time {
         let mut t = self.expires;
         if let Some(r) = &self.request {
@@ -194,6 +231,7 @@ enum Step {
 /// ack was lost), and that retransmission is acknowledged again rather than left to time out.
 struct Finished {
     addr: SocketAddr,
+    owner: Option<usize>,
     next_in: u32,
     until: Time,
 }
@@ -279,13 +317,13 @@ impl Login {
             return self.settle(cx, id, s, Step::Fail(Failure::Malformed));
         }
         let key = name.hash().table_key();
-        let refused = match lookup(&key) {
-            None => Err(Failure::UnknownAppliance),
-            Some(_) if self.sessions.len() >= cx.config.login.max_sessions => Err(Failure::Busy),
-            Some(addr) => Ok(addr),
+        let refused = match lookup(&name) {
+            Where::Unknown => Err(Failure::UnknownAppliance),
+            _ if self.sessions.len() >= cx.config.login.max_sessions => Err(Failure::Busy),
+            found => Ok(found),
         };
-        let addr = match refused {
-            Ok(addr) => addr,
+        let found = match refused {
+            Ok(found) => found,
             Err(f) => {
                 cx.stats.sessions_failed += 1;
                 self.events.push_back((id, Event::Failed(f)));
@@ -294,10 +332,17 @@ impl Login {
         };
         cx.stats.sessions_opened += 1;
         let known = self.cache.checksum(&key);
+        let (addr, owner) = match found {
+            Where::At { addr, owner } => (addr, owner),
+            Where::Ask { owner } => (cx.peers.servers[owner], Some(owner)),
+            Where::Unknown => unreachable!("refused above"),
+        };
         let mut s = Session {
             name,
             key,
             addr,
+            owner,
+            relayed: false,
             expires: cx.now + cx.config.login.session_lifetime,
             timer: NEVER,
             queued: false,
@@ -306,7 +351,49 @@ impl Login {
             attempts: 0,
             nonce: None,
         };
-        let step = self.ask_personas(cx, id, &mut s, 0, known);
+        let step = match found {
+            Where::Ask { .. } => self.locate(cx, id, &mut s),
+            _ => self.ask_personas(cx, id, &mut s, 0, known),
+        };
+        self.settle(cx, id, s, step);
+    }
+
+    /// Asks the owner of the session's name where its appliance is (`located` takes the answer).
+    fn locate(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session) -> Step {
+        let txid = Self::txid(cx);
+        let rto = cx.config.rto_initial.max(Duration::from_millis(1));
+        let Some((bytes, give_up)) = cx.peers.lookup_request(&txid, &s.name, cx.now, rto, cx.config.rto_max) else {
+            return Step::Fail(Failure::Malformed);
+        };
+        s.phase = Phase::Locating;
+        cx.stats.lookups_sent += 1;
+        self.send_until(cx, id, s, txid, bytes, give_up);
+        Step::Keep
+    }
+
+    /// The owner's LOOKUP answer for the session waiting on `txid`.
+    pub(crate) fn located(&mut self, cx: &mut Ctx<'_>, txid: &TransactionId, from: usize, located: Located) {
+        let found = self.by_txid.get(txid).copied();
+        let Some((id, mut s)) = found.and_then(|id| Some((id, self.sessions.remove(&id)?))) else {
+            cx.stats.ignored += 1;
+            return;
+        };
+        let step = if !matches!(s.phase, Phase::Locating) || s.owner != Some(from) {
+            cx.stats.ignored += 1;
+            Step::Keep
+        } else {
+            self.clear_request(&mut s);
+            match located {
+                Located::At(addr) => {
+                    s.addr = addr;
+                    let known = self.cache.checksum(&s.key);
+                    s.phase = Phase::Personas(Fetch { known, ..Fetch::default() });
+                    self.ask_personas(cx, id, &mut s, 0, known)
+                }
+                Located::Unknown => Step::Fail(Failure::UnknownAppliance),
+                Located::Refused => Step::Fail(Failure::OwnerDown),
+            }
+        };
         self.settle(cx, id, s, step);
     }
 
@@ -329,7 +416,7 @@ impl Login {
                 cx.stats.sessions_done += 1;
                 self.forget(id, &s);
                 if let (Some(nonce), Phase::Connected(c)) = (s.nonce, &s.phase) {
-                    self.remember_finished(cx, nonce, Finished { addr: s.addr, next_in: c.next_in, until: cx.now + cx.config.login.give_up_after });
+                    self.remember_finished(cx, nonce, Finished { addr: s.addr, owner: s.owner, next_in: c.next_in, until: cx.now + cx.config.login.give_up_after });
                 }
                 self.events.push_back((id, Event::Done));
             }
@@ -356,8 +443,8 @@ impl Login {
     }
 
     /// True when `sig` repeats a SIGNAL of a session that finished lately, from its appliance.
-    fn finished_duplicate(&self, now: Time, sig: &Signal<'_>, src: SocketAddr) -> bool {
-        self.finished.get(&sig.session).is_some_and(|f| f.until > now && sig.seq < f.next_in && canonical(src) == canonical(f.addr))
+    fn finished_duplicate(&self, now: Time, sig: &Signal<'_>, src: Origin) -> bool {
+        self.finished.get(&sig.session).is_some_and(|f| f.until > now && sig.seq < f.next_in && src.is(f.addr, f.owner))
     }
 
     /// Drops the lookups that lead to a session that is (being) removed.
@@ -374,15 +461,24 @@ impl Login {
 
     /// Makes `bytes` the session's outstanding request and queues it for sending.
     fn send(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, txid: TransactionId, bytes: Vec<u8>) {
+        let give_up = cx.now + cx.config.login.give_up_after;
+        let bytes = match s.relayed {
+            true => Wiped(bytes).relayed(cx.peers),
+            false => bytes,
+        };
+        self.send_until(cx, id, s, txid, bytes, give_up);
+    }
+
+    fn send_until(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, txid: TransactionId, bytes: Vec<u8>, give_up: Time) {
         self.clear_request(s);
         let rto = cx.config.rto_initial.max(Duration::from_millis(1));
-        let give_up = cx.now + cx.config.login.give_up_after;
         s.request = Some(Request {
             txid,
             bytes: Wiped(bytes),
             next_send: (cx.now + rto).min(give_up),
             rto: (rto * 2).min(cx.config.rto_max.max(rto)),
             give_up,
+            sends: 1,
         });
         self.by_txid.insert(txid, id);
         self.transmit_soon(id, s);
@@ -424,7 +520,7 @@ impl Login {
             return Step::Fail(Failure::Malformed);
         }
         // Follow an appliance that moved since the personas were fetched.
-        if let Some(addr) = lookup(&s.key) {
+        if let Where::At { addr, .. } = lookup(&s.name) {
             s.addr = addr;
         }
         let txid = Self::txid(cx);
@@ -500,7 +596,7 @@ impl Login {
     }
 
     /// A log-in datagram for this shard; an answer for `src` goes to `reply`.
-    pub(crate) fn datagram(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+    pub(crate) fn datagram(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: Origin, reply: &mut [u8]) -> Option<usize> {
         match msg.class() {
             Class::Request if msg.method() == method::SIGNAL => self.signal_in(cx, msg, src, reply),
             Class::Success | Class::Error => {
@@ -515,13 +611,13 @@ impl Login {
     }
 
     /// An answer to one of our requests (PERSONAS chunk, CONNECT or SIGNAL ack).
-    fn answer(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: SocketAddr) {
+    fn answer(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: Origin) {
         let found = self.by_txid.get(msg.transaction_id()).copied();
         let Some((id, mut s)) = found.and_then(|id| Some((id, self.sessions.remove(&id)?))) else {
             cx.stats.ignored += 1;
             return;
         };
-        let step = if canonical(src) != canonical(s.addr) {
+        let step = if !src.is(s.addr, s.owner) || matches!(s.phase, Phase::Locating) {
             cx.stats.ignored += 1;
             Step::Keep
         } else if msg.method() == method::PERSONAS {
@@ -626,7 +722,7 @@ impl Login {
     }
 
     /// A SIGNAL from an appliance: taken in order, acknowledged in `reply`.
-    fn signal_in(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+    fn signal_in(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: Origin, reply: &mut [u8]) -> Option<usize> {
         let Ok(sig) = Signal::parse(msg) else {
             cx.stats.malformed += 1;
             return None;
@@ -642,7 +738,7 @@ impl Login {
             cx.stats.signals_unknown_session += 1;
             return ack(Some(code::UNKNOWN_SESSION)).encode(reply, msg.transaction_id()).ok();
         };
-        let (step, acked) = if canonical(src) != canonical(s.addr) || sig.name != s.name {
+        let (step, acked) = if !src.is(s.addr, s.owner) || sig.name != s.name {
             // Only the session's appliance may speak for it; stay silent to anyone else.
             cx.stats.ignored += 1;
             (Step::Keep, false)
@@ -720,7 +816,7 @@ impl Login {
     }
 
     /// Next log-in request to send: `(destination, length)` written to `buf`.
-    pub(crate) fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+    pub(crate) fn poll_transmit(&mut self, buf: &mut [u8], peers: &Peers) -> Option<(SocketAddr, usize)> {
         while let Some(id) = self.outgoing.pop_front() {
             let Some(s) = self.sessions.get_mut(&id) else { continue };
             if !s.queued {
@@ -731,7 +827,13 @@ impl Login {
             let bytes = &r.bytes.0;
             if let Some(dst) = buf.get_mut(..bytes.len()) {
                 dst.copy_from_slice(bytes);
-                return Some((s.addr, bytes.len()));
+                // LOOKUPs and relayed requests go to the owner.
+                let to = match (&s.phase, s.owner) {
+                    (Phase::Locating, Some(o)) => o,
+                    (_, Some(o)) if s.relayed => o,
+                    _ => return Some((s.addr, bytes.len())),
+                };
+                return Some((*peers.servers.get(to)?, bytes.len()));
             }
         }
         None
@@ -770,16 +872,25 @@ impl Login {
             return Step::Fail(Failure::Timeout);
         }
         let connected = matches!(s.phase, Phase::Connected(_));
+        let locating = matches!(s.phase, Phase::Locating);
         let mut resend = false;
         if let Some(r) = &mut s.request {
             if now >= r.give_up {
-                return Step::Fail(if connected { Failure::Timeout } else { Failure::Unreachable });
+                return Step::Fail(match () {
+                    _ if locating => Failure::OwnerDown,
+                    _ if connected => Failure::Timeout,
+                    _ => Failure::Unreachable,
+                });
             }
             if now >= r.next_send {
                 r.next_send = (now + r.rto).min(r.give_up);
                 r.rto = (r.rto * 2).min(cx.config.rto_max.max(r.rto));
+                r.sends += 1;
                 resend = true;
             }
+        }
+        if resend && s.relay_due(cx) {
+            s.relay_from_now(cx);
         }
         if resend {
             cx.stats.retransmits += 1;

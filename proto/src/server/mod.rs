@@ -12,14 +12,17 @@
 mod checks;
 mod config;
 mod login;
+mod peers;
 mod persona_cache;
 mod policy;
 mod ratelimit;
+mod relay;
 mod table;
 
 pub use config::{FlockConfig, LoginConfig, PolicyConfig, ServerConfig};
 pub use policy::PolicyEvent;
 pub use login::LoginOccupancy;
+pub use peers::{PeerAlarm, PeerConfig};
 pub use crate::entropy::Entropy;
 pub use table::Entry;
 
@@ -104,6 +107,27 @@ pub struct Stats {
     pub signals_unknown_session: u64,
     /// REGISTERs and KEEPALIVEs for names another server of the flock owns, answered 300.
     pub redirected: u64,
+    /// Peer messages dropped: MESSAGE-INTEGRITY-SHA256 missing or wrong.
+    pub peer_bad_integrity: u64,
+    /// Verified peer messages from an index that is not a peer or from another address.
+    pub peer_unknown_source: u64,
+    /// Peer messages (or LOOKUP refusals) showing another membership list: log as an error.
+    pub peer_digest_mismatch: u64,
+    /// LOOKUPs sent for sessions whose name another server owns (cache misses).
+    pub lookups_sent: u64,
+    /// LOOKUPs answered for peers (found or not).
+    pub lookups_answered: u64,
+    /// Sessions that fell back to relaying through the owner.
+    pub relay_fallbacks: u64,
+    /// Owner: datagrams relayed to appliances, and appliances' datagrams relayed back to peers.
+    pub relayed_to_appliance: u64,
+    pub relayed_to_peer: u64,
+    /// Serving side: relayed appliance datagrams answered back through the owner.
+    pub relayed_from_appliance: u64,
+    /// RELAYs refused: no live registration, or not from the name's owner.
+    pub relay_refused: u64,
+    /// RELAYs dropped because the relay table was at its bound.
+    pub relay_table_full: u64,
 }
 
 /// What the server knows about a name.
@@ -139,6 +163,8 @@ pub struct Server<E: Entropy> {
     next_sweep: Option<Time>,
     stats: Stats,
     login: login::Login,
+    peers: peers::Peers,
+    relays: relay::Relays,
 }
 
 impl<E: Entropy> Server<E> {
@@ -160,6 +186,8 @@ impl<E: Entropy> Server<E> {
             next_sweep: None,
             stats: Stats::default(),
             login: login::Login::new(&config),
+            peers: peers::Peers::new(&config.flock),
+            relays: relay::Relays::default(),
             config,
             keys,
             entropy,
@@ -184,9 +212,12 @@ impl<E: Entropy> Server<E> {
                 self.check_answer(now, &msg, src);
                 None
             }
+            _ if crate::peer::is_peer(&msg) => self.peer_message(now, &msg, src, reply),
+            // The owner relays an appliance's part of a log-in served by another server.
+            _ if lg::wire::is_login(&msg) && self.relay_from_appliance(now, &msg, src) => None,
             _ if lg::wire::is_login(&msg) => {
-                let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats };
-                self.login.datagram(&mut cx, &msg, src, reply)
+                let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
+                self.login.datagram(&mut cx, &msg, peers::Origin::Addr(src), reply)
             }
             _ => {
                 self.stats.ignored += 1;
@@ -547,15 +578,24 @@ impl<E: Entropy> Server<E> {
                 }
             }
         }
-        self.login.poll_transmit(buf)
+        if let Some(t) = self.relays.poll_transmit(buf) {
+            return Some(t);
+        }
+        self.login.poll_transmit(buf, &self.peers)
     }
 
     /// A command from the websocket gateway for log-in `session`; its outcome comes out of
     /// `poll_event`, requests to the appliance out of `poll_transmit`.
     pub fn command(&mut self, now: Time, session: SessionId, cmd: Command) {
-        let table = &self.table;
-        let lookup = |key: &TableKey| table.get(key, now).map(|e| e.addr());
-        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats };
+        let (table, peers) = (&self.table, &self.peers);
+        let lookup = |name: &Name| {
+            let key = name.hash().table_key();
+            match peers.owner_elsewhere(name) {
+                Some(owner) => peers.cached(now, &key, owner),
+                None => table.get(&key, now).map_or(peers::Where::Unknown, |e| peers::Where::At { addr: e.addr(), owner: None }),
+            }
+        };
+        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
         self.login.command(&mut cx, session, cmd, &lookup);
     }
 
@@ -572,7 +612,7 @@ impl<E: Entropy> Server<E> {
     /// Retransmits checks and log-in requests, ends checks whose window closed and sessions
     /// that gave up, sweeps expired registrations.
     pub fn handle_timeout(&mut self, now: Time) {
-        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats };
+        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
         self.login.handle_timeout(&mut cx);
         while let Some(key) = self.checks.pop_due(now) {
             let Some(p) = self.checks.get(&key) else { continue };
@@ -593,6 +633,8 @@ impl<E: Entropy> Server<E> {
             } else {
                 self.stats.swept += self.table.sweep_step(now) as u64;
             }
+            self.relays.sweep(now);
+            self.peers.sweep(now);
             self.next_sweep = Some(now + self.sweep_step_interval());
         }
     }

@@ -1,0 +1,306 @@
+//! A simulated flock of three servers, a network between them and a fake appliance, in
+//! simulated time, for the peer tests.
+#![allow(dead_code)]
+
+use flock_proto::identity;
+use flock_proto::login::wire::{method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody};
+use flock_proto::login::{Command, Event, SessionId, SessionNonce};
+use flock_proto::server::{FlockConfig, Keys, Server, ServerConfig};
+use flock_proto::stun::{Class, Message};
+use flock_proto::testing::{keypair, Answer, Device, XorShift};
+use flock_proto::token::ProofKeys;
+use flock_proto::{Name, Time};
+use sha2::{Digest, Sha256};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub const T0: Time = Time(1_700_000_000_000);
+pub const HOME: &str = "198.51.100.7:40000";
+pub const LIST: &[u8] = br#"[{"id":"alice","name":"Alice"}]"#;
+pub const SECRET: [u8; 32] = [2; 32];
+pub const DIGEST: [u8; 32] = [1; 32];
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub fn server_addr(i: usize) -> SocketAddr {
+    addr(&format!("10.0.0.{}:7000", i + 1))
+}
+
+pub fn flock(me: usize, digest: [u8; 32]) -> FlockConfig {
+    FlockConfig { me, servers: (0..3).map(server_addr).collect(), digest, peer_secret: SECRET }
+}
+
+/// A name that server `owner` of three owns.
+pub fn name_owned_by(owner: usize, tag: &str) -> Name {
+    (0..).map(|i| format!("{tag}{i}").parse::<Name>().unwrap()).find(|n| n.hash().server_index(3) == owner).unwrap()
+}
+
+/// Answers log-ins as an appliance would; with `only_known`, drops datagrams from addresses it
+/// never sent to (a restrictive NAT).
+pub struct Appliance {
+    pub addr: SocketAddr,
+    pub name: Name,
+    pub only_known: bool,
+    pub known: HashSet<SocketAddr>,
+    pub dropped: usize,
+    /// Everyone it got a datagram from (after the NAT).
+    pub heard: Vec<SocketAddr>,
+    session: Option<(SessionNonce, SocketAddr)>,
+    queue: VecDeque<Vec<u8>>,
+    in_flight: bool,
+    next_seq: u32,
+    pub signals_in: Vec<u32>,
+}
+
+impl Appliance {
+    pub fn new(name: Name, only_known: bool) -> Appliance {
+        Appliance {
+            addr: addr(HOME),
+            name,
+            only_known,
+            known: HashSet::new(),
+            dropped: 0,
+            heard: vec![],
+            session: None,
+            queue: VecDeque::new(),
+            in_flight: false,
+            next_seq: 0,
+            signals_in: vec![],
+        }
+    }
+
+    fn signal(&mut self, body: SignalBody<'_>) -> Vec<u8> {
+        let (nonce, _) = self.session.unwrap();
+        let mut buf = [0u8; 1500];
+        let txid = [0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, self.next_seq as u8];
+        let n = Signal { name: self.name, session: nonce, seq: self.next_seq, body }.encode(&mut buf, &txid).unwrap();
+        self.next_seq += 1;
+        buf[..n].to_vec()
+    }
+
+    fn next_signal(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.in_flight {
+            return None;
+        }
+        let b = self.queue.pop_front()?;
+        self.in_flight = true;
+        let to = self.session.unwrap().1;
+        self.known.insert(to);
+        Some((to, b))
+    }
+
+    /// One datagram in; what the appliance sends back.
+    pub fn handle(&mut self, src: SocketAddr, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        if self.only_known && !self.known.contains(&src) {
+            self.dropped += 1;
+            return vec![];
+        }
+        self.heard.push(src);
+        let m = Message::parse(bytes).expect("parses");
+        let flock_pk = identity::public_key(&keypair(200));
+        let mut buf = [0u8; 1500];
+        let mut out = vec![];
+        match (m.method(), m.class()) {
+            (x, Class::Request) if x == method::PERSONAS => {
+                let r = PersonasRequest::parse(&m).unwrap();
+                assert!(r.from_flock(&flock_pk));
+                let sum: [u8; 32] = Sha256::digest(LIST).into();
+                let data = if r.known == Some(sum) { &[][..] } else { &LIST[r.offset as usize..] };
+                let c = PersonasChunk { name: r.name, checksum: sum, total: LIST.len() as u32, offset: r.offset, credentials_required: false, data };
+                let n = c.encode(&mut buf, m.transaction_id()).unwrap();
+                out.push((src, buf[..n].to_vec()));
+            }
+            (x, Class::Request) if x == method::CONNECT => {
+                let c = Connect::parse(&m).unwrap();
+                assert!(c.from_flock(&flock_pk));
+                let n = Ack { method: method::CONNECT, name: c.name, session: c.session, seq: None, error: None }.encode(&mut buf, m.transaction_id()).unwrap();
+                out.push((src, buf[..n].to_vec()));
+                if self.session.is_none() {
+                    self.session = Some((c.session, src));
+                    let sdp = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n";
+                    let offer = self.signal(SignalBody::Sdp { offset: 0, total: sdp.len() as u32, data: sdp });
+                    let cand = self.signal(SignalBody::Candidate { candidate: "candidate:1 1 udp 1 192.0.2.7 50000 typ host", mid: Some("0") });
+                    let end = self.signal(SignalBody::EndOfCandidates);
+                    self.queue.extend([offer, cand, end]);
+                    out.extend(self.next_signal());
+                }
+            }
+            (x, Class::Request) if x == method::SIGNAL => {
+                let s = Signal::parse(&m).unwrap();
+                assert_eq!(Some(s.session), self.session.map(|s| s.0));
+                if !self.signals_in.contains(&s.seq) {
+                    self.signals_in.push(s.seq);
+                }
+                let n = Ack { method: method::SIGNAL, name: s.name, session: s.session, seq: Some(s.seq), error: None }.encode(&mut buf, m.transaction_id()).unwrap();
+                out.push((src, buf[..n].to_vec()));
+            }
+            (x, Class::Success) if x == method::SIGNAL => {
+                self.in_flight = false;
+                out.extend(self.next_signal());
+            }
+            other => panic!("appliance got {other:?}"),
+        }
+        for (to, _) in &out {
+            self.known.insert(*to);
+        }
+        out
+    }
+}
+
+pub type S = Server<XorShift>;
+
+pub struct Net {
+    pub now: Time,
+    pub servers: Vec<S>,
+    pub appliance: Appliance,
+    /// Servers cut off the network (nothing in or out).
+    pub down: HashSet<usize>,
+    pub queue: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Every datagram put on the wire: (from, to, bytes).
+    pub log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    pub events: Vec<(usize, SessionId, Event)>,
+}
+
+pub fn keys() -> Keys {
+    Keys { proof: ProofKeys::from_secret(b"server secret"), flock: Arc::new(keypair(200)) }
+}
+
+impl Net {
+    pub fn new(appliance: Appliance, digests: [[u8; 32]; 3]) -> Net {
+        let servers = (0..3)
+            .map(|i| Server::new(ServerConfig { flock: flock(i, digests[i]), ..ServerConfig::default() }, keys(), XorShift(0x9E37_79B9 + i as u64)))
+            .collect();
+        Net { now: T0, servers, appliance, down: HashSet::new(), queue: VecDeque::new(), log: vec![], events: vec![] }
+    }
+
+    /// Registers the appliance at server `owner`.
+    pub fn register(&mut self, owner: usize) {
+        let mut d = Device::new(self.appliance.name.as_str(), 1);
+        let s = &mut self.servers[owner];
+        let src = self.appliance.addr;
+        for _ in 0..2 {
+            let txid = d.txid();
+            let bytes = d.register_bytes(self.now.0, &txid);
+            let mut reply = [0u8; 1500];
+            let a = s.handle(self.now, src, &bytes, &mut reply).map(|n| Answer::read(&reply[..n]));
+            match a {
+                Some(a @ Answer::Error(_)) => d.absorb(&a),
+                Some(Answer::Registered(_)) => {
+                    self.appliance.known.insert(server_addr(owner));
+                    return;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("not registered");
+    }
+
+    fn index(&self, a: SocketAddr) -> Option<usize> {
+        (0..3).find(|&i| server_addr(i) == a)
+    }
+
+    pub fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.log.push((from, to, bytes.clone()));
+        let cut = |a| self.index(a).is_some_and(|i| self.down.contains(&i));
+        if !cut(from) && !cut(to) {
+            self.queue.push_back((from, to, bytes));
+        }
+    }
+
+    /// Delivers everything in flight, and what it causes, at the current time.
+    pub fn settle(&mut self) {
+        for _ in 0..10_000 {
+            for i in 0..3 {
+                let mut buf = [0u8; 2048];
+                while let Some((dst, n)) = self.servers[i].poll_transmit(self.now, &mut buf) {
+                    let b = buf[..n].to_vec();
+                    self.send(server_addr(i), dst, b);
+                }
+                while let Some((id, e)) = self.servers[i].poll_event() {
+                    self.events.push((i, id, e));
+                }
+            }
+            let Some((from, to, bytes)) = self.queue.pop_front() else { return };
+            if to == self.appliance.addr {
+                for (dst, b) in self.appliance.handle(from, &bytes) {
+                    let a = self.appliance.addr;
+                    self.send(a, dst, b);
+                }
+            } else if let Some(i) = self.index(to) {
+                let mut reply = [0u8; 2048];
+                if let Some(n) = self.servers[i].handle(self.now, from, &bytes, &mut reply) {
+                    assert!(n <= bytes.len(), "answer larger than its request");
+                    self.send(to, from, reply[..n].to_vec());
+                }
+            }
+        }
+        panic!("the network does not settle");
+    }
+
+    /// Runs timers up to `until`, settling the network at each.
+    pub fn run_until(&mut self, until: Time) {
+        self.settle();
+        loop {
+            let next = self.servers.iter().filter_map(|s| s.poll_timeout()).min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    for s in &mut self.servers {
+                        if s.poll_timeout().is_some_and(|x| x <= self.now) {
+                            s.handle_timeout(self.now);
+                        }
+                    }
+                    self.settle();
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let t = Time(self.now.0 + ms);
+        self.run_until(t);
+    }
+
+    pub fn command(&mut self, server: usize, id: SessionId, cmd: Command) {
+        self.servers[server].command(self.now, id, cmd);
+        self.settle();
+    }
+
+    /// Events of session `id` at `server` so far (taken).
+    pub fn take(&mut self, server: usize, id: SessionId) -> Vec<Event> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events).into_iter().partition(|(s, i, _)| *s == server && *i == id);
+        self.events = rest;
+        mine.into_iter().map(|(_, _, e)| e).collect()
+    }
+
+    /// Datagrams sent from `from` to `to` so far, with a given STUN method.
+    pub fn count(&self, from: SocketAddr, to: SocketAddr, method: flock_proto::stun::Method) -> usize {
+        self.log.iter().filter(|(f, t, b)| *f == from && *t == to && Message::parse(b).is_ok_and(|m| m.method() == method)).count()
+    }
+
+    /// A whole log-in at `server` for session `id`: personas, login, signalling both ways, done.
+    pub fn full_login(&mut self, server: usize, id: SessionId) {
+        let name = self.appliance.name;
+        self.command(server, id, Command::Open { name });
+        self.run_for(5_000);
+        let ev = self.take(server, id);
+        assert!(matches!(ev.as_slice(), [Event::Personas(_)]), "{ev:?}");
+        self.command(server, id, Command::Login { persona: "alice".into(), credential: "pwd:x".into() });
+        self.run_for(5_000);
+        let ev = self.take(server, id);
+        assert!(matches!(ev.first(), Some(Event::Accepted)), "{ev:?}");
+        assert!(ev.iter().any(|e| matches!(e, Event::Offer { .. })), "{ev:?}");
+        assert!(matches!(ev.last(), Some(Event::EndOfCandidates)), "{ev:?}");
+        self.command(server, id, Command::Answer { sdp: "v=0\r\n".into() });
+        self.command(server, id, Command::Candidate(flock_proto::login::Candidate { candidate: "candidate:2 1 udp 1 192.0.2.9 1 typ host".into(), mid: None }));
+        self.command(server, id, Command::EndOfCandidates);
+        self.run_for(5_000);
+        assert_eq!(self.take(server, id), vec![Event::Done]);
+        assert_eq!(self.appliance.signals_in, vec![0, 1, 2], "the browser's answer, candidate and end arrived");
+    }
+}

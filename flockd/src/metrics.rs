@@ -5,11 +5,11 @@
 //! core copies them into its slot of [`CoreSnapshots`] from its timer path, at most every
 //! [`PUBLISH_EVERY`], so server figures lag by up to that much. Engine counters are read live.
 //!
-//! Labels are only `core`, `direction`, `reason` and `outcome`, all from fixed sets: never a
-//! name, a user or an address.
+//! Labels are only `core`, `direction`, `reason`, `outcome` and (the plugin hook latency
+//! histogram) `hook` and `le`, all from fixed sets: never a name, a user or an address.
 
 use flock_engine::{CoreStats, EngineHandle};
-use flock_plugins::{Runner, RunnerStats};
+use flock_plugins::{Hook, Latency, Runner, RunnerStats, LATENCY_BOUNDS};
 use flock_proto::server::{Entropy, LoginOccupancy, Server, Stats};
 use flock_ws::MetricKind::{Counter, Gauge};
 use flock_ws::{write_metric, MetricKind, MetricsSource};
@@ -87,6 +87,7 @@ impl MetricsSource for FlockMetrics {
         }
         render_cores(out, &self.cores.read());
         render_runner(out, &self.runner.stats());
+        render_latency(out, &Hook::ALL.map(|h| (h, self.runner.latency(h))));
         if let Some(rss) = resident_bytes() {
             write_metric(out, "flock_process_resident_memory_bytes", Gauge, "Resident memory of the flockd process (VmRSS).", [(&[][..], rss)]);
         }
@@ -204,6 +205,32 @@ fn render_runner(out: &mut String, s: &RunnerStats) {
     one(out, "flock_plugin_audit_dropped_total", "Audit events dropped because the audit queue was full.", s.audit_dropped);
 }
 
+/// The plugin runner's per-hook latency histograms, as one Prometheus histogram family
+/// (`write_metric` knows only counters and gauges: written here by hand).
+fn render_latency(out: &mut String, hooks: &[(Hook, Latency)]) {
+    use std::fmt::Write;
+    let name = "flock_plugin_hook_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time the plugin chain took to run a hook call, by hook (on the plugin thread; queueing not included, overruns included when they end).\n# TYPE {name} histogram"
+    );
+    for (hook, l) in hooks {
+        let hook = hook.name();
+        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{hook=\"{hook}\",le=\"{}\"}} {}", seconds(*bound), l.cumulative(i));
+        }
+        let _ = writeln!(out, "{name}_bucket{{hook=\"{hook}\",le=\"+Inf\"}} {}", l.count());
+        let _ = writeln!(out, "{name}_sum{{hook=\"{hook}\"}} {}", seconds(l.sum));
+        let _ = writeln!(out, "{name}_count{{hook=\"{hook}\"}} {}", l.count());
+    }
+}
+
+/// `d` in seconds, exact to the nanosecond, without trailing zeros (`0.00005`, `1`, `1.5009`).
+fn seconds(d: Duration) -> String {
+    let s = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// VmRSS of this process, bytes (Linux).
 fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -231,14 +258,21 @@ mod tests {
                 continue;
             }
             let name = line.split(['{', ' ']).next().unwrap();
-            assert!(families.contains_key(name), "sample before its TYPE: {line}");
+            let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|f| families.get(*f).is_some_and(|k| k == "histogram"));
+            assert!(families.contains_key(name) || histogram.is_some(), "sample before its TYPE: {line}");
             if let Some(labels) = line.split_once('{').map(|(_, l)| l.split_once('}').unwrap().0) {
                 for pair in labels.split(',') {
                     let key = pair.split_once('=').unwrap().0;
-                    assert!(["core", "direction", "reason", "outcome"].contains(&key), "{line}");
+                    let allowed: &[&str] = if histogram.is_some() { &["hook", "le"] } else { &["core", "direction", "reason", "outcome"] };
+                    assert!(allowed.contains(&key), "{line}");
                 }
             }
-            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap_or_else(|_| panic!("{line}"));
+            let value = line.rsplit(' ').next().unwrap();
+            if name.ends_with("_sum") && histogram.is_some() {
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+            } else {
+                value.parse::<u64>().unwrap_or_else(|_| panic!("{line}"));
+            }
         }
     }
 
@@ -268,6 +302,7 @@ mod tests {
         assert!(out.contains("flock_login_persona_cache_total{core=\"1\",outcome=\"hit\"} 2\n"), "{out}");
         assert!(!out.contains("core=\"0\""), "core 0 has not published: {out}");
         assert!(out.contains("flock_plugin_calls_total 0\n"), "{out}");
+        assert!(out.contains("flock_plugin_hook_seconds_count{hook=\"authorize_login\"} 0\n"), "{out}");
         assert!(out.contains("flock_process_resident_memory_bytes "), "{out}");
     }
 
@@ -288,5 +323,33 @@ mod tests {
             assert!(out.contains(line), "no {line:?} in {out}");
         }
         assert!(!out.contains("core=\"1\",reason=\"kernel\""), "{out}");
+    }
+
+    #[test]
+    fn renders_hook_latency_as_a_histogram() {
+        let mut login = Latency::default();
+        login.buckets[0] = 3; // ≤ 50 µs
+        login.buckets[4] = 1; // ≤ 1 ms
+        login.buckets[LATENCY_BOUNDS.len()] = 1; // over 1 s
+        login.sum = Duration::from_micros(1_500_900);
+        let hooks = Hook::ALL.map(|h| (h, if h == Hook::AuthorizeLogin { login } else { Latency::default() }));
+        let mut out = String::new();
+        render_latency(&mut out, &hooks);
+        check_exposition(&out);
+        for line in [
+            "# TYPE flock_plugin_hook_seconds histogram\n",
+            "flock_plugin_hook_seconds_bucket{hook=\"authorize_login\",le=\"0.00005\"} 3\n",
+            "flock_plugin_hook_seconds_bucket{hook=\"authorize_login\",le=\"0.0005\"} 3\n",
+            "flock_plugin_hook_seconds_bucket{hook=\"authorize_login\",le=\"0.001\"} 4\n",
+            "flock_plugin_hook_seconds_bucket{hook=\"authorize_login\",le=\"1\"} 4\n",
+            "flock_plugin_hook_seconds_bucket{hook=\"authorize_login\",le=\"+Inf\"} 5\n",
+            "flock_plugin_hook_seconds_sum{hook=\"authorize_login\"} 1.5009\n",
+            "flock_plugin_hook_seconds_count{hook=\"authorize_login\"} 5\n",
+            "flock_plugin_hook_seconds_count{hook=\"audit\"} 0\n",
+            "flock_plugin_hook_seconds_bucket{hook=\"admit_registration\",le=\"+Inf\"} 0\n",
+        ] {
+            assert!(out.contains(line), "no {line:?} in {out}");
+        }
+        assert_eq!(out.lines().filter(|l| l.starts_with("flock_plugin_hook_seconds_bucket{hook=\"filter_personas\"")).count(), LATENCY_BOUNDS.len() + 1);
     }
 }

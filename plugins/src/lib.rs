@@ -24,7 +24,7 @@ mod types;
 mod view;
 
 pub use loader::{LoadError, LoadErrorKind, PluginSpec, Plugins};
-pub use runner::{Answer, Pending, Runner, RunnerStats};
+pub use runner::{Answer, Hook, Latency, Pending, Runner, RunnerStats, LATENCY_BOUNDS};
 pub use types::{AuditEvent, LoginAttempt, Persona, PersonaQuery, Registration, Verdict};
 
 /// The directory holding `flock_plugin.h`, for building C plugins.

@@ -4,6 +4,10 @@
 //! overruns its budget, or finds the queue full, is answered `Deny` (filters: `None`, show no
 //! persona); a late result is discarded. Audit events go to their own thread, in order,
 //! dropped when its queue is full.
+//!
+//! Besides its counters, the runner keeps a latency histogram per hook ([`Runner::latency`]):
+//! how long the plugin chain took to run each call, on the thread that ran it. Fixed buckets,
+//! atomics only, nothing allocated per call, and no label but the hook.
 
 use crate::deadline::Deadlines;
 use crate::loader::Plugins;
@@ -46,6 +50,83 @@ struct Counters {
     timeouts: AtomicU64,
     queue_full: AtomicU64,
     audit_dropped: AtomicU64,
+    /// Indexed by `Hook as usize`.
+    latency: [Histogram; 4],
+}
+
+/// A hook of the chain, for [`Runner::latency`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    AdmitRegistration = 0,
+    AuthorizeLogin = 1,
+    FilterPersonas = 2,
+    Audit = 3,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 4] = [Hook::AdmitRegistration, Hook::AuthorizeLogin, Hook::FilterPersonas, Hook::Audit];
+
+    /// The hook's name in the ABI (and the `hook` label in flockd's `/metrics`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::AdmitRegistration => "admit_registration",
+            Hook::AuthorizeLogin => "authorize_login",
+            Hook::FilterPersonas => "filter_personas",
+            Hook::Audit => "audit",
+        }
+    }
+}
+
+/// Upper bounds (inclusive) of the latency buckets, 50 µs to 1 s; a last bucket holds the rest.
+pub const LATENCY_BOUNDS: [Duration; 14] = {
+    const fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+    [
+        us(50), us(100), us(250), us(500), us(1_000), us(2_500), us(5_000), us(10_000), us(25_000), us(50_000),
+        us(100_000), us(250_000), us(500_000), us(1_000_000),
+    ]
+};
+
+/// How long one hook's runs took: a histogram over [`LATENCY_BOUNDS`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Runs per bucket (not cumulative): `buckets[i]` took at most `LATENCY_BOUNDS[i]` and more
+    /// than the bound before; the last one, more than 1 s.
+    pub buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    /// Total time of those runs.
+    pub sum: Duration,
+}
+
+impl Latency {
+    /// Runs observed (the sum of the buckets).
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Runs that took at most `LATENCY_BOUNDS[i]` (Prometheus' `le` buckets); `i ==
+    /// LATENCY_BOUNDS.len()` is every run.
+    pub fn cumulative(&self, i: usize) -> u64 {
+        self.buckets[..=i].iter().sum()
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, took: Duration) {
+        let i = LATENCY_BOUNDS.iter().position(|b| took <= *b).unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn read(&self) -> Latency {
+        Latency { buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)), sum: Duration::from_nanos(self.sum_ns.load(Relaxed)) }
+    }
 }
 
 /// Threads, only when there are plugins.
@@ -103,8 +184,9 @@ impl Runner {
     pub fn new(plugins: Arc<Plugins>, threads: usize, queue: usize, budget: Duration) -> std::io::Result<Runner> {
         let with_audit = plugins.has_audit();
         let plugins: Current = Arc::new(RwLock::new(plugins));
-        let pool = if current(&plugins).is_empty() { None } else { Some(start(&plugins, with_audit, threads, queue)?) };
-        Ok(Runner { plugins, budget, counters: Arc::default(), pool })
+        let counters: Arc<Counters> = Arc::default();
+        let pool = if current(&plugins).is_empty() { None } else { Some(start(&plugins, &counters, with_audit, threads, queue)?) };
+        Ok(Runner { plugins, budget, counters, pool })
     }
 
     /// The chain in use now.
@@ -128,15 +210,15 @@ impl Runner {
     /// `done` runs exactly once, on a runner thread (or on the caller's, when there are no
     /// plugins or the queue is full): keep it short, e.g. send to the core that asked.
     pub fn admit_registration_then(&self, r: Registration, done: impl FnOnce(Verdict) + Send + 'static) {
-        self.submit(move |p| p.admit_registration(&r), Box::new(done));
+        self.submit(Hook::AdmitRegistration, move |p| p.admit_registration(&r), Box::new(done));
     }
 
     pub fn authorize_login_then(&self, l: LoginAttempt, done: impl FnOnce(Verdict) + Send + 'static) {
-        self.submit(move |p| p.authorize_login(&l), Box::new(done));
+        self.submit(Hook::AuthorizeLogin, move |p| p.authorize_login(&l), Box::new(done));
     }
 
     pub fn filter_personas_then(&self, q: PersonaQuery, done: impl FnOnce(Option<Vec<bool>>) + Send + 'static) {
-        self.submit(move |p| p.filter_personas(&q), Box::new(done));
+        self.submit(Hook::FilterPersonas, move |p| p.filter_personas(&q), Box::new(done));
     }
 
     /// Asks now; the answer is awaited on any executor (the budget runs from this call).
@@ -174,7 +256,15 @@ impl Runner {
         }
     }
 
-    fn submit<T: Answer>(&self, work: impl FnOnce(&Plugins) -> T + Send + 'static, done: Done<T>) {
+    /// How long `hook`'s runs took since start: the whole chain, on the thread that ran it
+    /// (queueing not included; runs that overran the budget are included when they end; calls
+    /// that never ran — queue full, expired while queued — are not). Nothing is observed when
+    /// there are no plugins.
+    pub fn latency(&self, hook: Hook) -> Latency {
+        self.counters.latency[hook as usize].read()
+    }
+
+    fn submit<T: Answer>(&self, hook: Hook, work: impl FnOnce(&Plugins) -> T + Send + 'static, done: Done<T>) {
         let counters = self.counters.clone();
         counters.calls.fetch_add(1, Relaxed);
         let done: Done<T> = Box::new(move |v: T| {
@@ -189,12 +279,15 @@ impl Runner {
         let slot = Arc::new(Mutex::new(Some(done)));
         let take = |s: &Mutex<Option<Done<T>>>| s.lock().unwrap_or_else(PoisonError::into_inner).take();
         let job_slot = slot.clone();
+        let job_counters = self.counters.clone();
         let job: Job = Box::new(move || {
             // Answered at the deadline while it queued: do not run it at all.
             if job_slot.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
                 return;
             }
+            let started = Instant::now();
             let v = work(&plugins);
+            job_counters.latency[hook as usize].observe(started.elapsed());
             if let Some(done) = take(&job_slot) {
                 done(v);
             }
@@ -216,7 +309,7 @@ impl Runner {
     }
 }
 
-fn start(plugins: &Current, with_audit: bool, threads: usize, queue: usize) -> std::io::Result<Pool> {
+fn start(plugins: &Current, counters: &Arc<Counters>, with_audit: bool, threads: usize, queue: usize) -> std::io::Result<Pool> {
     let (jobs, rx) = sync_channel::<Job>(queue.max(1));
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..threads.max(1) {
@@ -226,9 +319,12 @@ fn start(plugins: &Current, with_audit: bool, threads: usize, queue: usize) -> s
     let audit = if with_audit {
         let (tx, rx) = sync_channel::<AuditEvent>(queue.max(1));
         let plugins = plugins.clone();
+        let counters = counters.clone();
         std::thread::Builder::new().name("flock-plugin-audit".into()).spawn(move || {
             for e in rx {
+                let started = Instant::now();
                 current(&plugins).audit(&e);
+                counters.latency[Hook::Audit as usize].observe(started.elapsed());
             }
         })?;
         Some(tx)
@@ -269,5 +365,41 @@ impl<T: Answer> Future for Pending<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or_else(|_| T::fail()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_their_buckets() {
+        let h = Histogram::default();
+        for us in [0, 50, 51, 999, 1_000, 1_000_000, 1_000_001, 30_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let l = h.read();
+        assert_eq!(l.count(), 8);
+        assert_eq!(l.buckets[0], 2, "0 and 50 µs (bounds are inclusive): {l:?}");
+        assert_eq!(l.buckets[1], 1, "51 µs");
+        assert_eq!(l.buckets[4], 2, "999 µs and 1 ms");
+        assert_eq!(l.buckets[13], 1, "1 s");
+        assert_eq!(l.buckets[14], 2, "over 1 s");
+        assert_eq!(l.cumulative(4), 5);
+        assert_eq!(l.cumulative(LATENCY_BOUNDS.len()), 8);
+        assert_eq!(l.sum, Duration::from_micros(50 + 51 + 999 + 1_000 + 1_000_000 + 1_000_001 + 30_000_000));
+        assert!(LATENCY_BOUNDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn no_plugins_observe_nothing() {
+        let r = Runner::new(Arc::new(Plugins::none()), 1, 1, Duration::from_millis(10)).unwrap();
+        let l = LoginAttempt { appliance: "box".into(), persona: "alice".into(), client: "192.0.2.1:1".parse().unwrap(), origin: None };
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.authorize_login_then(l, move |v| tx.send(v).unwrap());
+        assert_eq!(rx.try_recv(), Ok(Verdict::Allow), "answered at once, on this thread");
+        for hook in Hook::ALL {
+            assert_eq!(r.latency(hook), Latency::default(), "{hook:?}");
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! `/metrics` on a real flockd: an SDK appliance registers and keeps alive, and the scrape shows
-//! the registration, the keep-alives and the packets, per core, with no name or address in it.
+//! the registration, the keep-alives and the packets, per core, with no name or address in it;
+//! with a plugin loaded, a log-in shows in the per-hook latency histogram.
+mod ws_client;
+
 use flock_appliance::Event;
 use flock_tests::{appliance, wait_event, Flockd};
 use std::io::{Read, Write};
@@ -70,7 +73,9 @@ async fn a_scrape_shows_registrations_and_packets_but_no_names() {
         if let Some((_, labels)) = line.split_once('{') {
             for pair in labels.split_once('}').unwrap().0.split(',') {
                 let key = pair.split_once('=').unwrap().0;
-                assert!(["core", "direction", "reason", "outcome"].contains(&key), "{line}");
+                let allowed: &[&str] =
+                    if line.starts_with("flock_plugin_hook_seconds_") { &["hook", "le"] } else { &["core", "direction", "reason", "outcome"] };
+                assert!(allowed.contains(&key), "{line}");
             }
         }
     }
@@ -85,4 +90,55 @@ fn metrics_can_be_turned_off() {
     let server = Flockd::start(&["--config", config.to_str().unwrap()]);
     assert_eq!(get(server.ws.unwrap(), "/metrics").0, 404);
     assert_eq!(get(server.ws.unwrap(), "/healthz").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_hook_latencies_show_as_a_histogram_per_hook() {
+    use ws_client::*;
+    let dir = flock_tests::TempDir::new("metrics-hooks");
+    let lib = flock_plugins::testing::plugin_lib("flock-plugin-login-ratelimit");
+    let toml = format!("[[plugins.load]]\npath = {:?}\nconfig = \"per_ip=60/min,burst=10\"\n", lib.display().to_string());
+    std::fs::write(dir.0.join("flockd.toml"), toml).unwrap();
+    let config = dir.0.join("flockd.toml");
+    let server = Flockd::start(&["--config", config.to_str().unwrap()]);
+    let ws = server.ws.unwrap();
+    let name = "metrics-hooked-box";
+    let mut h = appliance(&server, name, 8);
+    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+    let _app = run_appliance(h, LIST, Behaviour::Mute);
+    for (password, outcome) in [("wonderland", "accepted"), ("guess", "rejected")] {
+        let mut b = Browser::connect(ws).await;
+        b.open(name).await;
+        b.expect("personas").await;
+        b.login("alice", password).await;
+        b.expect(outcome).await;
+    }
+
+    let (status, _, text) = get(ws, "/metrics");
+    assert_eq!(status, 200);
+    assert!(text.contains("# TYPE flock_plugin_hook_seconds histogram\n"), "{text}");
+    let hook = |h: &str| format!("hook=\"{h}\"");
+    let login = hook("authorize_login");
+    // The rate-limit plugin only limits log-ins, but the runner times the whole chain for every
+    // hook it is asked: persona lists and the registration's admission too.
+    assert_eq!(sum(&text, "flock_plugin_hook_seconds_count", &[&login]), 2, "{text}");
+    assert_eq!(sum(&text, "flock_plugin_hook_seconds_bucket", &[&login, "le=\"+Inf\""]), 2, "{text}");
+    assert!(sum(&text, "flock_plugin_hook_seconds_count", &[&hook("filter_personas")]) >= 2, "{text}");
+    assert!(sum(&text, "flock_plugin_hook_seconds_count", &[&hook("admit_registration")]) >= 1, "{text}");
+    // Audit events (registered, log-ins) go to the SDK's default audit hook, which does nothing.
+    assert!(sum(&text, "flock_plugin_hook_seconds_count", &[&hook("audit")]) >= 1, "{text}");
+    // Buckets are cumulative and end at the count; the sum is in seconds.
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("flock_plugin_hook_seconds_bucket{") && l.contains(&login))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), flock_plugins::LATENCY_BOUNDS.len() + 1);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]) && buckets.last() == Some(&2), "{buckets:?}");
+    let sum_line = text.lines().find(|l| l.starts_with("flock_plugin_hook_seconds_sum{") && l.contains(&login)).unwrap();
+    let secs: f64 = sum_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 0.0 && secs < 1.0, "{sum_line}");
+    assert!(sum(&text, "flock_plugin_calls_total", &[]) >= 5, "{text}");
+    assert!(!text.contains(name) && !text.contains("alice"), "{text}");
+    println!("{}", text.lines().filter(|l| l.starts_with("flock_plugin_hook_seconds") && l.contains(&login)).collect::<Vec<_>>().join("\n"));
 }

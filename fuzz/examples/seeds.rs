@@ -163,6 +163,19 @@ fn stun_seeds() -> Vec<(String, Vec<u8>)> {
     push("signal-ack", n, &buf);
     let n = Ack { method: wire::method::SIGNAL, seq: Some(3), error: Some(wire::code::UNKNOWN_SESSION), ..ack }.encode(&mut buf, &TXID).unwrap();
     push("signal-481", n, &buf);
+    // Peer protocol (sealed with the fuzz target's integrity key, so `open` succeeds).
+    let sender = flock_proto::peer::Sender::new(1, [5; 32], b"fuzz integrity key\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    let name: flock_proto::Name = "my-box".parse().unwrap();
+    let n = flock_proto::peer::encode_lookup(&mut buf, &TXID, &name, &sender).unwrap();
+    push("peer-lookup", n, &buf);
+    let n = flock_proto::peer::encode_lookup_found(&mut buf, &TXID, &name, "192.0.2.7:40000".parse().unwrap(), &[3; 12], 41_000, &sender).unwrap();
+    push("peer-lookup-found", n, &buf);
+    let n = flock_proto::peer::encode_lookup_error(&mut buf, &TXID, &name, flock_proto::peer::code::NOT_FOUND, &sender).unwrap();
+    push("peer-lookup-404", n, &buf);
+    let mut inner = [0u8; 1200];
+    let k = Ack { method: wire::method::CONNECT, name, session: [9; 16], seq: None, error: None }.encode(&mut inner, &TXID).unwrap();
+    let n = flock_proto::peer::encode_relay(&mut buf, &inner[..k], &sender).unwrap();
+    push("peer-relay", n, &buf);
     let sdp = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\na=sctp-port:5000\r\n";
     for (i, body) in [
         SignalBody::Sdp { offset: 0, total: sdp.len() as u32, data: sdp },

@@ -115,6 +115,7 @@ pub fn flock_messages(data: &[u8]) {
     // The tail of the input also feeds an SDP reassembly.
     sdp_assembly(data);
     let Ok(m) = Message::parse(data) else { return };
+    peer_views(&m);
     let txid = *m.transaction_id();
     let flock_pk = flock_proto::identity::public_key(flock_key());
     let mut buf = vec![0u8; 4096];
@@ -185,6 +186,51 @@ pub fn flock_messages(data: &[u8]) {
         if let SignalBody::Sdp { offset, total, data } = s.body {
             let _ = SdpAssembly::default().add(offset, total, data, 1 << 16);
         }
+    }
+}
+
+/// The peer protocol's views: opening (integrity under the fuzz key), LOOKUP and RELAY; what
+/// parses re-encodes (sealed with the fuzz key) to the same view.
+fn peer_views(m: &Message<'_>) {
+    use flock_proto::peer::{self, LookupAnswer, LookupRequest, Relay, Sender};
+    let opened = peer::open(m, hmac_key());
+    if opened.is_ok() {
+        assert!(peer::is_peer(m) && m.has_fingerprint());
+    }
+    let sender = Sender::new(1, [5; 32], b"fuzz integrity key\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    let txid = *m.transaction_id();
+    let mut buf = vec![0u8; 4096];
+    let reopen = |b: &[u8]| {
+        let again = Message::parse(b).expect("peer message parses");
+        assert_eq!(peer::open(&again, &sender.key), Ok(peer::Envelope { from: 1, digest: [5; 32] }));
+        b.to_vec()
+    };
+    if let Ok(r) = LookupRequest::parse(m) {
+        let n = peer::encode_lookup(&mut buf, &txid, &r.name, &sender).expect("encode LOOKUP");
+        let bytes = reopen(&buf[..n]);
+        assert_eq!(LookupRequest::parse(&Message::parse(&bytes).unwrap()), Ok(r));
+        assert_eq!(msg::request_name(m), Some(r.name));
+    }
+    if let Ok(a) = LookupAnswer::parse(m) {
+        let n = match a {
+            LookupAnswer::Found { name, addr, identity, lifetime_ms } => peer::encode_lookup_found(&mut buf, &txid, &name, addr, &identity, lifetime_ms, &sender),
+            LookupAnswer::Refused { name, code } => peer::encode_lookup_error(&mut buf, &txid, &name, code, &sender),
+        };
+        if let Ok(n) = n {
+            let bytes = reopen(&buf[..n]);
+            let back = LookupAnswer::parse(&Message::parse(&bytes).unwrap()).unwrap();
+            match (back, a) {
+                (LookupAnswer::Found { addr: x, .. }, LookupAnswer::Found { addr: y, .. }) => assert_eq!(x, flock_proto::token::canonical(y)),
+                (b, a) => assert_eq!(b, a),
+            }
+        }
+    }
+    if let Ok(r) = Relay::parse(m) {
+        assert_eq!(msg::request_name(m), Some(r.name));
+        let n = peer::encode_relay(&mut buf, r.inner.as_bytes(), &sender).expect("encode RELAY");
+        let bytes = reopen(&buf[..n]);
+        let again = Message::parse(&bytes).unwrap();
+        assert_eq!(Relay::parse(&again).unwrap().inner.as_bytes(), r.inner.as_bytes());
     }
 }
 

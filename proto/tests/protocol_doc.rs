@@ -2,8 +2,9 @@
 //! compares; run with `FLOCK_BLESS=1` to rewrite the section after changing the wire format.
 mod support;
 
+use flock_proto::flock::{Member, Membership};
 use flock_proto::identity;
-use flock_proto::msg::{self, code, ErrorAnswer, Keepalive, KeptAlive, Registered};
+use flock_proto::msg::{self, code, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate};
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
 use std::fmt::Write;
@@ -96,6 +97,27 @@ fn render() -> String {
     );
     section("CHECK success", "The appliance's answer: NAME, PUBLIC-KEY, SIGNATURE over the challenge, FINGERPRINT.", &d.answer_check(&check));
     let _ = msg::method::CHECK;
+
+    // A flock of three: the server that does not own `my-box` points at the one that does.
+    let ips = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
+    let owner = d.name.hash().server_index(3);
+    let me = (owner + 1) % 3;
+    let servers = ips.iter().map(|ip| Member { udp: addr(&format!("{ip}:3478")), ws: addr(&format!("{ip}:443")) }).collect();
+    let flock = Membership { servers, me };
+    let mut s = server(ServerConfig { flock: flock.flock_config([0; 32]), ..ServerConfig::default() });
+    d.nonce = None;
+    let req = d.register_bytes(T0.0, &[0x05; 12]);
+    let r = s.handle(T0, src, &req, &mut reply).unwrap();
+    assert_eq!(TryAlternate::parse(&stun::Message::parse(&reply[..r]).unwrap()).unwrap().alternate, flock.servers[owner].udp);
+    section(
+        "REGISTER error 300",
+        &format!(
+            "From server {me} of a flock of three (192.0.2.10–12:3478; `my-box` is server {owner}'s): ERROR-CODE 300 \"Try alternate\", ALTERNATE-SERVER {} (not XORed), FINGERPRINT. The request was the first attempt's with transaction id `05`×12; membership digest `{}`.",
+            flock.servers[owner].udp,
+            identity::to_hex(&flock.digest())
+        ),
+        &reply[..r],
+    );
     out
 }
 

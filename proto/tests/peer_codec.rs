@@ -129,3 +129,46 @@ fn non_peer_messages_are_not_opened() {
     assert!(!peer::is_peer(&m));
     assert_eq!(peer::open(&m, &sender(0, 0).key), Err(PeerError::NotPeer));
 }
+
+/// Hex as docs/PROTOCOL.md shows it: 4-byte groups, 16 bytes a line.
+fn dump(b: &[u8]) -> String {
+    b.chunks(16)
+        .map(|l| l.chunks(4).map(|g| g.iter().map(|x| format!("{x:02x}")).collect::<String>()).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The peer examples of docs/PROTOCOL.md ("Peer protocol"), made by the code: peer secret
+/// `07`×32, digest `d1`×32, sender index 0 (LOOKUP, RELAY) or 1 (answer), name `my-box`.
+fn peer_examples() -> Vec<(&'static str, String)> {
+    let name: Name = "my-box".parse().unwrap();
+    let asker = Sender::new(0, [0xd1; 32], &[7; 32]);
+    let owner = Sender::new(1, [0xd1; 32], &[7; 32]);
+    let txid = [0xc5; 12];
+    let mut buf = [0u8; 1500];
+    let mut out = vec![];
+    let n = encode_lookup(&mut buf, &txid, &name, &asker).unwrap();
+    out.push(("LOOKUP request", dump(&buf[..n])));
+    let n = encode_lookup_found(&mut buf, &txid, &name, "192.0.2.1:32853".parse().unwrap(), &[0x34; 12], 41_000, &owner).unwrap();
+    out.push(("LOOKUP success", dump(&buf[..n])));
+    let n = encode_lookup_error(&mut buf, &txid, &name, code::NOT_FOUND, &owner).unwrap();
+    out.push(("LOOKUP error 404", dump(&buf[..n])));
+    let mut inner = [0u8; 200];
+    let k = Ack { method: lm::CONNECT, name, session: [0x5e; 16], seq: None, error: None }.encode(&mut inner, &[0xa1; 12]).unwrap();
+    let n = encode_relay(&mut buf, &inner[..k], &owner).unwrap();
+    out.push(("RELAY", dump(&buf[..n])));
+    out
+}
+
+#[test]
+fn protocol_doc_shows_the_peer_examples() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md")).unwrap();
+    if std::env::var_os("PRINT_PEER_EXAMPLES").is_some() {
+        for (what, hex) in peer_examples() {
+            println!("### {what} ({} bytes)\n\n```\n{hex}\n```\n", hex.split_whitespace().map(|g| g.len() / 2).sum::<usize>());
+        }
+    }
+    for (what, hex) in peer_examples() {
+        assert!(doc.contains(&hex), "docs/PROTOCOL.md lacks the {what} example:\n{hex}");
+    }
+}

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod flock;
 pub mod lossy_proxy;
+pub mod net;
 pub mod webrtc_peer;
 
 use flock_proto::identity::from_hex;

@@ -3,7 +3,8 @@
 //! client and its datagrams to that address come back through the proxy. Both directions lose,
 //! duplicate and delay (hence reorder) datagrams with the configured odds, drawn from a seeded
 //! RNG so a run is repeatable for a given seed and arrival order. Queues and the client table
-//! are bounded; the proxy runs on its own thread and stops when dropped.
+//! are bounded; the proxy runs on its own thread and stops when dropped. It speaks the
+//! server's family: in front of a server on ::1 it listens on ::1 (and talks to it from ::1).
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -74,16 +75,18 @@ pub struct LossyProxy {
 }
 
 impl LossyProxy {
-    /// Starts a proxy on 127.0.0.1 in front of `upstream` (which must be on loopback).
+    /// Starts a proxy on the loopback address of `upstream`'s family (127.0.0.1 or ::1) in
+    /// front of `upstream` (which must be on loopback).
     pub fn start(upstream: SocketAddr, imp: Impairment) -> LossyProxy {
         assert!(upstream.ip().is_loopback(), "loopback only");
         assert!((0.0..=1.0).contains(&imp.loss) && (0.0..=1.0).contains(&imp.duplicate) && (0.0..=1.0).contains(&imp.reorder));
-        let front = UdpSocket::bind("127.0.0.1:0").expect("bind proxy");
+        let local = SocketAddr::new(upstream.ip(), 0);
+        let front = UdpSocket::bind(local).expect("bind proxy");
         front.set_nonblocking(true).unwrap();
         let addr = front.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ProxyStats::default());
-        let mut worker = Worker { front, upstream, imp, rng: Rng::new(imp.seed), clients: Vec::new(), by_addr: HashMap::new(), queue: Vec::new(), seq: 0, stats: stats.clone() };
+        let mut worker = Worker { front, upstream, local, imp, rng: Rng::new(imp.seed), clients: Vec::new(), by_addr: HashMap::new(), queue: Vec::new(), seq: 0, stats: stats.clone() };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("lossy-proxy".into())
@@ -146,6 +149,8 @@ struct Queued {
 struct Worker {
     front: UdpSocket,
     upstream: SocketAddr,
+    /// Where the per-client sockets bind (the upstream's loopback, any port).
+    local: SocketAddr,
     imp: Impairment,
     rng: Rng,
     /// Per client: its address and its socket towards the server.
@@ -202,7 +207,7 @@ impl Worker {
         if self.clients.len() >= self.imp.max_clients {
             return None;
         }
-        let s = UdpSocket::bind("127.0.0.1:0").ok()?;
+        let s = UdpSocket::bind(self.local).ok()?;
         s.set_nonblocking(true).ok()?;
         self.clients.push((from, s));
         self.by_addr.insert(from, self.clients.len() - 1);

@@ -2,11 +2,13 @@
 //! its registered identity: another key asking for the held name, a captured REGISTER replayed
 //! from elsewhere, a captured keep-alive token replayed from elsewhere, an impostor racing an
 //! address change, and an impostor answering the address-change CHECK (PROTOCOL.md §4.2–§5).
+//! Each runs over IPv4 (`_v4`, 127.0.0.1) and IPv6 (`_v6`, ::1).
 use flock_appliance::Event;
 use flock_proto::msg::{self, code};
 use flock_proto::stun::{Class, Message};
 use flock_proto::testing::{Answer, Device};
-use flock_tests::{appliance, now_ms, raw_client, register_over, request, wait_event, Flockd};
+use flock_tests::net::{appliance, Family, Family::V4, Family::V6};
+use flock_tests::{now_ms, register_over, request, wait_event, Flockd};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -130,8 +132,17 @@ fn drain_until(sock: &UdpSocket, wait: Duration, stop: impl Fn(&[u8]) -> bool) -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_key_never_takes_a_held_name_from_a_live_appliance() {
-    let server = Flockd::start(&["--keepalive-interval", "300ms", "--entry-lifetime", "10s"]);
+async fn another_key_never_takes_a_held_name_from_a_live_appliance_v4() {
+    another_key_never_takes_a_held_name_from_a_live_appliance(V4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_key_never_takes_a_held_name_from_a_live_appliance_v6() {
+    another_key_never_takes_a_held_name_from_a_live_appliance(V6).await;
+}
+
+async fn another_key_never_takes_a_held_name_from_a_live_appliance(fam: Family) {
+    let server = fam.flockd(&["--keepalive-interval", "300ms", "--entry-lifetime", "10s"]);
     let mut owner = appliance(&server, "held-box", 1);
     let owner_addr = owner.local_addr();
     wait_event(&mut owner, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
@@ -139,7 +150,7 @@ async fn another_key_never_takes_a_held_name_from_a_live_appliance() {
     // Five other keys, from five addresses, each asking twice: all 409, no answer larger than
     // its request (checked by register_over).
     for seed in 2..7u8 {
-        let sock = raw_client();
+        let sock = fam.raw_client();
         let mut thief = Device::new("HELD-box ", seed); // normalized to the same name
         for _ in 0..2 {
             assert_eq!(register_over(&mut thief, &sock, server.udp).code(), Some(code::NAME_TAKEN));
@@ -158,9 +169,18 @@ async fn another_key_never_takes_a_held_name_from_a_live_appliance() {
 }
 
 #[test]
-fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody() {
-    let server = Flockd::start(&["--check-window", "5s", "--entry-lifetime", "20s", "--keepalive-interval", "5s"]);
-    let owner_sock = raw_client();
+fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody_v4() {
+    a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody(V4);
+}
+
+#[test]
+fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody_v6() {
+    a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody(V6);
+}
+
+fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody(fam: Family) {
+    let server = fam.flockd(&["--check-window", "5s", "--entry-lifetime", "20s", "--keepalive-interval", "5s"]);
+    let owner_sock = fam.raw_client();
     let mut owner = Device::new("box", 1);
     // Register, capturing the signed REGISTER (nonce bound to the owner's address).
     assert!(matches!(register_over(&mut owner, &owner_sock, server.udp), Answer::Registered(_)));
@@ -172,7 +192,7 @@ fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody()
     // Replayed from three other addresses, five times each with fresh transaction ids: every
     // answer is a 401 (a nonce for the replayer, which cannot re-sign), never larger.
     for _ in 0..3 {
-        let attacker = raw_client();
+        let attacker = fam.raw_client();
         for i in 0..5u8 {
             // The signature does not cover the transaction id: a replayer can pick its own.
             let replay = with_txid(&captured, [i; 12]);
@@ -190,15 +210,24 @@ fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody()
 }
 
 #[test]
-fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing() {
-    let server = Flockd::start(&[]);
-    let owner_sock = raw_client();
+fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing_v4() {
+    a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing(V4);
+}
+
+#[test]
+fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing_v6() {
+    a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing(V6);
+}
+
+fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing(fam: Family) {
+    let server = fam.flockd(&[]);
+    let owner_sock = fam.raw_client();
     let mut owner = Device::new("box", 1);
     assert!(matches!(register_over(&mut owner, &owner_sock, server.udp), Answer::Registered(_)));
     keepalive_ok(&mut owner, &owner_sock, server.udp);
     let captured = owner.keepalive_bytes(&[0x77; 12]);
     for _ in 0..3 {
-        let attacker = raw_client();
+        let attacker = fam.raw_client();
         for _ in 0..3 {
             let bytes = request(&attacker, server.udp, &captured).expect("a typed refusal");
             assert!(bytes.len() <= captured.len());
@@ -206,7 +235,7 @@ fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing() {
         }
     }
     // A thief's own REGISTER does not help either.
-    let thief_sock = raw_client();
+    let thief_sock = fam.raw_client();
     let mut thief = Device::new("box", 2);
     assert_eq!(register_over(&mut thief, &thief_sock, server.udp).code(), Some(code::NAME_TAKEN));
     assert!(drain(&owner_sock, Duration::from_millis(800)).is_empty(), "nothing was sent to the owner");
@@ -214,9 +243,18 @@ fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing() {
 }
 
 #[test]
-fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check() {
-    let server = Flockd::start(&["--check-window", "2s", "--entry-lifetime", "20s", "--keepalive-interval", "5s"]);
-    let (old_sock, new_sock, thief_sock) = (raw_client(), raw_client(), raw_client());
+fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check_v4() {
+    an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check(V4);
+}
+
+#[test]
+fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check_v6() {
+    an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check(V6);
+}
+
+fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check(fam: Family) {
+    let server = fam.flockd(&["--check-window", "2s", "--entry-lifetime", "20s", "--keepalive-interval", "5s"]);
+    let (old_sock, new_sock, thief_sock) = (fam.raw_client(), fam.raw_client(), fam.raw_client());
     let mut at_old = Device::new("box", 1);
     assert!(matches!(register_over(&mut at_old, &old_sock, server.udp), Answer::Registered(_)));
     let mut at_new = Device::new("box", 1);
@@ -264,11 +302,20 @@ fn start_check(server: &Flockd, old: &UdpSocket, new: &UdpSocket) -> (Device, De
 }
 
 #[test]
-fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only() {
+fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only_v4() {
+    a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only(V4);
+}
+
+#[test]
+fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only_v6() {
+    a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only(V6);
+}
+
+fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only(fam: Family) {
     // §5: whoever answers is not the registered identity → the name moves to the new address
     // the registered key signed for; never to the impostor.
-    let server = Flockd::start(&["--check-window", "20s", "--entry-lifetime", "30s", "--keepalive-interval", "5s"]);
-    let (old_sock, new_sock) = (raw_client(), raw_client());
+    let server = fam.flockd(&["--check-window", "20s", "--entry-lifetime", "30s", "--keepalive-interval", "5s"]);
+    let (old_sock, new_sock) = (fam.raw_client(), fam.raw_client());
     let (mut at_old, mut at_new, check, move_txid) = start_check(&server, &old_sock, &new_sock);
     let impostor = Device::new("box", 2);
     old_sock.send_to(&impostor.answer_check(&check), server.udp).unwrap();
@@ -277,14 +324,23 @@ fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_ow
     keepalive_ok(&mut at_new, &new_sock, server.udp);
     // The impostor (at the old address, or anywhere) has nothing: 409 for its key.
     let mut thief = Device::new("box", 2);
-    assert_eq!(register_over(&mut thief, &raw_client(), server.udp).code(), Some(code::NAME_TAKEN));
+    assert_eq!(register_over(&mut thief, &fam.raw_client(), server.udp).code(), Some(code::NAME_TAKEN));
     assert_eq!(keepalive_code(&mut at_old, &old_sock, server.udp), Some(code::REREGISTER));
 }
 
 #[test]
-fn a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_only() {
-    let server = Flockd::start(&["--check-window", "20s", "--entry-lifetime", "30s", "--keepalive-interval", "5s"]);
-    let (old_sock, new_sock, thief_sock) = (raw_client(), raw_client(), raw_client());
+fn a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_only_v4() {
+    a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_only(V4);
+}
+
+#[test]
+fn a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_only_v6() {
+    a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_only(V6);
+}
+
+fn a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_only(fam: Family) {
+    let server = fam.flockd(&["--check-window", "20s", "--entry-lifetime", "30s", "--keepalive-interval", "5s"]);
+    let (old_sock, new_sock, thief_sock) = (fam.raw_client(), fam.raw_client(), fam.raw_client());
     let (_at_old, mut at_new, check, move_txid) = start_check(&server, &old_sock, &new_sock);
     let impostor = Device::new("box", 2);
     // First blind guesses: wrong transaction ids count for nothing, the check goes on.

@@ -3,6 +3,7 @@
 //! being answered, no gap over `MAX_GAP`), the registration table must never pass
 //! `[limits] max_registrations` (new names get 508), memory must stay under a bound derived from
 //! that limit and the measured baseline, and the per-IP address-change check limit must engage.
+//! Over IPv4 at full size and over IPv6 (::1) at a fifth of it.
 //!
 //! The generator is `flock_benches::flood` (shared with `benches/flood.sh`). What is sent,
 //! interleaved, from `SOCKETS` source ports, paced at `FLOOD_RATE` datagrams/s in
@@ -19,7 +20,8 @@
 //! `FLOOD_MAX_REGISTRATIONS`.
 use flock_appliance::Event;
 use flock_benches::flood::{flood, prepare, Flood, Kind, SOCKETS};
-use flock_tests::{appliance, wait_event, Flockd, TempDir};
+use flock_tests::net::{appliance, Family};
+use flock_tests::{wait_event, TempDir};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,8 +104,6 @@ fn follow(mut a: flock_appliance::ApplianceHandle, stop: Arc<AtomicBool>) -> tok
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_junk_and_spoofed_names_leaves_real_appliances_and_memory_alone() {
-    let test_start = Instant::now();
-    let max_registrations = knob("FLOOD_MAX_REGISTRATIONS", 1000);
     let f = Flood {
         junk: knob("FLOOD_JUNK", 200_000),
         spoofed: knob("FLOOD_SPOOFED", 100_000),
@@ -111,10 +111,22 @@ async fn a_flood_of_junk_and_spoofed_names_leaves_real_appliances_and_memory_alo
         rate: knob("FLOOD_RATE", 40_000) as f64,
         deadline: Duration::from_secs(knob("FLOOD_DEADLINE_SECS", 20)),
     };
+    run(Family::V4, f, knob("FLOOD_MAX_REGISTRATIONS", 1000)).await;
+}
+
+/// The same over IPv6 (::1), a fifth of the size (the knobs are for the IPv4 run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_over_ipv6_leaves_real_appliances_and_memory_alone() {
+    let f = Flood { junk: 40_000, spoofed: 20_000, badsig: 1_000, rate: 40_000.0, deadline: Duration::from_secs(20) };
+    run(Family::V6, f, 1000).await;
+}
+
+async fn run(fam: Family, f: Flood, max_registrations: u64) {
+    let test_start = Instant::now();
     let dir = TempDir::new("flood-config");
     let config = dir.0.join("flockd.toml");
     std::fs::write(&config, format!("[limits]\nmax_registrations = {max_registrations}\n\n[timers]\nkeepalive_interval = \"300ms\"\n")).unwrap();
-    let server = Flockd::start(&["--cores", "2", "--config", config.to_str().unwrap()]);
+    let server = fam.flockd(&["--cores", "2", "--config", config.to_str().unwrap()]);
     let ws = server.ws.expect("the gateway serves /metrics");
 
     // Three real appliances, registered and keeping alive before the flood starts.
@@ -146,7 +158,7 @@ async fn a_flood_of_junk_and_spoofed_names_leaves_real_appliances_and_memory_alo
 
     let socks: Vec<UdpSocket> = (0..SOCKETS)
         .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let s = UdpSocket::bind(fam.addr(0)).unwrap();
             s.connect(server.udp).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             s
@@ -186,7 +198,7 @@ async fn a_flood_of_junk_and_spoofed_names_leaves_real_appliances_and_memory_alo
     let sent: u64 = tally.sent.iter().sum();
     let secs = tally.elapsed.as_secs_f64();
     eprintln!(
-        "flood: {sent} datagrams in {secs:.2} s ({:.0}/s; junk {}, spoofed {}, bad signature {}, new names {}, moves {}, thefts {}; {} would block)",
+        "flood ({fam:?}): {sent} datagrams in {secs:.2} s ({:.0}/s; junk {}, spoofed {}, bad signature {}, new names {}, moves {}, thefts {}; {} would block)",
         sent as f64 / secs,
         tally.sent[0],
         tally.sent[1],

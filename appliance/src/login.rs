@@ -39,8 +39,6 @@ const MAX_FINISHED: usize = 32;
 const FINISHED_LINGER: Duration = Duration::from_secs(30);
 /// Answers (PERSONAS chunks, CONNECT decisions, SIGNAL acks) waiting for `poll_transmit`.
 const MAX_PENDING: usize = 64;
-const SIGNAL_RTO_INITIAL: Duration = Duration::from_millis(500);
-const SIGNAL_RTO_MAX: Duration = Duration::from_secs(4);
 // Answers to PERSONAS and CONNECT, and (in a bucket of their own, since anyone can provoke
 // them) 481 errors, are rate limited: by default a burst of 16, then four a second
 // (`ApplianceConfig::login_answer_*`). A persona list comes in ~900-byte chunks, one per round
@@ -192,6 +190,16 @@ pub(crate) struct Login {
     pending: VecDeque<(SocketAddr, Vec<u8>)>,
     bucket: Bucket,
     unknown_bucket: Bucket,
+    /// SIGNAL retransmission: `ApplianceConfig::rto_initial`, doubling up to `rto_max`, as
+    /// for every other request (fixed timers gave lossy links too few tries within the
+    /// flock's give-up bound).
+    rto: Rto,
+}
+
+#[derive(Clone, Copy)]
+struct Rto {
+    initial: Duration,
+    max: Duration,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -203,8 +211,9 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 impl Login {
-    pub fn new(answer_burst: u32, answer_refill: Duration) -> Login {
+    pub fn new(answer_burst: u32, answer_refill: Duration, rto_initial: Duration, rto_max: Duration) -> Login {
         Login {
+            rto: Rto { initial: rto_initial, max: rto_max.max(rto_initial) },
             personas: None,
             checksum: sha256(b""),
             auth: Box::new(|_| Decision::Deny),
@@ -424,7 +433,7 @@ impl Login {
             conn.queue.pop_front();
             conn.piece = 0;
         }
-        conn.kick(now, cx.entropy);
+        conn.kick(now, self.rto, cx.entropy);
         self.finish_if_done(i, now, cx.stats, cx.events);
         true
     }
@@ -451,6 +460,7 @@ impl Login {
 
     /// Appends to a connection's outbound stream and starts sending if nothing is in flight.
     pub fn push(&mut self, now: Time, session: &SessionNonce, item: Outbound, entropy: &mut dyn Entropy) -> Result<(), SignalError> {
+        let rto = self.rto;
         let c = self.conns.iter_mut().find(|c| c.nonce == *session).ok_or(SignalError::UnknownSession)?;
         let in_order = match &item {
             Outbound::Sdp(_) => !c.offer_queued,
@@ -475,7 +485,7 @@ impl Login {
         c.offer_queued = true;
         c.end_queued |= matches!(item, Outbound::EndOfCandidates);
         c.queue.push_back(item);
-        c.kick(now, entropy);
+        c.kick(now, rto, entropy);
         Ok(())
     }
 
@@ -510,6 +520,7 @@ impl Login {
     }
 
     pub fn handle_timeout(&mut self, now: Time, give_up: Duration, stats: &mut Stats, events: &mut Events) {
+        let rto = self.rto;
         let mut i = 0;
         while i < self.conns.len() {
             let c = &mut self.conns[i];
@@ -529,7 +540,7 @@ impl Login {
             if let Some(o) = c.outstanding.as_mut().filter(|o| now >= o.next_send) {
                 o.send_now = true;
                 o.next_send = now + o.rto;
-                o.rto = (o.rto * 2).min(SIGNAL_RTO_MAX);
+                o.rto = (o.rto * 2).min(rto.max);
                 stats.signals_retransmitted += 1;
             }
             i += 1;
@@ -557,7 +568,7 @@ impl Connection {
     }
 
     /// Puts the next piece in flight if none is (stop-and-wait).
-    fn kick(&mut self, now: Time, entropy: &mut dyn Entropy) {
+    fn kick(&mut self, now: Time, rto: Rto, entropy: &mut dyn Entropy) {
         if self.outstanding.is_some() || self.queue.is_empty() {
             return;
         }
@@ -566,8 +577,8 @@ impl Connection {
         self.outstanding = Some(Outstanding {
             txid,
             started: now,
-            next_send: now + SIGNAL_RTO_INITIAL,
-            rto: (SIGNAL_RTO_INITIAL * 2).min(SIGNAL_RTO_MAX),
+            next_send: now + rto.initial,
+            rto: (rto.initial * 2).min(rto.max),
             send_now: true,
         });
     }

@@ -392,7 +392,7 @@ impl Appliance {
     /// An appliance that will register `config.name` with `key` once time is passed in.
     pub fn new(config: ApplianceConfig, key: Ed25519KeyPair, entropy: impl Entropy + Send + 'static) -> Appliance {
         let fingerprint = Fingerprint::of(&identity::public_key(&key));
-        let login = Login::new(config.login_answer_burst, config.login_answer_refill);
+        let login = Login::new(config.login_answer_burst, config.login_answer_refill, config.rto_initial, config.rto_max);
         Appliance {
             keepalive_interval: config.keepalive_interval,
             server: config.server,

@@ -609,13 +609,29 @@ fn unacknowledged_signals_give_up() {
     lab.flush();
     lab.advance(secs(20));
     let times: Vec<u64> = lab.signals().iter().map(|(t, _, _)| t.0 - T0.0).collect();
-    // RTO 0.5 s doubling, capped at 4 s; given up 15 s after the first send.
-    assert_eq!(times, [0, 500, 1_500, 3_500, 7_500, 11_500]);
+    // `rto_initial` 0.5 s doubling up to `rto_max` (8 s); given up 15 s after the first send.
+    assert_eq!(times, [0, 500, 1_500, 3_500, 7_500]);
     assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: NONCE, reason: SessionFailure::GaveUp }));
     assert_eq!(lab.app.connections(), 0);
     assert_eq!(lab.app.stats().sessions_failed, 1);
     let s = lab.signal(NONCE, 0, SignalBody::Candidate { candidate: &candidate(1).candidate, mid: None });
     assert_eq!(ack(&lab.deliver(flock(), &s)[0].1).error, Some(code::UNKNOWN_SESSION));
+}
+
+#[test]
+fn signal_retransmission_follows_the_configured_rto() {
+    let mut lab = Lab::with("box", |c| {
+        c.rto_initial = ms(200);
+        c.rto_max = secs(1);
+        c.signal_give_up_after = secs(5);
+    });
+    lab.login(NONCE);
+    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
+    lab.flush();
+    lab.advance(secs(6));
+    let times: Vec<u64> = lab.signals().iter().map(|(t, _, _)| t.0 - T0.0).collect();
+    assert_eq!(times, [0, 200, 600, 1_400, 2_400, 3_400, 4_400]);
+    assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: NONCE, reason: SessionFailure::GaveUp }));
 }
 
 #[test]

@@ -157,6 +157,19 @@ fn render_cores(out: &mut String, snaps: &[(usize, CoreSnapshot)]) {
     one(out, "flock_server_keepalives_total", Counter, "Keep-alives accepted.", |s| s.stats.keepalives);
     one(out, "flock_server_tokens_refused_total", Counter, "Keep-alives refused for their token.", |s| s.stats.tokens_refused);
     one(out, "flock_server_redirected_total", Counter, "REGISTERs and KEEPALIVEs for names another server of the flock owns, answered 300 Try-Alternate.", |s| s.stats.redirected);
+    // Peers (multi-server flocks).
+    per_core(out, &items, "flock_peer_dropped_total", Counter,
+        "Peer messages dropped, by reason: bad_integrity (MESSAGE-INTEGRITY-SHA256 missing or wrong), unknown_source (a verified message from an address that is not that peer's).",
+        "reason", |s| vec![("bad_integrity", s.stats.peer_bad_integrity), ("unknown_source", s.stats.peer_unknown_source)]);
+    one(out, "flock_peer_membership_mismatch_total", Counter, "Peer messages showing another membership list (also logged as errors): fix the [flock] lists.", |s| s.stats.peer_digest_mismatch);
+    per_core(out, &items, "flock_peer_lookups_total", Counter, "LOOKUPs: sent (to owners, for browsers served here), answered (for peers).",
+        "direction", |s| vec![("sent", s.stats.lookups_sent), ("answered", s.stats.lookups_answered)]);
+    one(out, "flock_peer_relay_fallbacks_total", Counter, "Log-in sessions that fell back to relaying through the owner (the appliance did not answer this server).", |s| s.stats.relay_fallbacks);
+    per_core(out, &items, "flock_peer_relayed_total", Counter,
+        "Datagrams relayed, by direction: to_appliance and to_peer (as the owner), from_appliance (as the serving server).",
+        "direction", |s| vec![("to_appliance", s.stats.relayed_to_appliance), ("to_peer", s.stats.relayed_to_peer), ("from_appliance", s.stats.relayed_from_appliance)]);
+    per_core(out, &items, "flock_peer_relay_refused_total", Counter, "RELAYs not forwarded, by reason: refused (no live registration, or not the owner), table_full.",
+        "reason", |s| vec![("refused", s.stats.relay_refused), ("table_full", s.stats.relay_table_full)]);
     one(out, "flock_server_swept_total", Counter, "Expired registrations removed from memory.", |s| s.stats.swept);
     one(out, "flock_server_registrations", Gauge, "Registrations held (expired ones not yet swept included).", |s| s.registrations as u64);
     one(out, "flock_server_table_bytes", Gauge, "Bytes held by the registration table.", |s| s.table_bytes as u64);

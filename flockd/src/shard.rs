@@ -8,7 +8,7 @@ use flock_proto::identity::Fingerprint;
 use flock_proto::Name;
 use std::sync::Arc;
 use flock_proto::login::{Command, Event, SessionId};
-use flock_proto::server::{self, Entropy, Keys, Server, ServerConfig};
+use flock_proto::server::{self, Entropy, Keys, PeerAlarm, Server, ServerConfig};
 use flock_proto::Time;
 use flock_ws::{EventSink, ToCore};
 use hashbrown::HashMap;
@@ -67,6 +67,21 @@ impl FlockShard {
         self.snapshots.publish(self.core, &self.server);
     }
 
+    /// Logs what a peer told us that an operator must fix (another membership list).
+    fn log_peer_alarms(&mut self) {
+        while let Some(alarm) = self.server.poll_peer_alarm() {
+            match alarm {
+                PeerAlarm::MembershipDiffers { index, addr, theirs, ours } => tracing::error!(
+                    peer = index,
+                    %addr,
+                    theirs = %hex8(&theirs),
+                    ours = %hex8(&ours),
+                    "a server of the flock runs another membership list: the two refuse each other's lookups and relays until the [flock] lists agree"
+                ),
+            }
+        }
+    }
+
     /// Hands the server's admission requests and audit events to the plugins.
     fn dispatch_policy(&mut self) {
         if let Some(p) = &self.policy {
@@ -111,6 +126,7 @@ impl Shard for FlockShard {
         if self.policy.is_some() {
             self.dispatch_policy();
         }
+        self.log_peer_alarms();
         answer
     }
 
@@ -132,6 +148,7 @@ impl Shard for FlockShard {
             self.dispatch(now);
         }
         self.dispatch_policy();
+        self.log_peer_alarms();
     }
 
     fn handle_command(&mut self, now: Time, cmd: CoreCmd) {
@@ -153,4 +170,9 @@ impl Shard for FlockShard {
         }
         self.dispatch(now);
     }
+}
+
+/// The first 4 bytes of a digest, as the ready line shows it.
+fn hex8(digest: &[u8; 32]) -> String {
+    flock_proto::identity::to_hex(&digest[..4])
 }

@@ -18,6 +18,8 @@ pub struct Flock {
     pub dir: TempDir,
     pub config: PathBuf,
     pub key_file: PathBuf,
+    /// Each server's command-line flags (to start it again).
+    flags: Vec<Vec<String>>,
 }
 
 /// A free UDP port and a free TCP port on `ip` (free a moment ago).
@@ -51,17 +53,46 @@ impl Flock {
         let addrs: Vec<(SocketAddr, SocketAddr)> = (1..=n).map(|i| free_ports(&format!("127.0.0.{i}"))).collect();
         let config = dir.0.join("flockd.toml");
         std::fs::write(&config, flock_toml("flock.key", &addrs)).unwrap();
-        let servers = addrs
+        let flags: Vec<Vec<String>> = addrs
             .iter()
             .enumerate()
             .map(|(i, (udp, ws))| {
                 let (index, udp, ws) = (i.to_string(), udp.to_string(), ws.to_string());
                 let mut flags = vec!["--config", config.to_str().unwrap(), "--flock-index", &index, "--udp", &udp, "--ws", &ws, "--cores", "1"];
                 flags.extend_from_slice(extra);
-                Flockd::start(&flags)
+                flags.into_iter().map(String::from).collect()
             })
             .collect();
-        Flock { servers, dir, config, key_file }
+        let servers = flags.iter().map(|f| Flockd::start(&f.iter().map(String::as_str).collect::<Vec<_>>())).collect();
+        Flock { servers, dir, config, key_file, flags }
+    }
+
+    /// Stops server `i` (SIGTERM, clean exit); its data directory stays for [`Flock::start_again`].
+    pub fn stop(&mut self, i: usize) {
+        self.servers[i].terminate();
+    }
+
+    /// Starts server `i` again on the same addresses and data directory (same secrets), with
+    /// the shared config or, given `config`, another one.
+    pub fn start_again(&mut self, i: usize, config: Option<&std::path::Path>) {
+        self.servers[i].terminate();
+        let data_dir = std::mem::replace(&mut self.servers[i].data_dir, TempDir(PathBuf::new()));
+        let mut flags = self.flags[i].clone();
+        if let Some(c) = config {
+            let at = flags.iter().position(|f| f == "--config").expect("a --config flag") + 1;
+            flags[at] = c.to_str().unwrap().to_string();
+        }
+        self.servers[i] = Flockd::start_in(data_dir, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// (udp, ws) of every server, in flock order.
+    pub fn addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.servers.iter().map(|s| (s.udp, s.ws.expect("a gateway"))).collect()
+    }
+
+    /// A name owned by server `owner`: `{prefix}-{k}` for the first such k.
+    pub fn name_owned_by(&self, owner: usize, prefix: &str) -> String {
+        (0..10_000).map(|k| format!("{prefix}-{k}")).find(|n| self.owner(n) == owner).expect("a name for every server")
     }
 
     /// UDP addresses in flock order.

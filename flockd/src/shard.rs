@@ -35,6 +35,9 @@ pub enum CoreCmd {
     Admission { name: Name, fingerprint: Fingerprint, allow: bool },
 }
 
+/// How often core 0 probes the peers' membership lists.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct FlockShard {
     server: Server<OsEntropy>,
     core: usize,
@@ -47,6 +50,8 @@ pub struct FlockShard {
     snapshots: Arc<CoreSnapshots>,
     /// When to publish next (from the timer path only, never per packet).
     next_publish: Time,
+    /// Core 0 only: when to probe the peers' membership lists next.
+    next_probe: Option<Time>,
 }
 
 impl FlockShard {
@@ -58,7 +63,10 @@ impl FlockShard {
         snapshots: Arc<CoreSnapshots>,
     ) -> FlockShard {
         let server = Server::new(config, keys, OsEntropy(SystemRandom::new()));
-        FlockShard { server, core, policy, sinks: HashMap::new(), snapshots, next_publish: Time::ZERO }
+        // One core probes the peers at start and every minute (a split flock shows as an
+        // error in the logs of both sides even when no log-in crosses it).
+        let next_probe = (core == 0).then_some(Time::ZERO);
+        FlockShard { server, core, policy, sinks: HashMap::new(), snapshots, next_publish: Time::ZERO, next_probe }
     }
 
     /// Copies the server's counters and table sizes where `/metrics` reads them.
@@ -135,7 +143,8 @@ impl Shard for FlockShard {
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        Some(self.server.poll_timeout().map_or(self.next_publish, |t| t.min(self.next_publish)))
+        let ours = self.next_probe.map_or(self.next_publish, |p| p.min(self.next_publish));
+        Some(self.server.poll_timeout().map_or(ours, |t| t.min(ours)))
     }
 
     fn handle_timeout(&mut self, now: Time) {
@@ -143,6 +152,10 @@ impl Shard for FlockShard {
         self.server.handle_timeout(now);
         if now >= self.next_publish {
             self.publish(now);
+        }
+        if self.next_probe.is_some_and(|p| now >= p) {
+            self.next_probe = Some(now + PROBE_EVERY);
+            self.server.probe_peers();
         }
         if !self.sinks.is_empty() {
             self.dispatch(now);

@@ -137,6 +137,28 @@ fn a_different_membership_is_refused_loudly() {
 }
 
 #[test]
+fn a_probe_shows_a_split_membership_without_any_log_in() {
+    let mut n = Net::new(Appliance::new(name_owned_by(1, "box"), false), [DIGEST, DIGEST, [9; 32]]);
+    n.servers[2].probe_peers();
+    n.run_for(100);
+    assert_eq!(n.count(server_addr(2), server_addr(0), pm::LOOKUP), 1);
+    assert_eq!(n.count(server_addr(2), server_addr(1), pm::LOOKUP), 1);
+    for i in 0..3 {
+        let alarm = n.servers[i].poll_peer_alarm();
+        assert!(matches!(alarm, Some(PeerAlarm::MembershipDiffers { .. })), "server {i}: {alarm:?}");
+    }
+    // Servers that agree answer a probe quietly: no alarm, no session disturbed.
+    let before = n.servers[1].stats().peer_digest_mismatch;
+    n.servers[0].probe_peers();
+    n.run_for(100);
+    assert_eq!(n.count(server_addr(0), server_addr(1), pm::LOOKUP), 1);
+    assert_eq!(n.servers[1].poll_peer_alarm(), None);
+    assert_eq!(n.servers[1].stats().peer_digest_mismatch, before, "server 0 agrees with server 1");
+    n.register(1);
+    n.full_login(0, 3);
+}
+
+#[test]
 fn bad_integrity_and_strangers_are_dropped_silently() {
     let mut n = net(false);
     let name = n.appliance.name;

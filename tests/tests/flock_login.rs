@@ -169,12 +169,14 @@ async fn a_server_with_another_membership_list_is_refused_loudly() {
     let ours = flock_tests::field(&flock.servers[0].wait_for_log("flockd ready", WAIT), "flock_digest").to_string();
     let theirs = flock_tests::field(&flock.servers[2].wait_for_log("flockd ready", WAIT), "flock_digest").to_string();
     assert_ne!(ours, theirs);
+    // Before any log-in: server 2 probed its peers at start, and both sides say so.
+    let line = flock.servers[0].wait_for_log("another membership list", WAIT);
+    assert!(line.contains("ERROR") && line.contains(&theirs) && line.contains("peer=2"), "{line}");
+    let line = flock.servers[2].wait_for_log("another membership list", WAIT);
+    assert!(line.contains("ERROR") && line.contains(&ours), "{line}");
 
     let mut b = Browser::connect(flock.servers[0].ws.unwrap()).await;
     b.open(&name).await;
     assert_eq!(b.expect_error("owner-down").await.code, 1011, "a split flock serves nobody across the split");
-    let line = flock.servers[0].wait_for_log("another membership list", WAIT);
-    assert!(line.contains("ERROR") && line.contains(&theirs), "{line}");
-    flock.servers[2].wait_for_log("another membership list", WAIT);
     metric_reaches(&flock, 0, "flock_peer_membership_mismatch_total", |v| v > 0).await;
 }

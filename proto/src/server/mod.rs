@@ -147,6 +147,8 @@ enum Outgoing {
     Check(TableKey),
     Registered { dst: SocketAddr, txid: TransactionId, name: Name, fp: Fingerprint },
     Refused { dst: SocketAddr, txid: TransactionId, code: u16 },
+    /// A membership probe to this peer (`Server::probe_peers`).
+    Probe(usize),
 }
 
 /// One shard of a flock server.
@@ -574,6 +576,11 @@ impl<E: Entropy> Server<E> {
                 Outgoing::Refused { dst, txid, code } => {
                     if let Some(len) = self.error(buf, method::REGISTER, &txid, code, None) {
                         return Some((dst, len));
+                    }
+                }
+                Outgoing::Probe(peer) => {
+                    if let Some(t) = self.probe(peer, buf) {
+                        return Some(t);
                     }
                 }
             }

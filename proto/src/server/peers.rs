@@ -8,7 +8,7 @@
 //! failing them is dropped silently and counted. A digest mismatch is counted, raised as a
 //! [`PeerAlarm`] (one per peer per minute), and a LOOKUP request gets error 470.
 
-use super::{login, Server, Stats};
+use super::{login, Outgoing, Server, Stats};
 use crate::entropy::Entropy;
 use crate::msg::request_name;
 use crate::name::{Name, TableKey};
@@ -260,6 +260,26 @@ impl<E: Entropy> Server<E> {
     /// Next alarm the host must log as an error (see [`PeerAlarm`]).
     pub fn poll_peer_alarm(&mut self) -> Option<PeerAlarm> {
         self.peers.poll_alarm()
+    }
+
+    /// Sends every peer a LOOKUP for a name it owns that no session waits on: a peer running
+    /// another membership list answers 470 and both sides raise a [`PeerAlarm`] now (at start,
+    /// say), not at the first log-in across the split. Matching peers answer not-found (or
+    /// found), and the answer is dropped. Hosts call it on one core at start and now and then.
+    pub fn probe_peers(&mut self) {
+        for peer in (0..self.peers.servers.len()).filter(|&p| p != self.peers.me) {
+            self.outgoing.push_back(Outgoing::Probe(peer));
+        }
+    }
+
+    pub(super) fn probe(&mut self, peer: usize, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let n = self.peers.servers.len();
+        // The first `flock-probe-K` that `peer` owns (about N tries).
+        let name = (0..64 * n as u32).map(|k| Name::normalize(format!("flock-probe-{k}").as_bytes())).find_map(|r| r.ok().filter(|x| x.hash().server_index(n) == peer))?;
+        let mut txid = [0; 12];
+        self.entropy.fill(&mut txid);
+        let len = peer::encode_lookup(buf, &txid, &name, &self.peers.sender).ok()?;
+        Some((self.peers.servers[peer], len))
     }
 
     /// A LOOKUP or RELAY from `src`; an answer for it goes to `reply`.

@@ -49,8 +49,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Flock {
-    /// This server's position in `servers`.
-    pub index: usize,
+    /// This server's position in `servers`. Absent: the entry whose `udp` equals the bound UDP
+    /// address (so a server bound to its own listed address needs no index).
+    pub index: Option<usize>,
     /// The shared flock key (Ed25519 PKCS#8, as flockd writes to `data_dir/flock.key`); a
     /// relative path is relative to the config file. Never created by flockd. Required with
     /// two or more servers; without it a flock of one uses (and creates) `data_dir/flock.key`.
@@ -288,7 +289,23 @@ impl Config {
     /// The `[flock]` list, if one is configured (`None`: a flock of one).
     pub fn membership(&self) -> Option<Membership> {
         let f = &self.flock;
-        (!f.servers.is_empty()).then(|| Membership { servers: f.servers.iter().map(|s| Member { udp: s.udp, ws: s.ws }).collect(), me: f.index })
+        let me = self.flock_index().unwrap_or(0);
+        (!f.servers.is_empty()).then(|| Membership { servers: f.servers.iter().map(|s| Member { udp: s.udp, ws: s.ws }).collect(), me })
+    }
+
+    /// `[flock] index` (or `--flock-index`), else the entry listing the bound UDP address.
+    fn flock_index(&self) -> Result<usize, String> {
+        let f = &self.flock;
+        match f.index {
+            Some(i) => Ok(i),
+            None if f.servers.is_empty() => Ok(0),
+            None => f.servers.iter().position(|s| s.udp == self.udp).ok_or_else(|| {
+                format!(
+                    "[flock]: no index, and udp {} is none of the listed addresses: set flock.index or --flock-index, or bind --udp to this server's listed address",
+                    self.udp
+                )
+            }),
+        }
     }
 
     /// A well-formed list that names this server, and the key every server shares. The bound
@@ -296,9 +313,10 @@ impl Config {
     /// a NAT or a load balancer that keeps the port).
     fn validate_flock(&self) -> Result<(), String> {
         let f = &self.flock;
+        let index = self.flock_index()?;
         let Some(m) = self.membership() else {
-            if f.index != 0 {
-                return Err(format!("flock.index is {} but [flock] lists no servers (a flock of one has index 0)", f.index));
+            if index != 0 {
+                return Err(format!("flock.index is {index} but [flock] lists no servers (a flock of one has index 0)"));
             }
             return Ok(());
         };
@@ -480,6 +498,13 @@ mod tests {
         let e = err(flock_config(0, "10.0.0.2:3478"));
         assert!(e.contains("udp 10.0.0.2:3478 is not this server's address in [flock]: server 0 is 10.0.0.1:3478"), "{e}");
         assert!(err(flock_config(0, "0.0.0.0:3479")).contains("not this server's address"));
+        // No index: the entry with the bound address, or a clear error.
+        let mut c = flock_config(0, "10.0.0.2:3478");
+        c.flock.index = None;
+        c.validate().unwrap();
+        assert_eq!(c.membership().unwrap().me, 1);
+        c.udp = "0.0.0.0:3478".parse().unwrap();
+        assert!(err(c).contains("no index, and udp 0.0.0.0:3478 is none of the listed addresses"));
         let mut c = flock_config(0, "10.0.0.1:3478");
         c.flock.key_file = None;
         assert!(err(c.clone()).contains("no flock.key_file"));
@@ -490,7 +515,7 @@ mod tests {
         let mut c = flock_config(0, "10.0.0.1:3478");
         c.flock.servers[1].udp = c.flock.servers[0].udp;
         assert!(err(c).contains("servers 0 and 1 have the same udp address"));
-        let c = Config { flock: Flock { index: 1, ..Flock::default() }, ..Config::default() };
+        let c = Config { flock: Flock { index: Some(1), ..Flock::default() }, ..Config::default() };
         assert!(err(c).contains("flock.index is 1 but [flock] lists no servers"));
         Config::default().validate().unwrap();
         assert!(Config::default().membership().is_none());

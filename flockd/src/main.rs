@@ -71,7 +71,7 @@ struct Args {
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
     /// This server's index in the `[flock]` server list (overrides `[flock] index`; e.g. a
-    /// StatefulSet pod's ordinal, or a systemd instance name).
+    /// systemd instance name). Without either, the entry listing the bound --udp address.
     #[arg(long, value_name = "N")]
     flock_index: Option<usize>,
     /// Print the flock public key (hex) from the data directory and exit.
@@ -145,7 +145,7 @@ fn settings(args: &Args) -> Result<Config, String> {
         c.log = v.clone();
     }
     if let Some(v) = args.flock_index {
-        c.flock.index = v;
+        c.flock.index = Some(v);
     }
     c.validate()?;
     Ok(c)

@@ -1,6 +1,7 @@
 //! A flock of real flockd processes on 127.0.0.1, 127.0.0.2, … (all of 127.0.0.0/8 is loopback
 //! on Linux), sharing one flock key file and one generated config; each started with
-//! `--flock-index i` and one unpinned core.
+//! one unpinned core; server 0 gets `--flock-index 0`, the others find their index by the
+//! address they bind.
 
 use crate::{Flockd, TempDir};
 use ring::rand::SystemRandom;
@@ -57,8 +58,12 @@ impl Flock {
             .iter()
             .enumerate()
             .map(|(i, (udp, ws))| {
+                // Server 0 is told its index; the others find theirs by their bound address.
                 let (index, udp, ws) = (i.to_string(), udp.to_string(), ws.to_string());
-                let mut flags = vec!["--config", config.to_str().unwrap(), "--flock-index", &index, "--udp", &udp, "--ws", &ws, "--cores", "1"];
+                let mut flags = vec!["--config", config.to_str().unwrap(), "--udp", &udp, "--ws", &ws, "--cores", "1"];
+                if i == 0 {
+                    flags.extend(["--flock-index", &index]);
+                }
                 flags.extend_from_slice(extra);
                 flags.into_iter().map(String::from).collect()
             })

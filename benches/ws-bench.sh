@@ -3,11 +3,12 @@
 # (flockd's 4 KiB read buffer beside tungstenite's 128 KiB default, same run), then log-ins per
 # second end to end (browsers over websockets → flockd → SDK appliances over UDP and back).
 # flockd runs on CPU 1, the load on CPU 0. Usage: benches/ws-bench.sh [COUNT] [SECONDS]
+# (`flock-bench ws-idle` and `flock-bench login`; `flock-ws-bench` is their old alias.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-10000}
 secs=${2:-10}
-cargo build --release -q --bin flockd --bin flock-ws-bench
+cargo build --release -q --bin flockd --bin flock-bench
 bin=target/release
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -24,7 +25,7 @@ start() { # name port read_buffer
 for rb in 4096 131072; do
   echo "== idle: $count websockets, read_buffer = $rb"
   start "idle$rb" 18190 "$rb"
-  taskset -c 0 $bin/flock-ws-bench idle --ws 127.0.0.1:18190 --pid "$pid" --count "$count" | tail -n 2
+  taskset -c 0 $bin/flock-bench ws-idle --target 127.0.0.1:18190 --pid "$pid" --count "$count" | tail -n 2
   kill "$pid"; wait "$pid" || true
 done
 
@@ -33,8 +34,7 @@ printf '[ws]\nlisten = "127.0.0.1:18191"\n' > "$work/login.toml"
 $bin/flockd --config "$work/login.toml" --udp 127.0.0.1:13479 --cpus 1 --data-dir "$work/login" --log warn 2>"$work/login.log" &
 pid=$!
 sleep 1
-key=$($bin/flockd --data-dir "$work/login" --print-flock-key)
-taskset -c 0 $bin/flock-ws-bench logins --ws 127.0.0.1:18191 --udp 127.0.0.1:13479 --flock-key "$key" \
-  --appliances 200 --concurrency 32 --duration "${secs}s"
+taskset -c 0 $bin/flock-bench login --target 127.0.0.1:18191 --udp 127.0.0.1:13479 --flock-key-dir "$work/login" \
+  --appliances 200 --concurrency 32 --warmup 1 --duration "$secs" --cpu 0 --target-pid "$pid" --json target/ws-bench-login.json
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$pid/stat")
-echo "flockd CPU time over the run (all threads): ${cpu}s"
+echo "flockd CPU time over the whole run (all threads, registrations and warm-up included): ${cpu}s"

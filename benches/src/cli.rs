@@ -13,7 +13,9 @@ use std::path::PathBuf;
         `echo-server` is a minimal UDP responder: the kernel's UDP path with (almost) no work per \
         packet, to compare flockd against. The load modes (`stun`, `echo`, `keepalive`, \
         `register`) send requests from many source sockets with sendmmsg and UDP GSO, match \
-        answers by transaction id, and report answered/s, loss, latency percentiles and CPU use.\n\n\
+        answers by transaction id, and report answered/s, loss, latency percentiles and CPU use. \
+        `login` runs whole browser log-ins over websockets (log-ins/s), `ws-idle` measures \
+        flockd's memory per idle websocket.\n\n\
         Targets must be on loopback unless --allow-remote is given."
 )]
 pub struct Cli {
@@ -33,6 +35,11 @@ pub enum Command {
     Keepalive(KeepaliveArgs),
     /// Full signed REGISTERs (nonce cached per socket), replayed round-robin over N names.
     Register(RegisterArgs),
+    /// Full browser log-ins over websockets, end to end, to in-process SDK appliances:
+    /// log-ins per second and their latency.
+    Login(crate::ws::LoginArgs),
+    /// Opens N idle websockets and reports flockd's resident memory per socket.
+    WsIdle(crate::ws::IdleArgs),
     /// Reads `--json` results and writes a bar chart (SVG) and/or a markdown table of the
     /// medians per server (`--label`) and mode, with ratios to a baseline.
     Chart(ChartArgs),

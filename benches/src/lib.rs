@@ -5,7 +5,8 @@
 //! from [`modes`]; [`runner`] runs a phase on all threads and samples CPU use; [`mmsg`] does
 //! the batched I/O (sendmmsg + UDP GSO, recvmmsg); [`inflight`] matches answers to requests;
 //! [`hist`] keeps latencies; [`report`] prints and serializes the results; [`chart`] turns
-//! several results into a markdown table and an SVG bar chart.
+//! several results into a markdown table and an SVG bar chart. [`ws`] is the websocket side:
+//! browser log-ins per second and memory per idle websocket.
 
 pub mod chart;
 pub mod cli;
@@ -21,3 +22,4 @@ pub mod report;
 pub mod runner;
 pub mod sys;
 pub mod template;
+pub mod ws;

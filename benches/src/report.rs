@@ -173,6 +173,14 @@ impl Report {
         s
     }
 
+    /// Writes [`to_json`](Self::to_json) to `path`, if given (`--json`).
+    pub fn write_json(&self, path: Option<&std::path::Path>) -> Result<(), String> {
+        match path {
+            Some(path) => std::fs::write(path, self.to_json() + "\n").map_err(|e| format!("{}: {e}", path.display())),
+            None => Ok(()),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }

@@ -9,11 +9,7 @@ use std::process::ExitCode;
 fn finish(a: &LoadArgs, report: Result<Report, String>) -> Result<(), String> {
     let report = report?;
     print!("{}", report.summary());
-    if let Some(path) = &a.json {
-        std::fs::write(path, report.to_json() + "\n")
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
+    report.write_json(a.json.as_deref())
 }
 
 fn main() -> ExitCode {
@@ -26,6 +22,12 @@ fn main() -> ExitCode {
         Command::Echo(a) => finish(a, modes::binding(a, Check::Echo)),
         Command::Keepalive(k) => finish(&k.load, modes::keepalive(k)),
         Command::Register(r) => finish(&r.load, modes::register(r)),
+        Command::Login(l) => flock_benches::ws::block_on(l.cpu, flock_benches::ws::login(l.clone()))
+            .and_then(|r| {
+                print!("{}", flock_benches::ws::login_summary(&r, l.appliances));
+                r.write_json(l.json.as_deref())
+            }),
+        Command::WsIdle(i) => flock_benches::ws::block_on(None, flock_benches::ws::idle(i.clone())),
         Command::Chart(c) => flock_benches::chart::run(c),
     };
     match result {

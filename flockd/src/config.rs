@@ -75,7 +75,7 @@ pub struct Plugins {
     /// Threads that run plugin hooks (never the packet cores or the gateway's threads).
     pub threads: usize,
     /// Time a hook may take, queueing included; past it the answer is "deny".
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub budget: Duration,
     /// Hook calls waiting for a thread; past it, "deny" at once.
     pub queue: usize,
@@ -105,12 +105,12 @@ pub struct Login {
     /// Credential attempts per session.
     pub max_attempts: u8,
     /// An appliance silent this long fails the session (unreachable / timeout).
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub give_up_after: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub session_lifetime: Duration,
     /// Validity stamped on signed PERSONAS / CONNECT requests.
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub request_validity: Duration,
 }
 
@@ -146,23 +146,23 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timers {
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub entry_lifetime: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub keepalive_interval: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub check_window: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub rto_initial: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub rto_max: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub token_lifetime: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub nonce_lifetime: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub timestamp_tolerance: Duration,
-    #[serde(with = "human")]
+    #[serde(with = "flock_ws::human_duration")]
     pub sweep_interval: Duration,
 }
 
@@ -436,17 +436,6 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     cpus.sort_unstable();
     cpus.dedup();
     Ok(cpus)
-}
-
-/// Durations as human strings ("30s", "1h 5min", "250ms").
-mod human {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
-    }
 }
 
 #[cfg(test)]

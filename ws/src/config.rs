@@ -158,8 +158,9 @@ impl Net {
     }
 }
 
-/// Durations as human strings ("60s", "1h 5min", "250ms"), as in flockd's own config.
-mod human {
+/// Durations as human strings ("30s", "1h 5min", "250ms") for `#[serde(with = …)]`; flockd's
+/// config uses it too.
+pub mod human {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

@@ -38,7 +38,7 @@ mod replay;
 mod session;
 mod stats;
 
-pub use config::GatewayConfig;
+pub use config::{human as human_duration, GatewayConfig};
 pub use json::Persona;
 pub use policy::{AllowAll, LoginAttempt, Outcome, Policy, Verdict};
 pub use gateway::{DrainReport, Gateway, GatewayHandle, Reconfigured};

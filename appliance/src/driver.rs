@@ -291,17 +291,10 @@ async fn run(
             s.events_dropped = events_dropped;
         }
         let deadline = machine.poll_timeout().map(|t| clock.instant(t));
+        // Biased, the application's commands first: a persona list or authenticator set
+        // before a request arrives must apply to it even when both are ready at once.
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, src)) => machine.handle(clock.now(), src, &buf[..n]),
-                // E.g. an ICMP port unreachable for an earlier send: retransmissions deal with it.
-                Err(e) => tracing::debug!(%name, "receive failed: {e}"),
-            },
-            r = recv_on(old.as_ref(), &mut old_buf) => match r {
-                Ok((n, src)) => machine.handle(clock.now(), src, &old_buf[..n]),
-                Err(e) => tracing::debug!(%name, "receive on the old socket failed: {e}"),
-            },
-            () = sleep_until(deadline) => machine.handle_timeout(clock.now()),
+            biased;
             command = commands.recv() => match command {
                 Some(Command::Rebind { socket: new, keep_old }) => match UdpSocket::from_std(new) {
                     Ok(new) => {
@@ -328,6 +321,16 @@ async fn run(
                 }
                 Some(Command::Shutdown) | None => break,
             },
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, src)) => machine.handle(clock.now(), src, &buf[..n]),
+                // E.g. an ICMP port unreachable for an earlier send: retransmissions deal with it.
+                Err(e) => tracing::debug!(%name, "receive failed: {e}"),
+            },
+            r = recv_on(old.as_ref(), &mut old_buf) => match r {
+                Ok((n, src)) => machine.handle(clock.now(), src, &old_buf[..n]),
+                Err(e) => tracing::debug!(%name, "receive on the old socket failed: {e}"),
+            },
+            () = sleep_until(deadline) => machine.handle_timeout(clock.now()),
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum MembershipError {
     Duplicate { what: &'static str, first: usize, second: usize, addr: SocketAddr },
     /// An address nobody can send to: unspecified IP, port 0, multicast or broadcast.
     Unusable { what: &'static str, index: usize, addr: SocketAddr },
+    /// UDP addresses of both families: an appliance redirected from an IPv4 server to an IPv6
+    /// owner (or back) may have no socket of that family to follow with.
+    MixedFamilies { v4: usize, v6: usize },
 }
 
 impl fmt::Display for MembershipError {
@@ -59,6 +62,10 @@ impl fmt::Display for MembershipError {
             MembershipError::Unusable { what, index, addr } => {
                 write!(f, "server {index} has an unusable {what} address {addr} (needs a unicast IP and a non-zero port)")
             }
+            MembershipError::MixedFamilies { v4, v6 } => write!(
+                f,
+                "server {v4} has an IPv4 udp address and server {v6} an IPv6 one: list one family (appliances follow redirects with the socket they have)"
+            ),
         }
     }
 }
@@ -108,6 +115,10 @@ impl Membership {
                     return Err(MembershipError::Unusable { what, index: i, addr });
                 }
             }
+        }
+        let family = |m: &Member| crate::token::canonical(m.udp).is_ipv4();
+        if let (Some(v4), Some(v6)) = (self.servers.iter().position(family), self.servers.iter().position(|m| !family(m))) {
+            return Err(MembershipError::MixedFamilies { v4, v6 });
         }
         // O(n²) over at most 1024 entries, once at start.
         for (j, b) in self.servers.iter().enumerate() {
@@ -199,6 +210,11 @@ mod tests {
             assert!(matches!(e, MembershipError::Unusable { what: "udp", index: 1, .. }), "{bad}: {e}");
             assert!(e.to_string().contains(bad), "{e}");
         }
+        let mut f = flock(3, 0);
+        f.servers[2].udp = "[2001:db8::3]:3478".parse().unwrap();
+        let e = f.validate().unwrap_err();
+        assert_eq!(e, MembershipError::MixedFamilies { v4: 0, v6: 2 });
+        assert!(e.to_string().contains("list one family"), "{e}");
         let big = Membership { servers: (0..=MAX_SERVERS).map(|i| Member { udp: SocketAddr::new([10, 1, (i >> 8) as u8, i as u8].into(), 1), ws: SocketAddr::new([10, 2, (i >> 8) as u8, i as u8].into(), 1) }).collect(), me: 0 };
         assert_eq!(big.validate(), Err(MembershipError::TooMany(MAX_SERVERS + 1)));
         Membership { servers: big.servers[..MAX_SERVERS].to_vec(), me: 1023 }.validate().unwrap();

@@ -112,7 +112,7 @@ fn a_flock_of_one_never_redirects() {
 
 #[test]
 fn an_ipv6_owner_still_fits_in_the_smallest_keepalive() {
-    let m = membership(["192.0.2.1:3478", "[2001:db8::2]:3478", "[2001:db8::3]:65535"], 0);
+    let m = membership(["[2001:db8::1]:3478", "[2001:db8::2]:3478", "[2001:db8::3]:65535"], 0);
     let mut s = flock_server(&m);
     // The shortest KEEPALIVE: a one-letter name owned elsewhere.
     let name = ('a'..='z').map(String::from).find(|n| n.parse::<Name>().unwrap().hash().server_index(3) != 0).unwrap();

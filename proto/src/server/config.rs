@@ -67,9 +67,18 @@ impl FlockConfig {
         hash.server_index(self.size())
     }
 
+    /// Index of the server owning `hash` when it is not this one (never in a flock of one).
+    pub fn owner_elsewhere(&self, hash: &crate::NameHash) -> Option<usize> {
+        if self.servers.len() <= 1 {
+            return None;
+        }
+        let owner = self.owner(hash);
+        (owner != self.me).then_some(owner)
+    }
+
     /// True when this server owns `hash`.
     pub fn owns(&self, hash: &crate::NameHash) -> bool {
-        self.owner(hash) == self.me || self.servers.len() <= 1
+        self.owner_elsewhere(hash).is_none()
     }
 }
 

@@ -29,7 +29,7 @@ pub use table::Entry;
 use crate::identity::{Fingerprint, FINGERPRINT_PREFIX_LEN};
 use crate::login::{self as lg, Command, Event, SessionId};
 use crate::msg::{self, code, method, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered, TryAlternate};
-use crate::name::{Name, TableKey};
+use crate::name::{Name, NameHash, TableKey};
 use crate::stun::{self, Class, Encoder, Message, MessageType, Method, TransactionId};
 use crate::time::Time;
 use crate::token::{canonical, ProofError, ProofKeys};
@@ -251,14 +251,10 @@ impl<E: Entropy> Server<E> {
         ErrorAnswer { code, nonce }.encode(reply, method, txid).ok()
     }
 
-    /// The UDP address of the server owning `name` when it is not this one (flocks of 2+).
-    fn owner_elsewhere(&self, name: &Name) -> Option<SocketAddr> {
+    /// The UDP address of the server owning `hash` when it is not this one (flocks of 2+).
+    fn owner_elsewhere(&self, hash: &NameHash) -> Option<SocketAddr> {
         let f = &self.config.flock;
-        if f.servers.len() <= 1 {
-            return None;
-        }
-        let hash = name.hash();
-        (!f.owns(&hash)).then(|| f.servers[f.owner(&hash)])
+        f.owner_elsewhere(hash).map(|o| f.servers[o])
     }
 
     /// 300 Try-Alternate: checked before any MAC or signature (cheap, keeps no state); `handle`
@@ -274,7 +270,8 @@ impl<E: Entropy> Server<E> {
             self.stats.malformed += 1;
             return None;
         };
-        if let Some(owner) = self.owner_elsewhere(&req.name) {
+        let hash = req.name.hash();
+        if let Some(owner) = self.owner_elsewhere(&hash) {
             return self.try_alternate(reply, method::REGISTER, txid, owner);
         }
         // 1. Return routability: a nonce bound to this source, before any expensive work.
@@ -303,7 +300,7 @@ impl<E: Entropy> Server<E> {
             return self.error(reply, method::REGISTER, txid, code::BAD_SIGNATURE, None);
         }
         let fp = req.fingerprint();
-        let key = req.name.hash().table_key();
+        let key = hash.table_key();
         // 4. The table.
         if let Some(p) = self.checks.get_mut(&key) {
             if p.fp == fp && !self.table.get(&key, now).is_some_and(|e| e.same_addr(src)) {
@@ -472,14 +469,15 @@ impl<E: Entropy> Server<E> {
             self.stats.malformed += 1;
             return None;
         };
-        if let Some(owner) = self.owner_elsewhere(&req.name) {
+        let hash = req.name.hash();
+        if let Some(owner) = self.owner_elsewhere(&hash) {
             return self.try_alternate(reply, method::KEEPALIVE, txid, owner);
         }
         if self.keys.proof.verify_token(&req.name, &req.identity, src, &req.token, now.as_secs()).is_err() {
             self.stats.tokens_refused += 1;
             return self.error(reply, method::KEEPALIVE, txid, code::REREGISTER, None);
         }
-        let key = req.name.hash().table_key();
+        let key = hash.table_key();
         let expires = secs_after(now, self.config.entry_lifetime);
         match self.table.get_mut(&key, now) {
             Some(e) if e.fp != req.identity.prefix() => {

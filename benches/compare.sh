@@ -6,10 +6,12 @@
 #   (d) coturn --stun-only, one relay thread            (stun; installed with apt-get if missing)
 # Every server is pinned to CPU $SERVER_CPU, the generator to CPU $GEN_CPU. One warm-up round of
 # $WARMUP_DURATION s per run (discarded), then $ROUNDS rounds, each running a, b, c, d in turn;
-# every server is started fresh for its slot. Finally flockd once more, keepalive at half the
-# median keepalive peak (--rate), for the latency at 50 % load.
+# every server is started fresh for its slot. Then the latency at 50 % load: $ROUNDS more rounds
+# at a fixed rate R = half the median keepalive peak (--rate), each running (a) stun and flockd
+# keepalive. Before and after, `flock-bench stalls` measures how often the machine pauses a busy
+# thread on both CPUs: the floor under every server's tail latency.
 # Writes into $OUT: rounds/*.json (measured), warmup/*.json, half/*.json, table.md, chart.svg,
-# env.txt (versions and flags), flockd-kernel-drops.txt.
+# env.txt (versions and flags), stalls-{before,after}.{txt,json}, flockd-kernel-drops.txt.
 #
 #   benches/compare.sh                            # defaults: 3 rounds of 5 s, about 3 minutes
 #   ROUNDS=5 DURATION=10 benches/compare.sh
@@ -67,6 +69,13 @@ trap cleanup EXIT
     fi
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
+
+# stalls WHEN: pauses of a spinning thread on the generator's and the server's CPU, 5 s.
+stalls() {
+    "$BENCH" stalls --cpu "$GEN_CPU,$SERVER_CPU" --duration 5 --json "$OUT/stalls-$1.json" \
+        | tee "$OUT/stalls-$1.txt" | sed "s/^/[stalls $1] /"
+}
+stalls before
 
 free_udp_port() {
     python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -140,16 +149,24 @@ for round in warmup $(seq "$ROUNDS"); do
     done
 done
 
-# Keep-alive latency at half the measured peak.
+# Latency at half the measured keep-alive peak: the kernel baseline and flockd at the same rate.
 if [ "$HALF" = 1 ] && [[ " $SERVERS " == *" c "* ]]; then
     peak=$(python3 -c 'import json, statistics, sys
 print(round(statistics.median(
     [p["answered_per_s"] for f in sys.argv[1:] for p in json.load(open(f))["phases"] if p["phase"] == "keepalive"]) / 2))' \
         "$OUT"/rounds/c-keepalive-*.json)
-    start_server c
-    load half keepalive half c --appliances "$APPLIANCES" --rate "$peak"
-    stop_server c-half
+    for round in $(seq "$ROUNDS"); do
+        if [[ " $SERVERS " == *" a "* ]]; then
+            start_server a
+            load half stun "half$round" a --rate "$peak"
+            stop_server "a-half$round"
+        fi
+        start_server c
+        load half keepalive "half$round" c --appliances "$APPLIANCES" --rate "$peak"
+        stop_server "c-half$round"
+    done
 fi
+stalls after
 
 "$BENCH" chart --input "$OUT/rounds" "$OUT/half" --table "$OUT/table.md" \
     --baseline "echo-server mmsg" --baseline "echo-server plain" > /dev/null
@@ -159,4 +176,6 @@ cat "$OUT/table.md"
 echo
 echo "Medians over $ROUNDS rounds (loss: worst round; kernel drops: sum over rounds, from /proc/net/udp)."
 echo "flockd kernel_drops at stop: $(cut -d' ' -f2 "$OUT/flockd-kernel-drops.txt" 2>/dev/null | sort | uniq -c | xargs || echo -)"
-echo "Results in $OUT: table.md chart.svg env.txt rounds/ warmup/ half/"
+echo "Machine pauses of a spinning thread (before, after):"
+cat "$OUT/stalls-before.txt" "$OUT/stalls-after.txt"
+echo "Results in $OUT: table.md chart.svg env.txt stalls-*.txt rounds/ warmup/ half/"

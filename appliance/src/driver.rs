@@ -12,9 +12,11 @@
 //! candidate for a session that already failed) is logged, since the events say why.
 
 use crate::login::{Candidate, Decision, LoginRequest, SessionNonce};
-use crate::machine::{session_short, Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM};
-use flock_proto::identity::Fingerprint;
+use crate::machine::{
+    session_short, Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM,
+};
 use flock_proto::entropy::Entropy;
+use flock_proto::identity::Fingerprint;
 use flock_proto::{Name, Time};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::Ed25519KeyPair;
@@ -50,7 +52,9 @@ impl Entropy for SystemEntropy {
     /// Panics if the operating system's random source fails (there is no safe fallback for
     /// transaction ids).
     fn fill(&mut self, dest: &mut [u8]) {
-        self.0.fill(dest).expect("the system random number generator failed");
+        self.0
+            .fill(dest)
+            .expect("the system random number generator failed");
     }
 }
 
@@ -67,7 +71,10 @@ pub struct Status {
 }
 
 enum Command {
-    Rebind { socket: std::net::UdpSocket, keep_old: bool },
+    Rebind {
+        socket: std::net::UdpSocket,
+        keep_old: bool,
+    },
     Personas(Option<Vec<u8>>),
     Authenticator(crate::login::Authenticator),
     Offer(SessionNonce, String),
@@ -90,7 +97,11 @@ pub struct ApplianceHandle {
 
 /// Starts an appliance on a UDP socket bound to `bind` (port 0 for any free port). Must be
 /// called from within a tokio runtime (an error otherwise).
-pub fn spawn(config: ApplianceConfig, key: Ed25519KeyPair, bind: SocketAddr) -> io::Result<ApplianceHandle> {
+pub fn spawn(
+    config: ApplianceConfig,
+    key: Ed25519KeyPair,
+    bind: SocketAddr,
+) -> io::Result<ApplianceHandle> {
     let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     let std_socket = bind_std(bind)?;
     let local_addr = std_socket.local_addr()?;
@@ -111,7 +122,15 @@ pub fn spawn(config: ApplianceConfig, key: Ed25519KeyPair, bind: SocketAddr) -> 
     let name = *machine.name();
     let fingerprint = machine.fingerprint();
     let task = runtime.spawn(run(machine, socket, command_rx, event_tx, status.clone()));
-    Ok(ApplianceHandle { name, fingerprint, local_addr, events, commands, status, task: Some(task) })
+    Ok(ApplianceHandle {
+        name,
+        fingerprint,
+        local_addr,
+        events,
+        commands,
+        status,
+        task: Some(task),
+    })
 }
 
 fn bind_std(bind: SocketAddr) -> io::Result<std::net::UdpSocket> {
@@ -146,7 +165,10 @@ impl ApplianceHandle {
 
     /// State, mapped address and counters, as of the last datagram or timer.
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Moves the appliance to a new socket bound to `bind` (port 0: a new free port); the old
@@ -177,7 +199,10 @@ impl ApplianceHandle {
     }
 
     /// Who decides log-ins (see [`Appliance::set_authenticator`]); runs on the appliance's task.
-    pub fn set_authenticator(&self, auth: impl FnMut(&LoginRequest<'_>) -> Decision + Send + 'static) -> io::Result<()> {
+    pub fn set_authenticator(
+        &self,
+        auth: impl FnMut(&LoginRequest<'_>) -> Decision + Send + 'static,
+    ) -> io::Result<()> {
         self.command(Command::Authenticator(Box::new(auth)))
     }
 
@@ -197,7 +222,9 @@ impl ApplianceHandle {
     }
 
     fn command(&self, c: Command) -> io::Result<()> {
-        self.commands.send(c).map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the appliance has stopped"))
+        self.commands
+            .send(c)
+            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the appliance has stopped"))
     }
 
     /// Stops the appliance and waits for its task to end (its sockets are closed then).
@@ -217,8 +244,13 @@ struct Clock {
 
 impl Clock {
     fn new() -> Clock {
-        let wall0 = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Clock { wall0, start: Instant::now() }
+        let wall0 = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock {
+            wall0,
+            start: Instant::now(),
+        }
     }
 
     fn now(&self) -> Time {
@@ -335,7 +367,12 @@ async fn run(
     }
 }
 
-fn refused(name: &Name, session: &SessionNonce, what: &str, r: Result<(), crate::login::SignalError>) {
+fn refused(
+    name: &Name,
+    session: &SessionNonce,
+    what: &str,
+    r: Result<(), crate::login::SignalError>,
+) {
     if let Err(e) = r {
         tracing::warn!(%name, "session {}: {what} not sent: {e}", session_short(session));
     }

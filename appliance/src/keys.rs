@@ -27,7 +27,11 @@ impl fmt::Display for KeyError {
         match self {
             KeyError::Io { path, source } => write!(f, "key file {}: {source}", path.display()),
             KeyError::Invalid { path } => {
-                write!(f, "key file {} does not hold an Ed25519 key (PKCS#8 DER expected)", path.display())
+                write!(
+                    f,
+                    "key file {} does not hold an Ed25519 key (PKCS#8 DER expected)",
+                    path.display()
+                )
             }
             KeyError::Random => write!(f, "the system random number generator failed"),
         }
@@ -44,7 +48,10 @@ impl std::error::Error for KeyError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_path_buf(), source }
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A new key as PKCS#8 DER (the form [`load`] reads).
@@ -61,7 +68,9 @@ pub fn from_pkcs8(der: &[u8]) -> Option<Ed25519KeyPair> {
 /// Loads the key stored at `path`.
 pub fn load(path: &Path) -> Result<Ed25519KeyPair, KeyError> {
     let der = fs::read(path).map_err(io_err(path))?;
-    from_pkcs8(&der).ok_or_else(|| KeyError::Invalid { path: path.to_path_buf() })
+    from_pkcs8(&der).ok_or_else(|| KeyError::Invalid {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Loads the key at `path`, or creates one there (directory included, mode 0700; file mode
@@ -87,7 +96,9 @@ pub fn load_or_create(path: &Path) -> Result<(Ed25519KeyPair, bool), KeyError> {
 /// Writes `der` to `path` unless the file exists: to a private temporary file first, then
 /// linked into place, so nobody ever reads a partial key. False if `path` already existed.
 fn store_new(path: &Path, der: &[u8]) -> io::Result<bool> {
-    let file_name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -114,18 +125,28 @@ fn store_new(path: &Path, der: &[u8]) -> io::Result<bool> {
 #[cfg(unix)]
 fn private_file(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(not(unix))]
 fn private_file(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new().write(true).create_new(true).open(path)
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 #[cfg(unix)]
 fn create_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[cfg(not(unix))]
@@ -147,7 +168,10 @@ impl fmt::Display for PublicKeyError {
         match self {
             PublicKeyError::NotHex => write!(f, "not a hex string (64 hex digits expected)"),
             PublicKeyError::WrongLength(n) => {
-                write!(f, "{n} bytes where an Ed25519 public key has {PUBLIC_KEY_LEN} (64 hex digits)")
+                write!(
+                    f,
+                    "{n} bytes where an Ed25519 public key has {PUBLIC_KEY_LEN} (64 hex digits)"
+                )
             }
         }
     }
@@ -158,7 +182,10 @@ impl std::error::Error for PublicKeyError {}
 /// Parses an Ed25519 public key written as 64 hex digits (surrounding whitespace ignored).
 pub fn public_key_from_hex(s: &str) -> Result<[u8; PUBLIC_KEY_LEN], PublicKeyError> {
     let bytes = from_hex(s.trim()).ok_or(PublicKeyError::NotHex)?;
-    bytes.as_slice().try_into().map_err(|_| PublicKeyError::WrongLength(bytes.len()))
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| PublicKeyError::WrongLength(bytes.len()))
 }
 
 #[cfg(test)]
@@ -173,7 +200,8 @@ mod tests {
         fn new(tag: &str) -> TempDir {
             static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!("flock-appliance-{tag}-{}-{n}", std::process::id()));
+            let p = std::env::temp_dir()
+                .join(format!("flock-appliance-{tag}-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&p);
             TempDir(p)
         }
@@ -198,8 +226,18 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-            assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert_eq!(
+                fs::metadata(path.parent().unwrap())
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o700
+            );
         }
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
@@ -223,7 +261,11 @@ mod tests {
         assert!(matches!(err, KeyError::Invalid { .. }), "{err:?}");
         assert!(err.to_string().contains("box.key"), "{err}");
         assert!(err.to_string().contains("Ed25519"), "{err}");
-        assert_eq!(fs::read(&path).unwrap(), b"not a key", "a bad key file is never overwritten");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"not a key",
+            "a bad key file is never overwritten"
+        );
     }
 
     #[test]
@@ -246,6 +288,9 @@ mod tests {
         assert_eq!(public_key_from_hex(&hex.to_uppercase()), Ok(want));
         assert_eq!(public_key_from_hex("zz"), Err(PublicKeyError::NotHex));
         assert_eq!(public_key_from_hex("abc"), Err(PublicKeyError::NotHex));
-        assert_eq!(public_key_from_hex("abcd"), Err(PublicKeyError::WrongLength(2)));
+        assert_eq!(
+            public_key_from_hex("abcd"),
+            Err(PublicKeyError::WrongLength(2))
+        );
     }
 }

@@ -17,5 +17,10 @@ pub mod login;
 pub mod machine;
 
 pub use driver::{spawn, ApplianceHandle, Status, SystemEntropy};
-pub use login::{Authenticator, Candidate, Decision, LoginRequest, SessionFailure, SessionNonce, SignalError};
-pub use machine::{Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM, MAX_REDIRECTS, MIN_KEEPALIVE_INTERVAL};
+pub use login::{
+    Authenticator, Candidate, Decision, LoginRequest, SessionFailure, SessionNonce, SignalError,
+};
+pub use machine::{
+    Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM, MAX_REDIRECTS,
+    MIN_KEEPALIVE_INTERVAL,
+};

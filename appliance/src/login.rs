@@ -15,7 +15,9 @@
 
 use crate::machine::{ApplianceConfig, Bucket, Event, Events, Stats, CLOCK_SKEW_MS};
 use flock_proto::entropy::Entropy;
-use flock_proto::login::wire::{self, code, method, Ack, Connect, Outbound, PersonasChunk, PersonasRequest, Signal, SignalBody};
+use flock_proto::login::wire::{
+    self, code, method, Ack, Connect, Outbound, PersonasChunk, PersonasRequest, Signal, SignalBody,
+};
 pub use flock_proto::login::{Candidate, SessionNonce};
 use flock_proto::stun::{Class, Message, TransactionId};
 use flock_proto::token::canonical;
@@ -58,7 +60,10 @@ pub struct LoginRequest<'a> {
 /// Written by hand so that a logged request never shows the credential.
 impl fmt::Debug for LoginRequest<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginRequest").field("persona", &self.persona).field("from", &self.from).finish_non_exhaustive()
+        f.debug_struct("LoginRequest")
+            .field("persona", &self.persona)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +98,9 @@ impl fmt::Display for SignalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SignalError::UnknownSession => "no such session",
-            SignalError::OutOfOrder => "out of order (one offer first, nothing after end-of-candidates)",
+            SignalError::OutOfOrder => {
+                "out of order (one offer first, nothing after end-of-candidates)"
+            }
             SignalError::TooLong => "too long",
             SignalError::QueueFull => "too many items queued",
         })
@@ -203,7 +210,10 @@ struct Rto {
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, b).as_ref().try_into().expect("32 bytes")
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .expect("32 bytes")
 }
 
 fn same(a: SocketAddr, b: SocketAddr) -> bool {
@@ -211,9 +221,17 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 impl Login {
-    pub fn new(answer_burst: u32, answer_refill: Duration, rto_initial: Duration, rto_max: Duration) -> Login {
+    pub fn new(
+        answer_burst: u32,
+        answer_refill: Duration,
+        rto_initial: Duration,
+        rto_max: Duration,
+    ) -> Login {
         Login {
-            rto: Rto { initial: rto_initial, max: rto_max.max(rto_initial) },
+            rto: Rto {
+                initial: rto_initial,
+                max: rto_max.max(rto_initial),
+            },
             personas: None,
             checksum: sha256(b""),
             auth: Box::new(|_| Decision::Deny),
@@ -240,7 +258,14 @@ impl Login {
     }
 
     /// Takes a PERSONAS, CONNECT or SIGNAL message (request or answer); false if unusable.
-    pub fn handle(&mut self, now: Time, src: SocketAddr, m: &Message<'_>, len: usize, cx: Cx<'_>) -> bool {
+    pub fn handle(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        m: &Message<'_>,
+        len: usize,
+        cx: Cx<'_>,
+    ) -> bool {
         match (m.method(), m.class()) {
             (method::PERSONAS, Class::Request) => self.on_personas(now, src, m, len, cx),
             (method::CONNECT, Class::Request) => self.on_connect(now, src, m, cx),
@@ -265,9 +290,21 @@ impl Login {
         }
     }
 
-    fn on_personas(&mut self, now: Time, src: SocketAddr, m: &Message<'_>, len: usize, cx: Cx<'_>) -> bool {
-        let Ok(r) = PersonasRequest::parse(m) else { return false };
-        if r.name != cx.config.name || !r.fresh(now.0, CLOCK_SKEW_MS) || !r.from_flock(&cx.config.flock_public_key) {
+    fn on_personas(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        m: &Message<'_>,
+        len: usize,
+        cx: Cx<'_>,
+    ) -> bool {
+        let Ok(r) = PersonasRequest::parse(m) else {
+            return false;
+        };
+        if r.name != cx.config.name
+            || !r.fresh(now.0, CLOCK_SKEW_MS)
+            || !r.from_flock(&cx.config.flock_public_key)
+        {
             cx.stats.login_ignored += 1;
             return true;
         }
@@ -300,8 +337,13 @@ impl Login {
     }
 
     fn on_connect(&mut self, now: Time, src: SocketAddr, m: &Message<'_>, cx: Cx<'_>) -> bool {
-        let Ok(c) = Connect::parse(m) else { return false };
-        if c.name != cx.config.name || !c.fresh(now.0, CLOCK_SKEW_MS) || !c.from_flock(&cx.config.flock_public_key) {
+        let Ok(c) = Connect::parse(m) else {
+            return false;
+        };
+        if c.name != cx.config.name
+            || !c.fresh(now.0, CLOCK_SKEW_MS)
+            || !c.from_flock(&cx.config.flock_public_key)
+        {
             cx.stats.login_ignored += 1;
             return true;
         }
@@ -309,7 +351,13 @@ impl Login {
             cx.stats.login_dropped += 1;
             return true;
         }
-        let ack = |error| Ack { method: method::CONNECT, name: cx.config.name, session: c.session, seq: None, error };
+        let ack = |error| Ack {
+            method: method::CONNECT,
+            name: cx.config.name,
+            session: c.session,
+            seq: None,
+            error,
+        };
         if let Some(d) = self.decided.iter().find(|d| d.nonce == c.session) {
             let a = ack(d.error);
             self.answer_ack(src, a, m.transaction_id(), cx.stats);
@@ -327,44 +375,93 @@ impl Login {
             let error = if self.conns.len() >= cx.config.max_connections {
                 Some(code::BUSY)
             } else {
-                match (self.auth)(&LoginRequest { persona: c.persona, credential: c.credential, from: src }) {
+                match (self.auth)(&LoginRequest {
+                    persona: c.persona,
+                    credential: c.credential,
+                    from: src,
+                }) {
                     Decision::Accept => None,
                     Decision::BadCredentials => Some(code::BAD_CREDENTIALS),
                     Decision::Deny => Some(code::DENIED),
                 }
             };
             let keep_until = Time(c.valid_until_ms.saturating_add(CLOCK_SKEW_MS));
-            self.decided.push_back(Decided { nonce: c.session, error, keep_until });
+            self.decided.push_back(Decided {
+                nonce: c.session,
+                error,
+                keep_until,
+            });
             error
         };
         match error {
             None => {
-                self.conns.push(Connection::new(c.session, src, now + cx.config.session_timeout));
+                self.conns.push(Connection::new(
+                    c.session,
+                    src,
+                    now + cx.config.session_timeout,
+                ));
                 cx.stats.logins_accepted += 1;
-                cx.events.push(Event::LoginAccepted { session: c.session, persona: c.persona.into() });
+                cx.events.push(Event::LoginAccepted {
+                    session: c.session,
+                    persona: c.persona.into(),
+                });
             }
             Some(code) => {
                 cx.stats.logins_refused += 1;
-                cx.events.push(Event::LoginRefused { session: c.session, persona: c.persona.into(), code });
+                cx.events.push(Event::LoginRefused {
+                    session: c.session,
+                    persona: c.persona.into(),
+                    code,
+                });
             }
         }
         self.answer_ack(src, ack(error), m.transaction_id(), cx.stats);
         true
     }
 
-    fn on_signal(&mut self, now: Time, src: SocketAddr, m: &Message<'_>, len: usize, cx: Cx<'_>) -> bool {
-        let Ok(s) = Signal::parse(m) else { return false };
+    fn on_signal(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        m: &Message<'_>,
+        len: usize,
+        cx: Cx<'_>,
+    ) -> bool {
+        let Ok(s) = Signal::parse(m) else {
+            return false;
+        };
         if s.name != cx.config.name {
             return false;
         }
-        let ack = |error| Ack { method: method::SIGNAL, name: cx.config.name, session: s.session, seq: Some(s.seq), error };
+        let ack = |error| Ack {
+            method: method::SIGNAL,
+            name: cx.config.name,
+            session: s.session,
+            seq: Some(s.seq),
+            error,
+        };
         let txid = m.transaction_id();
-        let Some(i) = self.conns.iter().position(|c| c.nonce == s.session && same(c.flock, src)) else {
+        let Some(i) = self
+            .conns
+            .iter()
+            .position(|c| c.nonce == s.session && same(c.flock, src))
+        else {
             self.finished.retain(|f| f.until > now);
-            if self.finished.iter().any(|f| f.nonce == s.session && same(f.flock, src) && s.seq < f.expect) {
+            if self
+                .finished
+                .iter()
+                .any(|f| f.nonce == s.session && same(f.flock, src) && s.seq < f.expect)
+            {
                 self.answer_ack(src, ack(None), txid, cx.stats);
             } else {
-                self.unknown_session(now, src, ack(Some(code::UNKNOWN_SESSION)), txid, len, cx.stats);
+                self.unknown_session(
+                    now,
+                    src,
+                    ack(Some(code::UNKNOWN_SESSION)),
+                    txid,
+                    len,
+                    cx.stats,
+                );
             }
             return true;
         };
@@ -376,18 +473,33 @@ impl Login {
         if s.seq == conn.expect {
             let session = s.session;
             match s.body {
-                SignalBody::Sdp { offset, total, data } => match conn.sdp.add(offset, total, data, MAX_SDP) {
+                SignalBody::Sdp {
+                    offset,
+                    total,
+                    data,
+                } => match conn.sdp.add(offset, total, data, MAX_SDP) {
                     Ok(Some(sdp)) => cx.events.push(Event::RemoteAnswer { session, sdp }),
                     Ok(None) => {}
                     Err(_) => {
                         self.fail(i, SessionFailure::Malformed, cx.stats, cx.events);
-                        self.unknown_session(now, src, ack(Some(code::UNKNOWN_SESSION)), txid, len, cx.stats);
+                        self.unknown_session(
+                            now,
+                            src,
+                            ack(Some(code::UNKNOWN_SESSION)),
+                            txid,
+                            len,
+                            cx.stats,
+                        );
                         return true;
                     }
                 },
                 SignalBody::Candidate { candidate, mid } => {
-                    let candidate = Candidate { candidate: candidate.into(), mid: mid.map(Into::into) };
-                    cx.events.push(Event::RemoteCandidate { session, candidate });
+                    let candidate = Candidate {
+                        candidate: candidate.into(),
+                        mid: mid.map(Into::into),
+                    };
+                    cx.events
+                        .push(Event::RemoteCandidate { session, candidate });
                 }
                 SignalBody::EndOfCandidates => {
                     conn.remote_end = true;
@@ -404,19 +516,37 @@ impl Login {
 
     /// A 481 for a SIGNAL we cannot place, unless it would be larger than the SIGNAL (a short
     /// one, like end-of-candidates) or the answer rate is exceeded: then nothing.
-    fn unknown_session(&mut self, now: Time, src: SocketAddr, ack: Ack, txid: &TransactionId, len: usize, stats: &mut Stats) {
+    fn unknown_session(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        ack: Ack,
+        txid: &TransactionId,
+        len: usize,
+        stats: &mut Stats,
+    ) {
         let mut buf = [0; wire::MAX_DATAGRAM];
         match ack.encode(&mut buf, txid) {
-            Ok(n) if n <= len && self.unknown_bucket.take(now) => self.queue(src, buf[..n].to_vec(), stats),
+            Ok(n) if n <= len && self.unknown_bucket.take(now) => {
+                self.queue(src, buf[..n].to_vec(), stats)
+            }
             _ => stats.login_dropped += 1,
         }
     }
 
     fn on_ack(&mut self, now: Time, src: SocketAddr, m: &Message<'_>, cx: Cx<'_>) -> bool {
         let Ok(a) = Ack::parse(m) else { return false };
-        let Some(i) = self.conns.iter().position(|c| c.nonce == a.session && same(c.flock, src)) else { return false };
+        let Some(i) = self
+            .conns
+            .iter()
+            .position(|c| c.nonce == a.session && same(c.flock, src))
+        else {
+            return false;
+        };
         let conn = &mut self.conns[i];
-        let Some(out) = &conn.outstanding else { return false };
+        let Some(out) = &conn.outstanding else {
+            return false;
+        };
         if a.seq != Some(conn.seq) || a.name != cx.config.name || m.transaction_id() != &out.txid {
             return false; // a late ack of an earlier SIGNAL, or not ours
         }
@@ -427,7 +557,10 @@ impl Login {
         conn.outstanding = None;
         conn.seq += 1;
         conn.piece += 1;
-        let front = conn.queue.front().expect("an outstanding SIGNAL has its item");
+        let front = conn
+            .queue
+            .front()
+            .expect("an outstanding SIGNAL has its item");
         if conn.piece >= wire::pieces(front) {
             conn.end_acked |= matches!(front, Outbound::EndOfCandidates);
             conn.queue.pop_front();
@@ -447,7 +580,12 @@ impl Login {
         if self.finished.len() >= MAX_FINISHED {
             self.finished.pop_front();
         }
-        self.finished.push_back(Finished { nonce: c.nonce, flock: c.flock, expect: c.expect, until: now + FINISHED_LINGER });
+        self.finished.push_back(Finished {
+            nonce: c.nonce,
+            flock: c.flock,
+            expect: c.expect,
+            until: now + FINISHED_LINGER,
+        });
         stats.sessions_done += 1;
         events.push(Event::SessionDone { session: c.nonce });
     }
@@ -455,13 +593,26 @@ impl Login {
     fn fail(&mut self, i: usize, reason: SessionFailure, stats: &mut Stats, events: &mut Events) {
         let c = self.conns.swap_remove(i);
         stats.sessions_failed += 1;
-        events.push(Event::SessionFailed { session: c.nonce, reason });
+        events.push(Event::SessionFailed {
+            session: c.nonce,
+            reason,
+        });
     }
 
     /// Appends to a connection's outbound stream and starts sending if nothing is in flight.
-    pub fn push(&mut self, now: Time, session: &SessionNonce, item: Outbound, entropy: &mut dyn Entropy) -> Result<(), SignalError> {
+    pub fn push(
+        &mut self,
+        now: Time,
+        session: &SessionNonce,
+        item: Outbound,
+        entropy: &mut dyn Entropy,
+    ) -> Result<(), SignalError> {
         let rto = self.rto;
-        let c = self.conns.iter_mut().find(|c| c.nonce == *session).ok_or(SignalError::UnknownSession)?;
+        let c = self
+            .conns
+            .iter_mut()
+            .find(|c| c.nonce == *session)
+            .ok_or(SignalError::UnknownSession)?;
         let in_order = match &item {
             Outbound::Sdp(_) => !c.offer_queued,
             Outbound::Candidate(_) | Outbound::EndOfCandidates => c.offer_queued && !c.end_queued,
@@ -472,7 +623,8 @@ impl Login {
         let too_long = match &item {
             Outbound::Sdp(sdp) => sdp.len() > MAX_SDP,
             Outbound::Candidate(k) => {
-                k.candidate.len() > wire::MAX_CANDIDATE_LEN || k.mid.as_ref().is_some_and(|m| m.len() > wire::MAX_MID_LEN)
+                k.candidate.len() > wire::MAX_CANDIDATE_LEN
+                    || k.mid.as_ref().is_some_and(|m| m.len() > wire::MAX_MID_LEN)
             }
             Outbound::EndOfCandidates => false,
         };
@@ -490,17 +642,34 @@ impl Login {
     }
 
     /// The next answer or SIGNAL to send.
-    pub fn poll_transmit(&mut self, name: &Name, buf: &mut [u8], stats: &mut Stats) -> Option<(SocketAddr, usize)> {
+    pub fn poll_transmit(
+        &mut self,
+        name: &Name,
+        buf: &mut [u8],
+        stats: &mut Stats,
+    ) -> Option<(SocketAddr, usize)> {
         if let Some((dst, bytes)) = self.pending.pop_front() {
             buf[..bytes.len()].copy_from_slice(&bytes);
             return Some((dst, bytes.len()));
         }
         for c in &mut self.conns {
-            let Some(out) = c.outstanding.as_mut().filter(|o| o.send_now) else { continue };
+            let Some(out) = c.outstanding.as_mut().filter(|o| o.send_now) else {
+                continue;
+            };
             out.send_now = false;
             // Items were checked when queued, so every piece encodes.
-            let Some(body) = c.queue.front().and_then(|item| wire::piece(item, c.piece)) else { continue };
-            let Ok(n) = (Signal { name: *name, session: c.nonce, seq: c.seq, body }).encode(buf, &out.txid) else { continue };
+            let Some(body) = c.queue.front().and_then(|item| wire::piece(item, c.piece)) else {
+                continue;
+            };
+            let Ok(n) = (Signal {
+                name: *name,
+                session: c.nonce,
+                seq: c.seq,
+                body,
+            })
+            .encode(buf, &out.txid) else {
+                continue;
+            };
             stats.signals_sent += 1;
             return Some((c.flock, n));
         }
@@ -519,13 +688,25 @@ impl Login {
         next
     }
 
-    pub fn handle_timeout(&mut self, now: Time, give_up: Duration, stats: &mut Stats, events: &mut Events) {
+    pub fn handle_timeout(
+        &mut self,
+        now: Time,
+        give_up: Duration,
+        stats: &mut Stats,
+        events: &mut Events,
+    ) {
         let rto = self.rto;
         let mut i = 0;
         while i < self.conns.len() {
             let c = &mut self.conns[i];
-            let gave_up = c.outstanding.as_ref().is_some_and(|o| now >= o.started + give_up);
-            if gave_up && c.remote_end && matches!(c.queue.make_contiguous(), [Outbound::EndOfCandidates]) {
+            let gave_up = c
+                .outstanding
+                .as_ref()
+                .is_some_and(|o| now >= o.started + give_up);
+            if gave_up
+                && c.remote_end
+                && matches!(c.queue.make_contiguous(), [Outbound::EndOfCandidates])
+            {
                 // Everything else went through both ways. The flock forgets a session once both
                 // ends' end-of-candidates are in, and stays silent to a retransmission (its 481
                 // would be larger than our SIGNAL): the ack of our last one was most likely lost.
@@ -534,7 +715,16 @@ impl Login {
                 continue;
             }
             if now >= c.expires || gave_up {
-                self.fail(i, if gave_up { SessionFailure::GaveUp } else { SessionFailure::Expired }, stats, events);
+                self.fail(
+                    i,
+                    if gave_up {
+                        SessionFailure::GaveUp
+                    } else {
+                        SessionFailure::Expired
+                    },
+                    stats,
+                    events,
+                );
                 continue;
             }
             if let Some(o) = c.outstanding.as_mut().filter(|o| now >= o.next_send) {

@@ -32,11 +32,16 @@
 //! [`crate::login`] and [`Appliance::set_personas`], [`Appliance::set_authenticator`],
 //! [`Appliance::send_offer`].
 
-use crate::login::{self, Authenticator, Candidate, Decision, Login, LoginRequest, SessionFailure, SessionNonce, SignalError};
+use crate::login::{
+    self, Authenticator, Candidate, Decision, Login, LoginRequest, SessionFailure, SessionNonce,
+    SignalError,
+};
+use flock_proto::entropy::Entropy;
 use flock_proto::identity::{self, Fingerprint, PUBLIC_KEY_LEN};
 use flock_proto::login::wire::{self as login_wire, Outbound};
-use flock_proto::msg::{self, code, method, Check, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate};
-use flock_proto::entropy::Entropy;
+use flock_proto::msg::{
+    self, code, method, Check, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate,
+};
 use flock_proto::stun::{Class, Message, TransactionId};
 use flock_proto::token::{canonical, Nonce, Token};
 use flock_proto::{Name, Time};
@@ -115,7 +120,11 @@ pub struct ApplianceConfig {
 
 impl ApplianceConfig {
     /// A configuration with the default timers.
-    pub fn new(name: Name, server: SocketAddr, flock_public_key: [u8; PUBLIC_KEY_LEN]) -> ApplianceConfig {
+    pub fn new(
+        name: Name,
+        server: SocketAddr,
+        flock_public_key: [u8; PUBLIC_KEY_LEN],
+    ) -> ApplianceConfig {
         ApplianceConfig {
             name,
             server,
@@ -162,19 +171,32 @@ pub enum Event {
     GaveUp,
     /// The authenticator accepted a log-in: send the offer, candidates and end-of-candidates
     /// for `session` ([`Appliance::send_offer`] ...).
-    LoginAccepted { session: SessionNonce, persona: String },
+    LoginAccepted {
+        session: SessionNonce,
+        persona: String,
+    },
     /// A log-in was refused with this code (460 bad credentials, 461 denied, 508 busy).
-    LoginRefused { session: SessionNonce, persona: String, code: u16 },
+    LoginRefused {
+        session: SessionNonce,
+        persona: String,
+        code: u16,
+    },
     /// The browser's SDP answer.
     RemoteAnswer { session: SessionNonce, sdp: String },
     /// One of the browser's ICE candidates.
-    RemoteCandidate { session: SessionNonce, candidate: Candidate },
+    RemoteCandidate {
+        session: SessionNonce,
+        candidate: Candidate,
+    },
     /// The browser has no more candidates.
     RemoteEndOfCandidates { session: SessionNonce },
     /// End-of-candidates went both ways: the session is over (and forgotten).
     SessionDone { session: SessionNonce },
     /// The session ended before it was done (and is forgotten).
-    SessionFailed { session: SessionNonce, reason: SessionFailure },
+    SessionFailed {
+        session: SessionNonce,
+        reason: SessionFailure,
+    },
 }
 
 /// First 4 bytes of a session nonce, in hex: enough to tell sessions apart in logs.
@@ -186,24 +208,58 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Registered { mapped } => write!(f, "registered, seen at {mapped}"),
-            Event::MappedAddressChanged { old, new } => write!(f, "mapped address changed from {old} to {new}"),
+            Event::MappedAddressChanged { old, new } => {
+                write!(f, "mapped address changed from {old} to {new}")
+            }
             Event::KeptAlive { mapped } => write!(f, "kept alive, seen at {mapped}"),
             Event::TokenRefused => write!(f, "token refused, registering again"),
             Event::Refused { code } => write!(f, "refused: {code} {}", code::reason(*code)),
-            Event::Redirected { from, to } => write!(f, "redirected by {from} to the owning server {to}"),
+            Event::Redirected { from, to } => {
+                write!(f, "redirected by {from} to the owning server {to}")
+            }
             Event::CheckAnswered { from } => write!(f, "answered a check from {from}"),
             Event::GaveUp => write!(f, "gave up: no answer from the server"),
-            Event::LoginAccepted { session, persona } => write!(f, "log-in {} accepted as {persona:?}", session_short(session)),
-            Event::LoginRefused { session, persona, code } => {
-                write!(f, "log-in {} as {persona:?} refused: {code} {}", session_short(session), login_wire::code::reason(*code))
+            Event::LoginAccepted { session, persona } => write!(
+                f,
+                "log-in {} accepted as {persona:?}",
+                session_short(session)
+            ),
+            Event::LoginRefused {
+                session,
+                persona,
+                code,
+            } => {
+                write!(
+                    f,
+                    "log-in {} as {persona:?} refused: {code} {}",
+                    session_short(session),
+                    login_wire::code::reason(*code)
+                )
             }
-            Event::RemoteAnswer { session, sdp } => write!(f, "session {}: remote answer, {} bytes", session_short(session), sdp.len()),
+            Event::RemoteAnswer { session, sdp } => write!(
+                f,
+                "session {}: remote answer, {} bytes",
+                session_short(session),
+                sdp.len()
+            ),
             Event::RemoteCandidate { session, candidate } => {
-                write!(f, "session {}: remote candidate {:?} (mid {:?})", session_short(session), candidate.candidate, candidate.mid)
+                write!(
+                    f,
+                    "session {}: remote candidate {:?} (mid {:?})",
+                    session_short(session),
+                    candidate.candidate,
+                    candidate.mid
+                )
             }
-            Event::RemoteEndOfCandidates { session } => write!(f, "session {}: remote end of candidates", session_short(session)),
+            Event::RemoteEndOfCandidates { session } => write!(
+                f,
+                "session {}: remote end of candidates",
+                session_short(session)
+            ),
             Event::SessionDone { session } => write!(f, "session {} done", session_short(session)),
-            Event::SessionFailed { session, reason } => write!(f, "session {} failed: {reason}", session_short(session)),
+            Event::SessionFailed { session, reason } => {
+                write!(f, "session {} failed: {reason}", session_short(session))
+            }
         }
     }
 }
@@ -294,7 +350,12 @@ pub(crate) struct Bucket {
 
 impl Bucket {
     pub(crate) fn new(burst: u32, refill: Duration) -> Bucket {
-        Bucket { tokens: burst, refilled: Time::ZERO, burst, refill_ms: (refill.as_millis() as u64).max(1) }
+        Bucket {
+            tokens: burst,
+            refilled: Time::ZERO,
+            burst,
+            refill_ms: (refill.as_millis() as u64).max(1),
+        }
     }
 
     pub(crate) fn take(&mut self, now: Time) -> bool {
@@ -390,9 +451,18 @@ impl fmt::Debug for Appliance {
 
 impl Appliance {
     /// An appliance that will register `config.name` with `key` once time is passed in.
-    pub fn new(config: ApplianceConfig, key: Ed25519KeyPair, entropy: impl Entropy + Send + 'static) -> Appliance {
+    pub fn new(
+        config: ApplianceConfig,
+        key: Ed25519KeyPair,
+        entropy: impl Entropy + Send + 'static,
+    ) -> Appliance {
         let fingerprint = Fingerprint::of(&identity::public_key(&key));
-        let login = Login::new(config.login_answer_burst, config.login_answer_refill, config.rto_initial, config.rto_max);
+        let login = Login::new(
+            config.login_answer_burst,
+            config.login_answer_refill,
+            config.rto_initial,
+            config.rto_max,
+        );
         Appliance {
             keepalive_interval: config.keepalive_interval,
             server: config.server,
@@ -527,12 +597,17 @@ impl Appliance {
             self.start_registering(now);
         }
         while let Some(a) = self.answers.pop_front() {
-            if let Ok(n) = msg::encode_check_answer(buf, &a.txid, &self.config.name, &self.key, &a.challenge) {
+            if let Ok(n) =
+                msg::encode_check_answer(buf, &a.txid, &self.config.name, &self.key, &a.challenge)
+            {
                 self.stats.transmitted += 1;
                 return Some((a.dst, n));
             }
         }
-        if let Some(sent) = self.login.poll_transmit(&self.config.name, buf, &mut self.stats) {
+        if let Some(sent) = self
+            .login
+            .poll_transmit(&self.config.name, buf, &mut self.stats)
+        {
             self.stats.transmitted += 1;
             return Some(sent);
         }
@@ -541,19 +616,30 @@ impl Appliance {
                 a.tx.send_now = false;
                 let retransmission = a.tx.is_retransmission;
                 a.tx.is_retransmission = true;
-                msg::encode_register(buf, &a.tx.txid, &self.config.name, &self.key, a.timestamp.0, self.nonce)
-                    .ok()
-                    .map(|n| (n, retransmission))
+                msg::encode_register(
+                    buf,
+                    &a.tx.txid,
+                    &self.config.name,
+                    &self.key,
+                    a.timestamp.0,
+                    self.nonce,
+                )
+                .ok()
+                .map(|n| (n, retransmission))
             }
             Phase::KeepingAlive(tx) if tx.send_now => {
                 tx.send_now = false;
                 let retransmission = tx.is_retransmission;
                 tx.is_retransmission = true;
                 let token = self.token?;
-                Keepalive { name: self.config.name, identity: self.fingerprint, token }
-                    .encode(buf, &tx.txid)
-                    .ok()
-                    .map(|n| (n, retransmission))
+                Keepalive {
+                    name: self.config.name,
+                    identity: self.fingerprint,
+                    token,
+                }
+                .encode(buf, &tx.txid)
+                .ok()
+                .map(|n| (n, retransmission))
             }
             _ => None,
         };
@@ -581,7 +667,12 @@ impl Appliance {
     /// Runs the timers due at `now`: retransmissions, give-ups, keep-alives, end of a pause,
     /// log-in sessions.
     pub fn handle_timeout(&mut self, now: Time) {
-        self.login.handle_timeout(now, self.config.signal_give_up_after, &mut self.stats, &mut self.events);
+        self.login.handle_timeout(
+            now,
+            self.config.signal_give_up_after,
+            &mut self.stats,
+            &mut self.events,
+        );
         match &self.phase {
             Phase::Starting => self.start_registering(now),
             Phase::Registering(a) => {
@@ -635,24 +726,48 @@ impl Appliance {
 
     /// Who decides log-ins (by default everything is denied). Called once per log-in attempt,
     /// however often the flock retransmits it.
-    pub fn set_authenticator(&mut self, auth: impl FnMut(&LoginRequest<'_>) -> Decision + Send + 'static) {
+    pub fn set_authenticator(
+        &mut self,
+        auth: impl FnMut(&LoginRequest<'_>) -> Decision + Send + 'static,
+    ) {
         let auth: Authenticator = Box::new(auth);
         self.login.set_authenticator(auth);
     }
 
     /// Queues the SDP offer of an accepted session (first, once).
-    pub fn send_offer(&mut self, now: Time, session: &SessionNonce, sdp: String) -> Result<(), SignalError> {
-        self.login.push(now, session, Outbound::Sdp(sdp), &mut *self.entropy)
+    pub fn send_offer(
+        &mut self,
+        now: Time,
+        session: &SessionNonce,
+        sdp: String,
+    ) -> Result<(), SignalError> {
+        self.login
+            .push(now, session, Outbound::Sdp(sdp), &mut *self.entropy)
     }
 
     /// Queues one of our ICE candidates (after the offer, before end-of-candidates).
-    pub fn add_candidate(&mut self, now: Time, session: &SessionNonce, candidate: Candidate) -> Result<(), SignalError> {
-        self.login.push(now, session, Outbound::Candidate(candidate), &mut *self.entropy)
+    pub fn add_candidate(
+        &mut self,
+        now: Time,
+        session: &SessionNonce,
+        candidate: Candidate,
+    ) -> Result<(), SignalError> {
+        self.login.push(
+            now,
+            session,
+            Outbound::Candidate(candidate),
+            &mut *self.entropy,
+        )
     }
 
     /// Queues end-of-candidates: sent once every earlier item was acknowledged.
-    pub fn end_of_candidates(&mut self, now: Time, session: &SessionNonce) -> Result<(), SignalError> {
-        self.login.push(now, session, Outbound::EndOfCandidates, &mut *self.entropy)
+    pub fn end_of_candidates(
+        &mut self,
+        now: Time,
+        session: &SessionNonce,
+    ) -> Result<(), SignalError> {
+        self.login
+            .push(now, session, Outbound::EndOfCandidates, &mut *self.entropy)
     }
 
     /// Accepted log-ins still signalling.
@@ -690,7 +805,11 @@ impl Appliance {
 
     /// `d` spread uniformly over ±`jitter`.
     fn jittered(&mut self, d: Duration) -> Duration {
-        let j = if self.config.jitter.is_finite() { self.config.jitter.clamp(0.0, 1.0) } else { 0.0 };
+        let j = if self.config.jitter.is_finite() {
+            self.config.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let mut b = [0; 4];
         self.entropy.fill(&mut b);
         let u = f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX);
@@ -730,12 +849,19 @@ impl Appliance {
             return;
         }
         let txid = self.txid();
-        self.phase = Phase::KeepingAlive(Transaction::start(txid, now, self.config.rto_initial, self.config.rto_max));
+        self.phase = Phase::KeepingAlive(Transaction::start(
+            txid,
+            now,
+            self.config.rto_initial,
+            self.config.rto_max,
+        ));
     }
 
     fn schedule_keepalive(&mut self, now: Time) {
         let wait = self.jittered(self.keepalive_interval);
-        self.phase = Phase::Registered { next_keepalive: now + wait };
+        self.phase = Phase::Registered {
+            next_keepalive: now + wait,
+        };
     }
 
     /// Pauses before registering again (backoff over consecutive failures).
@@ -744,7 +870,11 @@ impl Appliance {
         self.redirects = 0;
         let doublings = self.failures.min(20);
         self.failures = self.failures.saturating_add(1);
-        let base = self.config.retry_pause.saturating_mul(1 << doublings).min(self.config.retry_pause_max);
+        let base = self
+            .config
+            .retry_pause
+            .saturating_mul(1 << doublings)
+            .min(self.config.retry_pause_max);
         let wait = self.jittered(base);
         self.phase = Phase::Paused { until: now + wait };
     }
@@ -762,13 +892,19 @@ impl Appliance {
     /// unusable, points back at the same server, or we have followed too many in a row (then
     /// it counts as a refusal: pause, then start over at the configured server).
     fn try_alternate(&mut self, now: Time, to: SocketAddr) {
-        if !unicast(to) || canonical(to) == canonical(self.server) || self.redirects >= MAX_REDIRECTS {
+        if !unicast(to)
+            || canonical(to) == canonical(self.server)
+            || self.redirects >= MAX_REDIRECTS
+        {
             self.refused(now, code::TRY_ALTERNATE);
             return;
         }
         self.redirects += 1;
         self.stats.redirects += 1;
-        self.event(Event::Redirected { from: self.server, to });
+        self.event(Event::Redirected {
+            from: self.server,
+            to,
+        });
         self.use_server(to);
         self.start_registering(now);
     }
@@ -795,18 +931,23 @@ impl Appliance {
     }
 
     fn on_register_answer(&mut self, now: Time, m: &Message<'_>) -> bool {
-        let Phase::Registering(a) = &self.phase else { return false };
+        let Phase::Registering(a) = &self.phase else {
+            return false;
+        };
         let txid = m.transaction_id();
         if m.class() == Class::Success {
             // The server answers the latest REGISTER it saw, maybe late: any of ours counts.
             if !a.txids.contains(txid) {
                 return false;
             }
-            let Ok(r) = Registered::parse(m) else { return false };
+            let Ok(r) = Registered::parse(m) else {
+                return false;
+            };
             self.stats.registrations += 1;
             self.token = Some(r.token);
             if r.keepalive_interval_ms > 0 {
-                self.keepalive_interval = Duration::from_millis(u64::from(r.keepalive_interval_ms)).max(MIN_KEEPALIVE_INTERVAL);
+                self.keepalive_interval = Duration::from_millis(u64::from(r.keepalive_interval_ms))
+                    .max(MIN_KEEPALIVE_INTERVAL);
             }
             self.failures = 0;
             self.redirects = 0;
@@ -819,9 +960,13 @@ impl Appliance {
         if txid != &a.tx.txid {
             return false;
         }
-        let Ok(e) = ErrorAnswer::parse(m) else { return false };
+        let Ok(e) = ErrorAnswer::parse(m) else {
+            return false;
+        };
         if e.code == code::TRY_ALTERNATE {
-            let Ok(t) = TryAlternate::parse(m) else { return false };
+            let Ok(t) = TryAlternate::parse(m) else {
+                return false;
+            };
             self.try_alternate(now, t.alternate);
             return true;
         }
@@ -847,12 +992,16 @@ impl Appliance {
     }
 
     fn on_keepalive_answer(&mut self, now: Time, m: &Message<'_>) -> bool {
-        let Phase::KeepingAlive(tx) = &self.phase else { return false };
+        let Phase::KeepingAlive(tx) = &self.phase else {
+            return false;
+        };
         if m.transaction_id() != &tx.txid {
             return false;
         }
         if m.class() == Class::Success {
-            let Ok(k) = KeptAlive::parse(m) else { return false };
+            let Ok(k) = KeptAlive::parse(m) else {
+                return false;
+            };
             self.stats.keepalives += 1;
             if let Some(t) = k.token {
                 self.token = Some(t);
@@ -863,10 +1012,14 @@ impl Appliance {
             self.schedule_keepalive(now);
             return true;
         }
-        let Ok(e) = ErrorAnswer::parse(m) else { return false };
+        let Ok(e) = ErrorAnswer::parse(m) else {
+            return false;
+        };
         if e.code == code::TRY_ALTERNATE {
             // The flock's list changed since we registered: the name has a new owner.
-            let Ok(t) = TryAlternate::parse(m) else { return false };
+            let Ok(t) = TryAlternate::parse(m) else {
+                return false;
+            };
             self.try_alternate(now, t.alternate);
             return true;
         }
@@ -887,7 +1040,10 @@ impl Appliance {
         };
         // Stale CHECKs (replayed long after the server sent them) are ignored; the skew allowance
         // matches the server's REGISTER timestamp tolerance.
-        if c.name != self.config.name || !c.fresh(now.0, CLOCK_SKEW_MS) || !c.from_flock(&self.config.flock_public_key) {
+        if c.name != self.config.name
+            || !c.fresh(now.0, CLOCK_SKEW_MS)
+            || !c.from_flock(&self.config.flock_public_key)
+        {
             self.stats.checks_ignored += 1;
             return;
         }
@@ -895,7 +1051,11 @@ impl Appliance {
             self.stats.checks_dropped += 1;
             return;
         }
-        self.answers.push_back(PendingAnswer { dst: src, txid: *m.transaction_id(), challenge: c.challenge });
+        self.answers.push_back(PendingAnswer {
+            dst: src,
+            txid: *m.transaction_id(),
+            challenge: c.challenge,
+        });
         self.stats.checks_answered += 1;
         self.event(Event::CheckAnswered { from: src });
     }
@@ -915,7 +1075,12 @@ fn unicast(a: SocketAddr) -> bool {
 pub(crate) const CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
 
 impl Transaction {
-    fn start(txid: TransactionId, now: Time, rto_initial: Duration, rto_max: Duration) -> Transaction {
+    fn start(
+        txid: TransactionId,
+        now: Time,
+        rto_initial: Duration,
+        rto_max: Duration,
+    ) -> Transaction {
         Transaction {
             txid,
             started: now,

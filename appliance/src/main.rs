@@ -2,7 +2,9 @@
 
 use clap::Parser;
 use flock_appliance::keys::{self, public_key_from_hex};
-use flock_appliance::{spawn, ApplianceConfig, ApplianceHandle, Candidate, Decision, Event, SessionNonce};
+use flock_appliance::{
+    spawn, ApplianceConfig, ApplianceHandle, Candidate, Decision, Event, SessionNonce,
+};
 use flock_proto::identity::{self, PUBLIC_KEY_LEN};
 use flock_proto::login::wire::MAX_CREDENTIAL_LEN;
 use flock_proto::msg::code;
@@ -127,7 +129,10 @@ struct Personas(Arc<PersonasFile>);
 impl std::fmt::Debug for Personas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<&str> = self.0.persona.iter().map(|p| p.id.as_str()).collect();
-        f.debug_struct("Personas").field("credentials_required", &self.0.credentials_required).field("ids", &ids).finish()
+        f.debug_struct("Personas")
+            .field("credentials_required", &self.0.credentials_required)
+            .field("ids", &ids)
+            .finish()
     }
 }
 
@@ -159,12 +164,16 @@ fn parse_personas_file(path: &str) -> Result<Personas, String> {
 }
 
 fn parse_personas(text: &str) -> Result<Personas, String> {
-    let file: PersonasFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    let file: PersonasFile =
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
     if file.persona.is_empty() {
         return Err("no [[persona]] entries (each needs id, name and password)".into());
     }
     if file.persona.len() > MAX_PERSONAS {
-        return Err(format!("{} personas, at most {MAX_PERSONAS}", file.persona.len()));
+        return Err(format!(
+            "{} personas, at most {MAX_PERSONAS}",
+            file.persona.len()
+        ));
     }
     for (i, p) in file.persona.iter().enumerate() {
         let which = format!("persona {} (id {:?})", i + 1, p.id);
@@ -175,7 +184,10 @@ fn parse_personas(text: &str) -> Result<Personas, String> {
             return Err(format!("{which}: name is over 255 bytes"));
         }
         if p.password.is_empty() || p.password.len() + 4 > MAX_CREDENTIAL_LEN {
-            return Err(format!("{which}: password must be 1 to {} bytes", MAX_CREDENTIAL_LEN - 4));
+            return Err(format!(
+                "{which}: password must be 1 to {} bytes",
+                MAX_CREDENTIAL_LEN - 4
+            ));
         }
         if file.persona[..i].iter().any(|q| q.id == p.id) {
             return Err(format!("{which}: duplicate id"));
@@ -208,8 +220,12 @@ impl Personas {
     /// `persona` is the persona id, or the user name when credentials are entered separately:
     /// either way matched against `id`.
     fn decide(&self, persona: &str, credential: &[u8]) -> Decision {
-        let Some(p) = self.0.persona.iter().find(|p| p.id == persona) else { return Decision::BadCredentials };
-        let good = credential.strip_prefix(b"pwd:").is_some_and(|pwd| constant_time_eq(pwd, p.password.as_bytes()));
+        let Some(p) = self.0.persona.iter().find(|p| p.id == persona) else {
+            return Decision::BadCredentials;
+        };
+        let good = credential
+            .strip_prefix(b"pwd:")
+            .is_some_and(|pwd| constant_time_eq(pwd, p.password.as_bytes()));
         match (good, p.deny) {
             (false, _) => Decision::BadCredentials,
             (true, true) => Decision::Deny,
@@ -226,7 +242,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A synthetic but well-formed data-channel + video offer (about 1.5 KB: two SDP chunks).
 fn synthetic_offer(session: &SessionNonce, ip: IpAddr) -> String {
     let hex = identity::to_hex(session);
-    let fingerprint: Vec<String> = ring::digest::digest(&ring::digest::SHA256, session).as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let fingerprint: Vec<String> = ring::digest::digest(&ring::digest::SHA256, session)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut sdp = format!(
         "v=0\r\no=- {} 2 IN {family} {ip}\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS sim\r\n",
@@ -249,7 +269,11 @@ fn synthetic_offer(session: &SessionNonce, ip: IpAddr) -> String {
         for fb in ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"] {
             let _ = write!(sdp, "a=rtcp-fb:{pt} {fb}\r\n");
         }
-        let _ = write!(sdp, "a=rtpmap:{rtx} rtx/90000\r\na=fmtp:{rtx} apt={pt}\r\n", rtx = pt + 1);
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{rtx} rtx/90000\r\na=fmtp:{rtx} apt={pt}\r\n",
+            rtx = pt + 1
+        );
     }
     for line in [
         "a=fmtp:98 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
@@ -276,10 +300,15 @@ fn candidate_ip(local: SocketAddr) -> IpAddr {
 fn synthetic_candidates(local: SocketAddr) -> [Candidate; 2] {
     let ip = candidate_ip(local);
     let line = |foundation: u32, priority: u32, port: u16| Candidate {
-        candidate: format!("candidate:{foundation} 1 udp {priority} {ip} {port} typ host generation 0"),
+        candidate: format!(
+            "candidate:{foundation} 1 udp {priority} {ip} {port} typ host generation 0"
+        ),
         mid: Some("0".into()),
     };
-    [line(1, 2_130_706_431, local.port()), line(2, 2_130_706_175, local.port().wrapping_add(1).max(1))]
+    [
+        line(1, 2_130_706_431, local.port()),
+        line(2, 2_130_706_175, local.port().wrapping_add(1).max(1)),
+    ]
 }
 
 fn parse_server(s: &str) -> Result<SocketAddr, String> {
@@ -289,8 +318,12 @@ fn parse_server(s: &str) -> Result<SocketAddr, String> {
     if s.parse::<IpAddr>().is_ok() || !s.contains(':') {
         return Err("a port is required (IP:PORT or HOST:PORT, e.g. 127.0.0.1:3478)".into());
     }
-    let mut addrs = s.to_socket_addrs().map_err(|e| format!("cannot resolve {s}: {e}"))?;
-    addrs.next().ok_or_else(|| format!("{s} resolves to no address"))
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address"))
 }
 
 fn parse_name(s: &str) -> Result<Name, String> {
@@ -299,19 +332,23 @@ fn parse_name(s: &str) -> Result<Name, String> {
 
 fn parse_flock_key(s: &str) -> Result<FlockKey, String> {
     let (text, origin) = match s.strip_prefix('@') {
-        Some(path) => {
-            (std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?, format!("{path}: "))
-        }
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?,
+            format!("{path}: "),
+        ),
         None => (s.to_string(), String::new()),
     };
-    public_key_from_hex(&text).map(FlockKey).map_err(|e| format!("{origin}{e}"))
+    public_key_from_hex(&text)
+        .map(FlockKey)
+        .map_err(|e| format!("{origin}{e}"))
 }
 
 fn parse_bind(s: &str) -> Result<SocketAddr, String> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, 0));
     }
-    s.parse::<SocketAddr>().map_err(|_| "expected an IP address (or IP:PORT)".into())
+    s.parse::<SocketAddr>()
+        .map_err(|_| "expected an IP address (or IP:PORT)".into())
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -337,14 +374,20 @@ enum Fail {
 fn main() -> ExitCode {
     let args = Args::parse();
     match tracing_subscriber::EnvFilter::try_new(&args.log) {
-        Ok(filter) => tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).init(),
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .init(),
         Err(e) => return fail(Fail::Usage(format!("bad --log filter {:?}: {e}", args.log))),
     }
     let (plans, bind) = match prepare(&args) {
         Ok(p) => p,
         Err(f) => return fail(f),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(Fail::Runtime(format!("cannot start the runtime: {e}"))),
     };
@@ -369,10 +412,16 @@ fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
     let bind = match args.bind {
         Some(b) => {
             if b.is_ipv4() != args.server.is_ipv4() && !(b.is_ipv6() && b.ip().is_unspecified()) {
-                return Err(Fail::Usage(format!("--bind {} cannot reach the server {}", b.ip(), args.server)));
+                return Err(Fail::Usage(format!(
+                    "--bind {} cannot reach the server {}",
+                    b.ip(),
+                    args.server
+                )));
             }
             if b.port() != 0 && args.count > 1 {
-                return Err(Fail::Usage("--bind with a port needs --count 1 (each appliance has its own socket)".into()));
+                return Err(Fail::Usage(
+                    "--bind with a port needs --count 1 (each appliance has its own socket)".into(),
+                ));
             }
             b
         }
@@ -386,7 +435,11 @@ fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
             .map(|i| {
                 let full = format!("{}-{i}", args.name);
                 full.parse::<Name>().map_err(|e| {
-                    Fail::Usage(format!("--name is too long for --count {}: NAME-{i} would be {} bytes ({e})", args.count, full.len()))
+                    Fail::Usage(format!(
+                        "--name is too long for --count {}: NAME-{i} would be {} bytes ({e})",
+                        args.count,
+                        full.len()
+                    ))
                 })
             })
             .collect::<Result<_, _>>()?
@@ -394,22 +447,37 @@ fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
     let mut plans = Vec::with_capacity(names.len());
     for name in names {
         let path = args.key_dir.join(format!("{name}.key"));
-        let (key, created) = keys::load_or_create(&path).map_err(|e| Fail::Runtime(e.to_string()))?;
+        let (key, created) =
+            keys::load_or_create(&path).map_err(|e| Fail::Runtime(e.to_string()))?;
         if created {
             tracing::info!("created {}", path.display());
         }
         let mut config = ApplianceConfig::new(name, args.server, args.flock_key.0);
         config.give_up_after = Duration::from_secs(args.give_up_after);
-        plans.push(Plan { config, key, personas: args.personas.clone() });
+        plans.push(Plan {
+            config,
+            key,
+            personas: args.personas.clone(),
+        });
     }
     Ok((plans, bind))
 }
 
 /// What the appliance tasks tell the main loop.
 enum Report {
-    Started { index: usize, local: SocketAddr, identity: String },
-    Event { index: usize, event: Event },
-    Failed { index: usize, error: io::Error },
+    Started {
+        index: usize,
+        local: SocketAddr,
+        identity: String,
+    },
+    Event {
+        index: usize,
+        event: Event,
+    },
+    Failed {
+        index: usize,
+        error: io::Error,
+    },
 }
 
 async fn run(args: &Args, plans: Vec<Plan>, bind: SocketAddr) -> ExitCode {
@@ -417,11 +485,22 @@ async fn run(args: &Args, plans: Vec<Plan>, bind: SocketAddr) -> ExitCode {
     let names: Vec<Name> = plans.iter().map(|p| p.config.name).collect();
     let (report_tx, mut reports) = mpsc::channel::<Report>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let step = if count > 1 { Duration::from_secs_f64(args.ramp_up / count as f64) } else { Duration::ZERO };
+    let step = if count > 1 {
+        Duration::from_secs_f64(args.ramp_up / count as f64)
+    } else {
+        Duration::ZERO
+    };
     let mut tasks = Vec::with_capacity(count);
     for (index, plan) in plans.into_iter().enumerate() {
         let delay = step * index as u32;
-        tasks.push(tokio::spawn(appliance(index, plan, bind, delay, report_tx.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(appliance(
+            index,
+            plan,
+            bind,
+            delay,
+            report_tx.clone(),
+            stop_rx.clone(),
+        )));
     }
     drop(report_tx);
 
@@ -438,11 +517,20 @@ async fn run(args: &Args, plans: Vec<Plan>, bind: SocketAddr) -> ExitCode {
                 break ExitCode::SUCCESS;
             }
         };
-        let Some(report) = report else { break ExitCode::SUCCESS };
+        let Some(report) = report else {
+            break ExitCode::SUCCESS;
+        };
         match report {
-            Report::Started { index, local, identity } => out.started(&names[index], local, &identity),
+            Report::Started {
+                index,
+                local,
+                identity,
+            } => out.started(&names[index], local, &identity),
             Report::Failed { index, error } => {
-                eprintln!("flock-appliance: {}: cannot open a socket on {bind}: {error}", names[index]);
+                eprintln!(
+                    "flock-appliance: {}: cannot open a socket on {bind}: {error}",
+                    names[index]
+                );
                 break ExitCode::FAILURE;
             }
             Report::Event { index, event } => {
@@ -467,7 +555,10 @@ async fn run(args: &Args, plans: Vec<Plan>, bind: SocketAddr) -> ExitCode {
     let _ = stop_tx.send(true);
     drop(reports); // nobody blocks on a full channel while stopping
     let all = futures_join(tasks);
-    if tokio::time::timeout(Duration::from_secs(5), all).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), all)
+        .await
+        .is_err()
+    {
         tracing::warn!("some appliances did not stop in time");
     }
     status
@@ -505,7 +596,11 @@ async fn appliance(
         let _ = handle.set_personas(p.list_json());
         let _ = handle.set_authenticator(move |r| p.decide(r.persona, r.credential));
     }
-    let started = Report::Started { index, local: handle.local_addr(), identity: handle.fingerprint().to_hex() };
+    let started = Report::Started {
+        index,
+        local: handle.local_addr(),
+        identity: handle.fingerprint().to_hex(),
+    };
     if reports.send(started).await.is_ok() {
         loop {
             tokio::select! {
@@ -551,7 +646,12 @@ impl Output {
 
     fn started(&mut self, name: &Name, local: SocketAddr, identity: &str) {
         let line = if self.json {
-            json(&[("event", J::S("started")), ("name", J::S(name.as_str())), ("local", J::A(local)), ("identity", J::S(identity))])
+            json(&[
+                ("event", J::S("started")),
+                ("name", J::S(name.as_str())),
+                ("local", J::A(local)),
+                ("identity", J::S(identity)),
+            ])
         } else {
             format!("{name}: started on {local}, identity {identity}")
         };
@@ -571,22 +671,46 @@ impl Output {
         let n = ("name", J::S(name.as_str()));
         let hex = |s: &SessionNonce| identity::to_hex(s);
         let line = match event {
-            Event::Registered { mapped } => json(&[("event", J::S("registered")), n, ("mapped", J::A(*mapped))]),
-            Event::MappedAddressChanged { old, new } => {
-                json(&[("event", J::S("mapped_address_changed")), n, ("old", J::A(*old)), ("new", J::A(*new))])
+            Event::Registered { mapped } => {
+                json(&[("event", J::S("registered")), n, ("mapped", J::A(*mapped))])
             }
-            Event::KeptAlive { mapped } => json(&[("event", J::S("kept_alive")), n, ("mapped", J::A(*mapped))]),
+            Event::MappedAddressChanged { old, new } => json(&[
+                ("event", J::S("mapped_address_changed")),
+                n,
+                ("old", J::A(*old)),
+                ("new", J::A(*new)),
+            ]),
+            Event::KeptAlive { mapped } => {
+                json(&[("event", J::S("kept_alive")), n, ("mapped", J::A(*mapped))])
+            }
             Event::TokenRefused => json(&[("event", J::S("token_refused")), n]),
-            Event::Refused { code: c } => {
-                json(&[("event", J::S("refused")), n, ("code", J::N(u64::from(*c))), ("reason", J::S(code::reason(*c)))])
+            Event::Refused { code: c } => json(&[
+                ("event", J::S("refused")),
+                n,
+                ("code", J::N(u64::from(*c))),
+                ("reason", J::S(code::reason(*c))),
+            ]),
+            Event::Redirected { from, to } => json(&[
+                ("event", J::S("redirected")),
+                n,
+                ("from", J::A(*from)),
+                ("to", J::A(*to)),
+            ]),
+            Event::CheckAnswered { from } => {
+                json(&[("event", J::S("check_answered")), n, ("from", J::A(*from))])
             }
-            Event::Redirected { from, to } => json(&[("event", J::S("redirected")), n, ("from", J::A(*from)), ("to", J::A(*to))]),
-            Event::CheckAnswered { from } => json(&[("event", J::S("check_answered")), n, ("from", J::A(*from))]),
             Event::GaveUp => json(&[("event", J::S("gave_up")), n]),
-            Event::LoginAccepted { session, persona } => {
-                json(&[("event", J::S("login_accepted")), n, ("session", J::S(&hex(session))), ("persona", J::S(persona))])
-            }
-            Event::LoginRefused { session, persona, code: c } => json(&[
+            Event::LoginAccepted { session, persona } => json(&[
+                ("event", J::S("login_accepted")),
+                n,
+                ("session", J::S(&hex(session))),
+                ("persona", J::S(persona)),
+            ]),
+            Event::LoginRefused {
+                session,
+                persona,
+                code: c,
+            } => json(&[
                 ("event", J::S("login_refused")),
                 n,
                 ("session", J::S(&hex(session))),
@@ -594,9 +718,12 @@ impl Output {
                 ("code", J::N(u64::from(*c))),
                 ("reason", J::S(flock_proto::login::wire::code::reason(*c))),
             ]),
-            Event::RemoteAnswer { session, sdp } => {
-                json(&[("event", J::S("remote_answer")), n, ("session", J::S(&hex(session))), ("sdp", J::S(sdp))])
-            }
+            Event::RemoteAnswer { session, sdp } => json(&[
+                ("event", J::S("remote_answer")),
+                n,
+                ("session", J::S(&hex(session))),
+                ("sdp", J::S(sdp)),
+            ]),
             Event::RemoteCandidate { session, candidate } => json(&[
                 ("event", J::S("remote_candidate")),
                 n,
@@ -604,10 +731,16 @@ impl Output {
                 ("candidate", J::S(&candidate.candidate)),
                 ("mid", J::S(candidate.mid.as_deref().unwrap_or(""))),
             ]),
-            Event::RemoteEndOfCandidates { session } => {
-                json(&[("event", J::S("remote_end_of_candidates")), n, ("session", J::S(&hex(session)))])
-            }
-            Event::SessionDone { session } => json(&[("event", J::S("session_done")), n, ("session", J::S(&hex(session)))]),
+            Event::RemoteEndOfCandidates { session } => json(&[
+                ("event", J::S("remote_end_of_candidates")),
+                n,
+                ("session", J::S(&hex(session))),
+            ]),
+            Event::SessionDone { session } => json(&[
+                ("event", J::S("session_done")),
+                n,
+                ("session", J::S(&hex(session))),
+            ]),
             Event::SessionFailed { session, reason } => json(&[
                 ("event", J::S("session_failed")),
                 n,
@@ -670,7 +803,12 @@ mod tests {
     fn json_lines() {
         let a: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
         assert_eq!(
-            json(&[("event", J::S("registered")), ("name", J::S("x")), ("mapped", J::A(a)), ("code", J::N(7))]),
+            json(&[
+                ("event", J::S("registered")),
+                ("name", J::S("x")),
+                ("mapped", J::A(a)),
+                ("code", J::N(7))
+            ]),
             r#"{"event":"registered","name":"x","mapped":"[2001:db8::1]:5","code":7}"#
         );
         let mut s = String::new();
@@ -680,7 +818,10 @@ mod tests {
 
     #[test]
     fn argument_parsers() {
-        assert_eq!(parse_server("127.0.0.1:3478").unwrap(), "127.0.0.1:3478".parse().unwrap());
+        assert_eq!(
+            parse_server("127.0.0.1:3478").unwrap(),
+            "127.0.0.1:3478".parse().unwrap()
+        );
         assert!(parse_server("127.0.0.1").unwrap_err().contains("port"));
         assert!(parse_server("nonsense").unwrap_err().contains("port"));
         assert!(parse_server("localhost:3478").is_ok());
@@ -689,12 +830,35 @@ mod tests {
         assert!(parse_name("Box-1").is_ok());
         assert!(parse_name("a b").unwrap_err().contains("0x20"));
         assert!(parse_flock_key(&"ab".repeat(32)).is_ok());
-        assert!(parse_flock_key("abcd").unwrap_err().contains("64 hex digits"));
-        assert!(parse_flock_key("@/nonexistent/flock.pub").unwrap_err().contains("cannot read /nonexistent/flock.pub"));
+        assert!(parse_flock_key("abcd")
+            .unwrap_err()
+            .contains("64 hex digits"));
+        assert!(parse_flock_key("@/nonexistent/flock.pub")
+            .unwrap_err()
+            .contains("cannot read /nonexistent/flock.pub"));
         assert!(parse_seconds("-1").is_err());
-        Args::try_parse_from(["flock-appliance", "--name", "x", "--flock-key", &"00".repeat(32)]).unwrap();
-        assert!(Args::try_parse_from(["flock-appliance", "--name", "x"]).is_err(), "--flock-key is required");
-        assert!(Args::try_parse_from(["flock-appliance", "--name", "x", "--flock-key", "00", "--count", "0"]).is_err());
+        Args::try_parse_from([
+            "flock-appliance",
+            "--name",
+            "x",
+            "--flock-key",
+            &"00".repeat(32),
+        ])
+        .unwrap();
+        assert!(
+            Args::try_parse_from(["flock-appliance", "--name", "x"]).is_err(),
+            "--flock-key is required"
+        );
+        assert!(Args::try_parse_from([
+            "flock-appliance",
+            "--name",
+            "x",
+            "--flock-key",
+            "00",
+            "--count",
+            "0"
+        ])
+        .is_err());
     }
 
     const PERSONAS: &str = r#"
@@ -714,12 +878,21 @@ deny = true
     fn personas_file() {
         let p = parse_personas(PERSONAS).unwrap();
         let list = String::from_utf8(p.list_json().unwrap()).unwrap();
-        assert_eq!(list, r#"[{"id":"alice","name":"Alice \"A\""},{"id":"bob","name":"Bob"}]"#);
+        assert_eq!(
+            list,
+            r#"[{"id":"alice","name":"Alice \"A\""},{"id":"bob","name":"Bob"}]"#
+        );
         assert!(!list.contains("wonderland") && !format!("{p:?}").contains("wonderland"));
         assert_eq!(p.decide("alice", b"pwd:wonderland"), Decision::Accept);
-        assert_eq!(p.decide("alice", b"pwd:wonderlan"), Decision::BadCredentials);
+        assert_eq!(
+            p.decide("alice", b"pwd:wonderlan"),
+            Decision::BadCredentials
+        );
         assert_eq!(p.decide("alice", b"wonderland"), Decision::BadCredentials);
-        assert_eq!(p.decide("carol", b"pwd:wonderland"), Decision::BadCredentials);
+        assert_eq!(
+            p.decide("carol", b"pwd:wonderland"),
+            Decision::BadCredentials
+        );
         assert_eq!(p.decide("bob", b"pwd:builder"), Decision::Deny);
         assert_eq!(p.decide("bob", b"pwd:x"), Decision::BadCredentials);
         let p = parse_personas(&format!("credentials_required = true\n{PERSONAS}")).unwrap();
@@ -731,26 +904,53 @@ deny = true
     fn bad_personas_files_say_why() {
         let err = |t: &str| parse_personas(t).unwrap_err();
         assert!(err("").contains("no [[persona]]"));
-        assert!(err("[[persona]]\nid = \"a\"\nname = \"A\"\n").contains("password"), "{}", err("[[persona]]\nid = \"a\"\nname = \"A\"\n"));
-        assert!(err("[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"p\"\ncolour = 1\n").contains("unknown field"));
-        assert!(err("[[persona]]\nid = \"\"\nname = \"A\"\npassword = \"p\"\n").contains("id must be"));
-        assert!(err("[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"\"\n").contains("password must be"));
+        assert!(
+            err("[[persona]]\nid = \"a\"\nname = \"A\"\n").contains("password"),
+            "{}",
+            err("[[persona]]\nid = \"a\"\nname = \"A\"\n")
+        );
+        assert!(
+            err("[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"p\"\ncolour = 1\n")
+                .contains("unknown field")
+        );
+        assert!(
+            err("[[persona]]\nid = \"\"\nname = \"A\"\npassword = \"p\"\n").contains("id must be")
+        );
+        assert!(
+            err("[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"\"\n")
+                .contains("password must be")
+        );
         let twice = "[[persona]]\nid = \"a\"\nname = \"A\"\npassword = \"p\"\n".repeat(2);
         assert!(err(&twice).contains("persona 2 (id \"a\"): duplicate id"));
         assert!(err("credentials_required = \"yes\"").contains("invalid type"));
-        assert!(parse_personas_file("/nonexistent/p.toml").unwrap_err().contains("cannot read /nonexistent/p.toml"));
+        assert!(parse_personas_file("/nonexistent/p.toml")
+            .unwrap_err()
+            .contains("cannot read /nonexistent/p.toml"));
     }
 
     #[test]
     fn synthetic_offer_takes_two_chunks_and_candidates_are_host() {
         use flock_proto::login::wire::{pieces, Outbound};
         let sdp = synthetic_offer(&[0xAB; 16], "192.0.2.1".parse().unwrap());
-        assert_eq!(pieces(&Outbound::Sdp(sdp.clone())), 2, "{} bytes", sdp.len());
+        assert_eq!(
+            pieces(&Outbound::Sdp(sdp.clone())),
+            2,
+            "{} bytes",
+            sdp.len()
+        );
         assert!(sdp.starts_with("v=0\r\n") && sdp.ends_with("\r\n") && sdp.contains("a=mid:0\r\n"));
-        assert!(sdp.lines().all(|l| l.len() > 2 && l.as_bytes()[1] == b'='), "{sdp}");
+        assert!(
+            sdp.lines().all(|l| l.len() > 2 && l.as_bytes()[1] == b'='),
+            "{sdp}"
+        );
         let c = synthetic_candidates("0.0.0.0:4000".parse().unwrap());
-        assert_eq!(c[0].candidate, "candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host generation 0");
-        assert!(c.iter().all(|c| c.mid.as_deref() == Some("0") && c.candidate.contains(" typ host")));
+        assert_eq!(
+            c[0].candidate,
+            "candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host generation 0"
+        );
+        assert!(c
+            .iter()
+            .all(|c| c.mid.as_deref() == Some("0") && c.candidate.contains(" typ host")));
     }
 
     #[test]

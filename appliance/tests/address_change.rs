@@ -21,7 +21,11 @@ fn moved(sim: &mut Sim) -> Time {
 }
 
 fn registered_at(sim: &mut Sim, limit: std::time::Duration) -> Time {
-    sim.run_until_event(limit, |e| matches!(e, Event::Registered { mapped } if *mapped == addr(NEW))).0
+    sim.run_until_event(
+        limit,
+        |e| matches!(e, Event::Registered { mapped } if *mapped == addr(NEW)),
+    )
+    .0
 }
 
 #[test]
@@ -41,7 +45,11 @@ fn check_answered_from_the_new_address_moves_the_name_at_once() {
     assert_eq!(checks[0].to, addr(OLD));
     let answers = sim.app_requests(method::CHECK);
     assert_eq!(answers.len(), 1);
-    assert_eq!(answers[0].txid(), checks[0].txid(), "the answer echoes the CHECK's transaction id");
+    assert_eq!(
+        answers[0].txid(),
+        checks[0].txid(),
+        "the answer echoes the CHECK's transaction id"
+    );
     assert_eq!(answers[0].class(), Class::Success);
     let check = flock_proto::msg::Check::parse(&checks[0].message()).unwrap();
     let answer = CheckAnswer::parse(&answers[0].message()).unwrap();
@@ -53,7 +61,10 @@ fn check_answered_from_the_new_address_moves_the_name_at_once() {
         [
             Event::TokenRefused,
             Event::CheckAnswered { from: server_addr },
-            Event::MappedAddressChanged { old: addr(OLD), new: addr(NEW) },
+            Event::MappedAddressChanged {
+                old: addr(OLD),
+                new: addr(NEW)
+            },
             Event::Registered { mapped: addr(NEW) },
         ]
     );
@@ -65,7 +76,10 @@ fn check_answered_from_the_new_address_moves_the_name_at_once() {
     // Life goes on at the new address.
     sim.run_for(secs(100));
     assert!(sim.server.stats().keepalives >= 3);
-    assert_eq!(sim.server.lookup(sim.now, &sim.name()).unwrap().addr, addr(NEW));
+    assert_eq!(
+        sim.server.lookup(sim.now, &sim.name()).unwrap().addr,
+        addr(NEW)
+    );
 }
 
 #[test]
@@ -81,7 +95,14 @@ fn told_of_the_change_it_acts_at_once() {
 /// A server whose registrations outlive the check window (by default the old registration,
 /// last refreshed 30 s before the check starts, expires within it and ends it early).
 fn long_lived(flock_seed: u8) -> flock_proto::server::Server<XorShift> {
-    server_with(ServerConfig { entry_lifetime: secs(180), ..ServerConfig::default() }, SECRET, flock_seed)
+    server_with(
+        ServerConfig {
+            entry_lifetime: secs(180),
+            ..ServerConfig::default()
+        },
+        SECRET,
+        flock_seed,
+    )
 }
 
 #[test]
@@ -96,13 +117,20 @@ fn a_silent_old_address_lets_the_name_move_after_the_check_window() {
     let started = checks[0].at;
     assert_eq!(t, started + secs(60), "moved when the 60 s window closed");
     // Meanwhile the appliance kept retransmitting its REGISTER, unanswered.
-    let waiting: Vec<&Sent> = sim.app_requests(method::REGISTER).into_iter().filter(|r| r.at > started).collect();
+    let waiting: Vec<&Sent> = sim
+        .app_requests(method::REGISTER)
+        .into_iter()
+        .filter(|r| r.at > started)
+        .collect();
     assert!(waiting.len() >= 8, "{} retransmissions", waiting.len());
     assert!(sim.app_requests(method::CHECK).is_empty());
 
     let reg = sim.server.lookup(sim.now, &sim.name()).unwrap();
     assert_eq!(reg.addr, addr(NEW));
-    assert!(sim.event_list().contains(&Event::MappedAddressChanged { old: addr(OLD), new: addr(NEW) }));
+    assert!(sim.event_list().contains(&Event::MappedAddressChanged {
+        old: addr(OLD),
+        new: addr(NEW)
+    }));
     assert!(sim.app.state().is_registered());
 }
 
@@ -120,10 +148,16 @@ fn a_check_not_signed_by_the_pinned_flock_key_is_not_answered() {
     assert!(sim.app_elsewhere().is_empty());
     assert_eq!(sim.app.stats().checks_answered, 0);
     assert_eq!(sim.app.stats().checks_ignored, checks.len() as u64);
-    assert!(!sim.event_list().iter().any(|e| matches!(e, Event::CheckAnswered { .. })));
+    assert!(!sim
+        .event_list()
+        .iter()
+        .any(|e| matches!(e, Event::CheckAnswered { .. })));
     // The name still moves, once the window closes.
     assert_eq!(t, checks[0].at + secs(60));
-    assert_eq!(sim.server.lookup(sim.now, &sim.name()).unwrap().addr, addr(NEW));
+    assert_eq!(
+        sim.server.lookup(sim.now, &sim.name()).unwrap().addr,
+        addr(NEW)
+    );
 }
 
 #[test]
@@ -149,6 +183,13 @@ fn a_silent_old_address_whose_registration_expires_moves_sooner() {
     let started = sim.server_sent(method::CHECK, Class::Request)[0].at;
     // Last refreshed at T0 (registration), the old entry dies at T0 + 60 s: the server's next
     // CHECK retransmission after that moves the name, before the window closes.
-    assert!(t >= T0 + secs(60) && t < started + secs(60), "moved {} ms after the check started", millis(started, t));
-    assert_eq!(sim.server.lookup(sim.now, &sim.name()).unwrap().addr, addr(NEW));
+    assert!(
+        t >= T0 + secs(60) && t < started + secs(60),
+        "moved {} ms after the check started",
+        millis(started, t)
+    );
+    assert_eq!(
+        sim.server.lookup(sim.now, &sim.name()).unwrap().addr,
+        addr(NEW)
+    );
 }

@@ -39,11 +39,18 @@ fn a_valid_check_is_answered_to_its_source_with_its_transaction_id() {
     let a = CheckAnswer::parse(&answers[0].message()).unwrap();
     assert_eq!(a.name, name("box"));
     assert!(a.proves(&sim.app.fingerprint().prefix(), &CHALLENGE));
-    assert_eq!(sim.event_list().last(), Some(&Event::CheckAnswered { from }));
+    assert_eq!(
+        sim.event_list().last(),
+        Some(&Event::CheckAnswered { from })
+    );
     // Answered whatever the state, and again for a retransmitted CHECK.
     sim.inject(from, &check(FLOCK_SEED, "BOX"));
     assert_eq!(sim.app_elsewhere().len(), 2);
-    assert_eq!(sim.app.state(), State::Registered, "a CHECK changes nothing else");
+    assert_eq!(
+        sim.app.state(),
+        State::Registered,
+        "a CHECK changes nothing else"
+    );
 }
 
 #[test]
@@ -98,8 +105,13 @@ fn the_answer_is_no_larger_than_the_check() {
         let mut buf = [0u8; 1500];
         let len = msg::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
         let mut answer = [0u8; 1500];
-        let a = msg::encode_check_answer(&mut answer, &TXID, &n, &keypair(APP_SEED), &CHALLENGE).unwrap();
-        assert!(a <= len, "answer {a} > check {len} for a {}-byte name", name_.len());
+        let a = msg::encode_check_answer(&mut answer, &TXID, &n, &keypair(APP_SEED), &CHALLENGE)
+            .unwrap();
+        assert!(
+            a <= len,
+            "answer {a} > check {len} for a {}-byte name",
+            name_.len()
+        );
     }
     let from = addr("192.0.2.77:3478");
     sim.inject(from, &check(FLOCK_SEED, "box"));
@@ -134,7 +146,16 @@ fn garbage_is_ignored() {
     }
     // A STUN Binding request (not ours to answer).
     let mut buf = [0u8; 100];
-    let len = Encoder::new(&mut buf, MessageType { method: Method::BINDING, class: Class::Request }, &TXID).unwrap().finish();
+    let len = Encoder::new(
+        &mut buf,
+        MessageType {
+            method: Method::BINDING,
+            class: Class::Request,
+        },
+        &TXID,
+    )
+    .unwrap()
+    .finish();
     sim.inject(sim.server_addr, &buf[..len]);
     assert_eq!(sim.app.stats().ignored, before + 5);
     assert!(sim.app_elsewhere().is_empty() && sim.app_requests(method::CHECK).is_empty());
@@ -152,16 +173,30 @@ fn answers_to_unknown_transactions_or_from_elsewhere_are_ignored() {
     let seen = addr("203.0.113.99:1234");
     let answer = |txid: &TransactionId| {
         let mut buf = [0u8; 1500];
-        let len = KeptAlive { mapped: seen, token: None }.encode(&mut buf, txid).unwrap();
+        let len = KeptAlive {
+            mapped: seen,
+            token: None,
+        }
+        .encode(&mut buf, txid)
+        .unwrap();
         buf[..len].to_vec()
     };
     let events = sim.events.len();
     let ignored = sim.app.stats().ignored;
     sim.inject(addr("198.51.100.1:3478"), &answer(&txid)); // right transaction, wrong source
     sim.inject(sim.server_addr, &answer(&[9; 12])); // right source, unknown transaction
-    let token = flock_proto::token::Token { expiry: u32::MAX, mac: [0; 16] };
+    let token = flock_proto::token::Token {
+        expiry: u32::MAX,
+        mac: [0; 16],
+    };
     let mut buf = [0u8; 1500];
-    let len = msg::Registered { mapped: seen, token, keepalive_interval_ms: 1000 }.encode(&mut buf, &txid).unwrap();
+    let len = msg::Registered {
+        mapped: seen,
+        token,
+        keepalive_interval_ms: 1000,
+    }
+    .encode(&mut buf, &txid)
+    .unwrap();
     sim.inject(sim.server_addr, &buf[..len]); // a REGISTER answer while keeping alive
     assert_eq!(sim.app.stats().ignored, ignored + 3);
     assert_eq!(sim.events.len(), events);
@@ -170,7 +205,13 @@ fn answers_to_unknown_transactions_or_from_elsewhere_are_ignored() {
     sim.inject(sim.server_addr, &answer(&txid));
     assert_eq!(
         sim.event_list()[events..],
-        [Event::MappedAddressChanged { old: sim.app_addr, new: seen }, Event::KeptAlive { mapped: seen }]
+        [
+            Event::MappedAddressChanged {
+                old: sim.app_addr,
+                new: seen
+            },
+            Event::KeptAlive { mapped: seen }
+        ]
     );
     assert_eq!(sim.app.state(), State::Registered);
 }
@@ -193,7 +234,9 @@ fn check_answers_are_rate_limited() {
     // The flock's own retransmission schedule (0.5, 1, 2, 4, 8 s ...) is never held back.
     let mut sim = registered();
     let mut t = sim.now;
-    for rto in [0, 500, 1_000, 2_000, 4_000, 8_000, 8_000, 8_000, 8_000, 8_000, 8_000] {
+    for rto in [
+        0, 500, 1_000, 2_000, 4_000, 8_000, 8_000, 8_000, 8_000, 8_000, 8_000,
+    ] {
         t = t + ms(rto);
         sim.run_until(t);
         let from = sim.server_addr;

@@ -12,7 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 
 fn wall() -> Time {
-    Time(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64)
+    Time(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
 }
 
 type Shared = Arc<Mutex<Server<common::XorShift>>>;
@@ -36,7 +41,9 @@ async fn serve(server: Shared) -> SocketAddr {
             for (dst, bytes) in sends {
                 let _ = socket.send_to(&bytes, dst).await;
             }
-            let wait = deadline.map_or(Duration::from_millis(100), |t| Duration::from_millis(t.0.saturating_sub(wall().0)));
+            let wait = deadline.map_or(Duration::from_millis(100), |t| {
+                Duration::from_millis(t.0.saturating_sub(wall().0))
+            });
             tokio::select! {
                 r = socket.recv_from(&mut buf) => {
                     let Ok((n, src)) = r else { continue };
@@ -52,7 +59,11 @@ async fn serve(server: Shared) -> SocketAddr {
     addr
 }
 
-async fn expect(h: &mut ApplianceHandle, within: Duration, want: impl Fn(&Event) -> bool) -> Vec<Event> {
+async fn expect(
+    h: &mut ApplianceHandle,
+    within: Duration,
+    want: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
     let mut seen = vec![];
     let end = tokio::time::Instant::now() + within;
     loop {
@@ -76,50 +87,101 @@ fn registered_at(addr: SocketAddr) -> impl Fn(&Event) -> bool {
 
 #[tokio::test]
 async fn registers_then_follows_address_changes() {
-    let config = ServerConfig { check_window: Duration::from_secs(2), ..ServerConfig::default() };
+    let config = ServerConfig {
+        check_window: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
     let server: Shared = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
     let server_addr = serve(server.clone()).await;
     let name = common::name("box");
 
-    let mut h = spawn(common::config("box", server_addr), keypair(1), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut h = spawn(
+        common::config("box", server_addr),
+        keypair(1),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
     let first = h.local_addr();
     assert_eq!(h.name(), &name);
     expect(&mut h, Duration::from_secs(5), registered_at(first)).await;
     assert!(h.status().state.is_registered());
     assert_eq!(h.status().mapped, Some(first));
-    assert_eq!(server.lock().unwrap().lookup(wall(), &name).unwrap().addr, first);
+    assert_eq!(
+        server.lock().unwrap().lookup(wall(), &name).unwrap().addr,
+        first
+    );
 
     // A new port, the old one still receiving: the CHECK reaches the appliance, which answers
     // from the new port, and the name moves at once.
-    let second = h.rebind_keeping_old("127.0.0.1:0".parse().unwrap()).unwrap();
+    let second = h
+        .rebind_keeping_old("127.0.0.1:0".parse().unwrap())
+        .unwrap();
     assert_eq!(h.local_addr(), second);
     let events = expect(&mut h, Duration::from_secs(5), registered_at(second)).await;
     assert!(events.contains(&Event::TokenRefused), "{events:?}");
-    assert!(events.contains(&Event::CheckAnswered { from: server_addr }), "{events:?}");
-    assert!(events.contains(&Event::MappedAddressChanged { old: first, new: second }), "{events:?}");
-    assert_eq!(server.lock().unwrap().lookup(wall(), &name).unwrap().addr, second);
+    assert!(
+        events.contains(&Event::CheckAnswered { from: server_addr }),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&Event::MappedAddressChanged {
+            old: first,
+            new: second
+        }),
+        "{events:?}"
+    );
+    assert_eq!(
+        server.lock().unwrap().lookup(wall(), &name).unwrap().addr,
+        second
+    );
 
     // A new port, the old one closed: the server moves the name when its 2 s window closes.
     let started = std::time::Instant::now();
     let third = h.rebind("127.0.0.1:0".parse().unwrap()).unwrap();
     let events = expect(&mut h, Duration::from_secs(8), registered_at(third)).await;
-    assert!(!events.iter().any(|e| matches!(e, Event::CheckAnswered { .. })), "{events:?}");
-    assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());
-    assert_eq!(server.lock().unwrap().lookup(wall(), &name).unwrap().addr, third);
-    assert!(h.status().stats.retransmitted > 0, "REGISTER retransmitted while the server checked");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::CheckAnswered { .. })),
+        "{events:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server.lock().unwrap().lookup(wall(), &name).unwrap().addr,
+        third
+    );
+    assert!(
+        h.status().stats.retransmitted > 0,
+        "REGISTER retransmitted while the server checked"
+    );
 
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn keepalives_use_the_server_interval_and_events_survive_slow_readers() {
-    let config = ServerConfig { keepalive_interval: Duration::from_millis(200), ..ServerConfig::default() };
+    let config = ServerConfig {
+        keepalive_interval: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
     let server: Shared = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
     let server_addr = serve(server.clone()).await;
-    let mut h = spawn(common::config("box", server_addr), keypair(1), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut h = spawn(
+        common::config("box", server_addr),
+        keypair(1),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
     let local = h.local_addr();
     expect(&mut h, Duration::from_secs(5), registered_at(local)).await;
-    let events = expect(&mut h, Duration::from_secs(5), |e| matches!(e, Event::KeptAlive { .. })).await;
+    let events = expect(&mut h, Duration::from_secs(5), |e| {
+        matches!(e, Event::KeptAlive { .. })
+    })
+    .await;
     assert_eq!(events, vec![Event::KeptAlive { mapped: local }]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let status = h.status();
@@ -130,7 +192,12 @@ async fn keepalives_use_the_server_interval_and_events_survive_slow_readers() {
 
 #[test]
 fn spawn_outside_a_runtime_is_an_error() {
-    let err = spawn(config("box", "127.0.0.1:9".parse().unwrap()), keypair(1), "127.0.0.1:0".parse().unwrap()).unwrap_err();
+    let err = spawn(
+        config("box", "127.0.0.1:9".parse().unwrap()),
+        keypair(1),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("runtime"), "{err}");
 }
 
@@ -138,7 +205,12 @@ fn spawn_outside_a_runtime_is_an_error() {
 async fn dropping_the_handle_stops_the_appliance() {
     // Nothing listens there: the appliance just retransmits. Dropping the handle ends its task,
     // which closes the socket: its port becomes free again.
-    let h = spawn(config("box", "127.0.0.1:9".parse().unwrap()), keypair(1), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let h = spawn(
+        config("box", "127.0.0.1:9".parse().unwrap()),
+        keypair(1),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
     let local = h.local_addr();
     drop(h);
     let mut rebound = None;

@@ -3,7 +3,10 @@
 mod common;
 
 use common::*;
-use flock_appliance::{Appliance, ApplianceConfig, Candidate, Decision, Event, SessionFailure, SessionNonce, SignalError};
+use flock_appliance::{
+    Appliance, ApplianceConfig, Candidate, Decision, Event, SessionFailure, SessionNonce,
+    SignalError,
+};
 use flock_proto::login::wire::{self, code, method, Ack, PersonasChunk, Signal, SignalBody};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,7 +52,14 @@ impl Lab {
                 _ => Decision::BadCredentials,
             }
         });
-        let mut lab = Lab { now: T0, app, sent: vec![], events: vec![], calls, txids: 0 };
+        let mut lab = Lab {
+            now: T0,
+            app,
+            sent: vec![],
+            events: vec![],
+            calls,
+            txids: 0,
+        };
         lab.flush();
         lab
     }
@@ -83,7 +93,10 @@ impl Lab {
         let before = self.sent.len();
         self.app.handle(self.now, src, bytes);
         self.flush();
-        self.sent[before..].iter().map(|(_, d, b)| (*d, b.clone())).collect()
+        self.sent[before..]
+            .iter()
+            .map(|(_, d, b)| (*d, b.clone()))
+            .collect()
     }
 
     /// Runs the appliance's timers for `d`.
@@ -101,14 +114,39 @@ impl Lab {
     fn personas(&mut self, offset: u32, known: Option<&[u8; 32]>, seed: u8) -> Vec<u8> {
         let txid = self.txid();
         let mut buf = [0u8; 1500];
-        let n = wire::encode_personas_request(&mut buf, &txid, &self.name(), offset, known, VALID_UNTIL, &keypair(seed)).unwrap();
+        let n = wire::encode_personas_request(
+            &mut buf,
+            &txid,
+            &self.name(),
+            offset,
+            known,
+            VALID_UNTIL,
+            &keypair(seed),
+        )
+        .unwrap();
         buf[..n].to_vec()
     }
 
-    fn connect_as(&mut self, nonce: SessionNonce, persona: &str, credential: &[u8], seed: u8) -> Vec<u8> {
+    fn connect_as(
+        &mut self,
+        nonce: SessionNonce,
+        persona: &str,
+        credential: &[u8],
+        seed: u8,
+    ) -> Vec<u8> {
         let txid = self.txid();
         let mut buf = [0u8; 1500];
-        let n = wire::encode_connect(&mut buf, &txid, &self.name(), &nonce, persona, credential, VALID_UNTIL, &keypair(seed)).unwrap();
+        let n = wire::encode_connect(
+            &mut buf,
+            &txid,
+            &self.name(),
+            &nonce,
+            persona,
+            credential,
+            VALID_UNTIL,
+            &keypair(seed),
+        )
+        .unwrap();
         buf[..n].to_vec()
     }
 
@@ -123,20 +161,37 @@ impl Lab {
     fn signal(&mut self, nonce: SessionNonce, seq: u32, body: SignalBody<'_>) -> Vec<u8> {
         let txid = self.txid();
         let mut buf = [0u8; 1500];
-        let n = Signal { name: self.name(), session: nonce, seq, body }.encode(&mut buf, &txid).unwrap();
+        let n = Signal {
+            name: self.name(),
+            session: nonce,
+            seq,
+            body,
+        }
+        .encode(&mut buf, &txid)
+        .unwrap();
         buf[..n].to_vec()
     }
 
     /// The appliance's SIGNALs so far (requests only), with when they went out.
     fn signals(&self) -> Vec<(Time, SocketAddr, Vec<u8>)> {
-        self.sent.iter().filter(|(_, _, b)| is_signal_request(b)).cloned().collect()
+        self.sent
+            .iter()
+            .filter(|(_, _, b)| is_signal_request(b))
+            .cloned()
+            .collect()
     }
 
     /// Acknowledges the appliance's SIGNAL `bytes` as the flock would.
     fn ack_signal(&mut self, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
         let m = Message::parse(bytes).unwrap();
         let s = Signal::parse(&m).unwrap();
-        let a = Ack { method: method::SIGNAL, name: s.name, session: s.session, seq: Some(s.seq), error: None };
+        let a = Ack {
+            method: method::SIGNAL,
+            name: s.name,
+            session: s.session,
+            seq: Some(s.seq),
+            error: None,
+        };
         let mut buf = [0u8; 1500];
         let n = a.encode(&mut buf, m.transaction_id()).unwrap();
         self.deliver(flock(), &buf[..n])
@@ -180,7 +235,13 @@ fn describe(bytes: &[u8]) -> String {
 }
 
 fn candidate(i: u16) -> Candidate {
-    Candidate { candidate: format!("candidate:{i} 1 udp 2130706431 192.0.2.50 {} typ host", 50000 + i), mid: Some("0".into()) }
+    Candidate {
+        candidate: format!(
+            "candidate:{i} 1 udp 2130706431 192.0.2.50 {} typ host",
+            50000 + i
+        ),
+        mid: Some("0".into()),
+    }
 }
 
 fn offer() -> String {
@@ -188,12 +249,17 @@ fn offer() -> String {
 }
 
 fn personas_json() -> Vec<u8> {
-    let items: Vec<String> = (0..60).map(|i| format!(r#"{{"id":"user{i}","name":"User number {i}"}}"#)).collect();
+    let items: Vec<String> = (0..60)
+        .map(|i| format!(r#"{{"id":"user{i}","name":"User number {i}"}}"#))
+        .collect();
     format!("[{}]", items.join(",")).into_bytes()
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, b).as_ref().try_into().unwrap()
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
 }
 
 #[test]
@@ -211,11 +277,22 @@ fn personas_come_in_chunks_no_larger_than_the_request() {
             assert_eq!(out.len(), 1);
             let (dst, answer) = &out[0];
             assert_eq!(*dst, flock(), "answered to the request's source");
-            assert!(answer.len() <= req.len(), "answer {} > request {}", answer.len(), req.len());
+            assert!(
+                answer.len() <= req.len(),
+                "answer {} > request {}",
+                answer.len(),
+                req.len()
+            );
             let m = Message::parse(answer).unwrap();
-            assert_eq!(m.transaction_id(), Message::parse(&req).unwrap().transaction_id());
+            assert_eq!(
+                m.transaction_id(),
+                Message::parse(&req).unwrap().transaction_id()
+            );
             let c = PersonasChunk::parse(&m).unwrap();
-            assert_eq!((c.offset as usize, c.total as usize, c.credentials_required), (got.len(), list.len(), false));
+            assert_eq!(
+                (c.offset as usize, c.total as usize, c.credentials_required),
+                (got.len(), list.len(), false)
+            );
             assert_eq!(c.checksum, sha256(&list));
             assert!(!c.data.is_empty());
             got.extend_from_slice(c.data);
@@ -230,11 +307,17 @@ fn personas_come_in_chunks_no_larger_than_the_request() {
         let req = lab.personas(0, Some(&sha256(&list)), FLOCK_SEED);
         let out = lab.deliver(flock(), &req);
         let c = PersonasChunk::parse(&Message::parse(&out[0].1).unwrap()).unwrap();
-        assert_eq!((c.checksum, c.total as usize, c.data), (sha256(&list), list.len(), &[][..]));
+        assert_eq!(
+            (c.checksum, c.total as usize, c.data),
+            (sha256(&list), list.len(), &[][..])
+        );
         // A stale cache gets data.
         let req = lab.personas(0, Some(&[7; 32]), FLOCK_SEED);
         let out = lab.deliver(flock(), &req);
-        assert!(!PersonasChunk::parse(&Message::parse(&out[0].1).unwrap()).unwrap().data.is_empty());
+        assert!(!PersonasChunk::parse(&Message::parse(&out[0].1).unwrap())
+            .unwrap()
+            .data
+            .is_empty());
         assert_eq!(lab.app.stats().personas_answered, chunks + 2);
     }
 }
@@ -268,7 +351,10 @@ fn forged_stale_or_misaddressed_requests_are_ignored() {
     assert!(lab.deliver(flock(), &forged).is_empty());
     // A tampered CONNECT (credential changed after signing) fails its fingerprint or signature.
     let mut tampered = lab.connect_as(NONCE, "alice", b"pwd:secreT", FLOCK_SEED);
-    let at = tampered.windows(10).position(|w| w == b"pwd:secreT").unwrap();
+    let at = tampered
+        .windows(10)
+        .position(|w| w == b"pwd:secreT")
+        .unwrap();
     tampered[at + 9] = b't';
     assert!(lab.deliver(flock(), &tampered).is_empty());
     // For another name.
@@ -282,7 +368,11 @@ fn forged_stale_or_misaddressed_requests_are_ignored() {
     lab.now = Time(VALID_UNTIL + 11 * 60_000);
     assert!(lab.deliver(flock(), &req).is_empty() && lab.deliver(flock(), &con).is_empty());
     assert_eq!(lab.app.stats().login_ignored, 6);
-    assert_eq!(lab.calls.load(Ordering::SeqCst), 0, "the authenticator never saw them");
+    assert_eq!(
+        lab.calls.load(Ordering::SeqCst),
+        0,
+        "the authenticator never saw them"
+    );
     assert!(lab.events.is_empty() && lab.app.connections() == 0);
     // Within the allowance they count.
     lab.now = Time(VALID_UNTIL + 9 * 60_000);
@@ -294,11 +384,15 @@ fn personas_answers_are_rate_limited() {
     let mut lab = Lab::new();
     lab.app.set_personas(Some(personas_json()));
     let req = lab.personas(0, None, FLOCK_SEED);
-    let answered: usize = (0..40u8).map(|i| lab.deliver(addr(&format!("198.51.100.{i}:9")), &req).len()).sum();
+    let answered: usize = (0..40u8)
+        .map(|i| lab.deliver(addr(&format!("198.51.100.{i}:9")), &req).len())
+        .sum();
     assert_eq!(answered, 16);
     assert_eq!(lab.app.stats().login_dropped, 24);
     lab.advance(ms(1_000));
-    let answered: usize = (0..10u8).map(|i| lab.deliver(addr(&format!("198.51.100.{i}:9")), &req).len()).sum();
+    let answered: usize = (0..10u8)
+        .map(|i| lab.deliver(addr(&format!("198.51.100.{i}:9")), &req).len())
+        .sum();
     assert_eq!(answered, 4, "four a second after the burst");
 }
 
@@ -312,12 +406,24 @@ fn a_retransmitted_connect_makes_one_connection_and_one_call() {
         assert_eq!(out[0].0, src);
         assert!(out[0].1.len() < c.len());
         let a = ack(&out[0].1);
-        assert_eq!((a.method, a.session, a.seq, a.error), (method::CONNECT, NONCE, None, None));
-        assert_eq!(Message::parse(&out[0].1).unwrap().transaction_id(), Message::parse(&c).unwrap().transaction_id());
+        assert_eq!(
+            (a.method, a.session, a.seq, a.error),
+            (method::CONNECT, NONCE, None, None)
+        );
+        assert_eq!(
+            Message::parse(&out[0].1).unwrap().transaction_id(),
+            Message::parse(&c).unwrap().transaction_id()
+        );
     }
     assert_eq!(lab.calls.load(Ordering::SeqCst), 1);
     assert_eq!(lab.app.connections(), 1);
-    assert_eq!(lab.events, [Event::LoginAccepted { session: NONCE, persona: "alice".into() }]);
+    assert_eq!(
+        lab.events,
+        [Event::LoginAccepted {
+            session: NONCE,
+            persona: "alice".into()
+        }]
+    );
     assert_eq!(lab.app.stats().logins_accepted, 1);
 }
 
@@ -335,7 +441,14 @@ fn bad_credentials_and_deny_are_error_acks_remembered_per_nonce() {
             assert!(out[0].1.len() <= c.len());
             assert_eq!(ack(&out[0].1).error, Some(want));
         }
-        assert_eq!(lab.events.last(), Some(&Event::LoginRefused { session: nonce, persona: persona.into(), code: want }));
+        assert_eq!(
+            lab.events.last(),
+            Some(&Event::LoginRefused {
+                session: nonce,
+                persona: persona.into(),
+                code: want
+            })
+        );
     }
     assert_eq!(lab.calls.load(Ordering::SeqCst), 3, "once per nonce");
     assert_eq!(lab.app.connections(), 0);
@@ -349,10 +462,22 @@ fn by_default_every_log_in_is_denied() {
     c.max_connections = 1;
     let mut app = Appliance::new(c, keypair(APP_SEED), XorShift(7));
     let mut buf = [0u8; 1500];
-    let n = wire::encode_connect(&mut buf, &[1; 12], &name("box"), &NONCE, "alice", b"pwd:secret", VALID_UNTIL, &keypair(FLOCK_SEED)).unwrap();
+    let n = wire::encode_connect(
+        &mut buf,
+        &[1; 12],
+        &name("box"),
+        &NONCE,
+        "alice",
+        b"pwd:secret",
+        VALID_UNTIL,
+        &keypair(FLOCK_SEED),
+    )
+    .unwrap();
     app.handle(T0, flock(), &buf[..n]);
     let mut out = [0u8; 1500];
-    let (_, n) = std::iter::from_fn(|| app.poll_transmit(T0, &mut out)).find(|(dst, _)| *dst == flock()).unwrap();
+    let (_, n) = std::iter::from_fn(|| app.poll_transmit(T0, &mut out))
+        .find(|(dst, _)| *dst == flock())
+        .unwrap();
     assert_eq!(ack(&out[..n]).error, Some(code::DENIED));
 }
 
@@ -362,7 +487,11 @@ fn past_max_connections_a_connect_is_busy_without_asking() {
     assert_eq!(lab.login([1; 16]).error, None);
     assert_eq!(lab.login([2; 16]).error, None);
     assert_eq!(lab.login([3; 16]).error, Some(code::BUSY));
-    assert_eq!(lab.login([3; 16]).error, Some(code::BUSY), "the same answer again");
+    assert_eq!(
+        lab.login([3; 16]).error,
+        Some(code::BUSY),
+        "the same answer again"
+    );
     assert_eq!(lab.calls.load(Ordering::SeqCst), 2);
     assert_eq!(lab.app.connections(), 2);
 }
@@ -396,7 +525,17 @@ fn acceptances_are_kept_while_fresh_and_busy_when_all_are() {
     lab.now = Time(VALID_UNTIL + 10 * 60_000 + 1);
     let fresh_until = lab.now.0 + 60_000;
     let mut buf = [0u8; 1500];
-    let n = wire::encode_connect(&mut buf, &[9; 12], &lab.name(), &[0xEF; 16], "alice", b"pwd:secret", fresh_until, &keypair(FLOCK_SEED)).unwrap();
+    let n = wire::encode_connect(
+        &mut buf,
+        &[9; 12],
+        &lab.name(),
+        &[0xEF; 16],
+        "alice",
+        b"pwd:secret",
+        fresh_until,
+        &keypair(FLOCK_SEED),
+    )
+    .unwrap();
     assert_eq!(ack(&lab.deliver(flock(), &buf[..n])[0].1).error, None);
     assert_eq!(lab.calls.load(Ordering::SeqCst), 257);
 }
@@ -405,11 +544,21 @@ fn acceptances_are_kept_while_fresh_and_busy_when_all_are() {
 fn refusals_make_room_for_new_decisions() {
     let mut lab = Lab::new();
     for i in 0..300 {
-        assert_eq!(numbered(&mut lab, i, b"pwd:wrong").error, Some(code::BAD_CREDENTIALS));
+        assert_eq!(
+            numbered(&mut lab, i, b"pwd:wrong").error,
+            Some(code::BAD_CREDENTIALS)
+        );
     }
-    assert_eq!(lab.login([0xEE; 16]).error, None, "a flood of wrong passwords does not lock the appliance");
+    assert_eq!(
+        lab.login([0xEE; 16]).error,
+        None,
+        "a flood of wrong passwords does not lock the appliance"
+    );
     // Recent refusals are still remembered.
-    assert_eq!(numbered(&mut lab, 299, b"pwd:wrong").error, Some(code::BAD_CREDENTIALS));
+    assert_eq!(
+        numbered(&mut lab, 299, b"pwd:wrong").error,
+        Some(code::BAD_CREDENTIALS)
+    );
     assert_eq!(lab.calls.load(Ordering::SeqCst), 301);
 }
 
@@ -419,8 +568,12 @@ fn signalling_out_is_stop_and_wait_in_order() {
     lab.login(NONCE);
     let sdp = offer();
     lab.app.send_offer(lab.now, &NONCE, sdp.clone()).unwrap();
-    lab.app.add_candidate(lab.now, &NONCE, candidate(1)).unwrap();
-    lab.app.add_candidate(lab.now, &NONCE, candidate(2)).unwrap();
+    lab.app
+        .add_candidate(lab.now, &NONCE, candidate(1))
+        .unwrap();
+    lab.app
+        .add_candidate(lab.now, &NONCE, candidate(2))
+        .unwrap();
     lab.app.end_of_candidates(lab.now, &NONCE).unwrap();
     lab.flush();
     // One outstanding SIGNAL at a time, sent to the CONNECT's source.
@@ -431,22 +584,43 @@ fn signalling_out_is_stop_and_wait_in_order() {
     // Unacknowledged: retransmitted (same SIGNAL, same transaction) after 0.5 s, 1 s, 2 s.
     lab.advance(ms(3_600));
     let s = lab.signals();
-    assert_eq!(s.iter().map(|(t, _, _)| t.0 - T0.0).collect::<Vec<_>>(), [0, 500, 1_500, 3_500]);
+    assert_eq!(
+        s.iter().map(|(t, _, _)| t.0 - T0.0).collect::<Vec<_>>(),
+        [0, 500, 1_500, 3_500]
+    );
     assert!(s.iter().all(|(_, _, b)| *b == s[0].2));
     let bodies = lab.ack_all();
-    assert_eq!(bodies, ["0 sdp@0", "1 sdp@800", "2 sdp@1600", "3 candidate", "4 candidate", "5 end"]);
+    assert_eq!(
+        bodies,
+        [
+            "0 sdp@0",
+            "1 sdp@800",
+            "2 sdp@1600",
+            "3 candidate",
+            "4 candidate",
+            "5 end"
+        ]
+    );
     // Reassembled as the flock would.
     let mut asm = wire::SdpAssembly::default();
     let mut whole = None;
     for (_, _, b) in lab.signals() {
-        if let SignalBody::Sdp { offset, total, data } = Signal::parse(&Message::parse(&b).unwrap()).unwrap().body {
+        if let SignalBody::Sdp {
+            offset,
+            total,
+            data,
+        } = Signal::parse(&Message::parse(&b).unwrap()).unwrap().body
+        {
             if let Ok(Some(v)) = asm.add(offset, total, data, 64 * 1024) {
                 whole = Some(v);
             }
         }
     }
     assert_eq!(whole, Some(sdp));
-    assert!(lab.signals().iter().all(|(_, _, b)| b.len() <= wire::MAX_DATAGRAM));
+    assert!(lab
+        .signals()
+        .iter()
+        .all(|(_, _, b)| b.len() <= wire::MAX_DATAGRAM));
     // Nothing more in flight, nothing more sent.
     let n = lab.signals().len();
     lab.advance(secs(10));
@@ -457,9 +631,15 @@ fn signalling_out_is_stop_and_wait_in_order() {
 fn end_of_candidates_waits_for_every_candidate_to_be_acked() {
     let mut lab = Lab::new();
     lab.login(NONCE);
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
-    lab.app.add_candidate(lab.now, &NONCE, candidate(1)).unwrap();
-    lab.app.add_candidate(lab.now, &NONCE, candidate(2)).unwrap();
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
+    lab.app
+        .add_candidate(lab.now, &NONCE, candidate(1))
+        .unwrap();
+    lab.app
+        .add_candidate(lab.now, &NONCE, candidate(2))
+        .unwrap();
     lab.app.end_of_candidates(lab.now, &NONCE).unwrap();
     lab.flush();
     // Ack the offer and the first candidate only.
@@ -487,24 +667,53 @@ fn end_of_candidates_waits_for_every_candidate_to_be_acked() {
 fn signalling_calls_are_checked() {
     let mut lab = Lab::new();
     let now = lab.now;
-    assert_eq!(lab.app.send_offer(now, &NONCE, "v=0".into()), Err(SignalError::UnknownSession));
+    assert_eq!(
+        lab.app.send_offer(now, &NONCE, "v=0".into()),
+        Err(SignalError::UnknownSession)
+    );
     lab.login(NONCE);
-    assert_eq!(lab.app.add_candidate(now, &NONCE, candidate(1)), Err(SignalError::OutOfOrder), "no offer yet");
-    assert_eq!(lab.app.end_of_candidates(now, &NONCE), Err(SignalError::OutOfOrder));
-    assert_eq!(lab.app.send_offer(now, &NONCE, "x".repeat(32 * 1024 + 1)), Err(SignalError::TooLong));
+    assert_eq!(
+        lab.app.add_candidate(now, &NONCE, candidate(1)),
+        Err(SignalError::OutOfOrder),
+        "no offer yet"
+    );
+    assert_eq!(
+        lab.app.end_of_candidates(now, &NONCE),
+        Err(SignalError::OutOfOrder)
+    );
+    assert_eq!(
+        lab.app.send_offer(now, &NONCE, "x".repeat(32 * 1024 + 1)),
+        Err(SignalError::TooLong)
+    );
     lab.app.send_offer(now, &NONCE, "v=0\r\n".into()).unwrap();
-    assert_eq!(lab.app.send_offer(now, &NONCE, "v=0\r\n".into()), Err(SignalError::OutOfOrder));
-    let long = Candidate { candidate: "c".repeat(wire::MAX_CANDIDATE_LEN + 1), mid: None };
-    assert_eq!(lab.app.add_candidate(now, &NONCE, long), Err(SignalError::TooLong));
+    assert_eq!(
+        lab.app.send_offer(now, &NONCE, "v=0\r\n".into()),
+        Err(SignalError::OutOfOrder)
+    );
+    let long = Candidate {
+        candidate: "c".repeat(wire::MAX_CANDIDATE_LEN + 1),
+        mid: None,
+    };
+    assert_eq!(
+        lab.app.add_candidate(now, &NONCE, long),
+        Err(SignalError::TooLong)
+    );
     lab.app.end_of_candidates(now, &NONCE).unwrap();
-    assert_eq!(lab.app.add_candidate(now, &NONCE, candidate(1)), Err(SignalError::OutOfOrder));
+    assert_eq!(
+        lab.app.add_candidate(now, &NONCE, candidate(1)),
+        Err(SignalError::OutOfOrder)
+    );
 }
 
 /// Accepts a log-in and sends the appliance's whole stream, acknowledged.
 fn accepted_and_sent(lab: &mut Lab) {
     lab.login(NONCE);
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
-    lab.app.add_candidate(lab.now, &NONCE, candidate(1)).unwrap();
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
+    lab.app
+        .add_candidate(lab.now, &NONCE, candidate(1))
+        .unwrap();
     lab.app.end_of_candidates(lab.now, &NONCE).unwrap();
     lab.flush();
     assert_eq!(lab.ack_all(), ["0 sdp@0", "1 candidate", "2 end"]);
@@ -518,12 +727,23 @@ fn signalling_in_with_duplicates_gaps_and_strangers() {
     let answer = "v=0\r\n".to_string() + &"a=answer-filler\r\n".repeat(60); // two chunks
     let chunk = |i: usize| {
         let end = ((i + 1) * wire::SDP_CHUNK).min(answer.len());
-        SignalBody::Sdp { offset: (i * wire::SDP_CHUNK) as u32, total: answer.len() as u32, data: &answer.as_bytes()[i * wire::SDP_CHUNK..end] }
+        SignalBody::Sdp {
+            offset: (i * wire::SDP_CHUNK) as u32,
+            total: answer.len() as u32,
+            data: &answer.as_bytes()[i * wire::SDP_CHUNK..end],
+        }
     };
     let s0 = lab.signal(NONCE, 0, chunk(0));
     let s1 = lab.signal(NONCE, 1, chunk(1));
     let c = candidate(9);
-    let s2 = lab.signal(NONCE, 2, SignalBody::Candidate { candidate: &c.candidate, mid: c.mid.as_deref() });
+    let s2 = lab.signal(
+        NONCE,
+        2,
+        SignalBody::Candidate {
+            candidate: &c.candidate,
+            mid: c.mid.as_deref(),
+        },
+    );
     let s3 = lab.signal(NONCE, 3, SignalBody::EndOfCandidates);
     // Out of order: seq 1 before 0 is ignored (no ack, no event).
     assert!(lab.deliver(flock(), &s1).is_empty());
@@ -535,12 +755,32 @@ fn signalling_in_with_duplicates_gaps_and_strangers() {
         assert!(out[0].1.len() < s.len());
         let a = ack(&out[0].1);
         let seq = Signal::parse(&Message::parse(s).unwrap()).unwrap().seq;
-        assert_eq!((a.method, a.session, a.seq, a.error), (method::SIGNAL, NONCE, Some(seq), None));
+        assert_eq!(
+            (a.method, a.session, a.seq, a.error),
+            (method::SIGNAL, NONCE, Some(seq), None)
+        );
     }
-    assert_eq!(lab.events[events..], [Event::RemoteAnswer { session: NONCE, sdp: answer.clone() }], "one event despite the duplicate");
+    assert_eq!(
+        lab.events[events..],
+        [Event::RemoteAnswer {
+            session: NONCE,
+            sdp: answer.clone()
+        }],
+        "one event despite the duplicate"
+    );
     // From another address, or with another nonce: 481, no event.
-    let other_nonce = lab.signal([9; 16], 2, SignalBody::Candidate { candidate: &c.candidate, mid: None });
-    for (src, bytes) in [(addr("192.0.2.66:3478"), s2.clone()), (flock(), other_nonce)] {
+    let other_nonce = lab.signal(
+        [9; 16],
+        2,
+        SignalBody::Candidate {
+            candidate: &c.candidate,
+            mid: None,
+        },
+    );
+    for (src, bytes) in [
+        (addr("192.0.2.66:3478"), s2.clone()),
+        (flock(), other_nonce),
+    ] {
         let out = lab.deliver(src, &bytes);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, src);
@@ -550,14 +790,29 @@ fn signalling_in_with_duplicates_gaps_and_strangers() {
     assert_eq!(lab.events.len(), events + 1);
     lab.deliver(flock(), &s2);
     lab.deliver(flock(), &s2);
-    assert_eq!(lab.events[events + 1..], [Event::RemoteCandidate { session: NONCE, candidate: c.clone() }]);
+    assert_eq!(
+        lab.events[events + 1..],
+        [Event::RemoteCandidate {
+            session: NONCE,
+            candidate: c.clone()
+        }]
+    );
     // The flock's end-of-candidates after ours was acknowledged: done, forgotten.
     assert_eq!(lab.app.connections(), 1);
     let out = lab.deliver(flock(), &s3);
     assert_eq!(ack(&out[0].1).error, None);
-    assert_eq!(lab.events[events + 2..], [Event::RemoteEndOfCandidates { session: NONCE }, Event::SessionDone { session: NONCE }]);
+    assert_eq!(
+        lab.events[events + 2..],
+        [
+            Event::RemoteEndOfCandidates { session: NONCE },
+            Event::SessionDone { session: NONCE }
+        ]
+    );
     assert_eq!(lab.app.connections(), 0);
-    assert_eq!(lab.app.send_offer(lab.now, &NONCE, "v=0".into()), Err(SignalError::UnknownSession));
+    assert_eq!(
+        lab.app.send_offer(lab.now, &NONCE, "v=0".into()),
+        Err(SignalError::UnknownSession)
+    );
     // Its ack was lost: the retransmission is acknowledged again for a while.
     lab.advance(secs(5));
     let out = lab.deliver(flock(), &s3);
@@ -576,13 +831,21 @@ fn done_when_the_remote_end_comes_first() {
     lab.login(NONCE);
     let end = lab.signal(NONCE, 0, SignalBody::EndOfCandidates);
     lab.deliver(flock(), &end);
-    assert_eq!(lab.events.last(), Some(&Event::RemoteEndOfCandidates { session: NONCE }));
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::RemoteEndOfCandidates { session: NONCE })
+    );
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
     lab.app.end_of_candidates(lab.now, &NONCE).unwrap();
     lab.flush();
     let sent = lab.ack_all();
     assert_eq!(sent, ["0 sdp@0", "1 end"]);
-    assert_eq!(lab.events.last(), Some(&Event::SessionDone { session: NONCE }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionDone { session: NONCE })
+    );
     assert_eq!(lab.app.connections(), 0);
 }
 
@@ -598,24 +861,48 @@ fn a_replayed_connect_after_the_session_gets_the_same_answer_and_nothing_else() 
     assert_eq!(ack(&out[0].1).error, None);
     assert_eq!(lab.app.connections(), 0);
     assert_eq!(lab.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(lab.events.iter().filter(|e| matches!(e, Event::LoginAccepted { .. })).count(), 1);
+    assert_eq!(
+        lab.events
+            .iter()
+            .filter(|e| matches!(e, Event::LoginAccepted { .. }))
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn unacknowledged_signals_give_up() {
     let mut lab = Lab::new();
     lab.login(NONCE);
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
     lab.flush();
     lab.advance(secs(20));
     let times: Vec<u64> = lab.signals().iter().map(|(t, _, _)| t.0 - T0.0).collect();
     // `rto_initial` 0.5 s doubling up to `rto_max` (8 s); given up 15 s after the first send.
     assert_eq!(times, [0, 500, 1_500, 3_500, 7_500]);
-    assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: NONCE, reason: SessionFailure::GaveUp }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionFailed {
+            session: NONCE,
+            reason: SessionFailure::GaveUp
+        })
+    );
     assert_eq!(lab.app.connections(), 0);
     assert_eq!(lab.app.stats().sessions_failed, 1);
-    let s = lab.signal(NONCE, 0, SignalBody::Candidate { candidate: &candidate(1).candidate, mid: None });
-    assert_eq!(ack(&lab.deliver(flock(), &s)[0].1).error, Some(code::UNKNOWN_SESSION));
+    let s = lab.signal(
+        NONCE,
+        0,
+        SignalBody::Candidate {
+            candidate: &candidate(1).candidate,
+            mid: None,
+        },
+    );
+    assert_eq!(
+        ack(&lab.deliver(flock(), &s)[0].1).error,
+        Some(code::UNKNOWN_SESSION)
+    );
 }
 
 #[test]
@@ -626,19 +913,29 @@ fn signal_retransmission_follows_the_configured_rto() {
         c.signal_give_up_after = secs(5);
     });
     lab.login(NONCE);
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
     lab.flush();
     lab.advance(secs(6));
     let times: Vec<u64> = lab.signals().iter().map(|(t, _, _)| t.0 - T0.0).collect();
     assert_eq!(times, [0, 200, 600, 1_400, 2_400, 3_400, 4_400]);
-    assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: NONCE, reason: SessionFailure::GaveUp }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionFailed {
+            session: NONCE,
+            reason: SessionFailure::GaveUp
+        })
+    );
 }
 
 #[test]
 fn give_up_time_is_configurable_and_counts_per_signal() {
     let mut lab = Lab::with("box", |c| c.signal_give_up_after = secs(3));
     lab.login(NONCE);
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
     lab.flush();
     lab.advance(secs(2));
     let first = lab.signals()[0].2.clone();
@@ -648,41 +945,81 @@ fn give_up_time_is_configurable_and_counts_per_signal() {
     lab.advance(ms(2_900));
     assert_eq!(lab.app.connections(), 1);
     lab.advance(ms(200));
-    assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: NONCE, reason: SessionFailure::GaveUp }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionFailed {
+            session: NONCE,
+            reason: SessionFailure::GaveUp
+        })
+    );
 }
 
 #[test]
 fn an_error_ack_or_a_silent_session_fails_it() {
     let mut lab = Lab::new();
     lab.login(NONCE);
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
     lab.flush();
     let s = lab.signals()[0].2.clone();
     let m = Message::parse(&s).unwrap();
-    let a = Ack { method: method::SIGNAL, name: lab.name(), session: NONCE, seq: Some(0), error: Some(code::UNKNOWN_SESSION) };
+    let a = Ack {
+        method: method::SIGNAL,
+        name: lab.name(),
+        session: NONCE,
+        seq: Some(0),
+        error: Some(code::UNKNOWN_SESSION),
+    };
     let mut buf = [0u8; 1500];
     let n = a.encode(&mut buf, m.transaction_id()).unwrap();
     // From elsewhere it is not the flock's word.
     lab.deliver(addr("198.51.100.7:9"), &buf[..n]);
     assert_eq!(lab.app.connections(), 1);
     lab.deliver(flock(), &buf[..n]);
-    assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: NONCE, reason: SessionFailure::Closed }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionFailed {
+            session: NONCE,
+            reason: SessionFailure::Closed
+        })
+    );
     // Accepted, then nothing at all happens: the session expires.
     lab.login([2; 16]);
     lab.advance(secs(119));
     assert_eq!(lab.app.connections(), 1);
     lab.advance(secs(2));
-    assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: [2; 16], reason: SessionFailure::Expired }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionFailed {
+            session: [2; 16],
+            reason: SessionFailure::Expired
+        })
+    );
 }
 
 #[test]
 fn a_malformed_remote_sdp_fails_the_session() {
     let mut lab = Lab::new();
     lab.login(NONCE);
-    let s = lab.signal(NONCE, 0, SignalBody::Sdp { offset: 0, total: 40_000, data: b"v=0\r\n" });
+    let s = lab.signal(
+        NONCE,
+        0,
+        SignalBody::Sdp {
+            offset: 0,
+            total: 40_000,
+            data: b"v=0\r\n",
+        },
+    );
     let out = lab.deliver(flock(), &s);
     assert_eq!(ack(&out[0].1).error, Some(code::UNKNOWN_SESSION));
-    assert_eq!(lab.events.last(), Some(&Event::SessionFailed { session: NONCE, reason: SessionFailure::Malformed }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionFailed {
+            session: NONCE,
+            reason: SessionFailure::Malformed
+        })
+    );
     assert_eq!(lab.app.connections(), 0);
 }
 
@@ -692,11 +1029,29 @@ fn login_runs_beside_registration() {
     let mut sim = Sim::new();
     sim.register();
     let mut buf = [0u8; 1500];
-    let n = wire::encode_connect(&mut buf, &[1; 12], &sim.name(), &NONCE, "alice", b"pwd:x", sim.now.0 + 30_000, &keypair(FLOCK_SEED)).unwrap();
+    let n = wire::encode_connect(
+        &mut buf,
+        &[1; 12],
+        &sim.name(),
+        &NONCE,
+        "alice",
+        b"pwd:x",
+        sim.now.0 + 30_000,
+        &keypair(FLOCK_SEED),
+    )
+    .unwrap();
     sim.inject(flock(), &buf[..n]);
-    let answers: Vec<_> = sim.app_elsewhere().into_iter().filter(|s| s.method() == method::CONNECT).collect();
+    let answers: Vec<_> = sim
+        .app_elsewhere()
+        .into_iter()
+        .filter(|s| s.method() == method::CONNECT)
+        .collect();
     assert_eq!(answers.len(), 1);
-    assert_eq!(ack(&answers[0].bytes).error, Some(code::DENIED), "the default authenticator");
+    assert_eq!(
+        ack(&answers[0].bytes).error,
+        Some(code::DENIED),
+        "the default authenticator"
+    );
     sim.run_for(secs(70));
     assert!(sim.app.state().is_registered());
 }
@@ -706,8 +1061,17 @@ fn unknown_session_answers_are_rate_limited_apart_from_personas() {
     let mut lab = Lab::new();
     lab.app.set_personas(Some(personas_json()));
     let c = candidate(1);
-    let junk = lab.signal([9; 16], 0, SignalBody::Candidate { candidate: &c.candidate, mid: None });
-    let answered: usize = (0..40u8).map(|i| lab.deliver(addr(&format!("198.51.100.{i}:9")), &junk).len()).sum();
+    let junk = lab.signal(
+        [9; 16],
+        0,
+        SignalBody::Candidate {
+            candidate: &c.candidate,
+            mid: None,
+        },
+    );
+    let answered: usize = (0..40u8)
+        .map(|i| lab.deliver(addr(&format!("198.51.100.{i}:9")), &junk).len())
+        .sum();
     assert_eq!(answered, 16);
     // Made-up SIGNALs (anyone can send them) do not use up the flock's PERSONAS answers.
     let req = lab.personas(0, None, FLOCK_SEED);
@@ -720,7 +1084,9 @@ fn an_unacknowledged_last_end_of_candidates_after_the_remote_one_is_done() {
     // retransmissions (a 481 would be larger than them): the ack of our end was lost.
     let mut lab = Lab::new();
     lab.login(NONCE);
-    lab.app.send_offer(lab.now, &NONCE, "v=0\r\n".into()).unwrap();
+    lab.app
+        .send_offer(lab.now, &NONCE, "v=0\r\n".into())
+        .unwrap();
     lab.app.end_of_candidates(lab.now, &NONCE).unwrap();
     lab.flush();
     let offer = lab.signals()[0].2.clone();
@@ -728,8 +1094,15 @@ fn an_unacknowledged_last_end_of_candidates_after_the_remote_one_is_done() {
     let end = lab.signal(NONCE, 0, SignalBody::EndOfCandidates);
     lab.deliver(flock(), &end);
     lab.advance(secs(14));
-    assert_eq!(lab.app.connections(), 1, "retransmitting until the give-up time");
+    assert_eq!(
+        lab.app.connections(),
+        1,
+        "retransmitting until the give-up time"
+    );
     lab.advance(secs(2));
-    assert_eq!(lab.events.last(), Some(&Event::SessionDone { session: NONCE }));
+    assert_eq!(
+        lab.events.last(),
+        Some(&Event::SessionDone { session: NONCE })
+    );
     assert_eq!(lab.app.stats().sessions_failed, 0);
 }

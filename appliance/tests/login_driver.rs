@@ -15,7 +15,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
 fn wall() -> Time {
-    Time(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64)
+    Time(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
 }
 
 type Shared = Arc<Mutex<Server<common::XorShift>>>;
@@ -39,7 +44,9 @@ async fn serve(server: Shared, kick: Arc<Notify>) -> SocketAddr {
             for (dst, bytes) in sends {
                 let _ = socket.send_to(&bytes, dst).await;
             }
-            let wait = deadline.map_or(Duration::from_millis(100), |t| Duration::from_millis(t.0.saturating_sub(wall().0)));
+            let wait = deadline.map_or(Duration::from_millis(100), |t| {
+                Duration::from_millis(t.0.saturating_sub(wall().0))
+            });
             tokio::select! {
                 r = socket.recv_from(&mut buf) => {
                     let Ok((n, src)) = r else { continue };
@@ -57,18 +64,37 @@ async fn serve(server: Shared, kick: Arc<Notify>) -> SocketAddr {
 }
 
 fn cand(who: &str) -> Candidate {
-    Candidate { candidate: format!("candidate:{who} 1 udp 2130706431 127.0.0.1 50000 typ host"), mid: Some("0".into()) }
+    Candidate {
+        candidate: format!("candidate:{who} 1 udp 2130706431 127.0.0.1 50000 typ host"),
+        mid: Some("0".into()),
+    }
 }
 
 #[tokio::test]
 async fn a_browser_logs_in_through_the_handle() {
-    let server: Shared = Arc::new(Mutex::new(server_with(ServerConfig::default(), SECRET, FLOCK_SEED)));
+    let server: Shared = Arc::new(Mutex::new(server_with(
+        ServerConfig::default(),
+        SECRET,
+        FLOCK_SEED,
+    )));
     let kick = Arc::new(Notify::new());
     let server_addr = serve(server.clone(), kick.clone()).await;
-    let mut h = spawn(common::config("box", server_addr), keypair(1), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut h = spawn(
+        common::config("box", server_addr),
+        keypair(1),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
     let list = br#"[{"id":"alice","name":"Alice"}]"#;
     h.set_personas(Some(list.to_vec())).unwrap();
-    h.set_authenticator(|r| if r.credential == b"pwd:wonderland" { Decision::Accept } else { Decision::Deny }).unwrap();
+    h.set_authenticator(|r| {
+        if r.credential == b"pwd:wonderland" {
+            Decision::Accept
+        } else {
+            Decision::Deny
+        }
+    })
+    .unwrap();
     let offer = "v=0\r\n".to_string() + &"a=x-offer\r\n".repeat(150);
 
     let gateway = |cmd| {
@@ -79,13 +105,22 @@ async fn a_browser_logs_in_through_the_handle() {
     let mut appliance = vec![];
     let mut opened = false;
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !(browser.contains(&login::Event::Done) && appliance.iter().any(|e| matches!(e, Event::SessionDone { .. }))) {
-        assert!(tokio::time::Instant::now() < end, "not done in time: {browser:?} / {appliance:?}");
+    while !(browser.contains(&login::Event::Done)
+        && appliance
+            .iter()
+            .any(|e| matches!(e, Event::SessionDone { .. })))
+    {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "not done in time: {browser:?} / {appliance:?}"
+        );
         if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), h.next_event()).await {
             match &e {
                 Event::Registered { .. } if !opened => {
                     opened = true;
-                    gateway(Command::Open { name: common::name("box") });
+                    gateway(Command::Open {
+                        name: common::name("box"),
+                    });
                 }
                 Event::LoginAccepted { session, persona } => {
                     assert_eq!(persona, "alice");
@@ -102,11 +137,16 @@ async fn a_browser_logs_in_through_the_handle() {
             match &e {
                 login::Event::Personas(Personas::List(l)) => {
                     assert_eq!(&l[..], list);
-                    gateway(Command::Login { persona: "alice".into(), credential: "pwd:wonderland".into() });
+                    gateway(Command::Login {
+                        persona: "alice".into(),
+                        credential: "pwd:wonderland".into(),
+                    });
                 }
                 login::Event::Offer { sdp } => {
                     assert_eq!(*sdp, offer);
-                    gateway(Command::Answer { sdp: "v=0\r\na=x-answer\r\n".into() });
+                    gateway(Command::Answer {
+                        sdp: "v=0\r\na=x-answer\r\n".into(),
+                    });
                     gateway(Command::Candidate(cand("b1")));
                     gateway(Command::EndOfCandidates);
                 }
@@ -116,11 +156,30 @@ async fn a_browser_logs_in_through_the_handle() {
         }
     }
     use login::Event as B;
-    assert_eq!(browser[1..], [B::Accepted, B::Offer { sdp: offer }, B::Candidate(cand("a1")), B::EndOfCandidates, B::Done]);
-    let remote = |e: &&Event| matches!(e, Event::RemoteAnswer { .. } | Event::RemoteCandidate { .. } | Event::RemoteEndOfCandidates { .. });
+    assert_eq!(
+        browser[1..],
+        [
+            B::Accepted,
+            B::Offer { sdp: offer },
+            B::Candidate(cand("a1")),
+            B::EndOfCandidates,
+            B::Done
+        ]
+    );
+    let remote = |e: &&Event| {
+        matches!(
+            e,
+            Event::RemoteAnswer { .. }
+                | Event::RemoteCandidate { .. }
+                | Event::RemoteEndOfCandidates { .. }
+        )
+    };
     assert_eq!(appliance.iter().filter(remote).count(), 3, "{appliance:?}");
     // A call for a session that is over is refused inside the driver (logged), not an error here.
-    let session = match &appliance.iter().find(|e| matches!(e, Event::SessionDone { .. })) {
+    let session = match &appliance
+        .iter()
+        .find(|e| matches!(e, Event::SessionDone { .. }))
+    {
         Some(Event::SessionDone { session }) => *session,
         _ => unreachable!(),
     };
@@ -144,7 +203,11 @@ async fn a_browser_logs_in_through_the_handle() {
 #[tokio::test]
 async fn the_simulator_plays_the_appliance_side() {
     use std::io::BufRead;
-    let server: Shared = Arc::new(Mutex::new(server_with(ServerConfig::default(), SECRET, FLOCK_SEED)));
+    let server: Shared = Arc::new(Mutex::new(server_with(
+        ServerConfig::default(),
+        SECRET,
+        FLOCK_SEED,
+    )));
     let kick = Arc::new(Notify::new());
     let server_addr = serve(server.clone(), kick.clone()).await;
     let dir = std::env::temp_dir().join(format!("flock-appliance-sim-{}", std::process::id()));
@@ -165,14 +228,34 @@ deny = true
     std::fs::write(&personas, toml).unwrap();
     let flock_key = flock_proto::identity::to_hex(&common::flock_public_key(FLOCK_SEED));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flock-appliance"))
-        .args(["--server", &server_addr.to_string(), "--name", "sim", "--json", "--bind", "127.0.0.1"])
-        .args(["--flock-key", &flock_key, "--key-dir", dir.to_str().unwrap(), "--personas", personas.to_str().unwrap()])
+        .args([
+            "--server",
+            &server_addr.to_string(),
+            "--name",
+            "sim",
+            "--json",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--flock-key",
+            &flock_key,
+            "--key-dir",
+            dir.to_str().unwrap(),
+            "--personas",
+            personas.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || std::io::BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
     let gateway = |id, cmd| {
         server.lock().unwrap().command(wall(), id, cmd);
         kick.notify_one();
@@ -181,13 +264,30 @@ deny = true
     let mut browser: Vec<(u64, login::Event)> = vec![];
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut opened = false;
-    while !printed.iter().any(|l: &String| l.contains("session_done")) || !browser.iter().any(|(id, e)| *id == 1 && *e == login::Event::Done) {
-        assert!(tokio::time::Instant::now() < end, "not done in time: {printed:#?} / {browser:?}");
+    while !printed.iter().any(|l: &String| l.contains("session_done"))
+        || !browser
+            .iter()
+            .any(|(id, e)| *id == 1 && *e == login::Event::Done)
+    {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "not done in time: {printed:#?} / {browser:?}"
+        );
         if let Ok(Some(l)) = tokio::time::timeout(Duration::from_millis(10), lines.recv()).await {
             if l.contains("\"registered\"") && !opened {
                 opened = true;
-                gateway(1, Command::Open { name: common::name("sim") });
-                gateway(2, Command::Open { name: common::name("sim") });
+                gateway(
+                    1,
+                    Command::Open {
+                        name: common::name("sim"),
+                    },
+                );
+                gateway(
+                    2,
+                    Command::Open {
+                        name: common::name("sim"),
+                    },
+                );
             }
             printed.push(l);
         }
@@ -195,13 +295,36 @@ deny = true
         for (id, e) in events {
             match (&e, id) {
                 (login::Event::Personas(Personas::List(l)), 1) => {
-                    assert_eq!(&l[..], br#"[{"id":"alice","name":"Alice"},{"id":"eve","name":"Eve"}]"#);
-                    gateway(1, Command::Login { persona: "alice".into(), credential: "pwd:wonderland".into() });
+                    assert_eq!(
+                        &l[..],
+                        br#"[{"id":"alice","name":"Alice"},{"id":"eve","name":"Eve"}]"#
+                    );
+                    gateway(
+                        1,
+                        Command::Login {
+                            persona: "alice".into(),
+                            credential: "pwd:wonderland".into(),
+                        },
+                    );
                 }
-                (login::Event::Personas(_), 2) => gateway(2, Command::Login { persona: "eve".into(), credential: "pwd:x".into() }),
+                (login::Event::Personas(_), 2) => gateway(
+                    2,
+                    Command::Login {
+                        persona: "eve".into(),
+                        credential: "pwd:x".into(),
+                    },
+                ),
                 (login::Event::Offer { sdp }, 1) => {
-                    assert!(sdp.len() > 800 && sdp.len() <= 1600 && sdp.starts_with("v=0\r\n"), "{sdp}");
-                    gateway(1, Command::Answer { sdp: "v=0\r\na=x-browser\r\n".into() });
+                    assert!(
+                        sdp.len() > 800 && sdp.len() <= 1600 && sdp.starts_with("v=0\r\n"),
+                        "{sdp}"
+                    );
+                    gateway(
+                        1,
+                        Command::Answer {
+                            sdp: "v=0\r\na=x-browser\r\n".into(),
+                        },
+                    );
                     gateway(1, Command::Candidate(cand("b1")));
                     gateway(1, Command::EndOfCandidates);
                 }
@@ -213,17 +336,48 @@ deny = true
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    let of = |id| browser.iter().filter(|(i, _)| *i == id).map(|(_, e)| e.clone()).collect::<Vec<_>>();
+    let of = |id| {
+        browser
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<_>>()
+    };
     let one = of(1);
     use login::Event as B;
     assert!(
-        matches!(one[..], [B::Personas(_), B::Accepted, B::Offer { .. }, B::Candidate(_), B::Candidate(_), B::EndOfCandidates, B::Done]),
+        matches!(
+            one[..],
+            [
+                B::Personas(_),
+                B::Accepted,
+                B::Offer { .. },
+                B::Candidate(_),
+                B::Candidate(_),
+                B::EndOfCandidates,
+                B::Done
+            ]
+        ),
         "{one:?}"
     );
     assert!(one.iter().all(|e| !matches!(e, B::Candidate(c) if !c.candidate.contains(" typ host") || c.mid.as_deref() != Some("0"))));
     assert_eq!(of(2)[1..], [login::Event::Failed(login::Failure::Denied)]);
-    for want in ["\"login_accepted\"", "\"remote_answer\"", "\"remote_candidate\"", "\"remote_end_of_candidates\"", "\"login_refused\""] {
-        assert!(printed.iter().any(|l| l.contains(want)), "no {want} in {printed:#?}");
+    for want in [
+        "\"login_accepted\"",
+        "\"remote_answer\"",
+        "\"remote_candidate\"",
+        "\"remote_end_of_candidates\"",
+        "\"login_refused\"",
+    ] {
+        assert!(
+            printed.iter().any(|l| l.contains(want)),
+            "no {want} in {printed:#?}"
+        );
     }
-    assert!(printed.iter().all(|l| !l.contains("wonderland") && !l.contains("pwd:")), "{printed:#?}");
+    assert!(
+        printed
+            .iter()
+            .all(|l| !l.contains("wonderland") && !l.contains("pwd:")),
+        "{printed:#?}"
+    );
 }

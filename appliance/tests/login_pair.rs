@@ -23,7 +23,13 @@ fn answer() -> String {
 }
 
 fn cand(who: &str, i: u16) -> Candidate {
-    Candidate { candidate: format!("candidate:{who}{i} 1 udp 2130706431 192.0.2.{i} {} typ host", 50000 + i), mid: Some("0".into()) }
+    Candidate {
+        candidate: format!(
+            "candidate:{who}{i} 1 udp 2130706431 192.0.2.{i} {} typ host",
+            50000 + i
+        ),
+        mid: Some("0".into()),
+    }
 }
 
 /// The server, the appliance, a lossy wire between them, and what each side's user saw.
@@ -48,13 +54,21 @@ struct Pair {
 impl Pair {
     fn new(loss: u64, seed: u64) -> Pair {
         let server_addr = addr("192.0.2.1:3478");
-        let mut app = Appliance::new(config("box", server_addr), keypair(APP_SEED), XorShift(0x1234_5678 ^ seed));
+        let mut app = Appliance::new(
+            config("box", server_addr),
+            keypair(APP_SEED),
+            XorShift(0x1234_5678 ^ seed),
+        );
         app.set_personas(Some(LIST.to_vec()));
         let auth_calls = Arc::new(AtomicUsize::new(0));
         let calls = auth_calls.clone();
         app.set_authenticator(move |r| {
             calls.fetch_add(1, Ordering::SeqCst);
-            if r.persona == "alice" && r.credential == b"pwd:wonderland" { Decision::Accept } else { Decision::BadCredentials }
+            if r.persona == "alice" && r.credential == b"pwd:wonderland" {
+                Decision::Accept
+            } else {
+                Decision::BadCredentials
+            }
         });
         Pair {
             now: T0,
@@ -85,11 +99,17 @@ impl Pair {
             let mut moved = false;
             while let Some((dst, n)) = self.app.poll_transmit(self.now, &mut buf) {
                 moved = true;
-                assert_eq!(dst, self.server_addr, "the appliance only talks to its server here");
+                assert_eq!(
+                    dst, self.server_addr,
+                    "the appliance only talks to its server here"
+                );
                 if self.lost() {
                     continue;
                 }
-                if let Some(r) = self.server.handle(self.now, self.app_addr, &buf[..n], &mut reply) {
+                if let Some(r) = self
+                    .server
+                    .handle(self.now, self.app_addr, &buf[..n], &mut reply)
+                {
                     assert!(r <= n, "the server answered {r} bytes to {n}");
                     if !self.lost() {
                         self.app.handle(self.now, self.server_addr, &reply[..r]);
@@ -116,8 +136,15 @@ impl Pair {
         while let Some((id, e)) = self.server.poll_event() {
             assert_eq!(id, SESSION);
             acted = true;
-            let tried = self.browser.iter().filter(|e| matches!(e, login::Event::Personas(_) | login::Event::Rejected { .. })).count();
-            let login = || Command::Login { persona: "alice".into(), credential: format!("pwd:{}", self.passwords[tried]) };
+            let tried = self
+                .browser
+                .iter()
+                .filter(|e| matches!(e, login::Event::Personas(_) | login::Event::Rejected { .. }))
+                .count();
+            let login = || Command::Login {
+                persona: "alice".into(),
+                credential: format!("pwd:{}", self.passwords[tried]),
+            };
             let commands = match &e {
                 login::Event::Personas(Personas::List(list)) => {
                     assert_eq!(&list[..], LIST);
@@ -157,8 +184,14 @@ impl Pair {
     }
 
     fn finished(&self) -> bool {
-        let browser = self.browser.iter().any(|e| matches!(e, login::Event::Done | login::Event::Failed(_)));
-        let app = self.appliance.iter().any(|e| matches!(e, Event::SessionDone { .. } | Event::SessionFailed { .. }));
+        let browser = self
+            .browser
+            .iter()
+            .any(|e| matches!(e, login::Event::Done | login::Event::Failed(_)));
+        let app = self
+            .appliance
+            .iter()
+            .any(|e| matches!(e, Event::SessionDone { .. } | Event::SessionFailed { .. }));
         browser && app
     }
 
@@ -167,8 +200,13 @@ impl Pair {
         let end = self.now + limit;
         self.pump();
         while !done(self) {
-            let next = [self.app.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min();
-            let Some(t) = next.filter(|t| *t <= end) else { break };
+            let next = [self.app.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(t) = next.filter(|t| *t <= end) else {
+                break;
+            };
             self.now = self.now.max(t);
             if self.app.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.app.handle_timeout(self.now);
@@ -184,23 +222,42 @@ impl Pair {
     fn log_in(&mut self) {
         self.run(secs(60), |p| p.app.state().is_registered());
         assert!(self.app.state().is_registered());
-        self.server.command(self.now, SESSION, Command::Open { name: name("box") });
+        self.server
+            .command(self.now, SESSION, Command::Open { name: name("box") });
         self.run(secs(120), Pair::finished);
     }
 
     fn check_done(&self) {
         use login::Event as B;
-        let offer_at = self.browser.iter().position(|e| matches!(e, B::Offer { .. })).expect("an offer");
+        let offer_at = self
+            .browser
+            .iter()
+            .position(|e| matches!(e, B::Offer { .. }))
+            .expect("an offer");
         let rejected = self.passwords.len() as u8 - 1;
         assert_eq!(self.browser[0], B::Personas(Personas::List(LIST.into())));
-        let attempts: Vec<_> = (0..rejected).map(|i| B::Rejected { attempts_left: 2 - i }).chain([B::Accepted]).collect();
+        let attempts: Vec<_> = (0..rejected)
+            .map(|i| B::Rejected {
+                attempts_left: 2 - i,
+            })
+            .chain([B::Accepted])
+            .collect();
         assert_eq!(self.browser[1..offer_at], attempts);
         assert_eq!(
             self.browser[offer_at + 1..],
-            [B::Candidate(cand("a", 1)), B::Candidate(cand("a", 2)), B::EndOfCandidates, B::Done],
+            [
+                B::Candidate(cand("a", 1)),
+                B::Candidate(cand("a", 2)),
+                B::EndOfCandidates,
+                B::Done
+            ],
             "the appliance's candidates, in order, then done"
         );
-        let (refused, app): (Vec<_>, Vec<_>) = self.appliance.iter().cloned().partition(|e| matches!(e, Event::LoginRefused { code: 460, .. }));
+        let (refused, app): (Vec<_>, Vec<_>) = self
+            .appliance
+            .iter()
+            .cloned()
+            .partition(|e| matches!(e, Event::LoginRefused { code: 460, .. }));
         assert_eq!(refused.len(), rejected as usize);
         let session = match &app[0] {
             Event::LoginAccepted { session, persona } if persona == "alice" => *session,
@@ -209,14 +266,27 @@ impl Pair {
         assert_eq!(
             app[1..],
             [
-                Event::RemoteAnswer { session, sdp: answer() },
-                Event::RemoteCandidate { session, candidate: cand("b", 1) },
-                Event::RemoteCandidate { session, candidate: cand("b", 2) },
+                Event::RemoteAnswer {
+                    session,
+                    sdp: answer()
+                },
+                Event::RemoteCandidate {
+                    session,
+                    candidate: cand("b", 1)
+                },
+                Event::RemoteCandidate {
+                    session,
+                    candidate: cand("b", 2)
+                },
                 Event::RemoteEndOfCandidates { session },
                 Event::SessionDone { session },
             ]
         );
-        assert_eq!(self.auth_calls.load(Ordering::SeqCst), self.passwords.len(), "one decision per attempt however often CONNECT came");
+        assert_eq!(
+            self.auth_calls.load(Ordering::SeqCst),
+            self.passwords.len(),
+            "one decision per attempt however often CONNECT came"
+        );
         assert_eq!(self.app.connections(), 0);
     }
 }
@@ -232,10 +302,15 @@ fn a_log_in_runs_to_done() {
     p.browser.clear();
     p.appliance.clear();
     p.auth_calls.store(0, Ordering::SeqCst);
-    p.server.command(p.now, SESSION, Command::Open { name: name("box") });
+    p.server
+        .command(p.now, SESSION, Command::Open { name: name("box") });
     p.run(secs(120), Pair::finished);
     p.check_done();
-    assert_eq!(p.app.stats().personas_answered, personas + 1, "one round trip: the cached checksum is current");
+    assert_eq!(
+        p.app.stats().personas_answered,
+        personas + 1,
+        "one round trip: the cached checksum is current"
+    );
 }
 
 #[test]
@@ -250,9 +325,18 @@ fn a_wrong_password_then_the_right_one() {
 fn a_log_in_survives_loss() {
     for seed in 1..=50 {
         let mut p = Pair::new(10, seed);
-        p.passwords = if seed % 2 == 0 { vec!["wonderland"] } else { vec!["x", "wonderland"] };
+        p.passwords = if seed % 2 == 0 {
+            vec!["wonderland"]
+        } else {
+            vec!["x", "wonderland"]
+        };
         p.log_in();
-        assert!(p.finished(), "seed {seed}: not over after two minutes: {:?} / {:?}", p.browser, p.appliance);
+        assert!(
+            p.finished(),
+            "seed {seed}: not over after two minutes: {:?} / {:?}",
+            p.browser,
+            p.appliance
+        );
         p.check_done();
     }
 }

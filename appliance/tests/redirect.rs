@@ -31,26 +31,60 @@ fn udp(i: usize) -> SocketAddr {
 
 /// Server `me` of a flock whose UDP addresses are `list` (in order).
 fn flock_server(list: &[SocketAddr], me: usize) -> Server<XorShift> {
-    let m = Membership { servers: list.iter().map(|&u| Member { udp: u, ws: SocketAddr::new(u.ip(), 8080) }).collect(), me };
+    let m = Membership {
+        servers: list
+            .iter()
+            .map(|&u| Member {
+                udp: u,
+                ws: SocketAddr::new(u.ip(), 8080),
+            })
+            .collect(),
+        me,
+    };
     m.validate().unwrap();
-    let keys = Keys { proof: ProofKeys::from_secret(&[me as u8 + 1; 32]), flock: Arc::new(keypair(FLOCK_SEED)) };
-    Server::new(ServerConfig { flock: m.flock_config([0; 32]), ..ServerConfig::default() }, keys, XorShift(0x9E37_79B9_7F4A_7C15 + me as u64))
+    let keys = Keys {
+        proof: ProofKeys::from_secret(&[me as u8 + 1; 32]),
+        flock: Arc::new(keypair(FLOCK_SEED)),
+    };
+    Server::new(
+        ServerConfig {
+            flock: m.flock_config([0; 32]),
+            ..ServerConfig::default()
+        },
+        keys,
+        XorShift(0x9E37_79B9_7F4A_7C15 + me as u64),
+    )
 }
 
 /// A name server `owner` of a flock of `n` owns.
 fn owned_by(owner: usize, n: usize) -> String {
-    (0..).map(|i| format!("box-{i}")).find(|s| name(s).hash().server_index(n) == owner).unwrap()
+    (0..)
+        .map(|i| format!("box-{i}"))
+        .find(|s| name(s).hash().server_index(n) == owner)
+        .unwrap()
 }
 
 impl Flock {
     /// `n` servers; the appliance named `name_` is configured with server `configured`.
-    fn new(n: usize, name_: &str, configured: usize, tweak: impl FnOnce(&mut ApplianceConfig)) -> Flock {
+    fn new(
+        n: usize,
+        name_: &str,
+        configured: usize,
+        tweak: impl FnOnce(&mut ApplianceConfig),
+    ) -> Flock {
         let addrs: Vec<SocketAddr> = (0..n).map(udp).collect();
         let servers = (0..n).map(|i| flock_server(&addrs, i)).collect();
         let mut c = config(name_, addrs[configured]);
         tweak(&mut c);
         let app = Appliance::new(c, keypair(APP_SEED), XorShift(0x1234_5678_9ABC_DEF1));
-        Flock { now: T0, addrs, servers, app, events: vec![], wire: vec![] }
+        Flock {
+            now: T0,
+            addrs,
+            servers,
+            app,
+            events: vec![],
+            wire: vec![],
+        }
     }
 
     fn pump(&mut self) {
@@ -62,7 +96,9 @@ impl Flock {
                 moved = true;
                 let req = buf[..n].to_vec();
                 self.wire.push((app, dst, req.clone()));
-                let Some(i) = self.addrs.iter().position(|a| *a == dst) else { continue };
+                let Some(i) = self.addrs.iter().position(|a| *a == dst) else {
+                    continue;
+                };
                 let mut reply = [0u8; 1500];
                 if let Some(r) = self.servers[i].handle(self.now, app, &req, &mut reply) {
                     assert!(r <= req.len());
@@ -93,7 +129,10 @@ impl Flock {
         let end = self.now + d;
         self.pump();
         loop {
-            let next = std::iter::once(self.app.poll_timeout()).chain(self.servers.iter().map(|s| s.poll_timeout())).flatten().min();
+            let next = std::iter::once(self.app.poll_timeout())
+                .chain(self.servers.iter().map(|s| s.poll_timeout()))
+                .flatten()
+                .min();
             match next {
                 Some(t) if t <= end => {
                     self.now = t.max(self.now);
@@ -111,7 +150,15 @@ impl Flock {
 
     /// Requests of `m` the appliance sent to server `i`.
     fn requests_to(&self, i: usize, m: Method) -> usize {
-        self.wire.iter().filter(|(f, t, b)| *f == addr(APP) && *t == self.addrs[i] && Message::parse(b).is_ok_and(|x| x.method() == m && x.class() == Class::Request)).count()
+        self.wire
+            .iter()
+            .filter(|(f, t, b)| {
+                *f == addr(APP)
+                    && *t == self.addrs[i]
+                    && Message::parse(b)
+                        .is_ok_and(|x| x.method() == m && x.class() == Class::Request)
+            })
+            .count()
     }
 }
 
@@ -120,18 +167,35 @@ fn a_non_owner_redirects_and_the_owner_keeps_the_appliance() {
     let name_ = owned_by(2, 3);
     let mut f = Flock::new(3, &name_, 0, |_| {});
     f.run_for(secs(1));
-    assert_eq!(f.events[0], Event::Redirected { from: udp(0), to: udp(2) });
-    assert!(matches!(f.events[1], Event::Registered { .. }), "{:?}", f.events);
+    assert_eq!(
+        f.events[0],
+        Event::Redirected {
+            from: udp(0),
+            to: udp(2)
+        }
+    );
+    assert!(
+        matches!(f.events[1], Event::Registered { .. }),
+        "{:?}",
+        f.events
+    );
     assert_eq!(f.app.state(), State::Registered);
     assert_eq!(f.app.server(), udp(2));
-    assert_eq!(f.requests_to(0, method::REGISTER), 1, "one REGISTER to the configured server, then the owner");
+    assert_eq!(
+        f.requests_to(0, method::REGISTER),
+        1,
+        "one REGISTER to the configured server, then the owner"
+    );
     assert!(f.servers[2].lookup(f.now, &name(&name_)).is_some());
     assert!(f.servers[0].lookup(f.now, &name(&name_)).is_none());
     assert_eq!(f.servers[0].stats().redirected, 1);
     // Keep-alives for 5 minutes: all to the owner, none redirected.
     f.run_for(secs(300));
     assert!(f.requests_to(2, method::KEEPALIVE) >= 9);
-    assert_eq!(f.requests_to(0, method::KEEPALIVE) + f.requests_to(1, method::KEEPALIVE), 0);
+    assert_eq!(
+        f.requests_to(0, method::KEEPALIVE) + f.requests_to(1, method::KEEPALIVE),
+        0
+    );
     assert_eq!(f.servers[0].stats().redirected, 1);
     assert_eq!(f.app.stats().redirects, 1);
     assert!(f.app.state().is_registered());
@@ -142,9 +206,16 @@ fn configured_with_the_owner_there_is_no_redirect() {
     let name_ = owned_by(1, 3);
     let mut f = Flock::new(3, &name_, 1, |_| {});
     f.run_for(secs(1));
-    assert!(matches!(f.events[..], [Event::Registered { .. }]), "{:?}", f.events);
+    assert!(
+        matches!(f.events[..], [Event::Registered { .. }]),
+        "{:?}",
+        f.events
+    );
     assert_eq!(f.app.server(), udp(1));
-    assert_eq!(f.servers.iter().map(|s| s.stats().redirected).sum::<u64>(), 0);
+    assert_eq!(
+        f.servers.iter().map(|s| s.stats().redirected).sum::<u64>(),
+        0
+    );
 }
 
 #[test]
@@ -154,19 +225,41 @@ fn a_300_from_elsewhere_or_to_nowhere_is_not_followed() {
     let mut f = Flock::new(3, &name_, 0, |_| {});
     f.addrs[0] = addr("192.0.2.200:1");
     f.pump();
-    let (_, _, req) = f.wire.iter().find(|(_, t, _)| *t == udp(0)).unwrap().clone();
+    let (_, _, req) = f
+        .wire
+        .iter()
+        .find(|(_, t, _)| *t == udp(0))
+        .unwrap()
+        .clone();
     let txid = *Message::parse(&req).unwrap().transaction_id();
     let mut buf = [0u8; 128];
-    let n = TryAlternate { alternate: udp(1) }.encode(&mut buf, method::REGISTER, &txid).unwrap();
+    let n = TryAlternate { alternate: udp(1) }
+        .encode(&mut buf, method::REGISTER, &txid)
+        .unwrap();
     // From another address than the one we sent to: ignored.
     f.app.handle(f.now, udp(2), &buf[..n]);
-    assert_eq!((f.app.stats().redirects, f.app.state(), f.app.server()), (0, State::Registering, udp(0)));
+    assert_eq!(
+        (f.app.stats().redirects, f.app.state(), f.app.server()),
+        (0, State::Registering, udp(0))
+    );
     // From the server, but to an unusable address: a refusal, no redirect.
-    let n = TryAlternate { alternate: addr("0.0.0.0:3478") }.encode(&mut buf, method::REGISTER, &txid).unwrap();
+    let n = TryAlternate {
+        alternate: addr("0.0.0.0:3478"),
+    }
+    .encode(&mut buf, method::REGISTER, &txid)
+    .unwrap();
     f.app.handle(f.now, udp(0), &buf[..n]);
     f.pump();
-    assert_eq!(f.events, vec![Event::Refused { code: code::TRY_ALTERNATE }]);
-    assert_eq!((f.app.stats().redirects, f.app.state(), f.app.server()), (0, State::Paused, udp(0)));
+    assert_eq!(
+        f.events,
+        vec![Event::Refused {
+            code: code::TRY_ALTERNATE
+        }]
+    );
+    assert_eq!(
+        (f.app.stats().redirects, f.app.state(), f.app.server()),
+        (0, State::Paused, udp(0))
+    );
 }
 
 #[test]
@@ -174,16 +267,39 @@ fn a_redirect_loop_ends_after_a_few_hops_and_starts_over_at_the_configured_serve
     // Two servers with lists in opposite orders: each thinks the other owns the name.
     let name_ = owned_by(1, 2);
     let mut f = Flock::new(2, &name_, 0, |c| c.retry_pause = secs(5));
-    f.servers = vec![flock_server(&[udp(0), udp(1)], 0), flock_server(&[udp(1), udp(0)], 0)];
+    f.servers = vec![
+        flock_server(&[udp(0), udp(1)], 0),
+        flock_server(&[udp(1), udp(0)], 0),
+    ];
     f.run_for(secs(1));
-    let redirects = f.events.iter().filter(|e| matches!(e, Event::Redirected { .. })).count();
+    let redirects = f
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Redirected { .. }))
+        .count();
     assert_eq!(redirects, MAX_REDIRECTS as usize);
-    assert_eq!(f.events.last(), Some(&Event::Refused { code: code::TRY_ALTERNATE }));
-    assert_eq!((f.app.state(), f.app.server()), (State::Paused, udp(0)), "back to the configured server for the next try");
+    assert_eq!(
+        f.events.last(),
+        Some(&Event::Refused {
+            code: code::TRY_ALTERNATE
+        })
+    );
+    assert_eq!(
+        (f.app.state(), f.app.server()),
+        (State::Paused, udp(0)),
+        "back to the configured server for the next try"
+    );
     let before = f.wire.len();
     f.run_for(secs(6));
-    let first = f.wire[before..].iter().find(|(from, _, _)| *from == addr(APP)).expect("registering again");
-    assert_eq!(first.1, udp(0), "after the pause: the configured server first");
+    let first = f.wire[before..]
+        .iter()
+        .find(|(from, _, _)| *from == addr(APP))
+        .expect("registering again");
+    assert_eq!(
+        first.1,
+        udp(0),
+        "after the pause: the configured server first"
+    );
 }
 
 #[test]
@@ -196,7 +312,14 @@ fn a_keepalive_redirected_after_the_list_changed_moves_to_the_new_owner() {
     f.addrs = (0..3).map(udp).collect();
     f.servers = (0..3).map(|i| flock_server(&f.addrs, i)).collect();
     f.run_for(secs(40));
-    assert!(f.events.contains(&Event::Redirected { from: udp(0), to: udp(2) }), "{:?}", f.events);
+    assert!(
+        f.events.contains(&Event::Redirected {
+            from: udp(0),
+            to: udp(2)
+        }),
+        "{:?}",
+        f.events
+    );
     assert_eq!(f.app.server(), udp(2));
     assert!(f.app.state().is_registered());
     assert!(f.servers[2].lookup(f.now, &name(&name_)).is_some());
@@ -209,12 +332,16 @@ fn only_known_peers_drops_what_comes_from_addresses_never_sent_to() {
         let name_ = owned_by(0, 1);
         let mut f = Flock::new(1, &name_, 0, |c| c.only_known_peers = only_known);
         f.run_for(secs(1));
-        assert!(f.app.state().is_registered(), "the server we sent to gets through");
+        assert!(
+            f.app.state().is_registered(),
+            "the server we sent to gets through"
+        );
         // A CHECK signed by the flock key, from a server the appliance never sent to.
         let mut buf = [0u8; 1500];
         let until = f.now.0 + 60_000;
         let sig = msg::sign_check(&keypair(FLOCK_SEED), &name(&name_), &[5; 16], until);
-        let n = msg::encode_check(&mut buf, &[9; 12], &name(&name_), &[5; 16], until, &sig).unwrap();
+        let n =
+            msg::encode_check(&mut buf, &[9; 12], &name(&name_), &[5; 16], until, &sig).unwrap();
         f.app.handle(f.now, udp(7), &buf[..n]);
         f.pump();
         assert_eq!(f.app.stats().checks_answered, u64::from(!only_known));

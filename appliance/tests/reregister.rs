@@ -16,7 +16,11 @@ fn a_server_with_another_secret_refuses_the_token_and_the_appliance_registers_ag
     let addr = sim.app_addr;
     assert_eq!(
         sim.event_list(),
-        vec![Event::Registered { mapped: addr }, Event::TokenRefused, Event::Registered { mapped: addr }]
+        vec![
+            Event::Registered { mapped: addr },
+            Event::TokenRefused,
+            Event::Registered { mapped: addr }
+        ]
     );
     let refused = sim.server_sent(method::KEEPALIVE, Class::Error);
     assert_eq!(refused.len(), 1);
@@ -26,11 +30,24 @@ fn a_server_with_another_secret_refuses_the_token_and_the_appliance_registers_ag
     let regs = sim.app_requests(method::REGISTER);
     assert_eq!(regs.len(), 4);
     assert!(Register::parse(&regs[2].message()).unwrap().nonce.is_some());
-    assert_eq!(sim.server_sent(method::REGISTER, Class::Error).last().unwrap().error_code(), Some(code::NONCE_REQUIRED));
-    assert_eq!(sim.server.lookup(sim.now, &sim.name()).unwrap().addr, sim.app_addr);
+    assert_eq!(
+        sim.server_sent(method::REGISTER, Class::Error)
+            .last()
+            .unwrap()
+            .error_code(),
+        Some(code::NONCE_REQUIRED)
+    );
+    assert_eq!(
+        sim.server.lookup(sim.now, &sim.name()).unwrap().addr,
+        sim.app_addr
+    );
     // And it keeps it alive with the new token.
     sim.run_for(secs(120));
-    assert_eq!(sim.server.stats().tokens_refused, 1, "only the first keep-alive");
+    assert_eq!(
+        sim.server.stats().tokens_refused,
+        1,
+        "only the first keep-alive"
+    );
     assert!(sim.server.stats().keepalives >= 3);
 }
 
@@ -40,9 +57,26 @@ fn a_server_restarted_with_the_same_secret_takes_the_token_back() {
     sim.register();
     sim.server = server();
     sim.run_for(secs(40));
-    assert_eq!(sim.event_list(), vec![Event::Registered { mapped: sim.app_addr }, Event::KeptAlive { mapped: sim.app_addr }]);
-    assert_eq!(sim.app_requests(method::REGISTER).len(), 2, "no new registration");
-    assert_eq!(sim.server.lookup(sim.now, &sim.name()).unwrap().addr, sim.app_addr);
+    assert_eq!(
+        sim.event_list(),
+        vec![
+            Event::Registered {
+                mapped: sim.app_addr
+            },
+            Event::KeptAlive {
+                mapped: sim.app_addr
+            }
+        ]
+    );
+    assert_eq!(
+        sim.app_requests(method::REGISTER).len(),
+        2,
+        "no new registration"
+    );
+    assert_eq!(
+        sim.server.lookup(sim.now, &sim.name()).unwrap().addr,
+        sim.app_addr
+    );
 }
 
 #[test]
@@ -55,9 +89,20 @@ fn a_keepalive_from_a_new_address_leads_to_a_registration() {
     sim.server_down(false);
     sim.app_addr = addr("203.0.113.5:40999");
     let (_, e) = sim.run_until_event(secs(20), |e| matches!(e, Event::Registered { .. }));
-    assert_eq!(e, Event::Registered { mapped: sim.app_addr });
+    assert_eq!(
+        e,
+        Event::Registered {
+            mapped: sim.app_addr
+        }
+    );
     let events = sim.event_list();
     assert!(events.contains(&Event::TokenRefused), "{events:?}");
-    assert!(events.contains(&Event::MappedAddressChanged { old: addr("203.0.113.5:40000"), new: sim.app_addr }));
-    assert_eq!(sim.server.lookup(sim.now, &sim.name()).unwrap().addr, sim.app_addr);
+    assert!(events.contains(&Event::MappedAddressChanged {
+        old: addr("203.0.113.5:40000"),
+        new: sim.app_addr
+    }));
+    assert_eq!(
+        sim.server.lookup(sim.now, &sim.name()).unwrap().addr,
+        sim.app_addr
+    );
 }

@@ -18,13 +18,31 @@ fn lost_requests_are_retransmitted_with_backoff() {
     let regs = sim.app_requests(method::REGISTER);
     // Five losses: sent at 0, 0.5, 1.5, 3.5, 7.5 s; the sixth (15.5 s) gets the nonce, and the
     // signed REGISTER goes at once.
-    assert_eq!(offsets(&regs, T0), vec![0, 500, 1_500, 3_500, 7_500, 15_500, 15_500]);
-    assert!(regs[..6].iter().all(|r| r.txid() == regs[0].txid()), "a retransmission keeps its transaction id");
-    assert_eq!(regs[..6].iter().map(|r| r.bytes.clone()).collect::<std::collections::HashSet<_>>().len(), 1);
+    assert_eq!(
+        offsets(&regs, T0),
+        vec![0, 500, 1_500, 3_500, 7_500, 15_500, 15_500]
+    );
+    assert!(
+        regs[..6].iter().all(|r| r.txid() == regs[0].txid()),
+        "a retransmission keeps its transaction id"
+    );
+    assert_eq!(
+        regs[..6]
+            .iter()
+            .map(|r| r.bytes.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1
+    );
     assert_ne!(regs[6].txid(), regs[0].txid());
     assert_eq!(millis(T0, at), 15_500);
     assert_eq!(sim.app.stats().retransmitted, 5);
-    assert_eq!(sim.event_list(), vec![Event::Registered { mapped: sim.app_addr }]);
+    assert_eq!(
+        sim.event_list(),
+        vec![Event::Registered {
+            mapped: sim.app_addr
+        }]
+    );
 }
 
 #[test]
@@ -40,10 +58,18 @@ fn the_timeout_is_capped_and_long_waits_are_signed_again() {
     assert!(gaps[4..].iter().all(|&g| g == 8_000), "{gaps:?}");
     // After 60 s the REGISTER is signed again with a fresh timestamp, under a new transaction id.
     let first = Register::parse(&regs[0].message()).unwrap().timestamp_ms;
-    let resigned = regs.iter().position(|r| Register::parse(&r.message()).unwrap().timestamp_ms != first).unwrap();
+    let resigned = regs
+        .iter()
+        .position(|r| Register::parse(&r.message()).unwrap().timestamp_ms != first)
+        .unwrap();
     assert!(millis(T0, regs[resigned].at) >= 60_000);
     assert_ne!(regs[resigned].txid(), regs[0].txid());
-    assert_eq!(Register::parse(&regs[resigned].message()).unwrap().timestamp_ms, regs[resigned].at.0);
+    assert_eq!(
+        Register::parse(&regs[resigned].message())
+            .unwrap()
+            .timestamp_ms,
+        regs[resigned].at.0
+    );
     assert!(sim.events.is_empty());
 
     // The server comes back: the next retransmission gets through.
@@ -60,13 +86,24 @@ fn a_silent_server_makes_it_give_up_then_start_over() {
     assert_eq!(t, T0 + secs(600), "gives up after give_up_after (10 min)");
     assert_eq!(sim.app.state(), State::Paused);
     let before = sim.app_requests(method::REGISTER).len();
-    assert!(sim.app_requests(method::REGISTER).iter().all(|r| millis(T0, r.at) < 600_000));
+    assert!(sim
+        .app_requests(method::REGISTER)
+        .iter()
+        .all(|r| millis(T0, r.at) < 600_000));
     // After a pause (5 s ± 10 %) a new attempt begins.
     sim.run_for(secs(6));
     let regs = sim.app_requests(method::REGISTER);
     assert!(regs.len() > before);
-    assert_ne!(regs[before].txid(), regs[before - 1].txid(), "a new attempt, a new transaction");
-    assert!((604_500..=605_500).contains(&millis(T0, regs[before].at)), "{}", millis(T0, regs[before].at));
+    assert_ne!(
+        regs[before].txid(),
+        regs[before - 1].txid(),
+        "a new attempt, a new transaction"
+    );
+    assert!(
+        (604_500..=605_500).contains(&millis(T0, regs[before].at)),
+        "{}",
+        millis(T0, regs[before].at)
+    );
     assert_eq!(sim.app.state(), State::Registering);
     sim.server_down(false);
     sim.run_until_event(secs(5), |e| matches!(e, Event::Registered { .. }));
@@ -87,7 +124,12 @@ fn lost_keepalives_are_retransmitted() {
     // Lose the first two keep-alive transmissions (datagrams 2 and 3; 0 and 1 registered).
     sim.drop_rule = Box::new(|i, _, _| i == 2 || i == 3);
     let (t, e) = sim.run_until_event(secs(40), |e| matches!(e, Event::KeptAlive { .. }));
-    assert_eq!(e, Event::KeptAlive { mapped: sim.app_addr });
+    assert_eq!(
+        e,
+        Event::KeptAlive {
+            mapped: sim.app_addr
+        }
+    );
     let kas = sim.app_requests(method::KEEPALIVE);
     assert_eq!(kas.len(), 3);
     assert!(kas.iter().all(|k| k.txid() == kas[0].txid()));
@@ -103,7 +145,11 @@ fn a_late_answer_to_an_earlier_transaction_of_the_attempt_counts() {
     // long enough for the appliance to sign again under a new transaction id.
     sim.drop_rule = Box::new(|i, _, _| i >= 1);
     sim.run_until(T0 + secs(70));
-    let regs: Vec<Sent> = sim.app_requests(method::REGISTER).into_iter().cloned().collect();
+    let regs: Vec<Sent> = sim
+        .app_requests(method::REGISTER)
+        .into_iter()
+        .cloned()
+        .collect();
     let signed = &regs[1];
     assert!(Register::parse(&signed.message()).unwrap().nonce.is_some());
     let latest = regs.last().unwrap();
@@ -112,11 +158,19 @@ fn a_late_answer_to_an_earlier_transaction_of_the_attempt_counts() {
 
     // The server finally sees the first signed REGISTER and answers it.
     let mut reply = [0u8; 1500];
-    let n = sim.server.handle(sim.now, sim.app_addr, &signed.bytes, &mut reply).expect("an answer");
+    let n = sim
+        .server
+        .handle(sim.now, sim.app_addr, &signed.bytes, &mut reply)
+        .expect("an answer");
     let answer = reply[..n].to_vec();
     let server_addr = sim.server_addr;
     sim.inject(server_addr, &answer);
-    assert_eq!(sim.event_list(), vec![Event::Registered { mapped: sim.app_addr }]);
+    assert_eq!(
+        sim.event_list(),
+        vec![Event::Registered {
+            mapped: sim.app_addr
+        }]
+    );
     assert!(sim.app.state().is_registered());
 }
 
@@ -132,5 +186,9 @@ fn network_change_resends_at_once() {
     assert_eq!(regs.len(), before + 1);
     assert_eq!(regs[before].at, sim.now);
     sim.run_for(ms(500));
-    assert_eq!(sim.app_requests(method::REGISTER).len(), before + 2, "backoff restarted at 0.5 s");
+    assert_eq!(
+        sim.app_requests(method::REGISTER).len(),
+        before + 2,
+        "backoff restarted at 0.5 s"
+    );
 }

@@ -24,7 +24,10 @@ fn src() -> SocketAddr {
 /// A Binding request padded with SOFTWARE so the answer is not larger (48 bytes).
 fn binding_request() -> Vec<u8> {
     let mut buf = [0u8; 64];
-    let typ = MessageType { method: Method::BINDING, class: Class::Request };
+    let typ = MessageType {
+        method: Method::BINDING,
+        class: Class::Request,
+    };
     let mut e = Encoder::new(&mut buf, typ, &[1; 12]).unwrap();
     e.attribute(attr::SOFTWARE, b"flock-bench/0.1").unwrap();
     let n = e.fingerprint().unwrap();
@@ -53,13 +56,25 @@ fn fixture() -> Fixture {
     let keepalive = device.keepalive_bytes(&txid);
     let txid = device.txid();
     let register = device.register_bytes(NOW.0, &txid);
-    Fixture { proof, name, fp, token, keepalive, register, binding: binding_request() }
+    Fixture {
+        proof,
+        name,
+        fp,
+        token,
+        keepalive,
+        register,
+        binding: binding_request(),
+    }
 }
 
 fn stun(c: &mut Criterion) {
     let f = fixture();
     let mut g = c.benchmark_group("stun");
-    for (label, bytes) in [("binding", &f.binding), ("keepalive", &f.keepalive), ("register", &f.register)] {
+    for (label, bytes) in [
+        ("binding", &f.binding),
+        ("keepalive", &f.keepalive),
+        ("register", &f.register),
+    ] {
         assert!(Message::parse(bytes).is_ok(), "{label} parses");
         g.throughput(Throughput::Elements(1));
         g.bench_function(format!("parse/{label}-{}B", bytes.len()), |b| {
@@ -67,7 +82,10 @@ fn stun(c: &mut Criterion) {
         });
     }
 
-    let typ = MessageType { method: Method::BINDING, class: Class::Success };
+    let typ = MessageType {
+        method: Method::BINDING,
+        class: Class::Success,
+    };
     let txid = [9u8; 12];
     let mapped = src();
     g.throughput(Throughput::Elements(1));
@@ -84,7 +102,9 @@ fn stun(c: &mut Criterion) {
 
     let body = [0x5au8; 100];
     g.throughput(Throughput::Bytes(body.len() as u64));
-    g.bench_function("fingerprint/100B", |b| b.iter(|| crc32fast::hash(black_box(&body)) ^ FINGERPRINT_XOR));
+    g.bench_function("fingerprint/100B", |b| {
+        b.iter(|| crc32fast::hash(black_box(&body)) ^ FINGERPRINT_XOR)
+    });
     g.finish();
 }
 
@@ -93,9 +113,13 @@ fn name(c: &mut Criterion) {
     let mut g = c.benchmark_group("name");
     g.throughput(Throughput::Elements(1));
     let raw = b"Appliance-12345";
-    g.bench_function("normalize+hash", |b| b.iter(|| Name::normalize(black_box(raw)).unwrap().hash()));
+    g.bench_function("normalize+hash", |b| {
+        b.iter(|| Name::normalize(black_box(raw)).unwrap().hash())
+    });
     assert!(owner_core(&f.keepalive, 2).is_some());
-    g.bench_function("owner_core/keepalive", |b| b.iter(|| owner_core(black_box(&f.keepalive), black_box(2))));
+    g.bench_function("owner_core/keepalive", |b| {
+        b.iter(|| owner_core(black_box(&f.keepalive), black_box(2)))
+    });
     g.finish();
 }
 
@@ -104,13 +128,31 @@ fn token(c: &mut Criterion) {
     let addr = src();
     let mut g = c.benchmark_group("token");
     g.throughput(Throughput::Elements(1));
-    assert!(f.proof.verify_token(&f.name, &f.fp, addr, &f.token, NOW.as_secs()).is_ok());
+    assert!(f
+        .proof
+        .verify_token(&f.name, &f.fp, addr, &f.token, NOW.as_secs())
+        .is_ok());
     g.bench_function("verify", |b| {
-        b.iter(|| f.proof.verify_token(black_box(&f.name), black_box(&f.fp), black_box(addr), black_box(&f.token), NOW.as_secs()))
+        b.iter(|| {
+            f.proof.verify_token(
+                black_box(&f.name),
+                black_box(&f.fp),
+                black_box(addr),
+                black_box(&f.token),
+                NOW.as_secs(),
+            )
+        })
     });
     let expiry = (NOW.as_secs() + 3600) as u32;
     g.bench_function("issue", |b| {
-        b.iter(|| f.proof.issue_token(black_box(&f.name), black_box(&f.fp), black_box(addr), black_box(expiry)))
+        b.iter(|| {
+            f.proof.issue_token(
+                black_box(&f.name),
+                black_box(&f.fp),
+                black_box(addr),
+                black_box(expiry),
+            )
+        })
     });
     g.finish();
 }
@@ -122,7 +164,9 @@ fn signature(c: &mut Criterion) {
     assert!(req.signature_ok());
     let mut g = c.benchmark_group("signature");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("verify/register", |b| b.iter(|| black_box(&req).signature_ok()));
+    g.bench_function("verify/register", |b| {
+        b.iter(|| black_box(&req).signature_ok())
+    });
     g.finish();
 }
 
@@ -130,17 +174,27 @@ fn signature(c: &mut Criterion) {
 fn sanity() {
     use flock_proto::server::{Keys, Server, ServerConfig};
     let f = fixture();
-    let keys = Keys { proof: f.proof.clone(), flock: std::sync::Arc::new(keypair(200)) };
+    let keys = Keys {
+        proof: f.proof.clone(),
+        flock: std::sync::Arc::new(keypair(200)),
+    };
     let mut s = Server::new(ServerConfig::default(), keys, XorShift(1));
     let mut reply = [0u8; 1500];
-    let n = s.handle(NOW, src(), &f.register, &mut reply).expect("answer");
+    let n = s
+        .handle(NOW, src(), &f.register, &mut reply)
+        .expect("answer");
     assert!(matches!(Answer::read(&reply[..n]), Answer::Registered(_)));
-    let n = s.handle(NOW, src(), &f.keepalive, &mut reply).expect("answer");
+    let n = s
+        .handle(NOW, src(), &f.keepalive, &mut reply)
+        .expect("answer");
     assert!(matches!(Answer::read(&reply[..n]), Answer::KeptAlive(_)));
     let m = Message::parse(&f.keepalive).unwrap();
     assert_eq!(Keepalive::parse(&m).unwrap().token, f.token);
     assert_eq!(m.method(), msg::method::KEEPALIVE);
-    assert!(Register::parse(&Message::parse(&f.register).unwrap()).unwrap().nonce.is_some());
+    assert!(Register::parse(&Message::parse(&f.register).unwrap())
+        .unwrap()
+        .nonce
+        .is_some());
 }
 
 fn all(c: &mut Criterion) {

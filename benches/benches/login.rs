@@ -9,7 +9,9 @@
 //! and encoding are left out (a real appliance also verifies the flock's signatures: its cost,
 //! not the server's).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flock_proto::login::wire::{self, method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody};
+use flock_proto::login::wire::{
+    self, method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
+};
 use flock_proto::login::{Candidate, Command, Event, Personas, SessionId, SessionNonce};
 use flock_proto::server::{Keys, Server, ServerConfig};
 use flock_proto::stun::Message;
@@ -49,7 +51,8 @@ fn answer_sdp() -> String {
 
 /// Typical browser → gateway frames.
 fn frames() -> Vec<(&'static str, String)> {
-    let cand = "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 0.0.0.0 rport 0 \
+    let cand =
+        "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 0.0.0.0 rport 0 \
                 generation 0 ufrag sXyZ network-cost 999";
     vec![
         ("open", serde_json::json!({"type": "open", "appliance": "living-room"}).to_string()),
@@ -61,20 +64,24 @@ fn frames() -> Vec<(&'static str, String)> {
 
 fn json_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("ws_json");
-    g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
     for (kind, text) in frames() {
         assert!(matches!(parse(&text), Ok(r) if r.kind() == kind), "{kind}");
         g.throughput(Throughput::Bytes(text.len() as u64));
-        g.bench_with_input(BenchmarkId::new("parse", format!("{kind}_{}B", text.len())), &text, |b, t| {
-            b.iter(|| black_box(parse(black_box(t))).is_ok())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("parse", format!("{kind}_{}B", text.len())),
+            &text,
+            |b, t| b.iter(|| black_box(parse(black_box(t))).is_ok()),
+        );
     }
     // The other direction: the appliance's persona list, decoded by the gateway.
     assert_eq!(decode_personas(LIST).unwrap().len(), 2);
     g.throughput(Throughput::Bytes(LIST.len() as u64));
-    g.bench_function(BenchmarkId::new("decode_personas", format!("{}B", LIST.len())), |b| {
-        b.iter(|| black_box(decode_personas(black_box(LIST))).is_ok())
-    });
+    g.bench_function(
+        BenchmarkId::new("decode_personas", format!("{}B", LIST.len())),
+        |b| b.iter(|| black_box(decode_personas(black_box(LIST))).is_ok()),
+    );
     g.finish();
 }
 
@@ -92,14 +99,23 @@ fn name() -> Name {
 
 /// A server with the appliance "box" registered at HOME.
 fn setup() -> S {
-    let keys = Keys { proof: ProofKeys::from_secret(b"bench secret"), flock: Arc::new(keypair(200)) };
-    let mut s = Server::new(ServerConfig::default(), keys, XorShift(0x9E37_79B9_7F4A_7C15));
+    let keys = Keys {
+        proof: ProofKeys::from_secret(b"bench secret"),
+        flock: Arc::new(keypair(200)),
+    };
+    let mut s = Server::new(
+        ServerConfig::default(),
+        keys,
+        XorShift(0x9E37_79B9_7F4A_7C15),
+    );
     let mut d = Device::new("box", 1);
     let mut reply = [0u8; 1500];
     for _ in 0..2 {
         let txid = d.txid();
         let req = d.register_bytes(NOW.0, &txid);
-        let n = s.handle(NOW, home(), &req, &mut reply).expect("an answer to REGISTER");
+        let n = s
+            .handle(NOW, home(), &req, &mut reply)
+            .expect("an answer to REGISTER");
         let a = Answer::read(&reply[..n]);
         d.absorb(&a);
         if matches!(a, Answer::Registered(_)) {
@@ -125,7 +141,9 @@ impl Clocked {
 
 /// The one datagram the server wants to send now (to HOME).
 fn one(s: &mut S, c: &mut Clocked, buf: &mut [u8; 1500]) -> usize {
-    let (dst, n) = c.t(|| s.poll_transmit(NOW, buf)).expect("a datagram to send");
+    let (dst, n) = c
+        .t(|| s.poll_transmit(NOW, buf))
+        .expect("a datagram to send");
     debug_assert_eq!(dst, home());
     n
 }
@@ -146,8 +164,19 @@ fn personas_answer(req: &[u8]) -> Vec<u8> {
     let sum: [u8; 32] = Sha256::digest(LIST).into();
     let room = PersonasChunk::room(req.len(), &r.name);
     let start = r.offset as usize;
-    let data = if r.known == Some(sum) { &[][..] } else { &LIST[start..(start + room).min(LIST.len())] };
-    let chunk = PersonasChunk { name: r.name, checksum: sum, total: LIST.len() as u32, offset: r.offset, credentials_required: false, data };
+    let data = if r.known == Some(sum) {
+        &[][..]
+    } else {
+        &LIST[start..(start + room).min(LIST.len())]
+    };
+    let chunk = PersonasChunk {
+        name: r.name,
+        checksum: sum,
+        total: LIST.len() as u32,
+        offset: r.offset,
+        credentials_required: false,
+        data,
+    };
     let mut buf = [0u8; 1500];
     let n = chunk.encode(&mut buf, m.transaction_id()).unwrap();
     buf[..n].to_vec()
@@ -158,7 +187,15 @@ fn connect_answer(req: &[u8]) -> (Vec<u8>, SessionNonce) {
     let m = Message::parse(req).unwrap();
     let c = Connect::parse(&m).unwrap();
     let mut buf = [0u8; 1500];
-    let n = Ack { method: method::CONNECT, name: c.name, session: c.session, seq: None, error: None }.encode(&mut buf, m.transaction_id()).unwrap();
+    let n = Ack {
+        method: method::CONNECT,
+        name: c.name,
+        session: c.session,
+        seq: None,
+        error: None,
+    }
+    .encode(&mut buf, m.transaction_id())
+    .unwrap();
     (buf[..n].to_vec(), c.session)
 }
 
@@ -167,7 +204,14 @@ fn signal(nonce: SessionNonce, seq: u32, body: SignalBody<'_>) -> Vec<u8> {
     let mut txid = [0u8; 12];
     txid[..4].copy_from_slice(&seq.to_be_bytes());
     txid[4] = 0xAA;
-    let n = Signal { name: name(), session: nonce, seq, body }.encode(&mut buf, &txid).unwrap();
+    let n = Signal {
+        name: name(),
+        session: nonce,
+        seq,
+        body,
+    }
+    .encode(&mut buf, &txid)
+    .unwrap();
     buf[..n].to_vec()
 }
 
@@ -176,7 +220,15 @@ fn ack(b: &[u8]) -> Vec<u8> {
     let m = Message::parse(b).unwrap();
     let sig = Signal::parse(&m).unwrap();
     let mut buf = [0u8; 1500];
-    let n = Ack { method: method::SIGNAL, name: sig.name, session: sig.session, seq: Some(sig.seq), error: None }.encode(&mut buf, m.transaction_id()).unwrap();
+    let n = Ack {
+        method: method::SIGNAL,
+        name: sig.name,
+        session: sig.session,
+        seq: Some(sig.seq),
+        error: None,
+    }
+    .encode(&mut buf, m.transaction_id())
+    .unwrap();
     buf[..n].to_vec()
 }
 
@@ -204,8 +256,14 @@ impl ApplianceStream {
             offer.push_str("a=x-filler:0123456789abcdef0123456789abcdef\r\n");
         }
         assert_eq!(wire::pieces(&wire::Outbound::Sdp(offer.clone())), 2);
-        let candidate = Candidate { candidate: "candidate:1 1 udp 2130706431 192.0.2.7 50000 typ host".into(), mid: Some("0".into()) };
-        ApplianceStream { offer: wire::Outbound::Sdp(offer), candidate }
+        let candidate = Candidate {
+            candidate: "candidate:1 1 udp 2130706431 192.0.2.7 50000 typ host".into(),
+            mid: Some("0".into()),
+        };
+        ApplianceStream {
+            offer: wire::Outbound::Sdp(offer),
+            candidate,
+        }
     }
 
     /// The appliance's 4 SIGNALs of a session.
@@ -214,7 +272,14 @@ impl ApplianceStream {
         [
             signal(nonce, 0, wire::piece(&self.offer, 0).unwrap()),
             signal(nonce, 1, wire::piece(&self.offer, 1).unwrap()),
-            signal(nonce, 2, SignalBody::Candidate { candidate: &c.candidate, mid: c.mid.as_deref() }),
+            signal(
+                nonce,
+                2,
+                SignalBody::Candidate {
+                    candidate: &c.candidate,
+                    mid: c.mid.as_deref(),
+                },
+            ),
             signal(nonce, 3, SignalBody::EndOfCandidates),
         ]
     }
@@ -223,24 +288,55 @@ impl ApplianceStream {
 /// A whole log-in: open (cached personas) → login → accepted → the appliance's offer in 2
 /// chunks, a candidate, end-of-candidates → the browser's answer, a candidate,
 /// end-of-candidates (each SIGNAL acknowledged) → done.
-fn full_login(s: &mut S, c: &mut Clocked, id: SessionId, stream: &ApplianceStream, browser_answer: &str) {
+fn full_login(
+    s: &mut S,
+    c: &mut Clocked,
+    id: SessionId,
+    stream: &ApplianceStream,
+    browser_answer: &str,
+) {
     let (mut buf, mut reply) = ([0u8; 1500], [0u8; 1500]);
     open_cached(s, c, id);
-    c.t(|| s.command(NOW, id, Command::Login { persona: "alice".into(), credential: "pwd:bench".into() }));
+    c.t(|| {
+        s.command(
+            NOW,
+            id,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:bench".into(),
+            },
+        )
+    });
     let n = one(s, c, &mut buf);
     let (accept, nonce) = connect_answer(&buf[..n]);
     assert!(feed(s, c, &accept, &mut reply).is_none());
     assert_eq!(event(s, c), Event::Accepted);
     for (i, sig) in stream.signals(nonce).iter().enumerate() {
-        assert!(feed(s, c, sig, &mut reply).is_some(), "SIGNAL {i} acknowledged");
+        assert!(
+            feed(s, c, sig, &mut reply).is_some(),
+            "SIGNAL {i} acknowledged"
+        );
     }
     for _ in 0..3 {
         // Offer, Candidate, EndOfCandidates.
         black_box(event(s, c));
     }
     c.t(|| {
-        s.command(NOW, id, Command::Answer { sdp: browser_answer.to_owned() });
-        s.command(NOW, id, Command::Candidate(Candidate { candidate: "candidate:2 1 udp 2130706431 192.0.2.8 50001 typ host".into(), mid: Some("0".into()) }));
+        s.command(
+            NOW,
+            id,
+            Command::Answer {
+                sdp: browser_answer.to_owned(),
+            },
+        );
+        s.command(
+            NOW,
+            id,
+            Command::Candidate(Candidate {
+                candidate: "candidate:2 1 udp 2130706431 192.0.2.8 50001 typ host".into(),
+                mid: Some("0".into()),
+            }),
+        );
         s.command(NOW, id, Command::EndOfCandidates);
     });
     // Stop-and-wait: the browser's SIGNALs (answer in 3 chunks of 800 B, candidate, end), acked.
@@ -253,7 +349,9 @@ fn full_login(s: &mut S, c: &mut Clocked, id: SessionId, stream: &ApplianceStrea
 
 fn server_login(c: &mut Criterion) {
     let mut g = c.benchmark_group("login");
-    g.measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1)).sample_size(50);
+    g.measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(50);
 
     // Persona-cache hit: the list was fetched once; every Open then costs one signed PERSONAS
     // request and the appliance's checksum-only answer. Close ends the session (not timed).
@@ -275,7 +373,11 @@ fn server_login(c: &mut Criterion) {
         })
     });
     assert!(s.stats().personas_cache_hits > hits);
-    assert_eq!(s.stats().personas_cache_misses, 1, "every timed Open was a cache hit");
+    assert_eq!(
+        s.stats().personas_cache_misses,
+        1,
+        "every timed Open was a cache hit"
+    );
 
     // The whole log-in, server side (the persona list cached, as in steady state).
     let mut s = setup();

@@ -26,8 +26,14 @@ fn proof() -> ProofKeys {
 }
 
 fn server(max_registrations: usize) -> Server<XorShift> {
-    let keys = Keys { proof: proof(), flock: Arc::new(keypair(200)) };
-    let config = ServerConfig { max_registrations, ..ServerConfig::default() };
+    let keys = Keys {
+        proof: proof(),
+        flock: Arc::new(keypair(200)),
+    };
+    let config = ServerConfig {
+        max_registrations,
+        ..ServerConfig::default()
+    };
     Server::new(config, keys, XorShift(0x9E37_79B9_7F4A_7C15))
 }
 
@@ -45,7 +51,13 @@ fn keepalive(proof: &ProofKeys, fp: &Fingerprint, i: usize, txid: u64) -> (Socke
     let mut buf = [0u8; 512];
     let mut t = [0u8; 12];
     t[4..].copy_from_slice(&txid.to_be_bytes());
-    let len = Keepalive { name, identity: *fp, token }.encode(&mut buf, &t).unwrap();
+    let len = Keepalive {
+        name,
+        identity: *fp,
+        token,
+    }
+    .encode(&mut buf, &t)
+    .unwrap();
     (addr, buf[..len].to_vec())
 }
 
@@ -77,7 +89,10 @@ fn filled(n: usize) -> (Server<XorShift>, Vec<(SocketAddr, Vec<u8>)>) {
     // Every prepared request is the steady path: an answer with no fresh token.
     for (addr, req) in &requests {
         let len = s.handle(NOW, *addr, req, &mut reply).expect("kept alive");
-        assert!(matches!(Answer::read(&reply[..len]), Answer::KeptAlive(KeptAlive { token: None, .. })));
+        assert!(matches!(
+            Answer::read(&reply[..len]),
+            Answer::KeptAlive(KeptAlive { token: None, .. })
+        ));
     }
     (s, requests)
 }
@@ -89,22 +104,35 @@ fn keepalives(c: &mut Criterion) {
         let (mut s, requests) = filled(n);
         let mut reply = [0u8; 512];
         let mut k = 0usize;
-        g.bench_with_input(BenchmarkId::new("keepalive", n), &requests, |b, requests| {
-            b.iter(|| {
-                let (addr, req) = &requests[k & (REQUESTS - 1)];
-                k = k.wrapping_add(1);
-                s.handle(NOW, black_box(*addr), black_box(req), &mut reply)
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("keepalive", n),
+            &requests,
+            |b, requests| {
+                b.iter(|| {
+                    let (addr, req) = &requests[k & (REQUESTS - 1)];
+                    k = k.wrapping_add(1);
+                    s.handle(NOW, black_box(*addr), black_box(req), &mut reply)
+                })
+            },
+        );
         // Everything measured took the accepting path.
-        assert_eq!((s.stats().tokens_refused, s.stats().malformed, s.stats().capacity_refused), (0, 0, 0));
+        assert_eq!(
+            (
+                s.stats().tokens_refused,
+                s.stats().malformed,
+                s.stats().capacity_refused
+            ),
+            (0, 0, 0)
+        );
     }
 
     // The same work as a steady keep-alive, minus the table lookup/update and the counters:
     // subtract from `keepalive/*` to estimate the table's share (the table is private).
     let proof = proof();
     let fp = Fingerprint([7; 32]);
-    let requests: Vec<_> = (0..REQUESTS).map(|k| keepalive(&proof, &fp, k % 1000, k as u64)).collect();
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|k| keepalive(&proof, &fp, k % 1000, k as u64))
+        .collect();
     let mut reply = [0u8; 512];
     let mut k = 0usize;
     g.bench_function("keepalive_no_table", |b| {
@@ -114,9 +142,16 @@ fn keepalives(c: &mut Criterion) {
             let addr = black_box(*addr);
             let m = Message::parse(black_box(req)).ok()?;
             let ka = Keepalive::parse(&m).ok()?;
-            proof.verify_token(&ka.name, &ka.identity, addr, &ka.token, NOW.as_secs()).ok()?;
+            proof
+                .verify_token(&ka.name, &ka.identity, addr, &ka.token, NOW.as_secs())
+                .ok()?;
             black_box(ka.name.hash().table_key());
-            KeptAlive { mapped: canonical(addr), token: None }.encode(&mut reply, m.transaction_id()).ok()
+            KeptAlive {
+                mapped: canonical(addr),
+                token: None,
+            }
+            .encode(&mut reply, m.transaction_id())
+            .ok()
         })
     });
     g.finish();
@@ -124,7 +159,10 @@ fn keepalives(c: &mut Criterion) {
 
 fn binding(c: &mut Criterion) {
     let mut buf = [0u8; 64];
-    let typ = MessageType { method: Method::BINDING, class: Class::Request };
+    let typ = MessageType {
+        method: Method::BINDING,
+        class: Class::Request,
+    };
     let mut e = Encoder::new(&mut buf, typ, &[1; 12]).unwrap();
     e.attribute(attr::SOFTWARE, b"flock-bench/0.1").unwrap();
     let n = e.fingerprint().unwrap();
@@ -132,11 +170,16 @@ fn binding(c: &mut Criterion) {
     let mut s = server(1024);
     let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     let mut reply = [0u8; 512];
-    assert!(s.handle(NOW, src, &request, &mut reply).is_some(), "a padded Binding is answered");
+    assert!(
+        s.handle(NOW, src, &request, &mut reply).is_some(),
+        "a padded Binding is answered"
+    );
 
     let mut g = c.benchmark_group("server");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("binding", |b| b.iter(|| s.handle(NOW, black_box(src), black_box(&request), &mut reply)));
+    g.bench_function("binding", |b| {
+        b.iter(|| s.handle(NOW, black_box(src), black_box(&request), &mut reply))
+    });
     g.finish();
 }
 
@@ -165,7 +208,9 @@ fn register(c: &mut Criterion) {
     let mut reply = [0u8; 1500];
     let mut g = c.benchmark_group("server");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("register", |b| b.iter(|| s.handle(NOW, black_box(src), black_box(&request), &mut reply)));
+    g.bench_function("register", |b| {
+        b.iter(|| s.handle(NOW, black_box(src), black_box(&request), &mut reply))
+    });
     g.finish();
     assert_eq!(s.stats().bad_signature, 0);
 }

@@ -22,6 +22,7 @@ pub struct Run {
     pub loss_pct: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    pub p999_us: Option<f64>,
     pub gen_cpu_pct: f64,
     pub target_cpu_pct: Option<f64>,
     pub target_queue_bytes_mean: Option<f64>,
@@ -67,6 +68,7 @@ pub fn parse_run(text: &str, file: &str) -> Result<Run, String> {
         loss_pct: need(&["loss_pct"])?,
         p50_us: need(&["latency", "p50_us"])?,
         p99_us: need(&["latency", "p99_us"])?,
+        p999_us: num(phase, &["latency", "p999_us"]),
         gen_cpu_pct: need(&["gen_cpu_pct"])?,
         target_cpu_pct: num(phase, &["target_cpu_pct"]),
         target_queue_bytes_mean: num(phase, &["target_queue_bytes_mean"]),
@@ -217,12 +219,12 @@ pub fn table(groups: &[Group], baselines: &[String]) -> String {
         let _ = write!(s, " vs {b} |");
     }
     s.push_str(
-        " min–max | loss % (worst) | p50 µs | p99 µs | gen CPU % | server CPU % | server rx queue KiB | kernel drops | rounds |\n|---|---|---:|---:|",
+        " min–max | loss % (worst) | p50 µs | p99 µs | p99.9 µs | gen CPU % | server CPU % | server rx queue KiB | kernel drops | rounds |\n|---|---|---:|---:|",
     );
     for _ in &bases {
         s.push_str("---:|");
     }
-    s.push_str("---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let opt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("-".to_string(), f);
     for g in groups {
         let med = g.median_answered();
@@ -243,12 +245,13 @@ pub fn table(groups: &[Group], baselines: &[String]) -> String {
         let drops: Vec<f64> = g.runs.iter().filter_map(|r| r.target_drops).collect();
         let _ = writeln!(
             s,
-            " {} – {} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            " {} – {} | {:.2} | {:.0} | {:.0} | {} | {:.0} | {} | {} | {} | {} |",
             si(lo),
             si(hi),
             g.runs.iter().map(|r| r.loss_pct).fold(0.0, f64::max),
             median(g.values(|r| r.p50_us)),
             median(g.values(|r| r.p99_us)),
+            opt(g.median_of(|r| r.p999_us), &|x| format!("{x:.0}")),
             median(g.values(|r| r.gen_cpu_pct)),
             opt(g.median_of(|r| r.target_cpu_pct), &|x| format!("{x:.0}")),
             opt(g.median_of(|r| r.target_queue_bytes_mean), &|x| format!(
@@ -466,7 +469,7 @@ mod tests {
         assert_eq!(lines.len(), 5, "{t}");
         assert!(lines[0].contains("vs echo-server mmsg"));
         assert!(
-            lines[3].starts_with("| flockd | keepalive | max | 750000 | 0.75 | - | 700.0k – 800.0k | 0.50 | 40 | 90 | 60 | 100 | 20 | 0 | 800000 700000 |"),
+            lines[3].starts_with("| flockd | keepalive | max | 750000 | 0.75 | - | 700.0k – 800.0k | 0.50 | 40 | 90 | 100 | 60 | 100 | 20 | 0 | 800000 700000 |"),
             "{}",
             lines[3]
         );

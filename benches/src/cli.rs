@@ -16,6 +16,7 @@ use std::path::PathBuf;
         answers by transaction id, and report answered/s, loss, latency percentiles and CPU use. \
         `login` runs whole browser log-ins over websockets (log-ins/s), `ws-idle` measures \
         flockd's memory per idle websocket.\n\n\
+        `stalls` measures how often the machine itself pauses a busy thread.\n\n\
         Targets must be on loopback unless --allow-remote is given."
 )]
 pub struct Cli {
@@ -43,6 +44,22 @@ pub enum Command {
     /// Reads `--json` results and writes a bar chart (SVG) and/or a markdown table of the
     /// medians per server (`--label`) and mode, with ratios to a baseline.
     Chart(ChartArgs),
+    /// Spins one thread per CPU and reports how often and how long the machine pauses it
+    /// (the floor under any server's tail latency on this box).
+    Stalls(StallsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StallsArgs {
+    /// CPUs to measure, one spinning thread each: "0", "0,1", "0-3" [default: unpinned, one].
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    pub cpu: Option<CpuList>,
+    /// Seconds to spin.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub duration: f64,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,13 +14,18 @@ const BURST: usize = 8;
 const WINDOW: u64 = 1024;
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn request(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
     sock.send_to(req, to).unwrap();
     let mut buf = [0u8; 2048];
-    sock.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| buf[..n].to_vec())
 }
 
 // ---- wire helpers -------------------------------------------------------------------------
@@ -43,7 +48,11 @@ fn crc_table() -> [u32; 256] {
     for (i, e) in t.iter_mut().enumerate() {
         let mut c = i as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
         *e = c;
     }
@@ -109,7 +118,10 @@ pub struct Tally {
 impl Tally {
     /// Datagrams sent that the server answers (all but junk and address changes).
     pub fn answerable(&self) -> u64 {
-        self.sent[Kind::Spoofed as usize] + self.sent[Kind::BadSig as usize] + self.sent[Kind::Valid as usize] + self.sent[Kind::Taken as usize]
+        self.sent[Kind::Spoofed as usize]
+            + self.sent[Kind::BadSig as usize]
+            + self.sent[Kind::Valid as usize]
+            + self.sent[Kind::Taken as usize]
     }
 
     pub fn code(&self, kind: Kind, code: u16) -> u64 {
@@ -135,7 +147,10 @@ impl Tally {
         match ty {
             0x3D01 => self.registered += 1,
             0x3D11 if d.len() >= 28 && d[20..22] == [0, 9] => {
-                *self.codes.entry((kind as u8, d[26] as u16 * 100 + d[27] as u16)).or_default() += 1
+                *self
+                    .codes
+                    .entry((kind as u8, d[26] as u16 * 100 + d[27] as u16))
+                    .or_default() += 1
             }
             _ => self.unknown += 1,
         }
@@ -153,7 +168,12 @@ pub struct Prepared {
     pub second: Vec<(usize, Vec<u8>)>,
 }
 
-pub fn prepare(socks: &[UdpSocket], server: SocketAddr, max_registrations: u64, real: &[String]) -> Prepared {
+pub fn prepare(
+    socks: &[UdpSocket],
+    server: SocketAddr,
+    max_registrations: u64,
+    real: &[String],
+) -> Prepared {
     // One nonce per source socket (a nonce is bound to the source address and port).
     let nonces: Vec<_> = socks
         .iter()
@@ -161,7 +181,8 @@ pub fn prepare(socks: &[UdpSocket], server: SocketAddr, max_registrations: u64, 
         .map(|(i, s)| {
             let mut d = Device::new(&format!("flood-nonce-{i}"), 90);
             let t = d.txid();
-            let a = Answer::read(&request(s, server, &d.register_bytes(now_ms(), &t)).expect("a 401"));
+            let a =
+                Answer::read(&request(s, server, &d.register_bytes(now_ms(), &t)).expect("a 401"));
             assert_eq!(a.code(), Some(401), "{a:?}");
             d.absorb(&a);
             d.nonce.expect("a nonce")
@@ -182,13 +203,23 @@ pub fn prepare(socks: &[UdpSocket], server: SocketAddr, max_registrations: u64, 
             d.register_bytes(now, &txid(Kind::Spoofed, 0))
         })
         .collect();
-    let badsig = (0..SOCKETS).map(|s| signed(&mut keys[s % 8], "badsg-0000000000", Kind::BadSig, s)).collect();
+    let badsig = (0..SOCKETS)
+        .map(|s| signed(&mut keys[s % 8], "badsg-0000000000", Kind::BadSig, s))
+        .collect();
     // New names, 1.5 × the bound: the table must fill and refuse the rest with 508.
     let valid = max_registrations * 3 / 2;
     let mut first = vec![];
     for i in 0..valid as usize {
         let s = i % SOCKETS;
-        first.push((s, signed(&mut keys[i % 8], &format!("flood-valid-{i}"), Kind::Valid, s)));
+        first.push((
+            s,
+            signed(
+                &mut keys[i % 8],
+                &format!("flood-valid-{i}"),
+                Kind::Valid,
+                s,
+            ),
+        ));
     }
     // Someone else's key on the real appliances' names, with valid nonces: 409.
     let mut thief = Device::new("flood-key", 120);
@@ -200,9 +231,17 @@ pub fn prepare(socks: &[UdpSocket], server: SocketAddr, max_registrations: u64, 
     let mut second = vec![];
     for i in 0..64usize {
         let s = (i + 1) % SOCKETS;
-        second.push((s, signed(&mut keys[i % 8], &format!("flood-valid-{i}"), Kind::Move, s)));
+        second.push((
+            s,
+            signed(&mut keys[i % 8], &format!("flood-valid-{i}"), Kind::Move, s),
+        ));
     }
-    Prepared { spoofed, badsig, first, second }
+    Prepared {
+        spoofed,
+        badsig,
+        first,
+        second,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -265,7 +304,8 @@ pub fn flood(socks: &[UdpSocket], p: Prepared, f: &Flood) -> Tally {
             // Pacing: no more than `rate` × elapsed sent so far, and no more than `WINDOW`
             // answerable requests unanswered (the server's pace, not the kernel buffer's; after
             // 100 ms without an answer the missing ones count as lost).
-            let allowed = (f.rate * start.elapsed().as_secs_f64()) as u64 + (SOCKETS * BURST) as u64;
+            let allowed =
+                (f.rate * start.elapsed().as_secs_f64()) as u64 + (SOCKETS * BURST) as u64;
             let answered = tally.answered.iter().sum::<u64>();
             if answered != last_answered {
                 (last_answered, last_progress) = (answered, Instant::now());

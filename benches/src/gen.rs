@@ -107,9 +107,18 @@ const MAX_WAIT: Duration = Duration::from_millis(5);
 /// How often in-flight tables are scanned for expired requests.
 const EXPIRE_EVERY: u64 = 5_000_000;
 
-/// Rate credit: requests allowed now, refilled continuously, bounded to 10 ms of burst.
-/// Spent in batches of about 100 µs worth of requests (1..=64), so that a paced run still
-/// sends trains of datagrams rather than one syscall per request.
+/// Rate credit: requests allowed now, refilled continuously. Spent in batches of about 100 µs
+/// worth of requests (1..=64), so that a paced run still sends trains of datagrams rather than
+/// one syscall per request.
+///
+/// The credit is bounded to a few batches: when the machine pauses the generator's own thread
+/// (milliseconds at a time on a shared VM, see `flock-bench stalls`), the requests it could not
+/// send are not made up in one burst afterwards; that burst would queue at the server and count
+/// as the server's latency. The offered rate then falls short by the paused time (`sent` shows
+/// it).
+/// Most batches of credit kept (see [`Credit`]).
+const CATCH_UP_BATCHES: f64 = 4.0;
+
 struct Credit {
     rate: Option<f64>,
     credit: f64,
@@ -125,7 +134,7 @@ impl Credit {
         let Some(r) = self.rate else {
             return usize::MAX;
         };
-        let cap = (r * 0.010).max(64.0);
+        let cap = (r * 0.010).max(64.0).min(self.batch() * CATCH_UP_BATCHES);
         self.credit = (self.credit + (now - self.last) as f64 * r / 1e9).min(cap);
         self.last = now;
         if self.credit < self.batch() {
@@ -165,7 +174,7 @@ pub fn run<W: Workload>(
         .max()
         .unwrap_or(1);
     let mut tx = TxBatch::new(window, cfg.gso);
-    let mut rx = RxBatch::new(RX_BATCH, false);
+    let mut rx = RxBatch::new(RX_BATCH, false).with_timestamps();
     let mut reply = [0u8; MAX_DGRAM];
     let mut pending: Vec<u16> = Vec::with_capacity(window);
     let Ok(mut ep) = sys::Epoll::new(socks.len().min(64)) else {
@@ -181,6 +190,8 @@ pub fn run<W: Workload>(
         std::thread::sleep(d);
     }
     let ns = |d: Duration| d.as_nanos() as u64;
+    // Maps the kernel's receive timestamps (CLOCK_REALTIME) onto this loop's clock.
+    let realtime_at_start = sys::realtime_ns() - ns(start.elapsed()) as i64;
     let (warm, end) = (ns(cfg.warmup), ns(cfg.warmup + cfg.duration));
     let timeout = ns(cfg.timeout);
     let hard_end = end + timeout;
@@ -309,6 +320,7 @@ pub fn run<W: Workload>(
                     magic: cfg.magic,
                     warm,
                     measured,
+                    realtime_at_start,
                 };
                 all_answered += rcv.drain(wl, now, &mut c);
             }
@@ -342,6 +354,8 @@ struct Receiver<'a> {
     warm: u64,
     /// Count receive calls (after the warm-up).
     measured: bool,
+    /// CLOCK_REALTIME at this loop's time 0 (for the kernel's receive timestamps).
+    realtime_at_start: i64,
 }
 
 impl Receiver<'_> {
@@ -373,7 +387,14 @@ impl Receiver<'_> {
                         if slot.sent >= self.warm {
                             if ok {
                                 c.answered += 1;
-                                c.latency.record(now.saturating_sub(slot.sent));
+                                // The kernel's arrival time, so that the time an answer waits
+                                // for this thread (busy sending, descheduled) does not count;
+                                // kept within [sent, now] in case the wall clock stepped.
+                                let arrived = self.rx.rx_time_ns(d).map_or(now, |rt| {
+                                    ((rt - self.realtime_at_start).max(0) as u64)
+                                        .clamp(slot.sent, now.max(slot.sent))
+                                });
+                                c.latency.record(arrived - slot.sent);
                             } else {
                                 c.bad += 1;
                             }
@@ -393,5 +414,45 @@ impl Receiver<'_> {
             }
         }
         matched_total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credit(rate: Option<f64>) -> Credit {
+        Credit {
+            rate,
+            credit: 0.0,
+            last: 0,
+        }
+    }
+
+    #[test]
+    fn paced_credit_comes_in_trains() {
+        let mut c = credit(Some(100_000.0)); // a train = 10 requests per 100 µs
+        assert_eq!(c.available(50_000), 0, "half a train is not sent yet");
+        assert_eq!(c.wait(), Duration::from_micros(50));
+        assert_eq!(c.available(100_000), 10);
+        c.spend(10);
+        assert_eq!(c.available(150_000), 0);
+    }
+
+    #[test]
+    fn a_pause_of_the_generator_is_not_made_up_in_one_burst() {
+        let mut c = credit(Some(100_000.0));
+        // 10 ms without running: 1000 requests were due, at most 4 trains go out.
+        assert_eq!(c.available(10_000_000), 40);
+        c.spend(40);
+        // Then the rate resumes.
+        assert_eq!(c.available(10_100_000), 10);
+    }
+
+    #[test]
+    fn closed_loop_has_no_credit_limit() {
+        let mut c = credit(None);
+        assert_eq!(c.available(1), usize::MAX);
+        assert_eq!(c.wait(), Duration::ZERO);
     }
 }

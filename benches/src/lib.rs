@@ -6,7 +6,8 @@
 //! the batched I/O (sendmmsg + UDP GSO, recvmmsg); [`inflight`] matches answers to requests;
 //! [`hist`] keeps latencies; [`report`] prints and serializes the results; [`chart`] turns
 //! several results into a markdown table and an SVG bar chart. [`ws`] is the websocket side:
-//! browser log-ins per second and memory per idle websocket.
+//! browser log-ins per second and memory per idle websocket. [`stalls`] measures the machine's
+//! own pauses of a busy thread.
 
 pub mod chart;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod modes;
 pub mod proc_stat;
 pub mod report;
 pub mod runner;
+pub mod stalls;
 pub mod sys;
 pub mod template;
 pub mod ws;

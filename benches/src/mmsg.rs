@@ -13,7 +13,8 @@ pub const MAX_DGRAM: usize = 2048;
 pub const GSO_MAX_SEGS: usize = 64;
 /// Most payload bytes in one GSO send (a UDP datagram's payload limit, rounded down).
 const GSO_MAX_BYTES: usize = 65_000;
-/// Room for one cmsghdr carrying a u16, 8-byte aligned.
+/// Room for one cmsghdr carrying a u16 (GSO segment size) or a timespec (receive time),
+/// 8-byte aligned.
 type CmsgSpace = [u64; 4];
 
 fn zeroed_hdr() -> libc::mmsghdr {
@@ -165,13 +166,15 @@ impl TxBatch {
     }
 }
 
-/// A `recvmmsg` batch, optionally recording source addresses.
+/// A `recvmmsg` batch, optionally recording source addresses and receive timestamps.
 pub struct RxBatch {
     bufs: Box<[u8]>,
     iov: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     names: Vec<libc::sockaddr_storage>,
     with_names: bool,
+    /// Control buffers (one per datagram) when receive timestamps are wanted.
+    cmsg: Vec<CmsgSpace>,
     len: usize,
 }
 
@@ -194,8 +197,16 @@ impl RxBatch {
             // SAFETY: zeroed sockaddr_storage is valid.
             names: vec![unsafe { std::mem::zeroed() }; if with_names { max } else { 0 }],
             with_names,
+            cmsg: Vec::new(),
             len: 0,
         }
+    }
+
+    /// Also collects the kernel's receive timestamp of every datagram (the sockets need
+    /// [`enable_rx_timestamps`](crate::sys::enable_rx_timestamps)).
+    pub fn with_timestamps(mut self) -> RxBatch {
+        self.cmsg = vec![[0; 4]; self.hdrs.len()];
+        self
     }
 
     /// Receives up to the batch size; `Ok(0)` when nothing is queued (non-blocking `flags`).
@@ -210,8 +221,13 @@ impl RxBatch {
             let h = &mut self.hdrs[i].msg_hdr;
             h.msg_iov = &mut self.iov[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            if self.cmsg.is_empty() {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            } else {
+                h.msg_control = self.cmsg[i].as_mut_ptr().cast();
+                h.msg_controllen = size_of::<CmsgSpace>() as _;
+            }
             h.msg_flags = 0;
             if self.with_names {
                 h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
@@ -247,6 +263,28 @@ impl RxBatch {
     pub fn datagram(&self, i: usize) -> &[u8] {
         let n = (self.hdrs[i].msg_len as usize).min(MAX_DGRAM);
         &self.bufs[i * MAX_DGRAM..i * MAX_DGRAM + n]
+    }
+
+    /// The kernel's receive time of datagram `i` (CLOCK_REALTIME ns), for batches made
+    /// [`with_timestamps`](Self::with_timestamps) on sockets that stamp.
+    pub fn rx_time_ns(&self, i: usize) -> Option<i64> {
+        if self.cmsg.is_empty() {
+            return None;
+        }
+        let h = &self.hdrs[i].msg_hdr;
+        // SAFETY: the kernel filled msg_control up to msg_controllen inside `self.cmsg[i]`;
+        // CMSG_FIRSTHDR/NXTHDR stay within it, and the timespec is read unaligned.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    return Some(crate::sys::timespec_ns(&ts));
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
     }
 
     /// Whether datagram `i` was larger than the buffer.
@@ -359,5 +397,54 @@ impl ReplyBatch {
         }
         self.lens.clear();
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.connect(b.local_addr().unwrap()).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn receive_timestamps_come_from_the_kernel() {
+        let (a, b) = pair();
+        sys::enable_rx_timestamps(&b).unwrap();
+        let before = sys::realtime_ns();
+        a.send(b"one").unwrap();
+        a.send(b"two").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut rx = RxBatch::new(8, true).with_timestamps();
+        assert_eq!(rx.recv(b.as_raw_fd(), libc::MSG_DONTWAIT).unwrap(), 2);
+        let after = sys::realtime_ns();
+        let (t1, t2) = (rx.rx_time_ns(0).unwrap(), rx.rx_time_ns(1).unwrap());
+        assert!(before <= t1 && t1 <= t2, "{before} {t1} {t2}");
+        // Stamped on arrival, not when read 20 ms later.
+        assert!(after - t2 >= 15_000_000, "{t2} {after}");
+        assert_eq!((rx.datagram(0), rx.datagram(1)), (&b"one"[..], &b"two"[..]));
+    }
+
+    #[test]
+    fn no_timestamp_unless_asked() {
+        let (a, b) = pair();
+        a.send(b"x").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // Asked by the batch, not enabled on the socket: nothing to read, no garbage.
+        let mut rx = RxBatch::new(4, false).with_timestamps();
+        assert_eq!(rx.recv(b.as_raw_fd(), libc::MSG_DONTWAIT).unwrap(), 1);
+        assert_eq!(rx.rx_time_ns(0), None);
+        a.send(b"y").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut plain = RxBatch::new(4, false);
+        assert_eq!(plain.recv(b.as_raw_fd(), libc::MSG_DONTWAIT).unwrap(), 1);
+        assert_eq!(plain.rx_time_ns(0), None);
     }
 }

@@ -176,7 +176,8 @@ impl Report {
     /// Writes [`to_json`](Self::to_json) to `path`, if given (`--json`).
     pub fn write_json(&self, path: Option<&std::path::Path>) -> Result<(), String> {
         match path {
-            Some(path) => std::fs::write(path, self.to_json() + "\n").map_err(|e| format!("{}: {e}", path.display())),
+            Some(path) => std::fs::write(path, self.to_json() + "\n")
+                .map_err(|e| format!("{}: {e}", path.display())),
             None => Ok(()),
         }
     }

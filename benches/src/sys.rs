@@ -112,6 +112,29 @@ pub fn set_buffers(sock: &UdpSocket, bytes: usize) -> io::Result<usize> {
     Ok(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)? as usize)
 }
 
+/// Asks the kernel to stamp each datagram received on `sock` with its arrival time
+/// (`SO_TIMESTAMPNS`, CLOCK_REALTIME), read back by [`RxBatch::rx_time_ns`](crate::mmsg::RxBatch::rx_time_ns).
+pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
+    setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// CLOCK_REALTIME in nanoseconds: the clock of the kernel's receive timestamps.
+pub fn realtime_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    timespec_ns(&ts)
+}
+
+/// A timespec in nanoseconds.
+#[allow(clippy::unnecessary_cast)] // time_t and c_long are narrower than i64 on some targets
+pub fn timespec_ns(ts: &libc::timespec) -> i64 {
+    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+}
+
 /// True when the kernel accepts UDP_SEGMENT (UDP GSO) on this socket.
 pub fn gso_supported(sock: &UdpSocket) -> bool {
     getsockopt_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT).is_ok()

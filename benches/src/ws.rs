@@ -61,7 +61,12 @@ pub struct LoginArgs {
     #[arg(long, value_name = "ADDR")]
     pub udp: SocketAddr,
     /// The flock public key, hex (`flockd --print-flock-key`).
-    #[arg(long, value_name = "HEX", required_unless_present = "flock_key_dir", conflicts_with = "flock_key_dir")]
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "flock_key_dir",
+        conflicts_with = "flock_key_dir"
+    )]
     pub flock_key: Option<String>,
     /// flockd's data directory: the flock public key is read from its `flock.pub`.
     #[arg(long, value_name = "DIR")]
@@ -100,7 +105,10 @@ pub struct LoginArgs {
 
 /// Runs `f` on a one-worker tokio runtime (after pinning this thread, so every thread started
 /// from it inherits the CPU).
-pub fn block_on<T>(cpu: Option<usize>, f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+pub fn block_on<T>(
+    cpu: Option<usize>,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     if let Some(cpu) = cpu {
         sys::pin_current_thread(cpu).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
     }
@@ -121,7 +129,8 @@ fn check_loopback(a: SocketAddr) -> Result<(), String> {
 }
 
 fn rss_kib(pid: u32) -> Result<u64, String> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
@@ -135,10 +144,19 @@ pub async fn idle(a: IdleArgs) -> Result<(), String> {
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(a.count);
     for i in 0..a.count {
-        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + (i % a.sources.max(1) as usize) as u8));
+        let src = IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            1,
+            1 + (i % a.sources.max(1) as usize) as u8,
+        ));
         let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-        sock.bind(SocketAddr::new(src, 0)).map_err(|e| format!("bind {src}: {e}"))?;
-        let stream = sock.connect(a.target).await.map_err(|e| format!("socket {i}: connect: {e}"))?;
+        sock.bind(SocketAddr::new(src, 0))
+            .map_err(|e| format!("bind {src}: {e}"))?;
+        let stream = sock
+            .connect(a.target)
+            .await
+            .map_err(|e| format!("socket {i}: connect: {e}"))?;
         let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", a.target), stream)
             .await
             .map_err(|e| format!("socket {i}: handshake: {e}"))?;
@@ -148,9 +166,18 @@ pub async fn idle(a: IdleArgs) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(a.pid)?;
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / a.count as f64;
-    println!("idle websockets: {} open in {:.1} s", sockets.len(), opened.as_secs_f64());
-    println!("flockd RSS: {before} KiB before, {after} KiB after: {per:.0} bytes per idle websocket");
-    println!("{}", json!({"mode": "idle", "sockets": a.count, "rss_before_kib": before, "rss_after_kib": after, "bytes_per_socket": per.round()}));
+    println!(
+        "idle websockets: {} open in {:.1} s",
+        sockets.len(),
+        opened.as_secs_f64()
+    );
+    println!(
+        "flockd RSS: {before} KiB before, {after} KiB after: {per:.0} bytes per idle websocket"
+    );
+    println!(
+        "{}",
+        json!({"mode": "idle", "sockets": a.count, "rss_before_kib": before, "rss_after_kib": after, "bytes_per_socket": per.round()})
+    );
     drop(sockets);
     Ok(())
 }
@@ -171,15 +198,27 @@ async fn start_appliances(a: &LoginArgs, flock_key: [u8; 32]) -> Result<Vec<Stri
     let mut names = vec![];
     for i in 0..a.appliances {
         let name = format!("bench-{i}-{}", std::process::id());
-        let mut cfg = ApplianceConfig::new(name.parse().map_err(|e| format!("{e:?}"))?, a.udp, flock_key);
+        let mut cfg = ApplianceConfig::new(
+            name.parse().map_err(|e| format!("{e:?}"))?,
+            a.udp,
+            flock_key,
+        );
         // Measure the flock, not the appliances' own answer rate limit (4/s by default).
         cfg.login_answer_burst = 10_000;
         cfg.login_answer_refill = Duration::from_micros(1000);
         let key = flock_proto::testing::keypair(i as u8);
-        let mut h = flock_appliance::spawn(cfg, key, "127.0.0.1:0".parse().unwrap()).map_err(|e| e.to_string())?;
-        h.set_personas(Some(LIST.to_vec())).map_err(|e| e.to_string())?;
-        h.set_authenticator(|r| if r.credential == b"pwd:bench" { Decision::Accept } else { Decision::BadCredentials })
+        let mut h = flock_appliance::spawn(cfg, key, "127.0.0.1:0".parse().unwrap())
             .map_err(|e| e.to_string())?;
+        h.set_personas(Some(LIST.to_vec()))
+            .map_err(|e| e.to_string())?;
+        h.set_authenticator(|r| {
+            if r.credential == b"pwd:bench" {
+                Decision::Accept
+            } else {
+                Decision::BadCredentials
+            }
+        })
+        .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -197,7 +236,12 @@ async fn start_appliances(a: &LoginArgs, flock_key: [u8; 32]) -> Result<Vec<Stri
                     let port = 40000 + (session[0] as u16);
                     let _ = h.add_candidate(
                         session,
-                        Candidate { candidate: format!("candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"), mid: Some("0".into()) },
+                        Candidate {
+                            candidate: format!(
+                                "candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"
+                            ),
+                            mid: Some("0".into()),
+                        },
                     );
                     let _ = h.end_of_candidates(session);
                 }
@@ -228,7 +272,9 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
     check_loopback(a.target)?;
     check_loopback(a.udp)?;
     let flock_key: [u8; 32] = match (&a.flock_key, &a.flock_key_dir) {
-        (Some(hex), _) => flock_proto::identity::from_hex(hex).and_then(|v| v.try_into().ok()).ok_or("--flock-key: 64 hex digits")?,
+        (Some(hex), _) => flock_proto::identity::from_hex(hex)
+            .and_then(|v| v.try_into().ok())
+            .ok_or("--flock-key: 64 hex digits")?,
         (None, Some(dir)) => crate::modes::keepalive::read_flock_key(dir)?,
         (None, None) => return Err("--flock-key or --flock-key-dir is required".into()),
     };
@@ -245,7 +291,11 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
         let (names, progress) = (names.clone(), progress.clone());
         let (ws, stride, timeout) = (a.target, a.concurrency, a.login_timeout);
         tasks.push(tokio::spawn(async move {
-            let mut b = Browser { hist: Histogram::new(), started: 0, failed: 0 };
+            let mut b = Browser {
+                hist: Histogram::new(),
+                started: 0,
+                failed: 0,
+            };
             // Browsers take the appliances in turn (an appliance remembers its recent log-ins
             // for replay protection, 256 at most, so one must not take them all).
             let mut next = c;
@@ -255,7 +305,10 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
                 let t = Instant::now();
                 let counted = t >= measure_start;
                 progress.started.fetch_add(1, Relaxed);
-                let ok = matches!(tokio::time::timeout(timeout, one_login(ws, name)).await, Ok(Ok(())));
+                let ok = matches!(
+                    tokio::time::timeout(timeout, one_login(ws, name)).await,
+                    Ok(Ok(()))
+                );
                 let end = Instant::now();
                 if ok {
                     progress.done.fetch_add(1, Relaxed);
@@ -278,7 +331,14 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
     }
 
     // Progress once a second, CPU samples at the edges of the measured window.
-    let sample = || (Instant::now(), sys::cpu_time(libc::RUSAGE_SELF), a.target_pid.and_then(proc_stat::process_cpu), CpuTimes::now());
+    let sample = || {
+        (
+            Instant::now(),
+            sys::cpu_time(libc::RUSAGE_SELF),
+            a.target_pid.and_then(proc_stat::process_cpu),
+            CpuTimes::now(),
+        )
+    };
     let mut first = None;
     let mut last = None;
     let mut next_line = start + Duration::from_secs(1);
@@ -296,13 +356,29 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
         if !a.quiet && now >= next_line {
             next_line += Duration::from_secs(1);
             second += 1;
-            let (s, d, f) = (progress.started.load(Relaxed), progress.done.load(Relaxed), progress.failed.load(Relaxed));
-            let phase = if now < measure_start { "warmup" } else { "login" };
+            let (s, d, f) = (
+                progress.started.load(Relaxed),
+                progress.done.load(Relaxed),
+                progress.failed.load(Relaxed),
+            );
+            let phase = if now < measure_start {
+                "warmup"
+            } else {
+                "login"
+            };
             eprintln!("[{phase} {second:>3}s] started {s:>8} done {d:>8} ({:>6}/s) failed {f:>5} in flight {}", d - prev_done, s - d - f);
             prev_done = d;
         }
-        let wake = [measure_start, measure_end, next_line].into_iter().filter(|&t| t > now).min().unwrap_or(now);
-        tokio::time::sleep(wake.saturating_duration_since(now).min(Duration::from_millis(100))).await;
+        let wake = [measure_start, measure_end, next_line]
+            .into_iter()
+            .filter(|&t| t > now)
+            .min()
+            .unwrap_or(now);
+        tokio::time::sleep(
+            wake.saturating_duration_since(now)
+                .min(Duration::from_millis(100)),
+        )
+        .await;
     }
     let (hist, started, failed) = {
         let (mut hist, mut started, mut failed) = (Histogram::new(), 0, 0);
@@ -327,18 +403,32 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
         answered: done,
         answered_per_s: (done as f64 / secs).round(),
         lost: failed,
-        loss_pct: if started == 0 { 0.0 } else { (1e4 * failed as f64 / started as f64).round() / 100.0 },
+        loss_pct: if started == 0 {
+            0.0
+        } else {
+            (1e4 * failed as f64 / started as f64).round() / 100.0
+        },
         bad: 0,
         late: 0,
         unsolicited: 0,
         errors: failed,
-        latency: Latency { p50_us: us(0.5), p99_us: us(0.99), p999_us: us(0.999), max_us: us(1.0) },
+        latency: Latency {
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: us(1.0),
+        },
         gen_cpu_pct: pct(last.1.saturating_sub(first.1)),
         target_cpu_pct: match (first.2, last.2) {
             (Some(x), Some(y)) => Some(pct(y.saturating_sub(x))),
             _ => None,
         },
-        cpu_busy_pct: first.3.busy_since(&last.3).into_iter().map(|x| (x * 10.0).round() / 10.0).collect(),
+        cpu_busy_pct: first
+            .3
+            .busy_since(&last.3)
+            .into_iter()
+            .map(|x| (x * 10.0).round() / 10.0)
+            .collect(),
         target_queue_bytes_mean: None,
         target_queue_bytes_max: None,
         target_drops: None,
@@ -362,12 +452,27 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
 
 /// The human summary of a `login` report.
 pub fn login_summary(r: &Report, appliances: usize) -> String {
-    let Some(p) = r.phases.first() else { return String::new() };
-    let target = p.target_cpu_pct.map_or("-".to_string(), |x| format!("{x:.0}%"));
-    let per_login = p.target_cpu_pct.filter(|_| p.answered_per_s > 0.0).map_or(String::new(), |x| {
-        format!(" (≈ {:.0} µs of flockd CPU per log-in)", x / 100.0 * 1e6 / p.answered_per_s)
-    });
-    let cpus: Vec<String> = p.cpu_busy_pct.iter().enumerate().map(|(i, x)| format!("cpu{i} {x:.0}%")).collect();
+    let Some(p) = r.phases.first() else {
+        return String::new();
+    };
+    let target = p
+        .target_cpu_pct
+        .map_or("-".to_string(), |x| format!("{x:.0}%"));
+    let per_login =
+        p.target_cpu_pct
+            .filter(|_| p.answered_per_s > 0.0)
+            .map_or(String::new(), |x| {
+                format!(
+                    " (≈ {:.0} µs of flockd CPU per log-in)",
+                    x / 100.0 * 1e6 / p.answered_per_s
+                )
+            });
+    let cpus: Vec<String> = p
+        .cpu_busy_pct
+        .iter()
+        .enumerate()
+        .map(|(i, x)| format!("cpu{i} {x:.0}%"))
+        .collect();
     format!(
         "flock-bench login -> {}  browsers={} appliances={appliances}\n  \
          login {:>7.2}s  done {:>8}  {:>7.0}/s  failed {} of {} started ({:.2}%)\n  \
@@ -392,12 +497,20 @@ pub fn login_summary(r: &Report, appliances: usize) -> String {
 
 /// One whole log-in, as a browser does it.
 async fn one_login(ws: SocketAddr, name: &str) -> Result<(), String> {
-    let (mut s, _) = tokio_tungstenite::connect_async(format!("ws://{ws}/ws")).await.map_err(|e| e.to_string())?;
+    let (mut s, _) = tokio_tungstenite::connect_async(format!("ws://{ws}/ws"))
+        .await
+        .map_err(|e| e.to_string())?;
     let send = |v: Value| Message::text(v.to_string());
-    s.send(send(json!({"type": "open", "appliance": name}))).await.map_err(|e| e.to_string())?;
+    s.send(send(json!({"type": "open", "appliance": name})))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut sent_answer = false;
     loop {
-        let m = s.next().await.ok_or("closed early")?.map_err(|e| e.to_string())?;
+        let m = s
+            .next()
+            .await
+            .ok_or("closed early")?
+            .map_err(|e| e.to_string())?;
         let v: Value = match m {
             Message::Text(t) => serde_json::from_str(&t).map_err(|e| e.to_string())?,
             Message::Close(f) => {
@@ -409,10 +522,18 @@ async fn one_login(ws: SocketAddr, name: &str) -> Result<(), String> {
             _ => continue,
         };
         match v["type"].as_str() {
-            Some("personas") => s.send(send(json!({"type": "login", "persona": "alice", "credential": "pwd:bench"}))).await,
+            Some("personas") => {
+                s.send(send(
+                    json!({"type": "login", "persona": "alice", "credential": "pwd:bench"}),
+                ))
+                .await
+            }
             Some("offer") if !sent_answer => {
                 sent_answer = true;
-                s.send(send(json!({"type": "answer", "sdp": "v=0\r\na=x-answer\r\n"}))).await
+                s.send(send(
+                    json!({"type": "answer", "sdp": "v=0\r\na=x-answer\r\n"}),
+                ))
+                .await
             }
             Some("end-of-candidates") => s.send(send(json!({"type": "end-of-candidates"}))).await,
             Some("error") => return Err(v.to_string()),

@@ -49,7 +49,13 @@ impl Shard for Echo {
     }
 
     #[inline]
-    fn handle(&mut self, _now: Time, _src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Option<usize> {
+    fn handle(
+        &mut self,
+        _now: Time,
+        _src: SocketAddr,
+        d: &[u8],
+        reply: &mut [u8],
+    ) -> Option<usize> {
         reply[..d.len()].copy_from_slice(d);
         Some(d.len())
     }
@@ -68,12 +74,20 @@ impl Shard for Echo {
 /// Nanoseconds on CPU of this process's threads named `flock-core*`, summed by core index.
 fn core_cpu_ns() -> Vec<(usize, u64)> {
     let mut out = vec![];
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
     for t in dir.flatten() {
         let p = t.path();
         let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
         // glommio names them `flock-core{index}-{executor id}` (plus a helper thread each).
-        let Some(index) = comm.trim().strip_prefix("flock-core").and_then(|i| i.split('-').next()?.parse().ok()) else { continue };
+        let Some(index) = comm
+            .trim()
+            .strip_prefix("flock-core")
+            .and_then(|i| i.split('-').next()?.parse().ok())
+        else {
+            continue;
+        };
         let ns = std::fs::read_to_string(p.join("schedstat"))
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
@@ -97,7 +111,11 @@ fn main() {
         _ => panic!("{usage}"),
     };
     let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).expect(usage);
-    let addr: SocketAddr = args.get(2).map_or("127.0.0.1:0", String::as_str).parse().expect("ADDR");
+    let addr: SocketAddr = args
+        .get(2)
+        .map_or("127.0.0.1:0", String::as_str)
+        .parse()
+        .expect("ADDR");
     let mut config = EngineConfig::new(addr);
     config.recv_buffer_bytes = 8 << 20;
     config.send_buffer_bytes = 4 << 20;
@@ -106,10 +124,18 @@ fn main() {
             config.cpus = CpuChoice::Count(2);
             config.pin = false;
         }
-        list => config.cpus = CpuChoice::List(list.split(',').map(|c| c.parse().expect("CPUS")).collect()),
+        list => {
+            config.cpus =
+                CpuChoice::List(list.split(',').map(|c| c.parse().expect("CPUS")).collect())
+        }
     }
-    let engine = Engine::start(config, move |core, _cores| Echo { core, route }).expect("engine starts");
-    eprintln!("mesh_hop: {route:?} on {} ({} cores)", engine.local_addr(), engine.cores());
+    let engine =
+        Engine::start(config, move |core, _cores| Echo { core, route }).expect("engine starts");
+    eprintln!(
+        "mesh_hop: {route:?} on {} ({} cores)",
+        engine.local_addr(),
+        engine.cores()
+    );
     let started = Instant::now();
     let cpu0 = core_cpu_ns();
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -119,7 +145,10 @@ fn main() {
     engine.shutdown();
     engine.join().expect("engine stops");
 
-    let cpu: Vec<u64> = cpu1.iter().map(|(i, b)| b - cpu0.iter().find(|(j, _)| j == i).map_or(0, |a| a.1)).collect();
+    let cpu: Vec<u64> = cpu1
+        .iter()
+        .map(|(i, b)| b - cpu0.iter().find(|(j, _)| j == i).map_or(0, |a| a.1))
+        .collect();
     for s in &stats {
         println!(
             "core {}: received {} answered {} forwarded out {} in {} mesh-full drops {} batches {} wakeups {} cpu {:.3} s",
@@ -136,8 +165,16 @@ fn main() {
     }
     let t = CoreStats::total(&stats);
     let cpu_ns: u64 = cpu.iter().sum();
-    let per = if t.answered == 0 { 0.0 } else { cpu_ns as f64 / t.answered as f64 };
-    let share = if t.received == 0 { 0.0 } else { 100.0 * t.forwarded_out as f64 / t.received as f64 };
+    let per = if t.answered == 0 {
+        0.0
+    } else {
+        cpu_ns as f64 / t.answered as f64
+    };
+    let share = if t.received == 0 {
+        0.0
+    } else {
+        100.0 * t.forwarded_out as f64 / t.received as f64
+    };
     println!(
         "{route:?}: {} answered in {secs:.1} s ({:.0}/s), {share:.1} % forwarded, {} mesh-full drops; core CPU {:.3} s = {per:.0} ns per answered datagram",
         t.answered,

@@ -15,7 +15,9 @@ pub(crate) struct CommandQueues<C> {
 
 impl<C> CommandQueues<C> {
     pub(crate) fn new(cores: usize, capacity: usize) -> CommandQueues<C> {
-        CommandQueues { inboxes: (0..cores).map(|_| Inbox::new(capacity)).collect() }
+        CommandQueues {
+            inboxes: (0..cores).map(|_| Inbox::new(capacity)).collect(),
+        }
     }
 }
 
@@ -27,7 +29,10 @@ pub struct Commander<C> {
 
 impl<C> Clone for Commander<C> {
     fn clone(&self) -> Self {
-        Commander { queues: self.queues.clone(), shared: self.shared.clone() }
+        Commander {
+            queues: self.queues.clone(),
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -43,7 +48,9 @@ impl<C: Send + 'static> Commander<C> {
     /// Queues `command` for `core` and wakes it. Hands the command back when that core's inbox
     /// is full, the engine is stopping, or there is no such core.
     pub fn send(&self, core: usize, command: C) -> Result<(), C> {
-        let Some(inbox) = self.queues.inboxes.get(core) else { return Err(command) };
+        let Some(inbox) = self.queues.inboxes.get(core) else {
+            return Err(command);
+        };
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(command);
         }

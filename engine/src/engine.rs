@@ -52,7 +52,10 @@ impl Engine {
             config.send_buffer_bytes,
         )?;
         let shared = Arc::new(Shared::new(cores, config.mesh_capacity));
-        let commands = Arc::new(CommandQueues::<S::Command>::new(cores, config.command_capacity));
+        let commands = Arc::new(CommandQueues::<S::Command>::new(
+            cores,
+            config.command_capacity,
+        ));
         let clock = Clock::new(config.clock);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut handle = EngineHandle {

@@ -40,8 +40,15 @@ impl Shard for Say {
 
 #[test]
 fn commands_wake_the_owning_core_and_its_transmits_leave() {
-    let engine = Engine::start(config(2), |core, _| Say { core, queued: Vec::new() }).unwrap();
-    assert!(engine.commander::<u32>().is_none(), "wrong command type must not downcast");
+    let engine = Engine::start(config(2), |core, _| Say {
+        core,
+        queued: Vec::new(),
+    })
+    .unwrap();
+    assert!(
+        engine.commander::<u32>().is_none(),
+        "wrong command type must not downcast"
+    );
     let commander = engine.commander::<(SocketAddr, String)>().unwrap();
     assert_eq!(commander.cores(), 2);
     let c = client();
@@ -51,14 +58,25 @@ fn commands_wake_the_owning_core_and_its_transmits_leave() {
     std::thread::sleep(Duration::from_millis(50));
     for core in [1, 0, 1] {
         let sender = commander.clone();
-        std::thread::spawn(move || sender.send(core, (me, format!("hello{core}"))).unwrap()).join().unwrap();
+        std::thread::spawn(move || sender.send(core, (me, format!("hello{core}"))).unwrap())
+            .join()
+            .unwrap();
         let (n, from) = c.recv_from(&mut buf).expect("transmit after a command");
         assert_eq!(from, engine.local_addr());
-        assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), format!("core{core}:hello{core}"));
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            format!("core{core}:hello{core}")
+        );
     }
-    assert!(commander.send(7, (me, "nowhere".into())).is_err(), "no core 7");
+    assert!(
+        commander.send(7, (me, "nowhere".into())).is_err(),
+        "no core 7"
+    );
     engine.shutdown();
-    assert!(commander.send(0, (me, "late".into())).is_err(), "stopped engine refuses commands");
+    assert!(
+        commander.send(0, (me, "late".into())).is_err(),
+        "stopped engine refuses commands"
+    );
     engine.join().unwrap();
 }
 

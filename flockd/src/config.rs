@@ -86,7 +86,12 @@ pub struct Plugins {
 
 impl Default for Plugins {
     fn default() -> Self {
-        Plugins { threads: 2, budget: Duration::from_millis(50), queue: 1024, load: Vec::new() }
+        Plugins {
+            threads: 2,
+            budget: Duration::from_millis(50),
+            queue: 1024,
+            load: Vec::new(),
+        }
     }
 }
 
@@ -199,7 +204,10 @@ impl Default for Config {
             stun: Stun::default(),
             login: Login::default(),
             ws_enabled: true,
-            ws: flock_ws::GatewayConfig { listen: DEFAULT_WS.parse().expect("valid default"), ..Default::default() },
+            ws: flock_ws::GatewayConfig {
+                listen: DEFAULT_WS.parse().expect("valid default"),
+                ..Default::default()
+            },
             plugins: Plugins::default(),
             flock: Flock::default(),
         }
@@ -238,15 +246,21 @@ impl Default for Timers {
 
 impl Default for Socket {
     fn default() -> Self {
-        Socket { recv_buffer: 8 << 20, send_buffer: 4 << 20, batch: 32 }
+        Socket {
+            recv_buffer: 8 << 20,
+            send_buffer: 4 << 20,
+            batch: 32,
+        }
     }
 }
 
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let mut c: Config = toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let mut c: Config = toml::from_str(&text)
+            .map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for spec in &mut c.plugins.load {
             if spec.path.is_relative() {
@@ -266,18 +280,50 @@ impl Config {
         let t = &self.timers;
         let l = &self.login;
         let checks: [(bool, &str); 12] = [
-            (self.limits.max_registrations > 0, "limits.max_registrations must be at least 1"),
-            (self.limits.max_pending_checks > 0, "limits.max_pending_checks must be at least 1"),
-            (self.limits.rate_table_slots > 0, "limits.rate_table_slots must be at least 1"),
-            (t.keepalive_interval < t.entry_lifetime, "timers.keepalive_interval must be shorter than timers.entry_lifetime"),
-            (!t.rto_initial.is_zero() && t.rto_initial <= t.rto_max, "timers.rto_initial must be > 0 and ≤ timers.rto_max"),
-            (t.entry_lifetime >= Duration::from_secs(1), "timers.entry_lifetime must be at least 1s"),
-            (t.token_lifetime >= 2 * t.entry_lifetime, "timers.token_lifetime must be at least twice timers.entry_lifetime"),
-            (self.socket.batch >= 1 && self.socket.batch <= 1024, "socket.batch must be 1..=1024"),
+            (
+                self.limits.max_registrations > 0,
+                "limits.max_registrations must be at least 1",
+            ),
+            (
+                self.limits.max_pending_checks > 0,
+                "limits.max_pending_checks must be at least 1",
+            ),
+            (
+                self.limits.rate_table_slots > 0,
+                "limits.rate_table_slots must be at least 1",
+            ),
+            (
+                t.keepalive_interval < t.entry_lifetime,
+                "timers.keepalive_interval must be shorter than timers.entry_lifetime",
+            ),
+            (
+                !t.rto_initial.is_zero() && t.rto_initial <= t.rto_max,
+                "timers.rto_initial must be > 0 and ≤ timers.rto_max",
+            ),
+            (
+                t.entry_lifetime >= Duration::from_secs(1),
+                "timers.entry_lifetime must be at least 1s",
+            ),
+            (
+                t.token_lifetime >= 2 * t.entry_lifetime,
+                "timers.token_lifetime must be at least twice timers.entry_lifetime",
+            ),
+            (
+                self.socket.batch >= 1 && self.socket.batch <= 1024,
+                "socket.batch must be 1..=1024",
+            ),
             (l.max_sessions > 0, "login.max_sessions must be at least 1"),
             (l.max_attempts > 0, "login.max_attempts must be at least 1"),
-            (!l.give_up_after.is_zero() && l.give_up_after <= l.session_lifetime, "login.give_up_after must be > 0 and ≤ login.session_lifetime"),
-            (self.plugins.threads > 0 && self.plugins.queue > 0 && !self.plugins.budget.is_zero(), "plugins.threads, plugins.queue and plugins.budget must be > 0"),
+            (
+                !l.give_up_after.is_zero() && l.give_up_after <= l.session_lifetime,
+                "login.give_up_after must be > 0 and ≤ login.session_lifetime",
+            ),
+            (
+                self.plugins.threads > 0
+                    && self.plugins.queue > 0
+                    && !self.plugins.budget.is_zero(),
+                "plugins.threads, plugins.queue and plugins.budget must be > 0",
+            ),
         ];
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(msg.to_string());
@@ -290,7 +336,17 @@ impl Config {
     pub fn membership(&self) -> Option<Membership> {
         let f = &self.flock;
         let me = self.flock_index().unwrap_or(0);
-        (!f.servers.is_empty()).then(|| Membership { servers: f.servers.iter().map(|s| Member { udp: s.udp, ws: s.ws }).collect(), me })
+        (!f.servers.is_empty()).then(|| Membership {
+            servers: f
+                .servers
+                .iter()
+                .map(|s| Member {
+                    udp: s.udp,
+                    ws: s.ws,
+                })
+                .collect(),
+            me,
+        })
     }
 
     /// `[flock] index` (or `--flock-index`), else the entry listing the bound UDP address.
@@ -391,7 +447,10 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
     };
     check(running.udp != new.udp, "udp");
     check(running.data_dir != new.data_dir, "data_dir");
-    check(running.cores != new.cores || running.cpus != new.cpus || running.pin != new.pin, "cores/cpus/pin");
+    check(
+        running.cores != new.cores || running.cpus != new.cpus || running.pin != new.pin,
+        "cores/cpus/pin",
+    );
     check(running.log != new.log, "log");
     check(running.limits != new.limits, "[limits]");
     check(running.timers != new.timers, "[timers]");
@@ -401,10 +460,22 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
     check(running.ws_enabled != new.ws_enabled, "ws_enabled");
     check(running.flock != new.flock, "[flock]");
     let p = (&running.plugins, &new.plugins);
-    check(p.0.threads != p.1.threads || p.0.queue != p.1.queue || p.0.budget != p.1.budget, "plugins.threads/queue/budget");
-    check(!same_plugin_list(&p.0.load, &p.1.load), "the plugin list ([[plugins.load]] paths)");
+    check(
+        p.0.threads != p.1.threads || p.0.queue != p.1.queue || p.0.budget != p.1.budget,
+        "plugins.threads/queue/budget",
+    );
+    check(
+        !same_plugin_list(&p.0.load, &p.1.load),
+        "the plugin list ([[plugins.load]] paths)",
+    );
     if running.ws_enabled && new.ws_enabled {
-        changed.extend(running.ws.restart_only_changes(&new.ws).into_iter().map(String::from));
+        changed.extend(
+            running
+                .ws
+                .restart_only_changes(&new.ws)
+                .into_iter()
+                .map(String::from),
+        );
     }
     changed
 }
@@ -421,7 +492,8 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
         let bad = || format!("invalid CPU list {s:?}: expected e.g. \"1\", \"0-3\" or \"0,2\"");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if a > b {
                     return Err(bad());
                 }
@@ -449,7 +521,10 @@ mod tests {
         assert_eq!(c.timers.entry_lifetime, Duration::from_secs(3));
         assert_eq!(c.timers.check_window, Duration::from_secs(60));
         c.validate().unwrap();
-        assert!(toml::from_str::<Config>("udpp = \"x\"").unwrap_err().to_string().contains("unknown field"));
+        assert!(toml::from_str::<Config>("udpp = \"x\"")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
         assert!(toml::from_str::<Config>("[timers]\nentry_lifetime = \"soon\"").is_err());
     }
 
@@ -466,12 +541,17 @@ mod tests {
              [[flock.servers]]\nudp = \"10.0.0.1:3478\"\nws = \"10.0.0.1:8080\"\n\
              [[flock.servers]]\nudp = \"10.0.0.2:3478\"\nws = \"10.0.0.2:8080\"\n"
         );
-        let dir = std::env::temp_dir().join(format!("flockd-config-{}-{index}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("flockd-config-{}-{index}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("flockd.toml");
         std::fs::write(&path, text).unwrap();
         let c = Config::load(&path).unwrap();
-        assert_eq!(c.flock.key_file.as_deref(), Some(dir.join("k/flock.key").as_path()), "relative to the config file");
+        assert_eq!(
+            c.flock.key_file.as_deref(),
+            Some(dir.join("k/flock.key").as_path()),
+            "relative to the config file"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         c
     }
@@ -481,9 +561,13 @@ mod tests {
         flock_config(1, "10.0.0.2:3478").validate().unwrap();
         flock_config(0, "0.0.0.0:3478").validate().unwrap();
         let m = flock_config(1, "10.0.0.2:3478").membership().unwrap();
-        assert_eq!((m.me, m.servers.len(), m.servers[0].ws.port()), (1, 2, 8080));
+        assert_eq!(
+            (m.me, m.servers.len(), m.servers[0].ws.port()),
+            (1, 2, 8080)
+        );
         let err = |c: Config| c.validate().unwrap_err();
-        assert!(err(flock_config(2, "10.0.0.2:3478")).contains("index 2 is not in the list of 2 servers"));
+        assert!(err(flock_config(2, "10.0.0.2:3478"))
+            .contains("index 2 is not in the list of 2 servers"));
         let e = err(flock_config(0, "10.0.0.2:3478"));
         assert!(e.contains("udp 10.0.0.2:3478 is not this server's address in [flock]: server 0 is 10.0.0.1:3478"), "{e}");
         assert!(err(flock_config(0, "0.0.0.0:3479")).contains("not this server's address"));
@@ -504,7 +588,13 @@ mod tests {
         let mut c = flock_config(0, "10.0.0.1:3478");
         c.flock.servers[1].udp = c.flock.servers[0].udp;
         assert!(err(c).contains("servers 0 and 1 have the same udp address"));
-        let c = Config { flock: Flock { index: Some(1), ..Flock::default() }, ..Config::default() };
+        let c = Config {
+            flock: Flock {
+                index: Some(1),
+                ..Flock::default()
+            },
+            ..Config::default()
+        };
         assert!(err(c).contains("flock.index is 1 but [flock] lists no servers"));
         Config::default().validate().unwrap();
         assert!(Config::default().membership().is_none());
@@ -520,20 +610,34 @@ mod tests {
 
     #[test]
     fn what_needs_a_restart() {
-        let spec = |path: &str, config: &str| flock_plugins::PluginSpec { path: path.into(), config: config.into() };
+        let spec = |path: &str, config: &str| flock_plugins::PluginSpec {
+            path: path.into(),
+            config: config.into(),
+        };
         let mut a = Config::default();
         a.plugins.load = vec![spec("/x/a.so", "rate=1")];
         let mut b = a.clone();
         b.plugins.load[0].config = "rate=2".into();
         b.ws.max_sockets_per_ip = 3;
         b.ws.idle_timeout = Duration::from_secs(5);
-        assert!(restart_only_changes(&a, &b).is_empty(), "plugin settings and gateway limits reload live");
+        assert!(
+            restart_only_changes(&a, &b).is_empty(),
+            "plugin settings and gateway limits reload live"
+        );
         b.timers.entry_lifetime = Duration::from_secs(90);
         b.limits.max_registrations = 7;
         b.plugins.load.push(spec("/x/b.so", ""));
         b.ws.threads = 9;
         let changed = restart_only_changes(&a, &b);
-        assert_eq!(changed, ["[limits]", "[timers]", "the plugin list ([[plugins.load]] paths)", "ws.threads"]);
+        assert_eq!(
+            changed,
+            [
+                "[limits]",
+                "[timers]",
+                "the plugin list ([[plugins.load]] paths)",
+                "ws.threads"
+            ]
+        );
     }
 
     #[test]

@@ -18,9 +18,11 @@ impl CoreLink for EngineLink {
 
     #[allow(clippy::result_large_err)] // the trait's shape: a refused command comes back whole
     fn send(&self, core: usize, msg: ToCore) -> Result<(), ToCore> {
-        self.commander.send(core, CoreCmd::Login(msg)).map_err(|c| match c {
-            CoreCmd::Login(msg) => msg,
-            CoreCmd::Admission { .. } => unreachable!("the command sent comes back"),
-        })
+        self.commander
+            .send(core, CoreCmd::Login(msg))
+            .map_err(|c| match c {
+                CoreCmd::Login(msg) => msg,
+                CoreCmd::Admission { .. } => unreachable!("the command sent comes back"),
+            })
     }
 }

@@ -156,30 +156,57 @@ fn run(args: Args) -> Result<(), String> {
     // Before any thread starts (the plugin runner's included), so that all inherit the mask.
     let signals = block_signals();
     let secrets = secrets::Secrets::load_or_create(&c.data_dir, c.flock.key_file.as_deref())?;
-    let flock_pub = flock_proto::identity::to_hex(&flock_proto::identity::public_key(&secrets.flock_key));
+    let flock_pub =
+        flock_proto::identity::to_hex(&flock_proto::identity::public_key(&secrets.flock_key));
     if args.print_flock_key {
         println!("{flock_pub}");
         return Ok(());
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&c.log).map_err(|e| format!("invalid log filter {:?}: {e}", c.log))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&c.log)
+        .map_err(|e| format!("invalid log filter {:?}: {e}", c.log))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 
-    let plugins = flock_plugins::Plugins::load(&c.plugins.load).map_err(|e| format!("cannot load plugins: {e}"))?;
+    let plugins = flock_plugins::Plugins::load(&c.plugins.load)
+        .map_err(|e| format!("cannot load plugins: {e}"))?;
     let with_plugins = !plugins.is_empty();
     let names: Vec<String> = plugins.names().iter().map(|s| s.to_string()).collect();
     let runner = Arc::new(
-        flock_plugins::Runner::new(Arc::new(plugins), c.plugins.threads, c.plugins.queue, c.plugins.budget)
-            .map_err(|e| format!("cannot start the plugin threads: {e}"))?,
+        flock_plugins::Runner::new(
+            Arc::new(plugins),
+            c.plugins.threads,
+            c.plugins.queue,
+            c.plugins.budget,
+        )
+        .map_err(|e| format!("cannot start the plugin threads: {e}"))?,
     );
-    let core_policy = with_plugins.then(|| Arc::new(policy::CorePolicy { runner: runner.clone(), commander: std::sync::OnceLock::new() }));
+    let core_policy = with_plugins.then(|| {
+        Arc::new(policy::CorePolicy {
+            runner: runner.clone(),
+            commander: std::sync::OnceLock::new(),
+        })
+    });
     let flock = match c.membership() {
         Some(m) => m.flock_config(secrets.peer_secret),
-        None => FlockConfig { peer_secret: secrets.peer_secret, ..FlockConfig::default() },
+        None => FlockConfig {
+            peer_secret: secrets.peer_secret,
+            ..FlockConfig::default()
+        },
     };
-    let flock_digest = if flock.servers.is_empty() { "none".to_string() } else { flock_proto::identity::to_hex(&flock.digest[..4]) };
+    let flock_digest = if flock.servers.is_empty() {
+        "none".to_string()
+    } else {
+        flock_proto::identity::to_hex(&flock.digest[..4])
+    };
     let (flock_index, flock_servers) = (flock.me, flock.size());
-    let keys = Keys { proof: ProofKeys::from_secret(&secrets.server_secret), flock: Arc::new(secrets.flock_key) };
+    let keys = Keys {
+        proof: ProofKeys::from_secret(&secrets.server_secret),
+        flock: Arc::new(secrets.flock_key),
+    };
     let cpus = if !c.cpus.is_empty() {
         CpuChoice::List(c.cpus.clone())
     } else if c.cores > 0 {
@@ -203,33 +230,61 @@ fn run(args: Args) -> Result<(), String> {
         config.policy.admission = for_cores.is_some();
         config.policy.audit = for_cores.is_some();
         for_snapshots.init(cores);
-        shard::FlockShard::new(config, keys.clone(), core, for_cores.clone(), for_snapshots.clone())
+        shard::FlockShard::new(
+            config,
+            keys.clone(),
+            core,
+            for_cores.clone(),
+            for_snapshots.clone(),
+        )
     })
-        .map_err(|e| format!("cannot start the UDP engine: {e}"))?;
+    .map_err(|e| format!("cannot start the UDP engine: {e}"))?;
     // Shared (weakly) with `/metrics`; `join_engine` takes it back.
     let engine = Arc::new(engine);
     let gateway = if c.ws_enabled {
-        let commander = engine.commander::<shard::CoreCmd>().expect("the shard's command type");
-        let policy: Arc<dyn flock_ws::Policy> =
-            if with_plugins { Arc::new(policy::PluginPolicy(runner.clone())) } else { Arc::new(flock_ws::AllowAll) };
-        let source = metrics::FlockMetrics { engine: Arc::downgrade(&engine), cores: snapshots, runner: runner.clone() };
-        let started =
-            flock_ws::Gateway::start_full(c.ws.clone(), Arc::new(link::EngineLink { commander }), policy, Some(Arc::new(source)));
+        let commander = engine
+            .commander::<shard::CoreCmd>()
+            .expect("the shard's command type");
+        let policy: Arc<dyn flock_ws::Policy> = if with_plugins {
+            Arc::new(policy::PluginPolicy(runner.clone()))
+        } else {
+            Arc::new(flock_ws::AllowAll)
+        };
+        let source = metrics::FlockMetrics {
+            engine: Arc::downgrade(&engine),
+            cores: snapshots,
+            runner: runner.clone(),
+        };
+        let started = flock_ws::Gateway::start_full(
+            c.ws.clone(),
+            Arc::new(link::EngineLink { commander }),
+            policy,
+            Some(Arc::new(source)),
+        );
         match started {
             Ok(g) => Some(g),
             Err(e) => {
                 engine.shutdown();
                 let _ = join_engine(engine);
-                return Err(format!("cannot start the websocket gateway on {}: {e}", c.ws.listen));
+                return Err(format!(
+                    "cannot start the websocket gateway on {}: {e}",
+                    c.ws.listen
+                ));
             }
         }
     } else {
         None
     };
     if let Some(p) = &core_policy {
-        let _ = p.commander.set(engine.commander::<shard::CoreCmd>().expect("the shard's command type"));
+        let _ = p.commander.set(
+            engine
+                .commander::<shard::CoreCmd>()
+                .expect("the shard's command type"),
+        );
     }
-    let ws_addr = gateway.as_ref().map_or("off".to_string(), |g| g.local_addr().to_string());
+    let ws_addr = gateway
+        .as_ref()
+        .map_or("off".to_string(), |g| g.local_addr().to_string());
     let buffers = engine.socket_buffers();
     tracing::info!(
         udp = %engine.local_addr(),
@@ -287,7 +342,15 @@ fn run(args: Args) -> Result<(), String> {
     );
     if with_plugins {
         let s = runner.stats();
-        tracing::info!(calls = s.calls, denied = s.denied, timeouts = s.timeouts, errors = s.errors, queue_full = s.queue_full, audit_dropped = s.audit_dropped, "plugin runner");
+        tracing::info!(
+            calls = s.calls,
+            denied = s.denied,
+            timeouts = s.timeouts,
+            errors = s.errors,
+            queue_full = s.queue_full,
+            audit_dropped = s.audit_dropped,
+            "plugin runner"
+        );
     }
     Ok(())
 }
@@ -311,7 +374,12 @@ fn join_engine(mut engine: Arc<EngineHandle>) -> std::io::Result<()> {
 /// the old chain stays) and the gateway's settings but `ws.listen`/`ws.threads`. Nothing
 /// else is touched: registrations, log-ins, caches and sockets stay. Settings that need a
 /// restart are named in a warning and keep their running values.
-fn reload(args: &Args, running: &mut Config, runner: &flock_plugins::Runner, gateway: Option<&flock_ws::GatewayHandle>) {
+fn reload(
+    args: &Args,
+    running: &mut Config,
+    runner: &flock_plugins::Runner,
+    gateway: Option<&flock_ws::GatewayHandle>,
+) {
     let Some(path) = &args.config else {
         tracing::info!("SIGHUP: flockd was started without --config: nothing to reload");
         return;
@@ -335,7 +403,11 @@ fn reload(args: &Args, running: &mut Config, runner: &flock_plugins::Runner, gat
     } else if !config::same_plugin_list(&running.plugins.load, &new.plugins.load) {
         "kept (the plugin list changed: restart to load it)"
     } else {
-        match runner.plugins().reinit(&new.plugins.load).map(|p| runner.replace_plugins(Arc::new(p))) {
+        match runner
+            .plugins()
+            .reinit(&new.plugins.load)
+            .map(|p| runner.replace_plugins(Arc::new(p)))
+        {
             Ok(Ok(_old)) => {
                 // The old chain's states are left to the plugins (never freed: no destroy hook).
                 running.plugins.load = new.plugins.load.clone();
@@ -356,7 +428,11 @@ fn reload(args: &Args, running: &mut Config, runner: &flock_plugins::Runner, gat
         Some(g) => match g.reconfigure(new.ws.clone()) {
             Ok(r) => {
                 running.ws = g.config();
-                if r.applied.is_empty() { "unchanged".to_string() } else { r.applied.join(",") }
+                if r.applied.is_empty() {
+                    "unchanged".to_string()
+                } else {
+                    r.applied.join(",")
+                }
             }
             Err(e) => {
                 tracing::error!("SIGHUP: websocket settings not reloaded: {e}");

@@ -41,14 +41,19 @@ pub struct CoreSnapshots {
 impl CoreSnapshots {
     /// Sizes the slots (the first call wins; every core passes the same count).
     pub fn init(&self, cores: usize) {
-        self.slots.get_or_init(|| (0..cores).map(|_| Mutex::new(None)).collect());
+        self.slots
+            .get_or_init(|| (0..cores).map(|_| Mutex::new(None)).collect());
     }
 
     /// Copies `server`'s figures into `core`'s slot. Never waits: if a scrape is reading the
     /// slot right now, this publication is skipped (the next one comes within a second).
     pub fn publish<E: Entropy>(&self, core: usize, server: &Server<E>) {
-        let Some(slot) = self.slots.get().and_then(|s| s.get(core)) else { return };
-        let Ok(mut slot) = slot.try_lock() else { return };
+        let Some(slot) = self.slots.get().and_then(|s| s.get(core)) else {
+            return;
+        };
+        let Ok(mut slot) = slot.try_lock() else {
+            return;
+        };
         let (registrations, checks_pending) = server.occupancy();
         let (admissions_pending, admission_verdicts) = server.admission_occupancy();
         let snap = slot.get_or_insert_with(CoreSnapshot::default);
@@ -63,11 +68,18 @@ impl CoreSnapshots {
 
     /// (core, snapshot) of every core that has published.
     pub fn read(&self) -> Vec<(usize, CoreSnapshot)> {
-        let Some(slots) = self.slots.get() else { return Vec::new() };
+        let Some(slots) = self.slots.get() else {
+            return Vec::new();
+        };
         slots
             .iter()
             .enumerate()
-            .filter_map(|(core, s)| s.lock().unwrap_or_else(|e| e.into_inner()).clone().map(|snap| (core, snap)))
+            .filter_map(|(core, s)| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .map(|snap| (core, snap))
+            })
             .collect()
     }
 }
@@ -89,7 +101,13 @@ impl MetricsSource for FlockMetrics {
         render_runner(out, &self.runner.stats());
         render_latency(out, &Hook::ALL.map(|h| (h, self.runner.latency(h))));
         if let Some(rss) = resident_bytes() {
-            write_metric(out, "flock_process_resident_memory_bytes", Gauge, "Resident memory of the flockd process (VmRSS).", [(&[][..], rss)]);
+            write_metric(
+                out,
+                "flock_process_resident_memory_bytes",
+                Gauge,
+                "Resident memory of the flockd process (VmRSS).",
+                [(&[][..], rss)],
+            );
         }
     }
 }
@@ -111,8 +129,14 @@ fn per_core<T>(
             rows.push((core.clone(), v, n));
         }
     }
-    let labels: Vec<[(&str, &str); 2]> = rows.iter().map(|(c, v, _)| [("core", c.as_str()), (label, *v)]).collect();
-    let samples = rows.iter().zip(&labels).map(|((_, v, n), l)| (if v.is_empty() { &l[..1] } else { &l[..] }, *n));
+    let labels: Vec<[(&str, &str); 2]> = rows
+        .iter()
+        .map(|(c, v, _)| [("core", c.as_str()), (label, *v)])
+        .collect();
+    let samples = rows
+        .iter()
+        .zip(&labels)
+        .map(|((_, v, n), l)| (if v.is_empty() { &l[..1] } else { &l[..] }, *n));
     write_metric(out, name, kind, help, samples);
 }
 
@@ -128,94 +152,353 @@ fn render_engine(out: &mut String, stats: &[CoreStats]) {
             v.extend(s.kernel_drops.map(|k| ("kernel", k)));
             v
         });
-    per_core(out, &items, "flock_core_socket_errors_total", Counter, "Socket errors: send (datagrams the kernel refused) and receive (recvmmsg failures).",
-        "direction", |s| vec![("send", s.send_errors), ("receive", s.recv_errors)]);
-    per_core(out, &items, "flock_core_batches_total", Counter, "recvmmsg calls that returned at least one datagram.", "", |s| vec![("", s.batches)]);
-    per_core(out, &items, "flock_core_wakeups_total", Counter, "Times the core waited for work.", "", |s| vec![("", s.wakeups)]);
+    per_core(
+        out,
+        &items,
+        "flock_core_socket_errors_total",
+        Counter,
+        "Socket errors: send (datagrams the kernel refused) and receive (recvmmsg failures).",
+        "direction",
+        |s| vec![("send", s.send_errors), ("receive", s.recv_errors)],
+    );
+    per_core(
+        out,
+        &items,
+        "flock_core_batches_total",
+        Counter,
+        "recvmmsg calls that returned at least one datagram.",
+        "",
+        |s| vec![("", s.batches)],
+    );
+    per_core(
+        out,
+        &items,
+        "flock_core_wakeups_total",
+        Counter,
+        "Times the core waited for work.",
+        "",
+        |s| vec![("", s.wakeups)],
+    );
 }
 
 fn render_cores(out: &mut String, snaps: &[(usize, CoreSnapshot)]) {
-    let items: Vec<(String, &CoreSnapshot)> = snaps.iter().map(|(c, s)| (c.to_string(), s)).collect();
-    let one = |out: &mut String, name: &str, kind: MetricKind, help: &str, f: fn(&CoreSnapshot) -> u64| {
+    let items: Vec<(String, &CoreSnapshot)> =
+        snaps.iter().map(|(c, s)| (c.to_string(), s)).collect();
+    let one = |out: &mut String,
+               name: &str,
+               kind: MetricKind,
+               help: &str,
+               f: fn(&CoreSnapshot) -> u64| {
         per_core(out, &items, name, kind, help, "", |s| vec![("", f(s))]);
     };
     // Requests.
-    one(out, "flock_server_datagrams_total", Counter, "Datagrams the core's state machine handled.", |s| s.stats.received);
+    one(
+        out,
+        "flock_server_datagrams_total",
+        Counter,
+        "Datagrams the core's state machine handled.",
+        |s| s.stats.received,
+    );
     per_core(out, &items, "flock_server_drops_total", Counter,
         "Datagrams the state machine answered nothing to, by reason: malformed, ignored (not for us), amplification (the answer would have been larger than the request).",
         "reason", |s| vec![("malformed", s.stats.malformed), ("ignored", s.stats.ignored), ("amplification", s.stats.amplification_suppressed)]);
-    one(out, "flock_server_bindings_total", Counter, "STUN Binding requests answered.", |s| s.stats.binding);
+    one(
+        out,
+        "flock_server_bindings_total",
+        Counter,
+        "STUN Binding requests answered.",
+        |s| s.stats.binding,
+    );
     // Registrations.
-    one(out, "flock_server_registrations_total", Counter, "Names registered (new registrations and re-registrations).", |s| s.stats.registered);
+    one(
+        out,
+        "flock_server_registrations_total",
+        Counter,
+        "Names registered (new registrations and re-registrations).",
+        |s| s.stats.registered,
+    );
     per_core(out, &items, "flock_server_registrations_refused_total", Counter,
         "REGISTERs refused, by reason: bad_signature, clock_skew, name_taken, capacity (server full), admission_denied (plugins said no), admission_full (too many admissions waiting).",
         "reason", |s| vec![
             ("bad_signature", s.stats.bad_signature), ("clock_skew", s.stats.clock_skew), ("name_taken", s.stats.name_taken),
             ("capacity", s.stats.capacity_refused), ("admission_denied", s.stats.admissions_denied), ("admission_full", s.stats.admissions_full),
         ]);
-    one(out, "flock_server_nonces_issued_total", Counter, "Registration nonces handed out.", |s| s.stats.nonces_issued);
-    one(out, "flock_server_keepalives_total", Counter, "Keep-alives accepted.", |s| s.stats.keepalives);
-    one(out, "flock_server_tokens_refused_total", Counter, "Keep-alives refused for their token.", |s| s.stats.tokens_refused);
+    one(
+        out,
+        "flock_server_nonces_issued_total",
+        Counter,
+        "Registration nonces handed out.",
+        |s| s.stats.nonces_issued,
+    );
+    one(
+        out,
+        "flock_server_keepalives_total",
+        Counter,
+        "Keep-alives accepted.",
+        |s| s.stats.keepalives,
+    );
+    one(
+        out,
+        "flock_server_tokens_refused_total",
+        Counter,
+        "Keep-alives refused for their token.",
+        |s| s.stats.tokens_refused,
+    );
     one(out, "flock_server_redirected_total", Counter, "REGISTERs and KEEPALIVEs for names another server of the flock owns, answered 300 Try-Alternate.", |s| s.stats.redirected);
     // Peers (multi-server flocks).
     per_core(out, &items, "flock_peer_dropped_total", Counter,
         "Peer messages dropped, by reason: bad_integrity (MESSAGE-INTEGRITY-SHA256 missing or wrong), unknown_source (a verified message from an address that is not that peer's).",
         "reason", |s| vec![("bad_integrity", s.stats.peer_bad_integrity), ("unknown_source", s.stats.peer_unknown_source)]);
     one(out, "flock_peer_membership_mismatch_total", Counter, "Peer messages showing another membership list (also logged as errors): fix the [flock] lists.", |s| s.stats.peer_digest_mismatch);
-    per_core(out, &items, "flock_peer_lookups_total", Counter, "LOOKUPs: sent (to owners, for browsers served here), answered (for peers).",
-        "direction", |s| vec![("sent", s.stats.lookups_sent), ("answered", s.stats.lookups_answered)]);
+    per_core(
+        out,
+        &items,
+        "flock_peer_lookups_total",
+        Counter,
+        "LOOKUPs: sent (to owners, for browsers served here), answered (for peers).",
+        "direction",
+        |s| {
+            vec![
+                ("sent", s.stats.lookups_sent),
+                ("answered", s.stats.lookups_answered),
+            ]
+        },
+    );
     one(out, "flock_peer_relay_fallbacks_total", Counter, "Log-in sessions that fell back to relaying through the owner (the appliance did not answer this server).", |s| s.stats.relay_fallbacks);
     per_core(out, &items, "flock_peer_relayed_total", Counter,
         "Datagrams relayed, by direction: to_appliance and to_peer (as the owner), from_appliance (as the serving server).",
         "direction", |s| vec![("to_appliance", s.stats.relayed_to_appliance), ("to_peer", s.stats.relayed_to_peer), ("from_appliance", s.stats.relayed_from_appliance)]);
     per_core(out, &items, "flock_peer_relay_refused_total", Counter, "RELAYs not forwarded, by reason: refused (no live registration, or not the owner), table_full.",
         "reason", |s| vec![("refused", s.stats.relay_refused), ("table_full", s.stats.relay_table_full)]);
-    one(out, "flock_server_swept_total", Counter, "Expired registrations removed from memory.", |s| s.stats.swept);
-    one(out, "flock_server_registrations", Gauge, "Registrations held (expired ones not yet swept included).", |s| s.registrations as u64);
-    one(out, "flock_server_table_bytes", Gauge, "Bytes held by the registration table.", |s| s.table_bytes as u64);
+    one(
+        out,
+        "flock_server_swept_total",
+        Counter,
+        "Expired registrations removed from memory.",
+        |s| s.stats.swept,
+    );
+    one(
+        out,
+        "flock_server_registrations",
+        Gauge,
+        "Registrations held (expired ones not yet swept included).",
+        |s| s.registrations as u64,
+    );
+    one(
+        out,
+        "flock_server_table_bytes",
+        Gauge,
+        "Bytes held by the registration table.",
+        |s| s.table_bytes as u64,
+    );
     // Address checks.
-    one(out, "flock_server_checks_started_total", Counter, "Address-change checks started.", |s| s.stats.checks_started);
+    one(
+        out,
+        "flock_server_checks_started_total",
+        Counter,
+        "Address-change checks started.",
+        |s| s.stats.checks_started,
+    );
     per_core(out, &items, "flock_server_checks_refused_total", Counter, "Address-change checks not started, by reason: rate_limited (per source IP), full (too many running).",
         "reason", |s| vec![("rate_limited", s.stats.checks_rate_limited), ("full", s.stats.checks_full)]);
     per_core(out, &items, "flock_server_checks_ended_total", Counter, "Address-change checks ended, by outcome: moved (the name moved), kept_old (the old address answered).",
         "outcome", |s| vec![("moved", s.stats.moved), ("kept_old", s.stats.checks_kept_old)]);
-    one(out, "flock_server_silent_while_checking_total", Counter, "Requests not answered because their name was being checked.", |s| s.stats.silent_while_checking);
-    one(out, "flock_server_checks_pending", Gauge, "Address-change checks running.", |s| s.checks_pending as u64);
+    one(
+        out,
+        "flock_server_silent_while_checking_total",
+        Counter,
+        "Requests not answered because their name was being checked.",
+        |s| s.stats.silent_while_checking,
+    );
+    one(
+        out,
+        "flock_server_checks_pending",
+        Gauge,
+        "Address-change checks running.",
+        |s| s.checks_pending as u64,
+    );
     // Admissions (plugins).
-    one(out, "flock_server_admissions_asked_total", Counter, "Registrations handed to the plugins for admission.", |s| s.stats.admissions_asked);
-    one(out, "flock_server_admissions_pending", Gauge, "Admissions waiting for the plugins' verdict.", |s| s.admissions_pending as u64);
-    one(out, "flock_server_admission_verdicts_cached", Gauge, "Admission verdicts cached.", |s| s.admission_verdicts as u64);
-    one(out, "flock_server_policy_events_dropped_total", Counter, "Admission and audit events dropped because their queue was full.", |s| s.stats.policy_events_dropped);
+    one(
+        out,
+        "flock_server_admissions_asked_total",
+        Counter,
+        "Registrations handed to the plugins for admission.",
+        |s| s.stats.admissions_asked,
+    );
+    one(
+        out,
+        "flock_server_admissions_pending",
+        Gauge,
+        "Admissions waiting for the plugins' verdict.",
+        |s| s.admissions_pending as u64,
+    );
+    one(
+        out,
+        "flock_server_admission_verdicts_cached",
+        Gauge,
+        "Admission verdicts cached.",
+        |s| s.admission_verdicts as u64,
+    );
+    one(
+        out,
+        "flock_server_policy_events_dropped_total",
+        Counter,
+        "Admission and audit events dropped because their queue was full.",
+        |s| s.stats.policy_events_dropped,
+    );
     // Log-ins.
-    one(out, "flock_login_sessions_opened_total", Counter, "Log-in sessions started on this core.", |s| s.stats.sessions_opened);
+    one(
+        out,
+        "flock_login_sessions_opened_total",
+        Counter,
+        "Log-in sessions started on this core.",
+        |s| s.stats.sessions_opened,
+    );
     per_core(out, &items, "flock_login_sessions_ended_total", Counter,
         "Log-in sessions ended, by outcome: done, failed (refused opens included), closed (by the gateway).",
         "outcome", |s| vec![("done", s.stats.sessions_done), ("failed", s.stats.sessions_failed), ("closed", s.stats.sessions_closed)]);
-    per_core(out, &items, "flock_login_attempts_total", Counter, "Credential attempts the appliances answered, by outcome: accepted, rejected.",
-        "outcome", |s| vec![("accepted", s.stats.logins_accepted), ("rejected", s.stats.logins_rejected)]);
-    per_core(out, &items, "flock_login_persona_cache_total", Counter, "Persona list look-ups, by outcome: hit (served from the cache), miss (fetched).",
-        "outcome", |s| vec![("hit", s.stats.personas_cache_hits), ("miss", s.stats.personas_cache_misses)]);
-    one(out, "flock_login_connects_sent_total", Counter, "CONNECT requests sent to appliances.", |s| s.stats.connects_sent);
-    one(out, "flock_login_retransmits_total", Counter, "Log-in requests sent again after a retransmission timeout.", |s| s.stats.retransmits);
-    per_core(out, &items, "flock_login_signals_total", Counter, "SIGNALs relayed: in (from appliances), out (to appliances, acknowledged).",
-        "direction", |s| vec![("in", s.stats.signals_in), ("out", s.stats.signals_out)]);
-    per_core(out, &items, "flock_login_signals_ignored_total", Counter, "SIGNALs not relayed, by reason: duplicate (retransmission), unknown_session.",
-        "reason", |s| vec![("duplicate", s.stats.signals_duplicate), ("unknown_session", s.stats.signals_unknown_session)]);
-    one(out, "flock_login_commands_ignored_total", Counter, "Gateway commands for sessions that no longer exist.", |s| s.stats.login_commands_ignored);
-    one(out, "flock_login_sessions", Gauge, "Log-in sessions open.", |s| s.login.sessions as u64);
-    one(out, "flock_login_requests_outstanding", Gauge, "Log-in requests waiting for an appliance's answer.", |s| s.login.outstanding as u64);
-    one(out, "flock_login_persona_cache_lists", Gauge, "Persona lists cached.", |s| s.login.cached_lists as u64);
-    one(out, "flock_login_persona_cache_bytes", Gauge, "Bytes of persona lists cached.", |s| s.login.cache_bytes as u64);
+    per_core(
+        out,
+        &items,
+        "flock_login_attempts_total",
+        Counter,
+        "Credential attempts the appliances answered, by outcome: accepted, rejected.",
+        "outcome",
+        |s| {
+            vec![
+                ("accepted", s.stats.logins_accepted),
+                ("rejected", s.stats.logins_rejected),
+            ]
+        },
+    );
+    per_core(
+        out,
+        &items,
+        "flock_login_persona_cache_total",
+        Counter,
+        "Persona list look-ups, by outcome: hit (served from the cache), miss (fetched).",
+        "outcome",
+        |s| {
+            vec![
+                ("hit", s.stats.personas_cache_hits),
+                ("miss", s.stats.personas_cache_misses),
+            ]
+        },
+    );
+    one(
+        out,
+        "flock_login_connects_sent_total",
+        Counter,
+        "CONNECT requests sent to appliances.",
+        |s| s.stats.connects_sent,
+    );
+    one(
+        out,
+        "flock_login_retransmits_total",
+        Counter,
+        "Log-in requests sent again after a retransmission timeout.",
+        |s| s.stats.retransmits,
+    );
+    per_core(
+        out,
+        &items,
+        "flock_login_signals_total",
+        Counter,
+        "SIGNALs relayed: in (from appliances), out (to appliances, acknowledged).",
+        "direction",
+        |s| vec![("in", s.stats.signals_in), ("out", s.stats.signals_out)],
+    );
+    per_core(
+        out,
+        &items,
+        "flock_login_signals_ignored_total",
+        Counter,
+        "SIGNALs not relayed, by reason: duplicate (retransmission), unknown_session.",
+        "reason",
+        |s| {
+            vec![
+                ("duplicate", s.stats.signals_duplicate),
+                ("unknown_session", s.stats.signals_unknown_session),
+            ]
+        },
+    );
+    one(
+        out,
+        "flock_login_commands_ignored_total",
+        Counter,
+        "Gateway commands for sessions that no longer exist.",
+        |s| s.stats.login_commands_ignored,
+    );
+    one(
+        out,
+        "flock_login_sessions",
+        Gauge,
+        "Log-in sessions open.",
+        |s| s.login.sessions as u64,
+    );
+    one(
+        out,
+        "flock_login_requests_outstanding",
+        Gauge,
+        "Log-in requests waiting for an appliance's answer.",
+        |s| s.login.outstanding as u64,
+    );
+    one(
+        out,
+        "flock_login_persona_cache_lists",
+        Gauge,
+        "Persona lists cached.",
+        |s| s.login.cached_lists as u64,
+    );
+    one(
+        out,
+        "flock_login_persona_cache_bytes",
+        Gauge,
+        "Bytes of persona lists cached.",
+        |s| s.login.cache_bytes as u64,
+    );
 }
 
 fn render_runner(out: &mut String, s: &RunnerStats) {
-    let one = |out: &mut String, name: &str, help: &str, v: u64| write_metric(out, name, Counter, help, [(&[][..], v)]);
-    one(out, "flock_plugin_calls_total", "Plugin hook calls asked for (registrations, log-ins, persona lists).", s.calls);
-    one(out, "flock_plugin_denied_total", "Hook calls answered other than allow (policy, error, timeout or full queue).", s.denied);
-    one(out, "flock_plugin_timeouts_total", "Hook calls answered at the deadline (budget) because the plugins had not finished.", s.timeouts);
-    one(out, "flock_plugin_errors_total", "Error codes and caught panics returned by plugins.", s.errors);
-    one(out, "flock_plugin_queue_full_total", "Hook calls refused at once because the queue was full.", s.queue_full);
-    one(out, "flock_plugin_audit_dropped_total", "Audit events dropped because the audit queue was full.", s.audit_dropped);
+    let one = |out: &mut String, name: &str, help: &str, v: u64| {
+        write_metric(out, name, Counter, help, [(&[][..], v)])
+    };
+    one(
+        out,
+        "flock_plugin_calls_total",
+        "Plugin hook calls asked for (registrations, log-ins, persona lists).",
+        s.calls,
+    );
+    one(
+        out,
+        "flock_plugin_denied_total",
+        "Hook calls answered other than allow (policy, error, timeout or full queue).",
+        s.denied,
+    );
+    one(
+        out,
+        "flock_plugin_timeouts_total",
+        "Hook calls answered at the deadline (budget) because the plugins had not finished.",
+        s.timeouts,
+    );
+    one(
+        out,
+        "flock_plugin_errors_total",
+        "Error codes and caught panics returned by plugins.",
+        s.errors,
+    );
+    one(
+        out,
+        "flock_plugin_queue_full_total",
+        "Hook calls refused at once because the queue was full.",
+        s.queue_full,
+    );
+    one(
+        out,
+        "flock_plugin_audit_dropped_total",
+        "Audit events dropped because the audit queue was full.",
+        s.audit_dropped,
+    );
 }
 
 /// The plugin runner's per-hook latency histograms, as one Prometheus histogram family
@@ -230,9 +513,18 @@ fn render_latency(out: &mut String, hooks: &[(Hook, Latency)]) {
     for (hook, l) in hooks {
         let hook = hook.name();
         for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{hook=\"{hook}\",le=\"{}\"}} {}", seconds(*bound), l.cumulative(i));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{hook=\"{hook}\",le=\"{}\"}} {}",
+                seconds(*bound),
+                l.cumulative(i)
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{hook=\"{hook}\",le=\"+Inf\"}} {}", l.count());
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{hook=\"{hook}\",le=\"+Inf\"}} {}",
+            l.count()
+        );
         let _ = writeln!(out, "{name}_sum{{hook=\"{hook}\"}} {}", seconds(l.sum));
         let _ = writeln!(out, "{name}_count{{hook=\"{hook}\"}} {}", l.count());
     }
@@ -248,7 +540,12 @@ fn seconds(d: Duration) -> String {
 fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: u64 = line["VmRSS:".len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
@@ -263,7 +560,12 @@ mod tests {
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
-                assert!(families.insert(name.to_string(), kind.to_string()).is_none(), "{name} twice");
+                assert!(
+                    families
+                        .insert(name.to_string(), kind.to_string())
+                        .is_none(),
+                    "{name} twice"
+                );
                 assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
                 continue;
             }
@@ -271,12 +573,25 @@ mod tests {
                 continue;
             }
             let name = line.split(['{', ' ']).next().unwrap();
-            let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|f| families.get(*f).is_some_and(|k| k == "histogram"));
-            assert!(families.contains_key(name) || histogram.is_some(), "sample before its TYPE: {line}");
-            if let Some(labels) = line.split_once('{').map(|(_, l)| l.split_once('}').unwrap().0) {
+            let histogram = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| families.get(*f).is_some_and(|k| k == "histogram"));
+            assert!(
+                families.contains_key(name) || histogram.is_some(),
+                "sample before its TYPE: {line}"
+            );
+            if let Some(labels) = line
+                .split_once('{')
+                .map(|(_, l)| l.split_once('}').unwrap().0)
+            {
                 for pair in labels.split(',') {
                     let key = pair.split_once('=').unwrap().0;
-                    let allowed: &[&str] = if histogram.is_some() { &["hook", "le"] } else { &["core", "direction", "reason", "outcome"] };
+                    let allowed: &[&str] = if histogram.is_some() {
+                        &["hook", "le"]
+                    } else {
+                        &["core", "direction", "reason", "outcome"]
+                    };
                     assert!(allowed.contains(&key), "{line}");
                 }
             }
@@ -306,24 +621,56 @@ mod tests {
             snap.registrations = 4;
             *slots[1].lock().unwrap() = Some(snap);
         }
-        let m = FlockMetrics { engine: Weak::new(), cores, runner: Arc::new(no_plugins()) };
+        let m = FlockMetrics {
+            engine: Weak::new(),
+            cores,
+            runner: Arc::new(no_plugins()),
+        };
         let mut out = String::new();
         m.render(&mut out);
         check_exposition(&out);
-        assert!(out.contains("flock_server_registrations_total{core=\"1\"} 5\n"), "{out}");
-        assert!(out.contains("flock_server_registrations{core=\"1\"} 4\n"), "{out}");
-        assert!(out.contains("flock_login_persona_cache_total{core=\"1\",outcome=\"hit\"} 2\n"), "{out}");
-        assert!(!out.contains("core=\"0\""), "core 0 has not published: {out}");
+        assert!(
+            out.contains("flock_server_registrations_total{core=\"1\"} 5\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("flock_server_registrations{core=\"1\"} 4\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("flock_login_persona_cache_total{core=\"1\",outcome=\"hit\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("core=\"0\""),
+            "core 0 has not published: {out}"
+        );
         assert!(out.contains("flock_plugin_calls_total 0\n"), "{out}");
-        assert!(out.contains("flock_plugin_hook_seconds_count{hook=\"authorize_login\"} 0\n"), "{out}");
-        assert!(out.contains("flock_process_resident_memory_bytes "), "{out}");
+        assert!(
+            out.contains("flock_plugin_hook_seconds_count{hook=\"authorize_login\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("flock_process_resident_memory_bytes "),
+            "{out}"
+        );
     }
 
     #[test]
     fn renders_engine_counters() {
         let mut out = String::new();
-        let a = CoreStats { core: 0, received: 7, dropped_mesh_full: 1, kernel_drops: Some(3), ..CoreStats::default() };
-        let b = CoreStats { core: 1, answered: 2, ..CoreStats::default() };
+        let a = CoreStats {
+            core: 0,
+            received: 7,
+            dropped_mesh_full: 1,
+            kernel_drops: Some(3),
+            ..CoreStats::default()
+        };
+        let b = CoreStats {
+            core: 1,
+            answered: 2,
+            ..CoreStats::default()
+        };
         render_engine(&mut out, &[a, b]);
         check_exposition(&out);
         for line in [
@@ -345,7 +692,16 @@ mod tests {
         login.buckets[4] = 1; // ≤ 1 ms
         login.buckets[LATENCY_BOUNDS.len()] = 1; // over 1 s
         login.sum = Duration::from_micros(1_500_900);
-        let hooks = Hook::ALL.map(|h| (h, if h == Hook::AuthorizeLogin { login } else { Latency::default() }));
+        let hooks = Hook::ALL.map(|h| {
+            (
+                h,
+                if h == Hook::AuthorizeLogin {
+                    login
+                } else {
+                    Latency::default()
+                },
+            )
+        });
         let mut out = String::new();
         render_latency(&mut out, &hooks);
         check_exposition(&out);
@@ -363,6 +719,13 @@ mod tests {
         ] {
             assert!(out.contains(line), "no {line:?} in {out}");
         }
-        assert_eq!(out.lines().filter(|l| l.starts_with("flock_plugin_hook_seconds_bucket{hook=\"filter_personas\"")).count(), LATENCY_BOUNDS.len() + 1);
+        assert_eq!(
+            out.lines()
+                .filter(
+                    |l| l.starts_with("flock_plugin_hook_seconds_bucket{hook=\"filter_personas\"")
+                )
+                .count(),
+            LATENCY_BOUNDS.len() + 1
+        );
     }
 }

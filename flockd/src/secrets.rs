@@ -26,38 +26,48 @@ impl Secrets {
     /// Loads the secrets from `dir`, creating the directory and any missing file; the flock key
     /// comes from `key_file` when given (it must exist: a made-up key would split the flock).
     pub fn load_or_create(dir: &Path, key_file: Option<&Path>) -> Result<Secrets, String> {
-        fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         let rng = SystemRandom::new();
         let secret_path = dir.join("server.secret");
         let server_secret = if secret_path.exists() {
-            let text = fs::read_to_string(&secret_path).map_err(|e| format!("cannot read {}: {e}", secret_path.display()))?;
+            let text = fs::read_to_string(&secret_path)
+                .map_err(|e| format!("cannot read {}: {e}", secret_path.display()))?;
             let bytes = from_hex(&text).filter(|b| b.len() == 32).ok_or_else(|| {
                 format!("{} is not 64 hex characters; delete it to generate a new one (appliances will re-register)", secret_path.display())
             })?;
             bytes.try_into().expect("checked length")
         } else {
             let mut s = [0u8; 32];
-            rng.fill(&mut s).map_err(|_| "system random generator failed".to_string())?;
+            rng.fill(&mut s)
+                .map_err(|_| "system random generator failed".to_string())?;
             write_private(&secret_path, format!("{}\n", to_hex(&s)).as_bytes())?;
             s
         };
         let key_path = key_file.map_or_else(|| dir.join("flock.key"), Path::to_path_buf);
         let der = if key_path.exists() || key_file.is_some() {
-            fs::read(&key_path).map_err(|e| format!("cannot read the flock key {}: {e}", key_path.display()))?
+            fs::read(&key_path)
+                .map_err(|e| format!("cannot read the flock key {}: {e}", key_path.display()))?
         } else {
-            let der = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_string())?;
+            let der = Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| "key generation failed".to_string())?;
             write_private(&key_path, der.as_ref())?;
             der.as_ref().to_vec()
         };
-        let flock_key =
-            Ed25519KeyPair::from_pkcs8(&der).map_err(|e| format!("{} is not an Ed25519 PKCS#8 key: {e}", key_path.display()))?;
+        let flock_key = Ed25519KeyPair::from_pkcs8(&der)
+            .map_err(|e| format!("{} is not an Ed25519 PKCS#8 key: {e}", key_path.display()))?;
         let peer_secret = flock_proto::flock::peer_secret(&der);
         let pub_path = dir.join("flock.pub");
         let pub_hex = format!("{}\n", to_hex(&public_key(&flock_key)));
         if fs::read_to_string(&pub_path).ok().as_deref() != Some(pub_hex.as_str()) {
-            fs::write(&pub_path, pub_hex).map_err(|e| format!("cannot write {}: {e}", pub_path.display()))?;
+            fs::write(&pub_path, pub_hex)
+                .map_err(|e| format!("cannot write {}: {e}", pub_path.display()))?;
         }
-        Ok(Secrets { server_secret, flock_key, peer_secret })
+        Ok(Secrets {
+            server_secret,
+            flock_key,
+            peer_secret,
+        })
     }
 }
 
@@ -68,7 +78,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    f.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -84,10 +95,18 @@ mod tests {
         assert_eq!(a.server_secret, b.server_secret);
         assert_eq!(a.peer_secret, b.peer_secret);
         assert_eq!(public_key(&a.flock_key), public_key(&b.flock_key));
-        let mode = fs::metadata(dir.join("server.secret")).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mode = fs::metadata(dir.join("server.secret"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         fs::write(dir.join("server.secret"), "nonsense").unwrap();
-        assert!(Secrets::load_or_create(&dir, None).err().expect("refused").contains("64 hex"));
+        assert!(Secrets::load_or_create(&dir, None)
+            .err()
+            .expect("refused")
+            .contains("64 hex"));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -97,19 +116,39 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let (a, b) = (dir.join("a"), dir.join("b"));
         let shared = dir.join("shared.key");
-        let e = Secrets::load_or_create(&a, Some(&shared)).err().expect("missing key file");
-        assert!(e.contains("cannot read the flock key") && e.contains("shared.key"), "{e}");
+        let e = Secrets::load_or_create(&a, Some(&shared))
+            .err()
+            .expect("missing key file");
+        assert!(
+            e.contains("cannot read the flock key") && e.contains("shared.key"),
+            "{e}"
+        );
         assert!(!shared.exists());
         let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         fs::write(&shared, der.as_ref()).unwrap();
-        let (x, y) = (Secrets::load_or_create(&a, Some(&shared)).unwrap(), Secrets::load_or_create(&b, Some(&shared)).unwrap());
+        let (x, y) = (
+            Secrets::load_or_create(&a, Some(&shared)).unwrap(),
+            Secrets::load_or_create(&b, Some(&shared)).unwrap(),
+        );
         assert_eq!(public_key(&x.flock_key), public_key(&y.flock_key));
-        assert_eq!(x.peer_secret, y.peer_secret, "same key file, same peer secret");
-        assert_ne!(x.server_secret, y.server_secret, "server secrets stay per server");
+        assert_eq!(
+            x.peer_secret, y.peer_secret,
+            "same key file, same peer secret"
+        );
+        assert_ne!(
+            x.server_secret, y.server_secret,
+            "server secrets stay per server"
+        );
         assert!(!a.join("flock.key").exists());
-        assert_eq!(fs::read_to_string(a.join("flock.pub")).unwrap().trim(), to_hex(&public_key(&x.flock_key)));
+        assert_eq!(
+            fs::read_to_string(a.join("flock.pub")).unwrap().trim(),
+            to_hex(&public_key(&x.flock_key))
+        );
         fs::write(&shared, b"junk").unwrap();
-        assert!(Secrets::load_or_create(&a, Some(&shared)).err().expect("junk").contains("not an Ed25519 PKCS#8 key"));
+        assert!(Secrets::load_or_create(&a, Some(&shared))
+            .err()
+            .expect("junk")
+            .contains("not an Ed25519 PKCS#8 key"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,15 +5,15 @@ use crate::metrics::{CoreSnapshots, PUBLISH_EVERY};
 use crate::policy::CorePolicy;
 use flock_engine::Shard;
 use flock_proto::identity::Fingerprint;
-use flock_proto::Name;
-use std::sync::Arc;
 use flock_proto::login::{Command, Event, SessionId};
 use flock_proto::server::{self, Entropy, Keys, PeerAlarm, Server, ServerConfig};
+use flock_proto::Name;
 use flock_proto::Time;
 use flock_ws::{EventSink, ToCore};
 use hashbrown::HashMap;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::mpsc::error::TrySendError;
 
 /// Randomness from the operating system (used when a check or a log-in starts: rare).
@@ -32,7 +32,11 @@ pub enum CoreCmd {
     /// From the websocket gateway.
     Login(ToCore),
     /// The plugins' verdict on a `PolicyEvent::Admit` of this core.
-    Admission { name: Name, fingerprint: Fingerprint, allow: bool },
+    Admission {
+        name: Name,
+        fingerprint: Fingerprint,
+        allow: bool,
+    },
 }
 
 /// How often core 0 probes the peers' membership lists.
@@ -66,7 +70,15 @@ impl FlockShard {
         // One core probes the peers at start and every minute (a split flock shows as an
         // error in the logs of both sides even when no log-in crosses it).
         let next_probe = (core == 0).then_some(Time::ZERO);
-        FlockShard { server, core, policy, sinks: HashMap::new(), snapshots, next_publish: Time::ZERO, next_probe }
+        FlockShard {
+            server,
+            core,
+            policy,
+            sinks: HashMap::new(),
+            snapshots,
+            next_publish: Time::ZERO,
+            next_probe,
+        }
     }
 
     /// Copies the server's counters and table sizes where `/metrics` reads them.
@@ -79,7 +91,12 @@ impl FlockShard {
     fn log_peer_alarms(&mut self) {
         while let Some(alarm) = self.server.poll_peer_alarm() {
             match alarm {
-                PeerAlarm::MembershipDiffers { index, addr, theirs, ours } => tracing::error!(
+                PeerAlarm::MembershipDiffers {
+                    index,
+                    addr,
+                    theirs,
+                    ours,
+                } => tracing::error!(
                     peer = index,
                     %addr,
                     theirs = %hex8(&theirs),
@@ -104,7 +121,9 @@ impl FlockShard {
     fn dispatch(&mut self, now: Time) {
         while let Some((session, event)) = self.server.poll_event() {
             let last = matches!(event, Event::Done | Event::Failed(_));
-            let Some(sink) = self.sinks.get(&session) else { continue };
+            let Some(sink) = self.sinks.get(&session) else {
+                continue;
+            };
             let delivered = match sink.try_send(event) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
@@ -126,7 +145,13 @@ impl Shard for FlockShard {
         server::owner_core(datagram, cores)
     }
 
-    fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
+    fn handle(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+    ) -> Option<usize> {
         let answer = self.server.handle(now, src, datagram, reply);
         if !self.sinks.is_empty() {
             self.dispatch(now);
@@ -143,7 +168,9 @@ impl Shard for FlockShard {
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        let ours = self.next_probe.map_or(self.next_publish, |p| p.min(self.next_publish));
+        let ours = self
+            .next_probe
+            .map_or(self.next_publish, |p| p.min(self.next_publish));
         Some(self.server.poll_timeout().map_or(ours, |t| t.min(ours)))
     }
 
@@ -167,7 +194,11 @@ impl Shard for FlockShard {
     fn handle_command(&mut self, now: Time, cmd: CoreCmd) {
         let msg = match cmd {
             CoreCmd::Login(msg) => msg,
-            CoreCmd::Admission { name, fingerprint, allow } => {
+            CoreCmd::Admission {
+                name,
+                fingerprint,
+                allow,
+            } => {
                 self.server.admission(now, &name, &fingerprint, allow);
                 self.dispatch_policy();
                 return;

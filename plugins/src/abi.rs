@@ -131,12 +131,21 @@ pub type ErrorFn = unsafe extern "C" fn(ctx: *mut c_void, message: FlockStr);
 /// Host callback for `filter_personas`: keep persona `index` (others are hidden).
 pub type KeepFn = unsafe extern "C" fn(ctx: *mut c_void, index: usize);
 
-pub type InitFn =
-    unsafe extern "C" fn(config: FlockStr, state_out: *mut *mut c_void, error: ErrorFn, error_ctx: *mut c_void) -> i32;
+pub type InitFn = unsafe extern "C" fn(
+    config: FlockStr,
+    state_out: *mut *mut c_void,
+    error: ErrorFn,
+    error_ctx: *mut c_void,
+) -> i32;
 pub type AdmitFn = unsafe extern "C" fn(state: *mut c_void, r: *const FlockRegistration) -> i32;
-pub type LoginFn = unsafe extern "C" fn(state: *mut c_void, l: *const FlockLogin, retry_after_ms: *mut u32) -> i32;
-pub type FilterFn =
-    unsafe extern "C" fn(state: *mut c_void, q: *const FlockPersonaQuery, keep: KeepFn, keep_ctx: *mut c_void) -> i32;
+pub type LoginFn =
+    unsafe extern "C" fn(state: *mut c_void, l: *const FlockLogin, retry_after_ms: *mut u32) -> i32;
+pub type FilterFn = unsafe extern "C" fn(
+    state: *mut c_void,
+    q: *const FlockPersonaQuery,
+    keep: KeepFn,
+    keep_ctx: *mut c_void,
+) -> i32;
 pub type AuditFn = unsafe extern "C" fn(state: *mut c_void, e: *const FlockAuditEvent);
 
 /// The table a plugin's `flock_plugin_v1()` returns; it must live as long as the process
@@ -178,10 +187,16 @@ unsafe impl Sync for FlockPluginV1 {}
 unsafe impl Send for FlockPluginV1 {}
 
 impl FlockStr {
-    pub const EMPTY: FlockStr = FlockStr { ptr: std::ptr::null(), len: 0 };
+    pub const EMPTY: FlockStr = FlockStr {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
 
     pub fn new(s: &str) -> FlockStr {
-        FlockStr { ptr: s.as_ptr(), len: s.len() }
+        FlockStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     pub fn opt(s: Option<&str>) -> FlockStr {
@@ -216,7 +231,12 @@ impl FlockStr {
 }
 
 impl FlockAddr {
-    pub const NONE: FlockAddr = FlockAddr { text: FlockStr::EMPTY, family: 0, ip: [0; 16], port: 0 };
+    pub const NONE: FlockAddr = FlockAddr {
+        text: FlockStr::EMPTY,
+        family: 0,
+        ip: [0; 16],
+        port: 0,
+    };
 
     /// `text` must be `addr.to_string()`, kept alive by the caller for the call.
     pub fn new(addr: SocketAddr, text: &str) -> FlockAddr {
@@ -231,13 +251,20 @@ impl FlockAddr {
                 6
             }
         };
-        FlockAddr { text: FlockStr::new(text), family, ip, port: addr.port() }
+        FlockAddr {
+            text: FlockStr::new(text),
+            family,
+            ip,
+            port: addr.port(),
+        }
     }
 
     /// From the bytes (`text` is ignored); `None` for family 0 or an unknown family.
     pub fn to_socket_addr(&self) -> Option<SocketAddr> {
         let ip = match self.family {
-            4 => IpAddr::V4(Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3])),
+            4 => IpAddr::V4(Ipv4Addr::new(
+                self.ip[0], self.ip[1], self.ip[2], self.ip[3],
+            )),
             6 => IpAddr::V6(Ipv6Addr::from(self.ip)),
             _ => return None,
         };

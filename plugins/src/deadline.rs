@@ -31,7 +31,9 @@ impl Deadlines {
     pub(crate) fn start() -> std::io::Result<Deadlines> {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let theirs = shared.clone();
-        std::thread::Builder::new().name("flock-plugin-timer".into()).spawn(move || run(&theirs))?;
+        std::thread::Builder::new()
+            .name("flock-plugin-timer".into())
+            .spawn(move || run(&theirs))?;
         Ok(Deadlines { shared })
     }
 
@@ -64,7 +66,10 @@ fn run(shared: &(Mutex<State>, Condvar)) {
         match s.heap.peek().map(|e| e.at) {
             None => s = wake.wait(s).unwrap_or_else(PoisonError::into_inner),
             Some(at) if at > now => {
-                s = wake.wait_timeout(s, at - now).unwrap_or_else(PoisonError::into_inner).0;
+                s = wake
+                    .wait_timeout(s, at - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
             Some(_) => {
                 let e = s.heap.pop().expect("peeked");

@@ -40,7 +40,9 @@ impl Plugins {
         let mut shown = vec![true; q.personas.len()];
         view::with_persona_query(q, |c| {
             for p in &self.list {
-                let Some(f) = p.table.filter_personas else { continue };
+                let Some(f) = p.table.filter_personas else {
+                    continue;
+                };
                 let mut keep = vec![false; shown.len()];
                 // SAFETY: valid view; `keep_index` expects `&mut Vec<bool>`.
                 let code = unsafe { f(p.state, c, keep_index, (&raw mut keep).cast()) };
@@ -84,7 +86,9 @@ impl Plugins {
             match (hook(p), out) {
                 (None | Some(Verdict::Allow), _) => {}
                 (Some(Verdict::Deny), _) => return Verdict::Deny,
-                (Some(Verdict::RetryAfter(d)), Verdict::RetryAfter(e)) => out = Verdict::RetryAfter(d.max(e)),
+                (Some(Verdict::RetryAfter(d)), Verdict::RetryAfter(e)) => {
+                    out = Verdict::RetryAfter(d.max(e))
+                }
                 (Some(v), _) => out = v,
             }
         }

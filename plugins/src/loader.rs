@@ -55,9 +55,19 @@ pub enum LoadErrorKind {
     NotALibrary(String),
     MissingSymbol,
     NullTable,
-    AbiMismatch { found: u32, expected: u32 },
-    StructTooSmall { found: u32, needed: u32 },
-    Init { plugin: String, code: i32, message: String },
+    AbiMismatch {
+        found: u32,
+        expected: u32,
+    },
+    StructTooSmall {
+        found: u32,
+        needed: u32,
+    },
+    Init {
+        plugin: String,
+        code: i32,
+        message: String,
+    },
     /// [`Plugins::reinit`]: the configured chain is not the loaded one (a restart is needed).
     ChainChanged(String),
 }
@@ -95,14 +105,20 @@ impl std::error::Error for LoadError {}
 impl Plugins {
     /// No plugins: every hook allows, every persona is shown.
     pub fn none() -> Plugins {
-        Plugins { list: Vec::new(), errors: AtomicU64::new(0) }
+        Plugins {
+            list: Vec::new(),
+            errors: AtomicU64::new(0),
+        }
     }
 
     /// Loads and initializes every plugin in order; the first failure stops the start.
     pub fn load(specs: &[PluginSpec]) -> Result<Plugins, LoadError> {
         let mut plugins = Plugins::none();
         for spec in specs {
-            let err = |reason| LoadError { path: spec.path.clone(), reason };
+            let err = |reason| LoadError {
+                path: spec.path.clone(),
+                reason,
+            };
             let plugin = load_one(&spec.path, &spec.config).map_err(err)?;
             tracing::info!(plugin = %plugin.name, path = %spec.path.display(), "plugin loaded");
             plugins.list.push(plugin);
@@ -118,16 +134,37 @@ impl Plugins {
     /// The new chain's error count starts at the old one's, so the figure stays cumulative.
     pub fn reinit(&self, specs: &[PluginSpec]) -> Result<Plugins, LoadError> {
         if specs.len() != self.list.len() {
-            let path = specs.get(self.list.len()).or(specs.last()).map(|s| s.path.clone()).unwrap_or_default();
-            let why = format!("{} plugins configured, {} loaded", specs.len(), self.list.len());
-            return Err(LoadError { path, reason: LoadErrorKind::ChainChanged(why) });
+            let path = specs
+                .get(self.list.len())
+                .or(specs.last())
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            let why = format!(
+                "{} plugins configured, {} loaded",
+                specs.len(),
+                self.list.len()
+            );
+            return Err(LoadError {
+                path,
+                reason: LoadErrorKind::ChainChanged(why),
+            });
         }
-        let mut fresh = Plugins { list: Vec::with_capacity(specs.len()), errors: AtomicU64::new(self.errors()) };
+        let mut fresh = Plugins {
+            list: Vec::with_capacity(specs.len()),
+            errors: AtomicU64::new(self.errors()),
+        };
         for (old, spec) in self.list.iter().zip(specs) {
-            let err = |reason| LoadError { path: spec.path.clone(), reason };
-            let path = std::fs::canonicalize(&spec.path).map_err(|e| err(LoadErrorKind::MissingFile(e)))?;
+            let err = |reason| LoadError {
+                path: spec.path.clone(),
+                reason,
+            };
+            let path = std::fs::canonicalize(&spec.path)
+                .map_err(|e| err(LoadErrorKind::MissingFile(e)))?;
             if path != old.path {
-                let why = format!("{} is loaded at this place of the chain", old.path.display());
+                let why = format!(
+                    "{} is loaded at this place of the chain",
+                    old.path.display()
+                );
                 return Err(err(LoadErrorKind::ChainChanged(why)));
             }
             let state = match old.table.init {
@@ -135,7 +172,12 @@ impl Plugins {
                 Some(init) => run_init(init, &old.name, &spec.config).map_err(err)?,
             };
             tracing::info!(plugin = %old.name, path = %spec.path.display(), "plugin re-initialized");
-            fresh.list.push(Plugin { name: old.name.clone(), path, table: old.table, state });
+            fresh.list.push(Plugin {
+                name: old.name.clone(),
+                path,
+                table: old.table,
+                state,
+            });
         }
         Ok(fresh)
     }
@@ -155,10 +197,12 @@ fn load_one(path: &Path, config: &str) -> Result<Plugin, LoadErrorKind> {
     let path = std::fs::canonicalize(path).map_err(LoadErrorKind::MissingFile)?;
     // SAFETY: running a library's initializers is what loading a plugin means; the operator
     // chose the file.
-    let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| LoadErrorKind::NotALibrary(e.to_string()))?;
+    let lib = unsafe { libloading::Library::new(&path) }
+        .map_err(|e| LoadErrorKind::NotALibrary(e.to_string()))?;
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     // SAFETY: the symbol's type is fixed by the ABI.
-    let entry = unsafe { lib.get::<PluginEntry>(abi::SYMBOL.as_bytes()) }.map_err(|_| LoadErrorKind::MissingSymbol)?;
+    let entry = unsafe { lib.get::<PluginEntry>(abi::SYMBOL.as_bytes()) }
+        .map_err(|_| LoadErrorKind::MissingSymbol)?;
     // SAFETY: per the ABI, it returns NULL or a pointer to a static table.
     let ptr = unsafe { entry() };
     if ptr.is_null() {
@@ -167,16 +211,25 @@ fn load_one(path: &Path, config: &str) -> Result<Plugin, LoadErrorKind> {
     // SAFETY: a table is at least as long as its own struct_size (the ABI).
     let table = unsafe { read_table(ptr)? };
     let name = if table.name.is_null() {
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     } else {
         // SAFETY: static NUL-terminated string per the ABI.
-        unsafe { CStr::from_ptr(table.name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(table.name) }
+            .to_string_lossy()
+            .into_owned()
     };
     let state = match table.init {
         None => std::ptr::null_mut(),
         Some(init) => run_init(init, &name, config)?,
     };
-    Ok(Plugin { name, path, table, state })
+    Ok(Plugin {
+        name,
+        path,
+        table,
+        state,
+    })
 }
 
 /// Checks the header, then copies the fields both sides know; later fields stay zero (NULL).
@@ -187,10 +240,16 @@ unsafe fn read_table(ptr: *const FlockPluginV1) -> Result<FlockPluginV1, LoadErr
     // Every version starts with these two u32s.
     let [version, size] = std::ptr::read(ptr.cast::<[u32; 2]>());
     if version != abi::ABI_VERSION {
-        return Err(LoadErrorKind::AbiMismatch { found: version, expected: abi::ABI_VERSION });
+        return Err(LoadErrorKind::AbiMismatch {
+            found: version,
+            expected: abi::ABI_VERSION,
+        });
     }
     if size < abi::MIN_STRUCT_SIZE {
-        return Err(LoadErrorKind::StructTooSmall { found: size, needed: abi::MIN_STRUCT_SIZE });
+        return Err(LoadErrorKind::StructTooSmall {
+            found: size,
+            needed: abi::MIN_STRUCT_SIZE,
+        });
     }
     let mut table = MaybeUninit::<FlockPluginV1>::zeroed();
     let n = (size as usize).min(size_of::<FlockPluginV1>());
@@ -204,7 +263,10 @@ fn run_init(init: abi::InitFn, name: &str, config: &str) -> Result<*mut c_void, 
     let mut bytes = Vec::with_capacity(config.len() + 1);
     bytes.extend_from_slice(config.as_bytes());
     bytes.push(0);
-    let config = FlockStr { ptr: bytes.as_ptr(), len: config.len() };
+    let config = FlockStr {
+        ptr: bytes.as_ptr(),
+        len: config.len(),
+    };
     let mut state = std::ptr::null_mut();
     let mut message = String::new();
     // SAFETY: the arguments are valid for the call; `record_error` expects `&mut String`.
@@ -213,7 +275,11 @@ fn run_init(init: abi::InitFn, name: &str, config: &str) -> Result<*mut c_void, 
         if message.is_empty() {
             message = "(no message)".into();
         }
-        return Err(LoadErrorKind::Init { plugin: name.into(), code, message });
+        return Err(LoadErrorKind::Init {
+            plugin: name.into(),
+            code,
+            message,
+        });
     }
     Ok(state)
 }

@@ -64,7 +64,12 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 4] = [Hook::AdmitRegistration, Hook::AuthorizeLogin, Hook::FilterPersonas, Hook::Audit];
+    pub const ALL: [Hook; 4] = [
+        Hook::AdmitRegistration,
+        Hook::AuthorizeLogin,
+        Hook::FilterPersonas,
+        Hook::Audit,
+    ];
 
     /// The hook's name in the ABI (and the `hook` label in flockd's `/metrics`).
     pub fn name(self) -> &'static str {
@@ -83,8 +88,20 @@ pub const LATENCY_BOUNDS: [Duration; 14] = {
         Duration::from_micros(n)
     }
     [
-        us(50), us(100), us(250), us(500), us(1_000), us(2_500), us(5_000), us(10_000), us(25_000), us(50_000),
-        us(100_000), us(250_000), us(500_000), us(1_000_000),
+        us(50),
+        us(100),
+        us(250),
+        us(500),
+        us(1_000),
+        us(2_500),
+        us(5_000),
+        us(10_000),
+        us(25_000),
+        us(50_000),
+        us(100_000),
+        us(250_000),
+        us(500_000),
+        us(1_000_000),
     ]
 };
 
@@ -119,13 +136,20 @@ struct Histogram {
 
 impl Histogram {
     fn observe(&self, took: Duration) {
-        let i = LATENCY_BOUNDS.iter().position(|b| took <= *b).unwrap_or(LATENCY_BOUNDS.len());
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| took <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
         self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.sum_ns
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
     fn read(&self) -> Latency {
-        Latency { buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)), sum: Duration::from_nanos(self.sum_ns.load(Relaxed)) }
+        Latency {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            sum: Duration::from_nanos(self.sum_ns.load(Relaxed)),
+        }
     }
 }
 
@@ -181,12 +205,26 @@ impl Runner {
     /// `threads` run hooks (at least 1), `queue` calls may wait for them (at least 1), each
     /// call is answered within `budget` of being asked (queueing included). With no plugins,
     /// no thread is started and every call is answered at once on the caller's thread.
-    pub fn new(plugins: Arc<Plugins>, threads: usize, queue: usize, budget: Duration) -> std::io::Result<Runner> {
+    pub fn new(
+        plugins: Arc<Plugins>,
+        threads: usize,
+        queue: usize,
+        budget: Duration,
+    ) -> std::io::Result<Runner> {
         let with_audit = plugins.has_audit();
         let plugins: Current = Arc::new(RwLock::new(plugins));
         let counters: Arc<Counters> = Arc::default();
-        let pool = if current(&plugins).is_empty() { None } else { Some(start(&plugins, &counters, with_audit, threads, queue)?) };
-        Ok(Runner { plugins, budget, counters, pool })
+        let pool = if current(&plugins).is_empty() {
+            None
+        } else {
+            Some(start(&plugins, &counters, with_audit, threads, queue)?)
+        };
+        Ok(Runner {
+            plugins,
+            budget,
+            counters,
+            pool,
+        })
     }
 
     /// The chain in use now.
@@ -209,16 +247,40 @@ impl Runner {
 
     /// `done` runs exactly once, on a runner thread (or on the caller's, when there are no
     /// plugins or the queue is full): keep it short, e.g. send to the core that asked.
-    pub fn admit_registration_then(&self, r: Registration, done: impl FnOnce(Verdict) + Send + 'static) {
-        self.submit(Hook::AdmitRegistration, move |p| p.admit_registration(&r), Box::new(done));
+    pub fn admit_registration_then(
+        &self,
+        r: Registration,
+        done: impl FnOnce(Verdict) + Send + 'static,
+    ) {
+        self.submit(
+            Hook::AdmitRegistration,
+            move |p| p.admit_registration(&r),
+            Box::new(done),
+        );
     }
 
-    pub fn authorize_login_then(&self, l: LoginAttempt, done: impl FnOnce(Verdict) + Send + 'static) {
-        self.submit(Hook::AuthorizeLogin, move |p| p.authorize_login(&l), Box::new(done));
+    pub fn authorize_login_then(
+        &self,
+        l: LoginAttempt,
+        done: impl FnOnce(Verdict) + Send + 'static,
+    ) {
+        self.submit(
+            Hook::AuthorizeLogin,
+            move |p| p.authorize_login(&l),
+            Box::new(done),
+        );
     }
 
-    pub fn filter_personas_then(&self, q: PersonaQuery, done: impl FnOnce(Option<Vec<bool>>) + Send + 'static) {
-        self.submit(Hook::FilterPersonas, move |p| p.filter_personas(&q), Box::new(done));
+    pub fn filter_personas_then(
+        &self,
+        q: PersonaQuery,
+        done: impl FnOnce(Option<Vec<bool>>) + Send + 'static,
+    ) {
+        self.submit(
+            Hook::FilterPersonas,
+            move |p| p.filter_personas(&q),
+            Box::new(done),
+        );
     }
 
     /// Asks now; the answer is awaited on any executor (the budget runs from this call).
@@ -264,7 +326,12 @@ impl Runner {
         self.counters.latency[hook as usize].read()
     }
 
-    fn submit<T: Answer>(&self, hook: Hook, work: impl FnOnce(&Plugins) -> T + Send + 'static, done: Done<T>) {
+    fn submit<T: Answer>(
+        &self,
+        hook: Hook,
+        work: impl FnOnce(&Plugins) -> T + Send + 'static,
+        done: Done<T>,
+    ) {
         let counters = self.counters.clone();
         counters.calls.fetch_add(1, Relaxed);
         let done: Done<T> = Box::new(move |v: T| {
@@ -274,15 +341,22 @@ impl Runner {
             done(v)
         });
         let plugins = self.plugins();
-        let Some(pool) = &self.pool else { return done(work(&plugins)) };
+        let Some(pool) = &self.pool else {
+            return done(work(&plugins));
+        };
         // Whoever takes the callback first answers: the worker, or the timer at the deadline.
         let slot = Arc::new(Mutex::new(Some(done)));
-        let take = |s: &Mutex<Option<Done<T>>>| s.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let take =
+            |s: &Mutex<Option<Done<T>>>| s.lock().unwrap_or_else(PoisonError::into_inner).take();
         let job_slot = slot.clone();
         let job_counters = self.counters.clone();
         let job: Job = Box::new(move || {
             // Answered at the deadline while it queued: do not run it at all.
-            if job_slot.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
+            if job_slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+            {
                 return;
             }
             let started = Instant::now();
@@ -309,29 +383,43 @@ impl Runner {
     }
 }
 
-fn start(plugins: &Current, counters: &Arc<Counters>, with_audit: bool, threads: usize, queue: usize) -> std::io::Result<Pool> {
+fn start(
+    plugins: &Current,
+    counters: &Arc<Counters>,
+    with_audit: bool,
+    threads: usize,
+    queue: usize,
+) -> std::io::Result<Pool> {
     let (jobs, rx) = sync_channel::<Job>(queue.max(1));
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..threads.max(1) {
         let rx = rx.clone();
-        std::thread::Builder::new().name(format!("flock-plugin-{i}")).spawn(move || work(&rx))?;
+        std::thread::Builder::new()
+            .name(format!("flock-plugin-{i}"))
+            .spawn(move || work(&rx))?;
     }
     let audit = if with_audit {
         let (tx, rx) = sync_channel::<AuditEvent>(queue.max(1));
         let plugins = plugins.clone();
         let counters = counters.clone();
-        std::thread::Builder::new().name("flock-plugin-audit".into()).spawn(move || {
-            for e in rx {
-                let started = Instant::now();
-                current(&plugins).audit(&e);
-                counters.latency[Hook::Audit as usize].observe(started.elapsed());
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("flock-plugin-audit".into())
+            .spawn(move || {
+                for e in rx {
+                    let started = Instant::now();
+                    current(&plugins).audit(&e);
+                    counters.latency[Hook::Audit as usize].observe(started.elapsed());
+                }
+            })?;
         Some(tx)
     } else {
         None
     };
-    Ok(Pool { jobs, deadlines: Deadlines::start()?, audit })
+    Ok(Pool {
+        jobs,
+        deadlines: Deadlines::start()?,
+        audit,
+    })
 }
 
 /// Until the runner is dropped (its sender closes the queue).
@@ -364,7 +452,9 @@ impl<T: Answer> Future for Pending<T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or_else(|_| T::fail()))
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| T::fail()))
     }
 }
 
@@ -387,17 +477,29 @@ mod tests {
         assert_eq!(l.buckets[14], 2, "over 1 s");
         assert_eq!(l.cumulative(4), 5);
         assert_eq!(l.cumulative(LATENCY_BOUNDS.len()), 8);
-        assert_eq!(l.sum, Duration::from_micros(50 + 51 + 999 + 1_000 + 1_000_000 + 1_000_001 + 30_000_000));
+        assert_eq!(
+            l.sum,
+            Duration::from_micros(50 + 51 + 999 + 1_000 + 1_000_000 + 1_000_001 + 30_000_000)
+        );
         assert!(LATENCY_BOUNDS.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
     fn no_plugins_observe_nothing() {
         let r = Runner::new(Arc::new(Plugins::none()), 1, 1, Duration::from_millis(10)).unwrap();
-        let l = LoginAttempt { appliance: "box".into(), persona: "alice".into(), client: "192.0.2.1:1".parse().unwrap(), origin: None };
+        let l = LoginAttempt {
+            appliance: "box".into(),
+            persona: "alice".into(),
+            client: "192.0.2.1:1".parse().unwrap(),
+            origin: None,
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         r.authorize_login_then(l, move |v| tx.send(v).unwrap());
-        assert_eq!(rx.try_recv(), Ok(Verdict::Allow), "answered at once, on this thread");
+        assert_eq!(
+            rx.try_recv(),
+            Ok(Verdict::Allow),
+            "answered at once, on this thread"
+        );
         for hook in Hook::ALL {
             assert_eq!(r.latency(hook), Latency::default(), "{hook:?}");
         }

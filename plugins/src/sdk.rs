@@ -65,7 +65,8 @@ macro_rules! flock_plugin {
         /// The Flock plugin entry point (ABI version 1).
         #[unsafe(no_mangle)]
         pub extern "C" fn flock_plugin_v1() -> *const $crate::abi::FlockPluginV1 {
-            static TABLE: $crate::abi::FlockPluginV1 = $crate::sdk::table::<$ty>(concat!($name, "\0"));
+            static TABLE: $crate::abi::FlockPluginV1 =
+                $crate::sdk::table::<$ty>(concat!($name, "\0"));
             &TABLE
         }
     };
@@ -75,7 +76,10 @@ macro_rules! flock_plugin {
 #[doc(hidden)]
 pub const fn table<P: Plugin>(name: &'static str) -> FlockPluginV1 {
     let bytes = name.as_bytes();
-    assert!(!bytes.is_empty() && bytes[bytes.len() - 1] == 0, "name must end with NUL");
+    assert!(
+        !bytes.is_empty() && bytes[bytes.len() - 1] == 0,
+        "name must end with NUL"
+    );
     FlockPluginV1 {
         abi_version: ABI_VERSION,
         struct_size: std::mem::size_of::<FlockPluginV1>() as u32,
@@ -100,14 +104,21 @@ fn code(v: Verdict, retry_after_ms: Option<&mut u32>) -> i32 {
         (Verdict::Deny, _) | (Verdict::RetryAfter(_), None) => DENY,
         (Verdict::RetryAfter(d), Some(out)) => {
             // Rounded up: "retry after 0 ms" would invite an immediate retry.
-            *out = d.as_nanos().div_ceil(1_000_000).try_into().unwrap_or(u32::MAX);
+            *out = d
+                .as_nanos()
+                .div_ceil(1_000_000)
+                .try_into()
+                .unwrap_or(u32::MAX);
             RETRY_AFTER
         }
     }
 }
 
 fn panic_message(p: &(dyn Any + Send)) -> &str {
-    p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("?")
 }
 
 unsafe extern "C" fn init<P: Plugin>(
@@ -131,11 +142,25 @@ unsafe extern "C" fn init<P: Plugin>(
 }
 
 unsafe extern "C" fn admit<P: Plugin>(state: *mut c_void, r: *const FlockRegistration) -> i32 {
-    guard(|| code((*state.cast::<P>()).admit_registration(&view::registration(&*r)), None))
+    guard(|| {
+        code(
+            (*state.cast::<P>()).admit_registration(&view::registration(&*r)),
+            None,
+        )
+    })
 }
 
-unsafe extern "C" fn login<P: Plugin>(state: *mut c_void, l: *const FlockLogin, retry_after_ms: *mut u32) -> i32 {
-    guard(|| code((*state.cast::<P>()).authorize_login(&view::login(&*l)), retry_after_ms.as_mut()))
+unsafe extern "C" fn login<P: Plugin>(
+    state: *mut c_void,
+    l: *const FlockLogin,
+    retry_after_ms: *mut u32,
+) -> i32 {
+    guard(|| {
+        code(
+            (*state.cast::<P>()).authorize_login(&view::login(&*l)),
+            retry_after_ms.as_mut(),
+        )
+    })
 }
 
 unsafe extern "C" fn filter<P: Plugin>(
@@ -147,7 +172,12 @@ unsafe extern "C" fn filter<P: Plugin>(
     guard(|| {
         let q = view::persona_query(&*q);
         let flags = (*state.cast::<P>()).filter_personas(&q);
-        for (i, _) in flags.iter().take(q.personas.len()).enumerate().filter(|(_, k)| **k) {
+        for (i, _) in flags
+            .iter()
+            .take(q.personas.len())
+            .enumerate()
+            .filter(|(_, k)| **k)
+        {
             keep(keep_ctx, i);
         }
         ALLOW

@@ -5,8 +5,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The plugin crates of the workspace (cdylibs).
-pub const PLUGIN_PACKAGES: [&str; 3] =
-    ["flock-plugin-allowlist", "flock-plugin-login-ratelimit", "flock-plugin-testkit"];
+pub const PLUGIN_PACKAGES: [&str; 3] = [
+    "flock-plugin-allowlist",
+    "flock-plugin-login-ratelimit",
+    "flock-plugin-testkit",
+];
 
 /// The C example plugin's source.
 pub const DENY_PERSONA_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deny_persona.c");
@@ -27,9 +30,18 @@ pub fn plugin_lib(package: &str) -> PathBuf {
             panic!("building the plugin crates failed ({e}): run `cargo build --workspace` first");
         }
     }
-    let file = format!("{}{}{}", std::env::consts::DLL_PREFIX, package.replace('-', "_"), std::env::consts::DLL_SUFFIX);
+    let file = format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    );
     let lib = dir.join(file);
-    assert!(lib.exists(), "{} not built: run `cargo build --workspace` first", lib.display());
+    assert!(
+        lib.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        lib.display()
+    );
     lib
 }
 
@@ -38,7 +50,10 @@ static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 /// `target/<profile>`: test executables live in its `deps/`.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 fn build_plugins(profile_dir: &Path) -> Result<(), String> {
@@ -59,9 +74,13 @@ fn build_plugins(profile_dir: &Path) -> Result<(), String> {
         }
         None => return Err("no profile directory".into()),
     }
-    cmd.arg("--target-dir").arg(profile_dir.parent().ok_or("no target directory")?);
+    cmd.arg("--target-dir")
+        .arg(profile_dir.parent().ok_or("no target directory")?);
     let status = cmd.status().map_err(|e| e.to_string())?;
-    status.success().then_some(()).ok_or_else(|| format!("cargo: {status}"))
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("cargo: {status}"))
 }
 
 /// Compiles one C source into the shared library `out` against `flock_plugin.h`, with extra
@@ -70,7 +89,9 @@ fn build_plugins(profile_dir: &Path) -> Result<(), String> {
 pub fn build_c_plugin(src: &Path, out: &Path, args: &[&str]) -> PathBuf {
     let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
     let output = Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-std=c99"])
+        .args([
+            "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-std=c99",
+        ])
         .arg("-I")
         .arg(crate::INCLUDE_DIR)
         .args(args)

@@ -29,10 +29,19 @@ pub(crate) fn with_login<R>(l: &LoginAttempt, f: impl FnOnce(&FlockLogin) -> R) 
     })
 }
 
-pub(crate) fn with_persona_query<R>(q: &PersonaQuery, f: impl FnOnce(&FlockPersonaQuery) -> R) -> R {
+pub(crate) fn with_persona_query<R>(
+    q: &PersonaQuery,
+    f: impl FnOnce(&FlockPersonaQuery) -> R,
+) -> R {
     let text = q.client.to_string();
-    let personas: Vec<FlockPersona> =
-        q.personas.iter().map(|p| FlockPersona { id: FlockStr::new(&p.id), name: FlockStr::new(&p.name) }).collect();
+    let personas: Vec<FlockPersona> = q
+        .personas
+        .iter()
+        .map(|p| FlockPersona {
+            id: FlockStr::new(&p.id),
+            name: FlockStr::new(&p.name),
+        })
+        .collect();
     f(&FlockPersonaQuery {
         struct_size: size_u32::<FlockPersonaQuery>(),
         appliance: FlockStr::new(&q.appliance),
@@ -44,19 +53,65 @@ pub(crate) fn with_persona_query<R>(q: &PersonaQuery, f: impl FnOnce(&FlockPerso
 
 pub(crate) fn with_audit<R>(e: &AuditEvent, f: impl FnOnce(&FlockAuditEvent) -> R) -> R {
     let (kind, name, fingerprint, addr, old, persona, reason) = match e {
-        AuditEvent::Registered { name, fingerprint, addr } => {
-            (AUDIT_REGISTERED, name, *fingerprint, *addr, None, None, None)
-        }
-        AuditEvent::Expired { name, fingerprint, addr } => (AUDIT_EXPIRED, name, *fingerprint, *addr, None, None, None),
-        AuditEvent::AddressChanged { name, fingerprint, old, new } => {
-            (AUDIT_ADDRESS_CHANGED, name, *fingerprint, *new, Some(*old), None, None)
-        }
-        AuditEvent::LoginOk { appliance, persona, client } => {
-            (AUDIT_LOGIN_OK, appliance, [0; 32], *client, None, Some(persona), None)
-        }
-        AuditEvent::LoginFailed { appliance, persona, client, reason } => {
-            (AUDIT_LOGIN_FAILED, appliance, [0; 32], *client, None, Some(persona), Some(reason))
-        }
+        AuditEvent::Registered {
+            name,
+            fingerprint,
+            addr,
+        } => (
+            AUDIT_REGISTERED,
+            name,
+            *fingerprint,
+            *addr,
+            None,
+            None,
+            None,
+        ),
+        AuditEvent::Expired {
+            name,
+            fingerprint,
+            addr,
+        } => (AUDIT_EXPIRED, name, *fingerprint, *addr, None, None, None),
+        AuditEvent::AddressChanged {
+            name,
+            fingerprint,
+            old,
+            new,
+        } => (
+            AUDIT_ADDRESS_CHANGED,
+            name,
+            *fingerprint,
+            *new,
+            Some(*old),
+            None,
+            None,
+        ),
+        AuditEvent::LoginOk {
+            appliance,
+            persona,
+            client,
+        } => (
+            AUDIT_LOGIN_OK,
+            appliance,
+            [0; 32],
+            *client,
+            None,
+            Some(persona),
+            None,
+        ),
+        AuditEvent::LoginFailed {
+            appliance,
+            persona,
+            client,
+            reason,
+        } => (
+            AUDIT_LOGIN_FAILED,
+            appliance,
+            [0; 32],
+            *client,
+            None,
+            Some(persona),
+            Some(reason),
+        ),
     };
     let addr_text = addr.to_string();
     let old_text = old.map(|a| a.to_string()).unwrap_or_default();
@@ -101,11 +156,21 @@ pub(crate) unsafe fn login(l: &FlockLogin) -> LoginAttempt {
 /// # Safety
 /// As [`registration`]; `personas` points at `count` entries.
 pub(crate) unsafe fn persona_query(q: &FlockPersonaQuery) -> PersonaQuery {
-    let list = if q.count == 0 { &[][..] } else { std::slice::from_raw_parts(q.personas, q.count) };
+    let list = if q.count == 0 {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(q.personas, q.count)
+    };
     PersonaQuery {
         appliance: q.appliance.to_string_lossy(),
         client: addr(&q.client),
-        personas: list.iter().map(|p| Persona { id: p.id.to_string_lossy(), name: p.name.to_string_lossy() }).collect(),
+        personas: list
+            .iter()
+            .map(|p| Persona {
+                id: p.id.to_string_lossy(),
+                name: p.name.to_string_lossy(),
+            })
+            .collect(),
     }
 }
 
@@ -117,14 +182,27 @@ pub(crate) unsafe fn audit(e: &FlockAuditEvent) -> Option<AuditEvent> {
     let name = e.name.to_string_lossy();
     let fingerprint = e.fingerprint;
     Some(match e.kind {
-        AUDIT_REGISTERED => AuditEvent::Registered { name, fingerprint, addr: addr(&e.addr) },
-        AUDIT_EXPIRED => AuditEvent::Expired { name, fingerprint, addr: addr(&e.addr) },
-        AUDIT_ADDRESS_CHANGED => {
-            AuditEvent::AddressChanged { name, fingerprint, old: addr(&e.old_addr), new: addr(&e.addr) }
-        }
-        AUDIT_LOGIN_OK => {
-            AuditEvent::LoginOk { appliance: name, persona: e.persona.to_string_lossy(), client: addr(&e.addr) }
-        }
+        AUDIT_REGISTERED => AuditEvent::Registered {
+            name,
+            fingerprint,
+            addr: addr(&e.addr),
+        },
+        AUDIT_EXPIRED => AuditEvent::Expired {
+            name,
+            fingerprint,
+            addr: addr(&e.addr),
+        },
+        AUDIT_ADDRESS_CHANGED => AuditEvent::AddressChanged {
+            name,
+            fingerprint,
+            old: addr(&e.old_addr),
+            new: addr(&e.addr),
+        },
+        AUDIT_LOGIN_OK => AuditEvent::LoginOk {
+            appliance: name,
+            persona: e.persona.to_string_lossy(),
+            client: addr(&e.addr),
+        },
         AUDIT_LOGIN_FAILED => AuditEvent::LoginFailed {
             appliance: name,
             persona: e.persona.to_string_lossy(),

@@ -50,7 +50,8 @@ fn header_layout_matches_rust() {
         ("FLOCK_AUDIT_LOGIN_OK", AUDIT_LOGIN_OK.into()),
         ("FLOCK_AUDIT_LOGIN_FAILED", AUDIT_LOGIN_FAILED.into()),
     ];
-    let mut program = String::from("#include \"flock_plugin.h\"\n#include <stdio.h>\nint main(void) {\n");
+    let mut program =
+        String::from("#include \"flock_plugin.h\"\n#include <stdio.h>\nint main(void) {\n");
     program += &body;
     for (name, value) in consts {
         program += &format!("  printf(\"%s %lld\\n\", \"{name}\", (long long)({name}));\n");
@@ -63,12 +64,24 @@ fn header_layout_matches_rust() {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let exe = dir.0.join("layout");
     let built = Command::new(&cc)
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I", flock_plugins::INCLUDE_DIR, "-o"])
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            flock_plugins::INCLUDE_DIR,
+            "-o",
+        ])
         .arg(&exe)
         .arg(dir.0.join("layout.c"))
         .output()
         .unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let out = Command::new(&exe).output().unwrap();
     let c: BTreeMap<String, usize> = String::from_utf8(out.stdout)
         .unwrap()
@@ -85,16 +98,29 @@ fn header_layout_matches_rust() {
 fn header_compiles_as_cpp_too() {
     let dir = common::TempDir::new("abi-cpp");
     let src = dir.0.join("t.cpp");
-    std::fs::write(&src, "#include \"flock_plugin.h\"\nint main() { return sizeof(flock_plugin_table) == 0; }\n")
-        .unwrap();
+    std::fs::write(
+        &src,
+        "#include \"flock_plugin.h\"\nint main() { return sizeof(flock_plugin_table) == 0; }\n",
+    )
+    .unwrap();
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let Ok(out) = Command::new(&cxx)
-        .args(["-fsyntax-only", "-Wall", "-Werror", "-I", flock_plugins::INCLUDE_DIR])
+        .args([
+            "-fsyntax-only",
+            "-Wall",
+            "-Werror",
+            "-I",
+            flock_plugins::INCLUDE_DIR,
+        ])
         .arg(&src)
         .output()
     else {
         eprintln!("no C++ compiler ({cxx}): skipped");
         return;
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

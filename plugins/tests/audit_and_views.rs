@@ -32,7 +32,9 @@ fn every_field_crosses_the_abi() {
     )
     .unwrap();
     let mut fp = [0u8; 32];
-    fp.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8 * 7);
+    fp.iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = i as u8 * 7);
     let reg = Registration {
         name: "oven.kitchen".into(),
         fingerprint: fp,
@@ -44,15 +46,27 @@ fn every_field_crosses_the_abi() {
     let with_origin = login("oven.kitchen", "bob", "[::ffff:10.0.0.1]:1");
     let query = personas("oven.kitchen", &["alice", "bob"]);
     let events = [
-        AuditEvent::Registered { name: "a".into(), fingerprint: fp, addr: addr("192.0.2.1:9") },
-        AuditEvent::Expired { name: "b".into(), fingerprint: fp, addr: addr("[fe80::1]:9") },
+        AuditEvent::Registered {
+            name: "a".into(),
+            fingerprint: fp,
+            addr: addr("192.0.2.1:9"),
+        },
+        AuditEvent::Expired {
+            name: "b".into(),
+            fingerprint: fp,
+            addr: addr("[fe80::1]:9"),
+        },
         AuditEvent::AddressChanged {
             name: "c".into(),
             fingerprint: fp,
             old: addr("192.0.2.1:9"),
             new: addr("192.0.2.2:10"),
         },
-        AuditEvent::LoginOk { appliance: "d".into(), persona: "alice".into(), client: addr("192.0.2.3:11") },
+        AuditEvent::LoginOk {
+            appliance: "d".into(),
+            persona: "alice".into(),
+            client: addr("192.0.2.3:11"),
+        },
         AuditEvent::LoginFailed {
             appliance: "e".into(),
             persona: "".into(),
@@ -62,9 +76,18 @@ fn every_field_crosses_the_abi() {
     ];
 
     assert_eq!(block_on(r.admit_registration(reg.clone())), Verdict::Allow);
-    assert_eq!(block_on(r.authorize_login(no_origin.clone())), Verdict::Allow);
-    assert_eq!(block_on(r.authorize_login(with_origin.clone())), Verdict::Allow);
-    assert_eq!(block_on(r.filter_personas(query.clone())), Some(vec![true, true]));
+    assert_eq!(
+        block_on(r.authorize_login(no_origin.clone())),
+        Verdict::Allow
+    );
+    assert_eq!(
+        block_on(r.authorize_login(with_origin.clone())),
+        Verdict::Allow
+    );
+    assert_eq!(
+        block_on(r.filter_personas(query.clone())),
+        Some(vec![true, true])
+    );
     for e in &events {
         r.audit(e.clone());
     }
@@ -82,11 +105,18 @@ fn every_field_crosses_the_abi() {
 fn a_slow_audit_drops_events_not_calls() {
     let p = Arc::new(Plugins::load(&[testkit("")]).unwrap());
     let r = Runner::new(p, 1, 2, Duration::from_millis(200)).unwrap();
-    let slow = AuditEvent::Registered { name: "sleep-300".into(), fingerprint: [0; 32], addr: addr("192.0.2.1:1") };
+    let slow = AuditEvent::Registered {
+        name: "sleep-300".into(),
+        fingerprint: [0; 32],
+        addr: addr("192.0.2.1:1"),
+    };
     for _ in 0..10 {
         r.audit(slow.clone());
     }
     assert!(r.stats().audit_dropped >= 7, "{:?}", r.stats());
     // Hooks have their own threads: unaffected.
-    assert_eq!(block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))), Verdict::Allow);
+    assert_eq!(
+        block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))),
+        Verdict::Allow
+    );
 }

@@ -18,23 +18,44 @@ fn runner(threads: usize, queue: usize, budget_ms: u64) -> Runner {
 fn overrun_denies_at_the_deadline_and_is_counted() {
     let r = runner(2, 16, 150);
     let t = Instant::now();
-    assert_eq!(block_on(r.authorize_login(login("app", "sleep-1000", "192.0.2.1:1"))), Verdict::Deny);
+    assert_eq!(
+        block_on(r.authorize_login(login("app", "sleep-1000", "192.0.2.1:1"))),
+        Verdict::Deny
+    );
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(150) && took < Duration::from_millis(800), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(800),
+        "{took:?}"
+    );
     // The other thread still answers while one is stuck in the plugin.
-    assert_eq!(block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))), Verdict::Allow);
-    assert_eq!(block_on(r.filter_personas(personas("sleep-1000", &["a"]))), None);
+    assert_eq!(
+        block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))),
+        Verdict::Allow
+    );
+    assert_eq!(
+        block_on(r.filter_personas(personas("sleep-1000", &["a"]))),
+        None
+    );
     let (tx, rx) = mpsc::channel();
-    r.admit_registration_then(registration("sleep-1000", [1; 32]), move |v| tx.send(v).unwrap());
+    r.admit_registration_then(registration("sleep-1000", [1; 32]), move |v| {
+        tx.send(v).unwrap()
+    });
     assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(Verdict::Deny));
 
     let s = r.stats();
-    assert_eq!((s.calls, s.denied, s.timeouts, s.errors, s.queue_full), (4, 3, 3, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.calls, s.denied, s.timeouts, s.errors, s.queue_full),
+        (4, 3, 3, 0, 0),
+        "{s:?}"
+    );
     // The late results arrive and are dropped: nothing changes, and every thread works again.
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(r.stats().denied, 3);
     for _ in 0..4 {
-        assert_eq!(block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))), Verdict::Allow);
+        assert_eq!(
+            block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))),
+            Verdict::Allow
+        );
     }
 }
 
@@ -48,7 +69,10 @@ fn a_call_that_timed_out_in_the_queue_is_not_run() {
     assert_eq!(block_on(first), Verdict::Deny);
     assert_eq!(block_on(second), Verdict::Deny);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))), Verdict::Allow);
+    assert_eq!(
+        block_on(r.authorize_login(login("app", "alice", "192.0.2.1:1"))),
+        Verdict::Allow
+    );
     assert_eq!(r.stats().timeouts, 2);
 }
 
@@ -59,7 +83,10 @@ fn a_full_queue_denies_at_once() {
     std::thread::sleep(Duration::from_millis(50)); // the worker took it
     let queued = r.authorize_login(login("app", "alice", "192.0.2.1:1"));
     let t = Instant::now();
-    assert_eq!(block_on(r.authorize_login(login("app", "bob", "192.0.2.1:1"))), Verdict::Deny);
+    assert_eq!(
+        block_on(r.authorize_login(login("app", "bob", "192.0.2.1:1"))),
+        Verdict::Deny
+    );
     assert!(t.elapsed() < Duration::from_millis(100));
     assert_eq!(r.stats().queue_full, 1);
     assert_eq!(block_on(busy), Verdict::Allow);
@@ -69,16 +96,26 @@ fn a_full_queue_denies_at_once() {
 #[test]
 fn answers_reach_tokio_and_plain_threads_alike() {
     let r = Arc::new(runner(2, 16, 1000));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let r2 = r.clone();
-    let v = rt.block_on(async move { r2.authorize_login(login("app", "sleep-20", "192.0.2.1:1")).await });
+    let v = rt.block_on(async move {
+        r2.authorize_login(login("app", "sleep-20", "192.0.2.1:1"))
+            .await
+    });
     assert_eq!(v, Verdict::Allow);
     // From many threads at once.
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let r = r.clone();
-            std::thread::spawn(move || block_on(r.authorize_login(login("app", &format!("p{i}"), "192.0.2.1:1"))))
+            std::thread::spawn(move || {
+                block_on(r.authorize_login(login("app", &format!("p{i}"), "192.0.2.1:1")))
+            })
         })
         .collect();
-    assert!(handles.into_iter().all(|h| h.join().unwrap() == Verdict::Allow));
+    assert!(handles
+        .into_iter()
+        .all(|h| h.join().unwrap() == Verdict::Allow));
 }

@@ -21,6 +21,8 @@ fn specs_parse_and_reject_unknown_keys() {
     .unwrap();
     assert_eq!(s.load[0].config, "/etc/flock/allowlist");
     assert_eq!(s.load[1].config, "", "config defaults to empty");
-    let err = toml::from_str::<Section>("[[load]]\npath = \"x.so\"\nconfg = \"y\"\n").err().unwrap();
+    let err = toml::from_str::<Section>("[[load]]\npath = \"x.so\"\nconfg = \"y\"\n")
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("unknown field `confg`"), "{err}");
 }

@@ -16,7 +16,10 @@ fn error(spec: flock_plugins::PluginSpec) -> (String, LoadErrorKind) {
 fn missing_file() {
     let (msg, kind) = error(spec("/nonexistent/libnothing.so", ""));
     assert!(matches!(kind, LoadErrorKind::MissingFile(_)));
-    assert!(msg.starts_with("plugin /nonexistent/libnothing.so: cannot open the file"), "{msg}");
+    assert!(
+        msg.starts_with("plugin /nonexistent/libnothing.so: cannot open the file"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -26,7 +29,10 @@ fn not_a_library() {
     std::fs::write(&path, "not ELF").unwrap();
     let (msg, kind) = error(spec(&path, ""));
     assert!(matches!(kind, LoadErrorKind::NotALibrary(_)));
-    assert!(msg.contains("libtext.so") && msg.contains("not a loadable shared library"), "{msg}");
+    assert!(
+        msg.contains("libtext.so") && msg.contains("not a loadable shared library"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -49,8 +55,17 @@ fn null_table() {
 fn abi_version_mismatch() {
     let dir = TempDir::new("abi");
     let (msg, kind) = error(spec(broken_plugin(&dir, &["-DWRONG_ABI"]), ""));
-    assert!(matches!(kind, LoadErrorKind::AbiMismatch { found: 2, expected: 1 }));
-    assert!(msg.contains("ABI version mismatch: the plugin has version 2, this flockd expects 1"), "{msg}");
+    assert!(matches!(
+        kind,
+        LoadErrorKind::AbiMismatch {
+            found: 2,
+            expected: 1
+        }
+    ));
+    assert!(
+        msg.contains("ABI version mismatch: the plugin has version 2, this flockd expects 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -58,7 +73,9 @@ fn struct_too_small() {
     let dir = TempDir::new("small");
     let (msg, kind) = error(spec(broken_plugin(&dir, &["-DTOO_SMALL"]), ""));
     let needed = std::mem::size_of::<flock_plugins::abi::FlockPluginV1>() as u32;
-    assert!(matches!(kind, LoadErrorKind::StructTooSmall { found, needed: n } if found == needed - 8 && n == needed));
+    assert!(
+        matches!(kind, LoadErrorKind::StructTooSmall { found, needed: n } if found == needed - 8 && n == needed)
+    );
     assert!(msg.contains("plugin table too small"), "{msg}");
 }
 
@@ -67,30 +84,50 @@ fn c_init_error_carries_the_plugins_message() {
     let dir = TempDir::new("cinit");
     let (msg, kind) = error(spec(broken_plugin(&dir, &["-DINIT_FAILS"]), ""));
     assert!(matches!(kind, LoadErrorKind::Init { code: 3, .. }));
-    assert!(msg.contains("init of `broken` failed (code 3): no database at /nonexistent"), "{msg}");
+    assert!(
+        msg.contains("init of `broken` failed (code 3): no database at /nonexistent"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn rust_init_error_and_init_panic() {
     let (msg, _) = error(testkit("init=fail"));
-    assert!(msg.contains("init of `testkit` failed (code -1): asked to fail"), "{msg}");
+    assert!(
+        msg.contains("init of `testkit` failed (code -1): asked to fail"),
+        "{msg}"
+    );
     let (msg, _) = error(testkit("init=panic"));
-    assert!(msg.contains("init panicked: asked to panic in init"), "{msg}");
+    assert!(
+        msg.contains("init panicked: asked to panic in init"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn c_example_without_config_refuses_to_start() {
     let dir = TempDir::new("denyp");
     let out = dir.0.join("libdeny_persona.so");
-    let lib = flock_plugins::testing::build_c_plugin(flock_plugins::testing::DENY_PERSONA_C.as_ref(), &out, &[]);
+    let lib = flock_plugins::testing::build_c_plugin(
+        flock_plugins::testing::DENY_PERSONA_C.as_ref(),
+        &out,
+        &[],
+    );
     let (msg, _) = error(spec(lib, ""));
-    assert!(msg.contains("init of `deny-persona` failed (code -1): config must be the persona id to deny"), "{msg}");
+    assert!(
+        msg.contains(
+            "init of `deny-persona` failed (code -1): config must be the persona id to deny"
+        ),
+        "{msg}"
+    );
 }
 
 #[test]
 fn the_first_failure_stops_the_chain() {
     let good = testkit("");
-    let err = Plugins::load(&[good, spec("/nonexistent/second.so", "")]).err().expect("fails");
+    let err = Plugins::load(&[good, spec("/nonexistent/second.so", "")])
+        .err()
+        .expect("fails");
     assert_eq!(err.path, std::path::Path::new("/nonexistent/second.so"));
 }
 

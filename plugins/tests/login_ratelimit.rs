@@ -22,21 +22,41 @@ fn per_ip_across_websockets() {
     let p = load(LIB, "per_ip=60/min,burst=3,appliance_burst=100");
     // Each websocket has its own source port: same bucket.
     for port in 1..=3 {
-        assert_eq!(p.authorize_login(&login("oven", "alice", &format!("192.0.2.1:{port}"))), Verdict::Allow);
+        assert_eq!(
+            p.authorize_login(&login("oven", "alice", &format!("192.0.2.1:{port}"))),
+            Verdict::Allow
+        );
     }
     let wait = retry(p.authorize_login(&login("oven", "alice", "192.0.2.1:4")));
-    assert!(wait > Duration::from_millis(500) && wait <= Duration::from_secs(1), "{wait:?}");
-    assert_eq!(p.authorize_login(&login("oven", "alice", "192.0.2.2:4")), Verdict::Allow, "another IP");
+    assert!(
+        wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    assert_eq!(
+        p.authorize_login(&login("oven", "alice", "192.0.2.2:4")),
+        Verdict::Allow,
+        "another IP"
+    );
     // IPv6: one /64 is one client.
     for host in 1..=3 {
-        assert_eq!(p.authorize_login(&login("oven", "bob", &format!("[2001:db8:0:1::{host}]:1"))), Verdict::Allow);
+        assert_eq!(
+            p.authorize_login(&login("oven", "bob", &format!("[2001:db8:0:1::{host}]:1"))),
+            Verdict::Allow
+        );
     }
     retry(p.authorize_login(&login("oven", "bob", "[2001:db8:0:1::99]:1")));
-    assert_eq!(p.authorize_login(&login("oven", "bob", "[2001:db8:0:2::1]:1")), Verdict::Allow);
+    assert_eq!(
+        p.authorize_login(&login("oven", "bob", "[2001:db8:0:2::1]:1")),
+        Verdict::Allow
+    );
     // A dual-stack socket's IPv4-mapped addresses are separate IPv4 clients.
     for host in 1..=3 {
         assert_eq!(
-            p.authorize_login(&login("oven", "carol", &format!("[::ffff:198.51.100.{host}]:1"))),
+            p.authorize_login(&login(
+                "oven",
+                "carol",
+                &format!("[::ffff:198.51.100.{host}]:1")
+            )),
             Verdict::Allow
         );
     }
@@ -44,33 +64,63 @@ fn per_ip_across_websockets() {
 
 #[test]
 fn per_appliance_across_clients() {
-    let p = load(LIB, "per_ip=1000/min,burst=100,per_appliance=6/min,appliance_burst=2");
-    assert_eq!(p.authorize_login(&login("oven", "a", "192.0.2.1:1")), Verdict::Allow);
-    assert_eq!(p.authorize_login(&login("oven", "a", "192.0.2.2:1")), Verdict::Allow);
+    let p = load(
+        LIB,
+        "per_ip=1000/min,burst=100,per_appliance=6/min,appliance_burst=2",
+    );
+    assert_eq!(
+        p.authorize_login(&login("oven", "a", "192.0.2.1:1")),
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.authorize_login(&login("oven", "a", "192.0.2.2:1")),
+        Verdict::Allow
+    );
     let wait = retry(p.authorize_login(&login("oven", "a", "192.0.2.3:1")));
-    assert!(wait > Duration::from_secs(8) && wait <= Duration::from_secs(10), "{wait:?}");
-    assert_eq!(p.authorize_login(&login("fridge", "a", "192.0.2.3:1")), Verdict::Allow);
+    assert!(
+        wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
+        "{wait:?}"
+    );
+    assert_eq!(
+        p.authorize_login(&login("fridge", "a", "192.0.2.3:1")),
+        Verdict::Allow
+    );
 }
 
 #[test]
 fn refills_over_time() {
     let p = load(LIB, "per_ip=5/s,burst=1");
-    assert_eq!(p.authorize_login(&login("oven", "a", "192.0.2.1:1")), Verdict::Allow);
+    assert_eq!(
+        p.authorize_login(&login("oven", "a", "192.0.2.1:1")),
+        Verdict::Allow
+    );
     retry(p.authorize_login(&login("oven", "a", "192.0.2.1:1")));
     std::thread::sleep(Duration::from_millis(250));
-    assert_eq!(p.authorize_login(&login("oven", "a", "192.0.2.1:1")), Verdict::Allow);
+    assert_eq!(
+        p.authorize_login(&login("oven", "a", "192.0.2.1:1")),
+        Verdict::Allow
+    );
 }
 
 #[test]
 fn tables_are_bounded() {
     let p = load(LIB, "per_ip=2/s,burst=1,max_entries=2");
-    assert_eq!(p.authorize_login(&login("oven", "a", "192.0.2.1:1")), Verdict::Allow);
-    assert_eq!(p.authorize_login(&login("oven", "a", "192.0.2.2:1")), Verdict::Allow);
+    assert_eq!(
+        p.authorize_login(&login("oven", "a", "192.0.2.1:1")),
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.authorize_login(&login("oven", "a", "192.0.2.2:1")),
+        Verdict::Allow
+    );
     // Full of buckets still refilling: a new client waits.
     retry(p.authorize_login(&login("oven", "a", "192.0.2.3:1")));
     // Refilled buckets are forgotten (the table is swept at most once a second).
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(p.authorize_login(&login("oven", "a", "192.0.2.3:1")), Verdict::Allow);
+    assert_eq!(
+        p.authorize_login(&login("oven", "a", "192.0.2.3:1")),
+        Verdict::Allow
+    );
 }
 
 #[test]
@@ -83,7 +133,12 @@ fn shared_by_every_thread() {
             std::thread::spawn(move || {
                 (0..5)
                     .filter(|i| {
-                        block_on(r.authorize_login(login("oven", "a", &format!("192.0.2.1:{}", t * 10 + i)))).is_allow()
+                        block_on(r.authorize_login(login(
+                            "oven",
+                            "a",
+                            &format!("192.0.2.1:{}", t * 10 + i),
+                        )))
+                        .is_allow()
                     })
                     .count()
             })
@@ -103,7 +158,10 @@ fn bad_config_stops_the_start() {
         ("speed=3", "unknown setting `speed`"),
         ("per_ip", "expected key=value"),
     ] {
-        let err = Plugins::load(&[spec(&lib, config)]).err().unwrap().to_string();
+        let err = Plugins::load(&[spec(&lib, config)])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains(want), "{config}: {err}");
     }
 }

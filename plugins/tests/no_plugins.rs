@@ -12,10 +12,23 @@ mod common;
 fn none_allows_all() {
     let p = Plugins::none();
     assert!(p.is_empty() && p.names().is_empty());
-    assert_eq!(p.admit_registration(&registration("any", [0; 32])), Verdict::Allow);
-    assert_eq!(p.authorize_login(&login("any", "one", "192.0.2.1:1")), Verdict::Allow);
-    assert_eq!(p.filter_personas(&personas("any", &["a", "b"])), Some(vec![true, true]));
-    p.audit(&AuditEvent::Expired { name: "any".into(), fingerprint: [0; 32], addr: addr("192.0.2.1:1") });
+    assert_eq!(
+        p.admit_registration(&registration("any", [0; 32])),
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.authorize_login(&login("any", "one", "192.0.2.1:1")),
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.filter_personas(&personas("any", &["a", "b"])),
+        Some(vec![true, true])
+    );
+    p.audit(&AuditEvent::Expired {
+        name: "any".into(),
+        fingerprint: [0; 32],
+        addr: addr("192.0.2.1:1"),
+    });
     assert_eq!(Plugins::load(&[]).unwrap().names(), Vec::<&str>::new());
 }
 
@@ -31,10 +44,27 @@ fn the_runner_answers_inline() {
     if let Ok(a) = rx.try_recv() {
         answered = Some(a);
     }
-    assert_eq!(answered, Some((Verdict::Allow, me)), "answered before returning, on this thread");
-    assert_eq!(block_on(r.authorize_login(login("any", "one", "192.0.2.1:1"))), Verdict::Allow);
-    assert_eq!(block_on(r.filter_personas(personas("any", &["a"]))), Some(vec![true]));
-    r.audit(AuditEvent::Expired { name: "any".into(), fingerprint: [0; 32], addr: addr("192.0.2.1:1") });
+    assert_eq!(
+        answered,
+        Some((Verdict::Allow, me)),
+        "answered before returning, on this thread"
+    );
+    assert_eq!(
+        block_on(r.authorize_login(login("any", "one", "192.0.2.1:1"))),
+        Verdict::Allow
+    );
+    assert_eq!(
+        block_on(r.filter_personas(personas("any", &["a"]))),
+        Some(vec![true])
+    );
+    r.audit(AuditEvent::Expired {
+        name: "any".into(),
+        fingerprint: [0; 32],
+        addr: addr("192.0.2.1:1"),
+    });
     let s = r.stats();
-    assert_eq!((s.calls, s.denied, s.timeouts, s.audit_dropped), (3, 0, 0, 0));
+    assert_eq!(
+        (s.calls, s.denied, s.timeouts, s.audit_dropped),
+        (3, 0, 0, 0)
+    );
 }

@@ -38,11 +38,20 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let secret = b"table memory";
     let proof = ProofKeys::from_secret(secret);
-    let keys = flock_proto::server::Keys { proof: proof.clone(), flock: Arc::new(keypair(1)) };
-    let config = ServerConfig { max_registrations: n, ..ServerConfig::default() };
+    let keys = flock_proto::server::Keys {
+        proof: proof.clone(),
+        flock: Arc::new(keypair(1)),
+    };
+    let config = ServerConfig {
+        max_registrations: n,
+        ..ServerConfig::default()
+    };
     let now = Time(1_700_000_000_000);
     let fp = Fingerprint([7; 32]);
     let mut server = Server::new(config, keys, XorShift(1));
@@ -52,8 +61,16 @@ fn main() {
         let name: Name = format!("appliance-{i}").parse().unwrap();
         let addr = SocketAddr::new(Ipv4Addr::from(0x0a00_0000 + i as u32).into(), 40000);
         let token = proof.issue_token(&name, &fp, addr, 1_700_003_600);
-        let len = Keepalive { name, identity: fp, token }.encode(&mut buf, &[0; 12]).unwrap();
-        server.handle(now, addr, &buf[..len], &mut reply).expect("kept alive");
+        let len = Keepalive {
+            name,
+            identity: fp,
+            token,
+        }
+        .encode(&mut buf, &[0; 12])
+        .unwrap();
+        server
+            .handle(now, addr, &buf[..len], &mut reply)
+            .expect("kept alive");
     }
     let held = LIVE.load(Ordering::Relaxed) - before;
     let (entries, _) = server.occupancy();

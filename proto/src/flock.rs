@@ -38,14 +38,29 @@ pub struct Membership {
 pub enum MembershipError {
     Empty,
     TooMany(usize),
-    IndexOutOfRange { me: usize, servers: usize },
+    IndexOutOfRange {
+        me: usize,
+        servers: usize,
+    },
     /// Two servers share an address (`what` is "udp" or "ws").
-    Duplicate { what: &'static str, first: usize, second: usize, addr: SocketAddr },
+    Duplicate {
+        what: &'static str,
+        first: usize,
+        second: usize,
+        addr: SocketAddr,
+    },
     /// An address nobody can send to: unspecified IP, port 0, multicast or broadcast.
-    Unusable { what: &'static str, index: usize, addr: SocketAddr },
+    Unusable {
+        what: &'static str,
+        index: usize,
+        addr: SocketAddr,
+    },
     /// UDP addresses of both families: an appliance redirected from an IPv4 server to an IPv6
     /// owner (or back) may have no socket of that family to follow with.
-    MixedFamilies { v4: usize, v6: usize },
+    MixedFamilies {
+        v4: usize,
+        v6: usize,
+    },
 }
 
 impl fmt::Display for MembershipError {
@@ -107,17 +122,27 @@ impl Membership {
             return Err(MembershipError::TooMany(n));
         }
         if self.me >= n {
-            return Err(MembershipError::IndexOutOfRange { me: self.me, servers: n });
+            return Err(MembershipError::IndexOutOfRange {
+                me: self.me,
+                servers: n,
+            });
         }
         for (i, m) in self.servers.iter().enumerate() {
             for (what, addr) in [("udp", m.udp), ("ws", m.ws)] {
                 if !usable(addr) {
-                    return Err(MembershipError::Unusable { what, index: i, addr });
+                    return Err(MembershipError::Unusable {
+                        what,
+                        index: i,
+                        addr,
+                    });
                 }
             }
         }
         let family = |m: &Member| crate::token::canonical(m.udp).is_ipv4();
-        if let (Some(v4), Some(v6)) = (self.servers.iter().position(family), self.servers.iter().position(|m| !family(m))) {
+        if let (Some(v4), Some(v6)) = (
+            self.servers.iter().position(family),
+            self.servers.iter().position(|m| !family(m)),
+        ) {
             return Err(MembershipError::MixedFamilies { v4, v6 });
         }
         // O(n²) over at most 1024 entries, once at start.
@@ -125,7 +150,12 @@ impl Membership {
             for (i, a) in self.servers[..j].iter().enumerate() {
                 for (what, x, y) in [("udp", a.udp, b.udp), ("ws", a.ws, b.ws)] {
                     if crate::token::canonical(x) == crate::token::canonical(y) {
-                        return Err(MembershipError::Duplicate { what, first: i, second: j, addr: x });
+                        return Err(MembershipError::Duplicate {
+                            what,
+                            first: i,
+                            second: j,
+                            addr: x,
+                        });
                     }
                 }
             }
@@ -154,7 +184,12 @@ impl Membership {
 
     /// What a shard needs: the UDP addresses in order, `me`, the digest and the peer secret.
     pub fn flock_config(&self, peer_secret: [u8; 32]) -> FlockConfig {
-        FlockConfig { me: self.me, servers: self.servers.iter().map(|m| m.udp).collect(), digest: self.digest(), peer_secret }
+        FlockConfig {
+            me: self.me,
+            servers: self.servers.iter().map(|m| m.udp).collect(),
+            digest: self.digest(),
+            peer_secret,
+        }
     }
 }
 
@@ -175,11 +210,17 @@ mod tests {
     use super::*;
 
     fn member(i: u8) -> Member {
-        Member { udp: format!("10.0.0.{i}:3478").parse().unwrap(), ws: format!("10.0.0.{i}:8080").parse().unwrap() }
+        Member {
+            udp: format!("10.0.0.{i}:3478").parse().unwrap(),
+            ws: format!("10.0.0.{i}:8080").parse().unwrap(),
+        }
     }
 
     fn flock(n: u8, me: usize) -> Membership {
-        Membership { servers: (1..=n).map(member).collect(), me }
+        Membership {
+            servers: (1..=n).map(member).collect(),
+            me,
+        }
     }
 
     #[test]
@@ -191,23 +232,68 @@ mod tests {
     #[test]
     fn bad_lists_are_refused_with_the_reason() {
         assert_eq!(flock(0, 0).validate(), Err(MembershipError::Empty));
-        assert_eq!(flock(3, 3).validate(), Err(MembershipError::IndexOutOfRange { me: 3, servers: 3 }));
+        assert_eq!(
+            flock(3, 3).validate(),
+            Err(MembershipError::IndexOutOfRange { me: 3, servers: 3 })
+        );
         let mut f = flock(3, 0);
         f.servers[2].udp = f.servers[0].udp;
         let e = f.validate().unwrap_err();
-        assert_eq!(e, MembershipError::Duplicate { what: "udp", first: 0, second: 2, addr: f.servers[0].udp });
-        assert_eq!(e.to_string(), "servers 0 and 2 have the same udp address 10.0.0.1:3478");
+        assert_eq!(
+            e,
+            MembershipError::Duplicate {
+                what: "udp",
+                first: 0,
+                second: 2,
+                addr: f.servers[0].udp
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "servers 0 and 2 have the same udp address 10.0.0.1:3478"
+        );
         let mut f = flock(3, 0);
         f.servers[1].udp = "[::ffff:10.0.0.1]:3478".parse().unwrap();
-        assert!(matches!(f.validate(), Err(MembershipError::Duplicate { what: "udp", first: 0, second: 1, .. })), "mapped IPv6 is the same address");
+        assert!(
+            matches!(
+                f.validate(),
+                Err(MembershipError::Duplicate {
+                    what: "udp",
+                    first: 0,
+                    second: 1,
+                    ..
+                })
+            ),
+            "mapped IPv6 is the same address"
+        );
         let mut f = flock(2, 0);
         f.servers[1].ws = f.servers[0].ws;
-        assert!(matches!(f.validate(), Err(MembershipError::Duplicate { what: "ws", .. })));
-        for bad in ["0.0.0.0:3478", "10.0.0.9:0", "255.255.255.255:1", "224.0.0.1:3478", "[::]:3478", "[ff02::1]:3478"] {
+        assert!(matches!(
+            f.validate(),
+            Err(MembershipError::Duplicate { what: "ws", .. })
+        ));
+        for bad in [
+            "0.0.0.0:3478",
+            "10.0.0.9:0",
+            "255.255.255.255:1",
+            "224.0.0.1:3478",
+            "[::]:3478",
+            "[ff02::1]:3478",
+        ] {
             let mut f = flock(2, 0);
             f.servers[1].udp = bad.parse().unwrap();
             let e = f.validate().unwrap_err();
-            assert!(matches!(e, MembershipError::Unusable { what: "udp", index: 1, .. }), "{bad}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    MembershipError::Unusable {
+                        what: "udp",
+                        index: 1,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
             assert!(e.to_string().contains(bad), "{e}");
         }
         let mut f = flock(3, 0);
@@ -215,9 +301,25 @@ mod tests {
         let e = f.validate().unwrap_err();
         assert_eq!(e, MembershipError::MixedFamilies { v4: 0, v6: 2 });
         assert!(e.to_string().contains("list one family"), "{e}");
-        let big = Membership { servers: (0..=MAX_SERVERS).map(|i| Member { udp: SocketAddr::new([10, 1, (i >> 8) as u8, i as u8].into(), 1), ws: SocketAddr::new([10, 2, (i >> 8) as u8, i as u8].into(), 1) }).collect(), me: 0 };
-        assert_eq!(big.validate(), Err(MembershipError::TooMany(MAX_SERVERS + 1)));
-        Membership { servers: big.servers[..MAX_SERVERS].to_vec(), me: 1023 }.validate().unwrap();
+        let big = Membership {
+            servers: (0..=MAX_SERVERS)
+                .map(|i| Member {
+                    udp: SocketAddr::new([10, 1, (i >> 8) as u8, i as u8].into(), 1),
+                    ws: SocketAddr::new([10, 2, (i >> 8) as u8, i as u8].into(), 1),
+                })
+                .collect(),
+            me: 0,
+        };
+        assert_eq!(
+            big.validate(),
+            Err(MembershipError::TooMany(MAX_SERVERS + 1))
+        );
+        Membership {
+            servers: big.servers[..MAX_SERVERS].to_vec(),
+            me: 1023,
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -254,9 +356,15 @@ mod tests {
             assert_eq!(c.owns(&name.hash()), o == 1);
             counts[o] += 1;
         }
-        assert!(counts.iter().all(|&c| (850..1150).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (850..1150).contains(&c)),
+            "{counts:?}"
+        );
         let c = f.flock_config([7; 32]);
-        assert_eq!((c.me, c.servers.len(), c.digest, c.peer_secret), (1, 3, f.digest(), [7; 32]));
+        assert_eq!(
+            (c.me, c.servers.len(), c.digest, c.peer_secret),
+            (1, 3, f.digest(), [7; 32])
+        );
         assert_eq!(c.servers[2], f.servers[2].udp);
     }
 

@@ -39,8 +39,14 @@ impl core::fmt::Debug for Fingerprint {
 }
 
 /// Checks an Ed25519 signature.
-pub fn verify(public_key: &[u8; PUBLIC_KEY_LEN], message: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
-    signature::UnparsedPublicKey::new(&signature::ED25519, public_key).verify(message, sig).is_ok()
+pub fn verify(
+    public_key: &[u8; PUBLIC_KEY_LEN],
+    message: &[u8],
+    sig: &[u8; SIGNATURE_LEN],
+) -> bool {
+    signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
+        .verify(message, sig)
+        .is_ok()
 }
 
 /// The public key of a key pair, as a fixed array.
@@ -68,7 +74,10 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -119,7 +119,10 @@ struct Signed {
 
 impl Signed {
     fn new(context: &[u8], name: &Name) -> Signed {
-        let mut s = Signed { buf: [0; SIGNED_MAX], len: 0 };
+        let mut s = Signed {
+            buf: [0; SIGNED_MAX],
+            len: 0,
+        };
         s.push(context);
         s.push(&[name.as_bytes().len() as u8]);
         s.push(name.as_bytes());
@@ -134,12 +137,19 @@ impl Signed {
     }
 }
 
-pub(crate) fn fixed<'a, const N: usize>(msg: &Message<'a>, typ: u16) -> Result<&'a [u8; N], MsgError> {
-    msg.get(typ).ok_or(MsgError::Missing(typ))?.try_into().map_err(|_| MsgError::BadLength(typ))
+pub(crate) fn fixed<'a, const N: usize>(
+    msg: &Message<'a>,
+    typ: u16,
+) -> Result<&'a [u8; N], MsgError> {
+    msg.get(typ)
+        .ok_or(MsgError::Missing(typ))?
+        .try_into()
+        .map_err(|_| MsgError::BadLength(typ))
 }
 
 pub(crate) fn name_attr(msg: &Message<'_>) -> Result<Name, MsgError> {
-    Name::normalize(msg.get(attr::NAME).ok_or(MsgError::Missing(attr::NAME))?).map_err(MsgError::BadName)
+    Name::normalize(msg.get(attr::NAME).ok_or(MsgError::Missing(attr::NAME))?)
+        .map_err(MsgError::BadName)
 }
 
 /// Checks method and class, and that FINGERPRINT is present: without the rule, a bit flip in
@@ -161,7 +171,9 @@ pub fn request_name(msg: &Message<'_>) -> Option<Name> {
         return None;
     }
     match msg.method() {
-        m if m == method::REGISTER || m == method::KEEPALIVE || m == method::CHECK => name_attr(msg).ok(),
+        m if m == method::REGISTER || m == method::KEEPALIVE || m == method::CHECK => {
+            name_attr(msg).ok()
+        }
         _ if crate::login::wire::is_login(msg) => name_attr(msg).ok(),
         // Peer messages go to the core owning the name on both servers (a RELAY's is inside).
         m if m == crate::peer::method::LOOKUP => name_attr(msg).ok(),
@@ -207,7 +219,12 @@ impl<'a> Register<'a> {
     }
 }
 
-fn register_signed(name: &Name, pk: &[u8; PUBLIC_KEY_LEN], ts: u64, nonce: Option<Nonce>) -> Signed {
+fn register_signed(
+    name: &Name,
+    pk: &[u8; PUBLIC_KEY_LEN],
+    ts: u64,
+    nonce: Option<Nonce>,
+) -> Signed {
     let mut s = Signed::new(REGISTER_CONTEXT, name);
     s.push(pk);
     s.push(&ts.to_be_bytes());
@@ -225,8 +242,18 @@ pub fn encode_register(
     nonce: Option<Nonce>,
 ) -> Result<usize, EncodeError> {
     let pk = identity::public_key(key);
-    let sig = identity::sign(key, register_signed(name, &pk, timestamp_ms, nonce).as_bytes());
-    let mut e = Encoder::new(buf, MessageType { method: method::REGISTER, class: Class::Request }, txid)?;
+    let sig = identity::sign(
+        key,
+        register_signed(name, &pk, timestamp_ms, nonce).as_bytes(),
+    );
+    let mut e = Encoder::new(
+        buf,
+        MessageType {
+            method: method::REGISTER,
+            class: Class::Request,
+        },
+        txid,
+    )?;
     e.attribute(attr::NAME, name.as_bytes())?;
     e.attribute(attr::PUBLIC_KEY, &pk)?;
     e.attribute(attr::TIMESTAMP, &timestamp_ms.to_be_bytes())?;
@@ -249,7 +276,9 @@ impl Registered {
     pub fn parse(msg: &Message<'_>) -> Result<Registered, MsgError> {
         expect(msg, method::REGISTER, Class::Success)?;
         Ok(Registered {
-            mapped: msg.xor_mapped_address().ok_or(MsgError::Missing(stun::attr::XOR_MAPPED_ADDRESS))??,
+            mapped: msg
+                .xor_mapped_address()
+                .ok_or(MsgError::Missing(stun::attr::XOR_MAPPED_ADDRESS))??,
             token: Token::from_bytes(msg.get(attr::TOKEN).ok_or(MsgError::Missing(attr::TOKEN))?)
                 .ok_or(MsgError::BadLength(attr::TOKEN))?,
             keepalive_interval_ms: u32::from_be_bytes(*fixed(msg, attr::KEEPALIVE_INTERVAL)?),
@@ -257,10 +286,20 @@ impl Registered {
     }
 
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
-        let mut e = Encoder::new(buf, MessageType { method: method::REGISTER, class: Class::Success }, txid)?;
+        let mut e = Encoder::new(
+            buf,
+            MessageType {
+                method: method::REGISTER,
+                class: Class::Success,
+            },
+            txid,
+        )?;
         e.xor_mapped_address(self.mapped)?;
         e.attribute(attr::TOKEN, &self.token.to_bytes())?;
-        e.attribute(attr::KEEPALIVE_INTERVAL, &self.keepalive_interval_ms.to_be_bytes())?;
+        e.attribute(
+            attr::KEEPALIVE_INTERVAL,
+            &self.keepalive_interval_ms.to_be_bytes(),
+        )?;
         e.fingerprint()
     }
 }
@@ -285,7 +324,14 @@ impl Keepalive {
     }
 
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
-        let mut e = Encoder::new(buf, MessageType { method: method::KEEPALIVE, class: Class::Request }, txid)?;
+        let mut e = Encoder::new(
+            buf,
+            MessageType {
+                method: method::KEEPALIVE,
+                class: Class::Request,
+            },
+            txid,
+        )?;
         e.attribute(attr::NAME, self.name.as_bytes())?;
         e.attribute(attr::IDENTITY, &self.identity.0)?;
         e.attribute(attr::TOKEN, &self.token.to_bytes())?;
@@ -308,13 +354,22 @@ impl KeptAlive {
             Some(b) => Some(Token::from_bytes(b).ok_or(MsgError::BadLength(attr::TOKEN))?),
         };
         Ok(KeptAlive {
-            mapped: msg.xor_mapped_address().ok_or(MsgError::Missing(stun::attr::XOR_MAPPED_ADDRESS))??,
+            mapped: msg
+                .xor_mapped_address()
+                .ok_or(MsgError::Missing(stun::attr::XOR_MAPPED_ADDRESS))??,
             token,
         })
     }
 
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
-        let mut e = Encoder::new(buf, MessageType { method: method::KEEPALIVE, class: Class::Success }, txid)?;
+        let mut e = Encoder::new(
+            buf,
+            MessageType {
+                method: method::KEEPALIVE,
+                class: Class::Success,
+            },
+            txid,
+        )?;
         e.xor_mapped_address(self.mapped)?;
         if let Some(t) = self.token {
             e.attribute(attr::TOKEN, &t.to_bytes())?;
@@ -370,8 +425,16 @@ fn check_signed(name: &Name, challenge: &[u8; 16], valid_until_ms: u64) -> Signe
 }
 
 /// The flock's signature over a challenge (computed once per check, reused by retransmissions).
-pub fn sign_check(flock_key: &Ed25519KeyPair, name: &Name, challenge: &[u8; 16], valid_until_ms: u64) -> [u8; SIGNATURE_LEN] {
-    identity::sign(flock_key, check_signed(name, challenge, valid_until_ms).as_bytes())
+pub fn sign_check(
+    flock_key: &Ed25519KeyPair,
+    name: &Name,
+    challenge: &[u8; 16],
+    valid_until_ms: u64,
+) -> [u8; SIGNATURE_LEN] {
+    identity::sign(
+        flock_key,
+        check_signed(name, challenge, valid_until_ms).as_bytes(),
+    )
 }
 
 /// Encodes a CHECK request with a signature from [`sign_check`].
@@ -383,7 +446,14 @@ pub fn encode_check(
     valid_until_ms: u64,
     signature: &[u8; SIGNATURE_LEN],
 ) -> Result<usize, EncodeError> {
-    let mut e = Encoder::new(buf, MessageType { method: method::CHECK, class: Class::Request }, txid)?;
+    let mut e = Encoder::new(
+        buf,
+        MessageType {
+            method: method::CHECK,
+            class: Class::Request,
+        },
+        txid,
+    )?;
     e.attribute(attr::NAME, name.as_bytes())?;
     e.attribute(attr::CHALLENGE, challenge)?;
     e.attribute(attr::TIMESTAMP, &valid_until_ms.to_be_bytes())?;
@@ -412,8 +482,14 @@ impl<'a> CheckAnswer<'a> {
 
     /// True when the answer is signed by the key behind `fingerprint_prefix` over `challenge`.
     pub fn proves(&self, fingerprint_prefix: &[u8], challenge: &[u8; 16]) -> bool {
-        Fingerprint::of(self.public_key).0.starts_with(fingerprint_prefix)
-            && identity::verify(self.public_key, check_answer_signed(&self.name, challenge).as_bytes(), self.signature)
+        Fingerprint::of(self.public_key)
+            .0
+            .starts_with(fingerprint_prefix)
+            && identity::verify(
+                self.public_key,
+                check_answer_signed(&self.name, challenge).as_bytes(),
+                self.signature,
+            )
     }
 }
 
@@ -432,7 +508,14 @@ pub fn encode_check_answer(
     challenge: &[u8; 16],
 ) -> Result<usize, EncodeError> {
     let sig = identity::sign(key, check_answer_signed(name, challenge).as_bytes());
-    let mut e = Encoder::new(buf, MessageType { method: method::CHECK, class: Class::Success }, txid)?;
+    let mut e = Encoder::new(
+        buf,
+        MessageType {
+            method: method::CHECK,
+            class: Class::Success,
+        },
+        txid,
+    )?;
     e.attribute(attr::NAME, name.as_bytes())?;
     e.attribute(attr::PUBLIC_KEY, &identity::public_key(key))?;
     e.attribute(attr::SIGNATURE, &sig)?;
@@ -454,16 +537,33 @@ impl ErrorAnswer {
         if !msg.has_fingerprint() {
             return Err(MsgError::MissingFingerprint);
         }
-        let ec = msg.error_code().ok_or(MsgError::Missing(stun::attr::ERROR_CODE))??;
+        let ec = msg
+            .error_code()
+            .ok_or(MsgError::Missing(stun::attr::ERROR_CODE))??;
         let nonce = match msg.get(attr::NONCE) {
             None => None,
             Some(b) => Some(Nonce::from_bytes(b).ok_or(MsgError::BadLength(attr::NONCE))?),
         };
-        Ok(ErrorAnswer { code: ec.code, nonce })
+        Ok(ErrorAnswer {
+            code: ec.code,
+            nonce,
+        })
     }
 
-    pub fn encode(&self, buf: &mut [u8], method: Method, txid: &TransactionId) -> Result<usize, EncodeError> {
-        let mut e = Encoder::new(buf, MessageType { method, class: Class::Error }, txid)?;
+    pub fn encode(
+        &self,
+        buf: &mut [u8],
+        method: Method,
+        txid: &TransactionId,
+    ) -> Result<usize, EncodeError> {
+        let mut e = Encoder::new(
+            buf,
+            MessageType {
+                method,
+                class: Class::Error,
+            },
+            txid,
+        )?;
         e.error_code(self.code, code::reason(self.code))?;
         if let Some(n) = self.nonce {
             e.attribute(attr::NONCE, &n.to_bytes())?;
@@ -486,12 +586,28 @@ impl TryAlternate {
         if ErrorAnswer::parse(msg)?.code != code::TRY_ALTERNATE {
             return Err(MsgError::WrongType);
         }
-        let value = msg.get(stun::attr::ALTERNATE_SERVER).ok_or(MsgError::Missing(stun::attr::ALTERNATE_SERVER))?;
-        Ok(TryAlternate { alternate: stun::attr::decode_address(value)? })
+        let value = msg
+            .get(stun::attr::ALTERNATE_SERVER)
+            .ok_or(MsgError::Missing(stun::attr::ALTERNATE_SERVER))?;
+        Ok(TryAlternate {
+            alternate: stun::attr::decode_address(value)?,
+        })
     }
 
-    pub fn encode(&self, buf: &mut [u8], method: Method, txid: &TransactionId) -> Result<usize, EncodeError> {
-        let mut e = Encoder::new(buf, MessageType { method, class: Class::Error }, txid)?;
+    pub fn encode(
+        &self,
+        buf: &mut [u8],
+        method: Method,
+        txid: &TransactionId,
+    ) -> Result<usize, EncodeError> {
+        let mut e = Encoder::new(
+            buf,
+            MessageType {
+                method,
+                class: Class::Error,
+            },
+            txid,
+        )?;
         e.error_code(code::TRY_ALTERNATE, code::reason(code::TRY_ALTERNATE))?;
         let (family, octets, n) = match crate::token::canonical(self.alternate).ip() {
             std::net::IpAddr::V4(v4) => {

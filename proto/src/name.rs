@@ -25,7 +25,10 @@ impl core::fmt::Display for NameError {
             NameError::Empty => write!(f, "name is empty"),
             NameError::TooLong => write!(f, "name is longer than {MAX_NAME_LEN} bytes"),
             NameError::BadCharacter(b) => {
-                write!(f, "name contains byte 0x{b:02x}; allowed are a-z, 0-9, '.', '_' and '-'")
+                write!(
+                    f,
+                    "name contains byte 0x{b:02x}; allowed are a-z, 0-9, '.', '_' and '-'"
+                )
             }
         }
     }
@@ -50,7 +53,10 @@ impl Name {
         if trimmed.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong);
         }
-        let mut name = Name { len: trimmed.len() as u8, bytes: [0; MAX_NAME_LEN] };
+        let mut name = Name {
+            len: trimmed.len() as u8,
+            bytes: [0; MAX_NAME_LEN],
+        };
         for (dst, &b) in name.bytes.iter_mut().zip(trimmed) {
             let b = b.to_ascii_lowercase();
             if !matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-') {
@@ -150,11 +156,23 @@ mod tests {
     fn rejects_empty_long_and_bad_characters() {
         assert_eq!(Name::normalize(b"").unwrap_err(), NameError::Empty);
         assert_eq!(Name::normalize(b" \t ").unwrap_err(), NameError::Empty);
-        assert_eq!(Name::normalize(&[b'a'; 256]).unwrap_err(), NameError::TooLong);
+        assert_eq!(
+            Name::normalize(&[b'a'; 256]).unwrap_err(),
+            NameError::TooLong
+        );
         assert!(Name::normalize(&[b'a'; 255]).is_ok());
-        assert_eq!(Name::normalize(b"a b").unwrap_err(), NameError::BadCharacter(b' '));
-        assert_eq!(Name::normalize(b"a/b").unwrap_err(), NameError::BadCharacter(b'/'));
-        assert_eq!(Name::normalize("é".as_bytes()).unwrap_err(), NameError::BadCharacter(0xc3));
+        assert_eq!(
+            Name::normalize(b"a b").unwrap_err(),
+            NameError::BadCharacter(b' ')
+        );
+        assert_eq!(
+            Name::normalize(b"a/b").unwrap_err(),
+            NameError::BadCharacter(b'/')
+        );
+        assert_eq!(
+            Name::normalize("é".as_bytes()).unwrap_err(),
+            NameError::BadCharacter(0xc3)
+        );
     }
 
     #[test]
@@ -179,6 +197,9 @@ mod tests {
             let n = Name::normalize(format!("appliance-{i}").as_bytes()).unwrap();
             counts[n.hash().core_index(4)] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

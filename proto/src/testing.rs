@@ -2,9 +2,9 @@
 //! deterministic entropy and a hand-driven appliance that builds requests and reads answers.
 //! Not for production use.
 
+use crate::entropy::Entropy;
 use crate::identity::{self, Fingerprint};
 use crate::msg::{self, ErrorAnswer, Keepalive, KeptAlive, Registered};
-use crate::entropy::Entropy;
 use crate::stun::{Class, Message, TransactionId};
 use crate::token::{Nonce, Token};
 use crate::Name;
@@ -55,8 +55,12 @@ impl Answer {
         let m = Message::parse(bytes).expect("answer parses");
         match (m.method(), m.class()) {
             (_, Class::Error) => Answer::Error(ErrorAnswer::parse(&m).expect("error answer")),
-            (x, Class::Success) if x == msg::method::REGISTER => Answer::Registered(Registered::parse(&m).expect("registered")),
-            (x, Class::Success) if x == msg::method::KEEPALIVE => Answer::KeptAlive(KeptAlive::parse(&m).expect("kept alive")),
+            (x, Class::Success) if x == msg::method::REGISTER => {
+                Answer::Registered(Registered::parse(&m).expect("registered"))
+            }
+            (x, Class::Success) if x == msg::method::KEEPALIVE => {
+                Answer::KeptAlive(KeptAlive::parse(&m).expect("kept alive"))
+            }
             other => panic!("unexpected answer {other:?}"),
         }
     }
@@ -73,7 +77,13 @@ pub struct Device {
 
 impl Device {
     pub fn new(name: &str, seed: u8) -> Device {
-        Device { name: name.parse().expect("valid name"), key: keypair(seed), nonce: None, token: None, next_txid: seed as u64 * 1_000_000 }
+        Device {
+            name: name.parse().expect("valid name"),
+            key: keypair(seed),
+            nonce: None,
+            token: None,
+            next_txid: seed as u64 * 1_000_000,
+        }
     }
 
     pub fn fingerprint(&self) -> Fingerprint {
@@ -90,13 +100,25 @@ impl Device {
 
     pub fn register_bytes(&self, timestamp_ms: u64, txid: &TransactionId) -> Vec<u8> {
         let mut buf = [0u8; 1200];
-        let n = msg::encode_register(&mut buf, txid, &self.name, &self.key, timestamp_ms, self.nonce).expect("encode");
+        let n = msg::encode_register(
+            &mut buf,
+            txid,
+            &self.name,
+            &self.key,
+            timestamp_ms,
+            self.nonce,
+        )
+        .expect("encode");
         buf[..n].to_vec()
     }
 
     pub fn keepalive_bytes(&self, txid: &TransactionId) -> Vec<u8> {
         let mut buf = [0u8; 1200];
-        let ka = Keepalive { name: self.name, identity: self.fingerprint(), token: self.token.expect("registered") };
+        let ka = Keepalive {
+            name: self.name,
+            identity: self.fingerprint(),
+            token: self.token.expect("registered"),
+        };
         let n = ka.encode(&mut buf, txid).expect("encode");
         buf[..n].to_vec()
     }
@@ -116,7 +138,14 @@ impl Device {
         let m = Message::parse(check).expect("check parses");
         let c = msg::Check::parse(&m).expect("a CHECK");
         let mut buf = [0u8; 1200];
-        let n = msg::encode_check_answer(&mut buf, m.transaction_id(), &c.name, &self.key, &c.challenge).expect("encode");
+        let n = msg::encode_check_answer(
+            &mut buf,
+            m.transaction_id(),
+            &c.name,
+            &self.key,
+            &c.challenge,
+        )
+        .expect("encode");
         buf[..n].to_vec()
     }
 }

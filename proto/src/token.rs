@@ -46,12 +46,23 @@ impl ProofKeys {
     /// Derives the keys from the server secret (any length; 32 random bytes in practice).
     pub fn from_secret(secret: &[u8]) -> ProofKeys {
         let master = mac_with_key(secret);
-        let derive = |label: &[u8]| mac_with_key(&master.clone().chain_update(label).finalize().into_bytes());
-        ProofKeys { token: derive(b"flock token key v1"), nonce: derive(b"flock nonce key v1") }
+        let derive = |label: &[u8]| {
+            mac_with_key(&master.clone().chain_update(label).finalize().into_bytes())
+        };
+        ProofKeys {
+            token: derive(b"flock token key v1"),
+            nonce: derive(b"flock nonce key v1"),
+        }
     }
 
     /// Issues a keep-alive token for `name` held by `fp` at `addr`, valid until `expiry` (Unix s).
-    pub fn issue_token(&self, name: &Name, fp: &Fingerprint, addr: SocketAddr, expiry: u32) -> Token {
+    pub fn issue_token(
+        &self,
+        name: &Name,
+        fp: &Fingerprint,
+        addr: SocketAddr,
+        expiry: u32,
+    ) -> Token {
         let mut mac = [0; 16];
         mac.copy_from_slice(&self.token_mac(name, fp, addr, expiry)[..16]);
         Token { expiry, mac }
@@ -84,7 +95,12 @@ impl ProofKeys {
     }
 
     /// Checks a nonce presented by `addr` at `now_secs`.
-    pub fn verify_nonce(&self, addr: SocketAddr, nonce: &Nonce, now_secs: u64) -> Result<(), ProofError> {
+    pub fn verify_nonce(
+        &self,
+        addr: SocketAddr,
+        nonce: &Nonce,
+        now_secs: u64,
+    ) -> Result<(), ProofError> {
         let expected = self.nonce_mac(addr, nonce.expiry);
         if !constant_time_eq(&expected[..12], &nonce.mac) {
             return Err(ProofError::Forged);
@@ -131,7 +147,10 @@ impl Token {
     pub fn from_bytes(b: &[u8]) -> Option<Token> {
         let b: &[u8; TOKEN_LEN] = b.try_into().ok()?;
         let (expiry, mac) = b.split_at(4);
-        Some(Token { expiry: u32::from_be_bytes(expiry.try_into().ok()?), mac: mac.try_into().ok()? })
+        Some(Token {
+            expiry: u32::from_be_bytes(expiry.try_into().ok()?),
+            mac: mac.try_into().ok()?,
+        })
     }
 }
 
@@ -153,7 +172,10 @@ impl Nonce {
     pub fn from_bytes(b: &[u8]) -> Option<Nonce> {
         let b: &[u8; NONCE_LEN] = b.try_into().ok()?;
         let (expiry, mac) = b.split_at(4);
-        Some(Nonce { expiry: u32::from_be_bytes(expiry.try_into().ok()?), mac: mac.try_into().ok()? })
+        Some(Nonce {
+            expiry: u32::from_be_bytes(expiry.try_into().ok()?),
+            mac: mac.try_into().ok()?,
+        })
     }
 }
 
@@ -199,7 +221,12 @@ mod tests {
     fn setup() -> (ProofKeys, Name, Fingerprint, SocketAddr) {
         let keys = ProofKeys::from_secret(b"test secret");
         let name: Name = "box".parse().unwrap();
-        (keys, name, Fingerprint([7; 32]), "192.0.2.1:4000".parse().unwrap())
+        (
+            keys,
+            name,
+            Fingerprint([7; 32]),
+            "192.0.2.1:4000".parse().unwrap(),
+        )
     }
 
     #[test]
@@ -208,15 +235,33 @@ mod tests {
         let t = keys.issue_token(&name, &fp, addr, 1000);
         assert_eq!(Token::from_bytes(&t.to_bytes()), Some(t));
         assert_eq!(keys.verify_token(&name, &fp, addr, &t, 999), Ok(()));
-        assert_eq!(keys.verify_token(&name, &fp, addr, &t, 1000), Err(ProofError::Expired));
+        assert_eq!(
+            keys.verify_token(&name, &fp, addr, &t, 1000),
+            Err(ProofError::Expired)
+        );
         let other_addr: SocketAddr = "192.0.2.1:4001".parse().unwrap();
-        assert_eq!(keys.verify_token(&name, &fp, other_addr, &t, 0), Err(ProofError::Forged));
-        assert_eq!(keys.verify_token(&"boy".parse().unwrap(), &fp, addr, &t, 0), Err(ProofError::Forged));
-        assert_eq!(keys.verify_token(&name, &Fingerprint([8; 32]), addr, &t, 0), Err(ProofError::Forged));
+        assert_eq!(
+            keys.verify_token(&name, &fp, other_addr, &t, 0),
+            Err(ProofError::Forged)
+        );
+        assert_eq!(
+            keys.verify_token(&"boy".parse().unwrap(), &fp, addr, &t, 0),
+            Err(ProofError::Forged)
+        );
+        assert_eq!(
+            keys.verify_token(&name, &Fingerprint([8; 32]), addr, &t, 0),
+            Err(ProofError::Forged)
+        );
         let later = Token { expiry: 2000, ..t };
-        assert_eq!(keys.verify_token(&name, &fp, addr, &later, 0), Err(ProofError::Forged));
+        assert_eq!(
+            keys.verify_token(&name, &fp, addr, &later, 0),
+            Err(ProofError::Forged)
+        );
         let other_server = ProofKeys::from_secret(b"another secret");
-        assert_eq!(other_server.verify_token(&name, &fp, addr, &t, 0), Err(ProofError::Forged));
+        assert_eq!(
+            other_server.verify_token(&name, &fp, addr, &t, 0),
+            Err(ProofError::Forged)
+        );
     }
 
     #[test]
@@ -234,7 +279,10 @@ mod tests {
         assert_eq!(Nonce::from_bytes(&n.to_bytes()), Some(n));
         assert_eq!(keys.verify_nonce(addr, &n, 49), Ok(()));
         assert_eq!(keys.verify_nonce(addr, &n, 50), Err(ProofError::Expired));
-        assert_eq!(keys.verify_nonce("192.0.2.2:4000".parse().unwrap(), &n, 0), Err(ProofError::Forged));
+        assert_eq!(
+            keys.verify_nonce("192.0.2.2:4000".parse().unwrap(), &n, 0),
+            Err(ProofError::Forged)
+        );
         assert!(Token::from_bytes(&[0; 19]).is_none());
         assert!(Nonce::from_bytes(&[0; 17]).is_none());
     }

@@ -36,9 +36,19 @@ fn silent_old_address_loses_the_name_after_the_window() {
     // The appliance keeps the old registration alive from nowhere (silent), and keeps retrying.
     let sent = advance(&mut s, T0 + Duration::from_millis(59_999));
     let times: Vec<u64> = sent.iter().map(|(t, _, _)| t.0 - T0.0).collect();
-    assert_eq!(times, [500, 1500, 3500, 7500, 15500, 23500, 31500, 39500, 47500, 55500]);
-    assert!(sent.iter().all(|(_, dst, b)| *dst == addr(OLD) && is_check(b)));
-    assert_eq!(s.lookup(T0 + Duration::from_millis(59_999), &d.name).unwrap().addr, addr(OLD));
+    assert_eq!(
+        times,
+        [500, 1500, 3500, 7500, 15500, 23500, 31500, 39500, 47500, 55500]
+    );
+    assert!(sent
+        .iter()
+        .all(|(_, dst, b)| *dst == addr(OLD) && is_check(b)));
+    assert_eq!(
+        s.lookup(T0 + Duration::from_millis(59_999), &d.name)
+            .unwrap()
+            .addr,
+        addr(OLD)
+    );
 
     let txid = d.txid();
     let retry = d.register_bytes(T0.0, &txid);
@@ -93,7 +103,12 @@ fn right_appliance_answering_from_its_new_address_moves_the_name() {
     let (_, check) = drain(&mut s, T0).remove(0);
     let answer = d.answer_check(&check);
     exchange(&mut s, T0 + Duration::from_millis(100), addr(NEW), &answer);
-    assert_eq!(s.lookup(T0 + Duration::from_millis(100), &d.name).unwrap().addr, addr(NEW));
+    assert_eq!(
+        s.lookup(T0 + Duration::from_millis(100), &d.name)
+            .unwrap()
+            .addr,
+        addr(NEW)
+    );
 }
 
 #[test]
@@ -106,7 +121,14 @@ fn answer_with_another_transaction_id_is_ignored() {
     let c = msg::Check::parse(&m).unwrap();
     let mut buf = [0u8; 1200];
     let other_txid = [0x55; 12];
-    let n = msg::encode_check_answer(&mut buf, &other_txid, &c.name, &Device::new("box", 9).key, &c.challenge).unwrap();
+    let n = msg::encode_check_answer(
+        &mut buf,
+        &other_txid,
+        &c.name,
+        &Device::new("box", 9).key,
+        &c.challenge,
+    )
+    .unwrap();
     exchange(&mut s, T0, addr(OLD), &buf[..n]);
     let reg = s.lookup(T0, &d.name).unwrap();
     assert_eq!((reg.addr, reg.moving_to), (addr(OLD), Some(addr(NEW))));
@@ -119,10 +141,20 @@ fn retransmitted_register_does_not_start_a_second_check() {
     for i in 1..10 {
         let txid = d.txid();
         let bytes = d.register_bytes(T0.0, &txid);
-        assert!(exchange(&mut s, T0 + Duration::from_millis(100 * i), addr(NEW), &bytes).is_silent());
+        assert!(exchange(
+            &mut s,
+            T0 + Duration::from_millis(100 * i),
+            addr(NEW),
+            &bytes
+        )
+        .is_silent());
     }
     assert_eq!(s.stats().checks_started, 1);
-    assert_eq!(drain(&mut s, T0 + Duration::from_secs(1)).len(), 1, "one CHECK, not ten");
+    assert_eq!(
+        drain(&mut s, T0 + Duration::from_secs(1)).len(),
+        1,
+        "one CHECK, not ten"
+    );
 }
 
 #[test]
@@ -144,7 +176,10 @@ fn keepalive_from_the_new_address_gets_no_answer_while_checking() {
 fn keepalive_from_an_unregistered_address_must_reregister() {
     let (mut s, mut d) = moved_setup();
     // The token is bound to OLD: from NEW it does not verify.
-    assert_eq!(keepalive(&mut d, &mut s, T0, addr(NEW)).code(), Some(code::REREGISTER));
+    assert_eq!(
+        keepalive(&mut d, &mut s, T0, addr(NEW)).code(),
+        Some(code::REREGISTER)
+    );
 }
 
 #[test]
@@ -154,18 +189,32 @@ fn old_registration_expiring_during_the_check_moves_the_name() {
     register(&mut d, &mut s, start, addr(NEW));
     drain(&mut s, start);
     advance(&mut s, T0 + Duration::from_secs(62));
-    assert_eq!(s.lookup(T0 + Duration::from_secs(62), &d.name).unwrap().addr, addr(NEW));
+    assert_eq!(
+        s.lookup(T0 + Duration::from_secs(62), &d.name)
+            .unwrap()
+            .addr,
+        addr(NEW)
+    );
 }
 
 #[test]
 fn checks_are_rate_limited_per_source_ip() {
-    let cfg = ServerConfig { checks_per_ip_burst: 3, checks_per_ip_per_minute: 0, ..ServerConfig::default() };
+    let cfg = ServerConfig {
+        checks_per_ip_burst: 3,
+        checks_per_ip_per_minute: 0,
+        ..ServerConfig::default()
+    };
     let mut s = server(cfg);
     for i in 0..10u8 {
         let mut d = Device::new(&format!("box{i}"), i + 1);
         register(&mut d, &mut s, T0, addr(&format!("192.0.2.{}:1000", i + 1)));
         // All of them move to ports of one IP.
-        register(&mut d, &mut s, T0, addr(&format!("203.0.113.5:{}", 2000 + i as u16)));
+        register(
+            &mut d,
+            &mut s,
+            T0,
+            addr(&format!("203.0.113.5:{}", 2000 + i as u16)),
+        );
     }
     assert_eq!(s.stats().checks_started, 3);
     assert_eq!(s.stats().checks_rate_limited, 7);
@@ -173,12 +222,20 @@ fn checks_are_rate_limited_per_source_ip() {
 
 #[test]
 fn pending_checks_are_bounded() {
-    let cfg = ServerConfig { max_pending_checks: 2, ..ServerConfig::default() };
+    let cfg = ServerConfig {
+        max_pending_checks: 2,
+        ..ServerConfig::default()
+    };
     let mut s = server(cfg);
     for i in 0..5u8 {
         let mut d = Device::new(&format!("box{i}"), i + 1);
         register(&mut d, &mut s, T0, addr(&format!("192.0.2.{}:1000", i + 1)));
-        register(&mut d, &mut s, T0, addr(&format!("198.51.100.{}:2000", i + 1)));
+        register(
+            &mut d,
+            &mut s,
+            T0,
+            addr(&format!("198.51.100.{}:2000", i + 1)),
+        );
     }
     assert_eq!(s.occupancy(), (5, 2));
     assert_eq!(s.stats().checks_full, 3);

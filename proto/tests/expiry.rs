@@ -13,7 +13,9 @@ fn entry_dies_sixty_seconds_after_last_keepalive() {
     register(&mut d, &mut s, T0, src);
     let ka = T0 + Duration::from_secs(30);
     keepalive(&mut d, &mut s, ka, src);
-    assert!(s.lookup(ka + Duration::from_millis(59_999), &d.name).is_some());
+    assert!(s
+        .lookup(ka + Duration::from_millis(59_999), &d.name)
+        .is_some());
     assert!(s.lookup(ka + Duration::from_secs(60), &d.name).is_none());
 }
 
@@ -31,7 +33,10 @@ fn registration_without_keepalive_dies_at_sixty_seconds_and_is_swept() {
 
 #[test]
 fn shortened_lifetime_is_honoured() {
-    let cfg = ServerConfig { entry_lifetime: Duration::from_secs(3), ..ServerConfig::default() };
+    let cfg = ServerConfig {
+        entry_lifetime: Duration::from_secs(3),
+        ..ServerConfig::default()
+    };
     let mut s = server(cfg);
     let mut d = Device::new("box", 1);
     register(&mut d, &mut s, T0, addr("198.51.100.7:40000"));
@@ -46,7 +51,13 @@ fn expired_name_can_be_taken_by_another_key() {
     let mut b = Device::new("box", 2);
     register(&mut a, &mut s, T0, addr("198.51.100.7:40000"));
     let later = T0 + Duration::from_secs(61);
-    assert!(matches!(register(&mut b, &mut s, later, addr("203.0.113.1:1")), Answer::Registered(_)));
+    assert!(matches!(
+        register(&mut b, &mut s, later, addr("203.0.113.1:1")),
+        Answer::Registered(_)
+    ));
     // A's still-valid token no longer holds the name.
-    assert_eq!(keepalive(&mut a, &mut s, later, addr("198.51.100.7:40000")).code(), Some(flock_proto::msg::code::NAME_TAKEN));
+    assert_eq!(
+        keepalive(&mut a, &mut s, later, addr("198.51.100.7:40000")).code(),
+        Some(flock_proto::msg::code::NAME_TAKEN)
+    );
 }

@@ -3,7 +3,9 @@
 mod support;
 
 use flock_proto::identity;
-use flock_proto::login::wire::{self, code, method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody};
+use flock_proto::login::wire::{
+    self, code, method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
+};
 use flock_proto::login::{Candidate, Command, Event, Failure, Personas, SessionId, SessionNonce};
 use flock_proto::server::{LoginConfig, Server, ServerConfig};
 use flock_proto::stun::{Message, TransactionId};
@@ -28,9 +30,15 @@ fn flock_pk() -> [u8; 32] {
 
 /// A server with one registered appliance at HOME.
 fn setup(login: LoginConfig) -> (S, Device) {
-    let mut s = server(ServerConfig { login, ..ServerConfig::default() });
+    let mut s = server(ServerConfig {
+        login,
+        ..ServerConfig::default()
+    });
     let mut d = Device::new("box", 1);
-    assert!(matches!(register(&mut d, &mut s, T0, addr(HOME)), Answer::Registered(_)));
+    assert!(matches!(
+        register(&mut d, &mut s, T0, addr(HOME)),
+        Answer::Registered(_)
+    ));
     (s, d)
 }
 
@@ -57,17 +65,24 @@ fn events(s: &mut S) -> Vec<(SessionId, Event)> {
 }
 
 fn only(s: &mut S, id: SessionId) -> Vec<Event> {
-    events(s).into_iter().map(|(i, e)| {
-        assert_eq!(i, id);
-        e
-    }).collect()
+    events(s)
+        .into_iter()
+        .map(|(i, e)| {
+            assert_eq!(i, id);
+            e
+        })
+        .collect()
 }
 
 /// Feeds a datagram; returns the direct answer (never larger than the request).
 fn feed(s: &mut S, now: Time, src: &str, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut reply = [0u8; 1500];
     let n = s.handle(now, addr(src), bytes, &mut reply)?;
-    assert!(n <= bytes.len(), "answer of {n} bytes to a {}-byte request", bytes.len());
+    assert!(
+        n <= bytes.len(),
+        "answer of {n} bytes to a {}-byte request",
+        bytes.len()
+    );
     Some(reply[..n].to_vec())
 }
 
@@ -87,8 +102,19 @@ fn personas_answer(req: &[u8], list: &[u8], credentials_required: bool) -> Vec<u
     let sum = checksum(list);
     let start = r.offset as usize;
     let room = PersonasChunk::room(req.len(), &r.name);
-    let data = if credentials_required || r.known == Some(sum) { &[][..] } else { &list[start..(start + room).min(list.len())] };
-    let chunk = PersonasChunk { name: r.name, checksum: sum, total: list.len() as u32, offset: r.offset, credentials_required, data };
+    let data = if credentials_required || r.known == Some(sum) {
+        &[][..]
+    } else {
+        &list[start..(start + room).min(list.len())]
+    };
+    let chunk = PersonasChunk {
+        name: r.name,
+        checksum: sum,
+        total: list.len() as u32,
+        offset: r.offset,
+        credentials_required,
+        data,
+    };
     let mut buf = [0u8; 1500];
     let n = chunk.encode(&mut buf, m.transaction_id()).unwrap();
     assert!(n <= req.len());
@@ -112,7 +138,15 @@ fn connect_answer(req: &[u8], error: Option<u16>) -> Vec<u8> {
     let m = Message::parse(req).unwrap();
     let c = Connect::parse(&m).unwrap();
     let mut buf = [0u8; 1500];
-    let n = Ack { method: method::CONNECT, name: c.name, session: c.session, seq: None, error }.encode(&mut buf, m.transaction_id()).unwrap();
+    let n = Ack {
+        method: method::CONNECT,
+        name: c.name,
+        session: c.session,
+        seq: None,
+        error,
+    }
+    .encode(&mut buf, m.transaction_id())
+    .unwrap();
     buf[..n].to_vec()
 }
 
@@ -126,16 +160,29 @@ fn signal(nonce: SessionNonce, seq: u32, body: SignalBody<'_>) -> Vec<u8> {
     let mut txid = [0u8; 12];
     txid[..4].copy_from_slice(&seq.to_be_bytes());
     txid[4] = 0xAA;
-    let n = Signal { name: name(), session: nonce, seq, body }.encode(&mut buf, &txid).unwrap();
+    let n = Signal {
+        name: name(),
+        session: nonce,
+        seq,
+        body,
+    }
+    .encode(&mut buf, &txid)
+    .unwrap();
     buf[..n].to_vec()
 }
 
 fn cand(s: &str) -> Candidate {
-    Candidate { candidate: format!("candidate:{s} 1 udp 2130706431 192.0.2.7 50000 typ host"), mid: Some("0".into()) }
+    Candidate {
+        candidate: format!("candidate:{s} 1 udp 2130706431 192.0.2.7 50000 typ host"),
+        mid: Some("0".into()),
+    }
 }
 
 fn cand_body(c: &Candidate) -> SignalBody<'_> {
-    SignalBody::Candidate { candidate: &c.candidate, mid: c.mid.as_deref() }
+    SignalBody::Candidate {
+        candidate: &c.candidate,
+        mid: c.mid.as_deref(),
+    }
 }
 
 /// Reads a SIGNAL from the server and acknowledges it: (seq, body as owned parts, ack bytes).
@@ -143,7 +190,15 @@ fn read_signal(b: &[u8]) -> (u32, Signal<'_>, Vec<u8>) {
     let m = Message::parse(b).unwrap();
     let sig = Signal::parse(&m).unwrap();
     let mut buf = [0u8; 1500];
-    let n = Ack { method: method::SIGNAL, name: sig.name, session: sig.session, seq: Some(sig.seq), error: None }.encode(&mut buf, m.transaction_id()).unwrap();
+    let n = Ack {
+        method: method::SIGNAL,
+        name: sig.name,
+        session: sig.session,
+        seq: Some(sig.seq),
+        error: None,
+    }
+    .encode(&mut buf, m.transaction_id())
+    .unwrap();
     (sig.seq, sig, buf[..n].to_vec())
 }
 
@@ -156,13 +211,23 @@ fn open(s: &mut S, now: Time, id: SessionId) {
     s.command(now, id, Command::Open { name: name() });
     let req = one(s, now);
     assert!(feed(s, now, HOME, &personas_answer(&req, LIST, false)).is_none());
-    assert!(matches!(&only(s, id)[..], [Event::Personas(Personas::List(_))]));
+    assert!(matches!(
+        &only(s, id)[..],
+        [Event::Personas(Personas::List(_))]
+    ));
 }
 
 /// Open, log in, accepted: returns the session nonce.
 fn accepted(s: &mut S, now: Time, id: SessionId) -> SessionNonce {
     open(s, now, id);
-    s.command(now, id, Command::Login { persona: "alice".into(), credential: "pwd:right".into() });
+    s.command(
+        now,
+        id,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:right".into(),
+        },
+    );
     let req = one(s, now);
     let (nonce, ..) = parse_connect(&req);
     feed(s, now, HOME, &connect_answer(&req, None));
@@ -178,13 +243,25 @@ fn full_flow_to_done() {
     let req = one(&mut s, now);
     assert_eq!(parse_personas(&req), (0, None));
     feed(&mut s, now, HOME, &personas_answer(&req, LIST, false));
-    let [(7, Event::Personas(Personas::List(list)))] = &events(&mut s)[..] else { panic!() };
+    let [(7, Event::Personas(Personas::List(list)))] = &events(&mut s)[..] else {
+        panic!()
+    };
     assert_eq!(&list[..], LIST);
 
-    s.command(now, 7, Command::Login { persona: "alice".into(), credential: "pwd:wonderland".into() });
+    s.command(
+        now,
+        7,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:wonderland".into(),
+        },
+    );
     let req = one(&mut s, now);
     let (nonce, persona, credential) = parse_connect(&req);
-    assert_eq!((persona.as_str(), &credential[..]), ("alice", &b"pwd:wonderland"[..]));
+    assert_eq!(
+        (persona.as_str(), &credential[..]),
+        ("alice", &b"pwd:wonderland"[..])
+    );
     assert!(feed(&mut s, now, HOME, &connect_answer(&req, None)).is_none());
     assert_eq!(only(&mut s, 7), [Event::Accepted]);
 
@@ -200,12 +277,24 @@ fn full_flow_to_done() {
     assert_eq!(only(&mut s, 7), [Event::Offer { sdp: offer.clone() }]);
     feed(&mut s, now, HOME, &signal(nonce, 2, cand_body(&c1))).expect("acked");
     assert_eq!(only(&mut s, 7), [Event::Candidate(c1.clone())]);
-    feed(&mut s, now, HOME, &signal(nonce, 3, SignalBody::EndOfCandidates)).expect("acked");
+    feed(
+        &mut s,
+        now,
+        HOME,
+        &signal(nonce, 3, SignalBody::EndOfCandidates),
+    )
+    .expect("acked");
     assert_eq!(only(&mut s, 7), [Event::EndOfCandidates]);
 
     // The browser's stream: answer (two chunks), a candidate, end-of-candidates; stop-and-wait.
     let answer = "a=x\r\n".repeat(200);
-    s.command(now, 7, Command::Answer { sdp: answer.clone() });
+    s.command(
+        now,
+        7,
+        Command::Answer {
+            sdp: answer.clone(),
+        },
+    );
     let c2 = cand("2");
     s.command(now, 7, Command::Candidate(c2.clone()));
     s.command(now, 7, Command::EndOfCandidates);
@@ -222,16 +311,33 @@ fn full_flow_to_done() {
         }
     }
     assert!(got[0].starts_with("Sdp { offset: 0") && got[1].starts_with("Sdp { offset: 800"));
-    assert!(got[2].contains("candidate:2") && got[3] == "EndOfCandidates", "{got:?}");
+    assert!(
+        got[2].contains("candidate:2") && got[3] == "EndOfCandidates",
+        "{got:?}"
+    );
     assert_eq!(only(&mut s, 7), [Event::Done]);
     let occ = s.login_occupancy();
     assert_eq!((occ.sessions, occ.outstanding, occ.nonces), (0, 0, 0));
     let st = s.stats();
-    assert_eq!((st.sessions_opened, st.sessions_done, st.sessions_failed), (1, 1, 0));
-    assert_eq!((st.signals_in, st.signals_out, st.connects_sent, st.retransmits), (4, 4, 1, 0));
+    assert_eq!(
+        (st.sessions_opened, st.sessions_done, st.sessions_failed),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        (
+            st.signals_in,
+            st.signals_out,
+            st.connects_sent,
+            st.retransmits
+        ),
+        (4, 4, 1, 0)
+    );
     // The session is gone: its nonce now gets 481 (when that is not larger than the SIGNAL).
     let late = signal(nonce, 4, cand_body(&c1));
-    assert_eq!(ack_of(&feed(&mut s, now, HOME, &late).unwrap()).error, Some(code::UNKNOWN_SESSION));
+    assert_eq!(
+        ack_of(&feed(&mut s, now, HOME, &late).unwrap()).error,
+        Some(code::UNKNOWN_SESSION)
+    );
     // But the appliance's last SIGNAL, retransmitted because our ack was lost, is acknowledged
     // again for a while (only from the appliance), so both ends see the session finish.
     let last = signal(nonce, 3, SignalBody::EndOfCandidates);
@@ -241,7 +347,10 @@ fn full_flow_to_done() {
     assert!(events(&mut s).is_empty(), "nothing delivered twice");
     assert_eq!(s.login_occupancy().finished, 1);
     let later = now + LoginConfig::default().give_up_after + ms(1);
-    assert!(feed(&mut s, later, HOME, &last).is_none_or(|a| ack_of(&a).error.is_some()), "forgotten after give_up_after");
+    assert!(
+        feed(&mut s, later, HOME, &last).is_none_or(|a| ack_of(&a).error.is_some()),
+        "forgotten after give_up_after"
+    );
 }
 
 #[test]
@@ -261,8 +370,17 @@ fn personas_in_chunks_then_cache_hit_then_invalidation() {
         }
     };
     assert_eq!(&list[..], &big[..]);
-    assert!(offsets.len() >= 3 && offsets[0] == 0 && offsets.windows(2).all(|w| w[1] > w[0]), "{offsets:?}");
-    assert_eq!((s.stats().personas_cache_misses, s.stats().personas_cache_hits), (1, 0));
+    assert!(
+        offsets.len() >= 3 && offsets[0] == 0 && offsets.windows(2).all(|w| w[1] > w[0]),
+        "{offsets:?}"
+    );
+    assert_eq!(
+        (
+            s.stats().personas_cache_misses,
+            s.stats().personas_cache_hits
+        ),
+        (1, 0)
+    );
     assert_eq!(s.login_occupancy().cached_lists, 1);
 
     // Second Open: one round trip carrying the cached checksum, answered without data.
@@ -272,26 +390,49 @@ fn personas_in_chunks_then_cache_hit_then_invalidation() {
     let answer = personas_answer(&req, &big, false);
     assert!(answer.len() < 200, "no data in a confirmation");
     feed(&mut s, T0, HOME, &answer);
-    let [Event::Personas(Personas::List(l))] = &only(&mut s, 2)[..] else { panic!() };
+    let [Event::Personas(Personas::List(l))] = &only(&mut s, 2)[..] else {
+        panic!()
+    };
     assert_eq!(&l[..], &big[..]);
     assert!(sent(&mut s, T0).is_empty());
-    assert_eq!((s.stats().personas_cache_misses, s.stats().personas_cache_hits), (1, 1));
+    assert_eq!(
+        (
+            s.stats().personas_cache_misses,
+            s.stats().personas_cache_hits
+        ),
+        (1, 1)
+    );
 
     // The appliance changed its list: the old checksum is refused, the new list fetched.
     s.command(T0, 3, Command::Open { name: name() });
     let req = one(&mut s, T0);
     assert_eq!(parse_personas(&req).1, Some(checksum(&big)));
     feed(&mut s, T0, HOME, &personas_answer(&req, LIST, false));
-    let [Event::Personas(Personas::List(l))] = &only(&mut s, 3)[..] else { panic!() };
+    let [Event::Personas(Personas::List(l))] = &only(&mut s, 3)[..] else {
+        panic!()
+    };
     assert_eq!(&l[..], LIST);
-    assert_eq!((s.stats().personas_cache_misses, s.stats().personas_cache_hits), (2, 1));
+    assert_eq!(
+        (
+            s.stats().personas_cache_misses,
+            s.stats().personas_cache_hits
+        ),
+        (2, 1)
+    );
     s.command(T0, 4, Command::Open { name: name() });
-    assert_eq!(parse_personas(&one(&mut s, T0)).1, Some(checksum(LIST)), "the cache holds the new list");
+    assert_eq!(
+        parse_personas(&one(&mut s, T0)).1,
+        Some(checksum(LIST)),
+        "the cache holds the new list"
+    );
 }
 
 #[test]
 fn oversize_list_is_not_cached_and_bad_lists_fail() {
-    let login = LoginConfig { persona_cache_bytes: 1000, ..LoginConfig::default() };
+    let login = LoginConfig {
+        persona_cache_bytes: 1000,
+        ..LoginConfig::default()
+    };
     let (mut s, _d) = setup(login);
     let big = vec![b'x'; 2000];
     s.command(T0, 1, Command::Open { name: name() });
@@ -304,7 +445,10 @@ fn oversize_list_is_not_cached_and_bad_lists_fail() {
     assert_eq!(parse_personas(&one(&mut s, T0)).1, None);
 
     // Over max_personas_bytes.
-    let (mut s, _d) = setup(LoginConfig { max_personas_bytes: 50, ..LoginConfig::default() });
+    let (mut s, _d) = setup(LoginConfig {
+        max_personas_bytes: 50,
+        ..LoginConfig::default()
+    });
     s.command(T0, 1, Command::Open { name: name() });
     let req = one(&mut s, T0);
     feed(&mut s, T0, HOME, &personas_answer(&req, LIST, false));
@@ -316,7 +460,14 @@ fn oversize_list_is_not_cached_and_bad_lists_fail() {
     let req = one(&mut s, T0);
     let m = Message::parse(&req).unwrap();
     let r = PersonasRequest::parse(&m).unwrap();
-    let chunk = PersonasChunk { name: r.name, checksum: [9; 32], total: LIST.len() as u32, offset: 0, credentials_required: false, data: LIST };
+    let chunk = PersonasChunk {
+        name: r.name,
+        checksum: [9; 32],
+        total: LIST.len() as u32,
+        offset: 0,
+        credentials_required: false,
+        data: LIST,
+    };
     let mut buf = [0u8; 1500];
     let n = chunk.encode(&mut buf, m.transaction_id()).unwrap();
     feed(&mut s, T0, HOME, &buf[..n]);
@@ -330,16 +481,35 @@ fn credentials_required_then_login() {
     s.command(T0, 1, Command::Open { name: name() });
     let req = one(&mut s, T0);
     feed(&mut s, T0, HOME, &personas_answer(&req, LIST, true));
-    assert_eq!(only(&mut s, 1), [Event::Personas(Personas::CredentialsRequired)]);
-    s.command(T0, 1, Command::Login { persona: "root".into(), credential: "pwd:x".into() });
+    assert_eq!(
+        only(&mut s, 1),
+        [Event::Personas(Personas::CredentialsRequired)]
+    );
+    s.command(
+        T0,
+        1,
+        Command::Login {
+            persona: "root".into(),
+            credential: "pwd:x".into(),
+        },
+    );
     let req = one(&mut s, T0);
     assert_eq!(parse_connect(&req).1, "root");
 }
 
 #[test]
 fn unknown_appliance_and_session_bound() {
-    let (mut s, _d) = setup(LoginConfig { max_sessions: 2, ..LoginConfig::default() });
-    s.command(T0, 1, Command::Open { name: "nobody".parse().unwrap() });
+    let (mut s, _d) = setup(LoginConfig {
+        max_sessions: 2,
+        ..LoginConfig::default()
+    });
+    s.command(
+        T0,
+        1,
+        Command::Open {
+            name: "nobody".parse().unwrap(),
+        },
+    );
     assert_eq!(only(&mut s, 1), [Event::Failed(Failure::UnknownAppliance)]);
     assert!(sent(&mut s, T0).is_empty());
     // An expired registration is unknown too.
@@ -364,12 +534,31 @@ fn unknown_appliance_and_session_bound() {
 fn wrong_then_right_password_and_attempt_limit() {
     let (mut s, _d) = setup(LoginConfig::default());
     open(&mut s, T0, 1);
-    s.command(T0, 1, Command::Login { persona: "alice".into(), credential: "pwd:wrong".into() });
+    s.command(
+        T0,
+        1,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:wrong".into(),
+        },
+    );
     let req = one(&mut s, T0);
     let (n1, ..) = parse_connect(&req);
-    feed(&mut s, T0, HOME, &connect_answer(&req, Some(code::BAD_CREDENTIALS)));
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &connect_answer(&req, Some(code::BAD_CREDENTIALS)),
+    );
     assert_eq!(only(&mut s, 1), [Event::Rejected { attempts_left: 2 }]);
-    s.command(T0, 1, Command::Login { persona: "alice".into(), credential: "pwd:right".into() });
+    s.command(
+        T0,
+        1,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:right".into(),
+        },
+    );
     let req = one(&mut s, T0);
     let (n2, _, cred) = parse_connect(&req);
     assert_ne!(n1, n2, "a fresh nonce per attempt");
@@ -379,23 +568,58 @@ fn wrong_then_right_password_and_attempt_limit() {
 
     open(&mut s, T0, 2);
     for left in [2, 1, 0] {
-        s.command(T0, 2, Command::Login { persona: "alice".into(), credential: "pwd:guess".into() });
+        s.command(
+            T0,
+            2,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:guess".into(),
+            },
+        );
         let req = one(&mut s, T0);
-        feed(&mut s, T0, HOME, &connect_answer(&req, Some(code::BAD_CREDENTIALS)));
-        let expect = if left > 0 { Event::Rejected { attempts_left: left } } else { Event::Failed(Failure::BadCredentials) };
+        feed(
+            &mut s,
+            T0,
+            HOME,
+            &connect_answer(&req, Some(code::BAD_CREDENTIALS)),
+        );
+        let expect = if left > 0 {
+            Event::Rejected {
+                attempts_left: left,
+            }
+        } else {
+            Event::Failed(Failure::BadCredentials)
+        };
         assert_eq!(only(&mut s, 2), [expect]);
     }
     // A further Login on the ended session is not answered.
-    s.command(T0, 2, Command::Login { persona: "alice".into(), credential: "pwd:guess".into() });
+    s.command(
+        T0,
+        2,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:guess".into(),
+        },
+    );
     assert!(events(&mut s).is_empty() && sent(&mut s, T0).is_empty());
 }
 
 #[test]
 fn denied_and_busy() {
     let (mut s, _d) = setup(LoginConfig::default());
-    for (id, err, fail) in [(1, code::DENIED, Failure::Denied), (2, code::BUSY, Failure::Busy)] {
+    for (id, err, fail) in [
+        (1, code::DENIED, Failure::Denied),
+        (2, code::BUSY, Failure::Busy),
+    ] {
         open(&mut s, T0, id);
-        s.command(T0, id, Command::Login { persona: "alice".into(), credential: "pwd:x".into() });
+        s.command(
+            T0,
+            id,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:x".into(),
+            },
+        );
         let req = one(&mut s, T0);
         feed(&mut s, T0, HOME, &connect_answer(&req, Some(err)));
         assert_eq!(only(&mut s, id), [Event::Failed(fail)]);
@@ -411,7 +635,11 @@ fn silent_appliance_is_unreachable_after_give_up() {
     let sent = advance(&mut s, T0 + Duration::from_secs(11));
     let times: Vec<u64> = sent.iter().map(|(t, _, _)| t.0 - T0.0).collect();
     assert_eq!(times, [500, 1500, 3500, 7500]);
-    assert!(sent.iter().all(|(_, dst, b)| *dst == addr(HOME) && *b == first), "same request each time");
+    assert!(
+        sent.iter()
+            .all(|(_, dst, b)| *dst == addr(HOME) && *b == first),
+        "same request each time"
+    );
     assert_eq!(only(&mut s, 1), [Event::Failed(Failure::Unreachable)]);
     assert_eq!(s.stats().retransmits, 4);
     assert_eq!(s.login_occupancy().sessions, 0);
@@ -422,7 +650,14 @@ fn retransmitted_connect_reuses_nonce_and_txid_then_unreachable() {
     let (mut s, _d) = setup(LoginConfig::default());
     open(&mut s, T0, 1);
     let t1 = T0 + Duration::from_secs(5);
-    s.command(t1, 1, Command::Login { persona: "alice".into(), credential: "pwd:x".into() });
+    s.command(
+        t1,
+        1,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:x".into(),
+        },
+    );
     let first = one(&mut s, t1);
     let sent = advance(&mut s, t1 + Duration::from_secs(10));
     let times: Vec<u64> = sent.iter().map(|(t, _, _)| t.0 - t1.0).collect();
@@ -438,16 +673,31 @@ fn retransmitted_connect_reuses_nonce_and_txid_then_unreachable() {
 fn late_answer_to_a_retransmission_still_counts() {
     let (mut s, _d) = setup(LoginConfig::default());
     open(&mut s, T0, 1);
-    s.command(T0, 1, Command::Login { persona: "alice".into(), credential: "pwd:x".into() });
+    s.command(
+        T0,
+        1,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:x".into(),
+        },
+    );
     let first = one(&mut s, T0);
     let again = advance(&mut s, T0 + ms(1600));
     assert_eq!(again.len(), 2);
-    feed(&mut s, T0 + ms(1700), HOME, &connect_answer(&again[1].2, None));
+    feed(
+        &mut s,
+        T0 + ms(1700),
+        HOME,
+        &connect_answer(&again[1].2, None),
+    );
     assert_eq!(only(&mut s, 1), [Event::Accepted]);
     // A duplicate answer (to the first copy) changes nothing.
     feed(&mut s, T0 + ms(1800), HOME, &connect_answer(&first, None));
     assert!(events(&mut s).is_empty());
-    assert!(advance(&mut s, T0 + ms(9000)).is_empty(), "no more CONNECTs");
+    assert!(
+        advance(&mut s, T0 + ms(9000)).is_empty(),
+        "no more CONNECTs"
+    );
 }
 
 #[test]
@@ -465,7 +715,20 @@ fn silence_after_accepted_times_out() {
 fn unacknowledged_signal_times_out() {
     let (mut s, _d) = setup(LoginConfig::default());
     let nonce = accepted(&mut s, T0, 1);
-    feed(&mut s, T0, HOME, &signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" }));
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(
+            nonce,
+            0,
+            SignalBody::Sdp {
+                offset: 0,
+                total: 3,
+                data: b"v=0",
+            },
+        ),
+    );
     assert_eq!(only(&mut s, 1), [Event::Offer { sdp: "v=0".into() }]);
     let t1 = T0 + Duration::from_secs(30);
     s.command(t1, 1, Command::Answer { sdp: "v=0".into() });
@@ -481,7 +744,15 @@ fn unacknowledged_signal_times_out() {
 fn duplicate_signal_is_acked_again_but_delivered_once() {
     let (mut s, _d) = setup(LoginConfig::default());
     let nonce = accepted(&mut s, T0, 1);
-    let offer = signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" });
+    let offer = signal(
+        nonce,
+        0,
+        SignalBody::Sdp {
+            offset: 0,
+            total: 3,
+            data: b"v=0",
+        },
+    );
     let a1 = feed(&mut s, T0, HOME, &offer).unwrap();
     let a2 = feed(&mut s, T0 + ms(500), HOME, &offer).unwrap();
     assert_eq!(a1, a2);
@@ -510,9 +781,19 @@ fn candidates_before_the_offer_are_held_and_late_ones_relayed() {
     for b in &stream[..3] {
         feed(&mut s, T0, HOME, b).unwrap();
     }
-    assert!(events(&mut s).is_empty(), "nothing before the offer is whole");
+    assert!(
+        events(&mut s).is_empty(),
+        "nothing before the offer is whole"
+    );
     feed(&mut s, T0, HOME, &stream[3]).unwrap();
-    assert_eq!(only(&mut s, 1), [Event::Offer { sdp: offer }, Event::Candidate(c1), Event::Candidate(c2)]);
+    assert_eq!(
+        only(&mut s, 1),
+        [
+            Event::Offer { sdp: offer },
+            Event::Candidate(c1),
+            Event::Candidate(c2)
+        ]
+    );
 
     // The browser answers; a candidate trickles in much later from the appliance.
     s.command(T0, 1, Command::Answer { sdp: "v=0".into() });
@@ -521,7 +802,13 @@ fn candidates_before_the_offer_are_held_and_late_ones_relayed() {
     let later = T0 + Duration::from_secs(40);
     feed(&mut s, later, HOME, &signal(nonce, 4, cand_body(&c3))).unwrap();
     assert_eq!(only(&mut s, 1), [Event::Candidate(c3)]);
-    feed(&mut s, later, HOME, &signal(nonce, 5, SignalBody::EndOfCandidates)).unwrap();
+    feed(
+        &mut s,
+        later,
+        HOME,
+        &signal(nonce, 5, SignalBody::EndOfCandidates),
+    )
+    .unwrap();
     assert_eq!(only(&mut s, 1), [Event::EndOfCandidates]);
 }
 
@@ -530,19 +817,53 @@ fn end_of_candidates_before_the_offer_comes_after_it() {
     let (mut s, _d) = setup(LoginConfig::default());
     let nonce = accepted(&mut s, T0, 1);
     let item = wire::Outbound::Sdp("x".repeat(900));
-    feed(&mut s, T0, HOME, &signal(nonce, 0, wire::piece(&item, 0).unwrap())).unwrap();
-    feed(&mut s, T0, HOME, &signal(nonce, 1, SignalBody::EndOfCandidates)).unwrap();
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(nonce, 0, wire::piece(&item, 0).unwrap()),
+    )
+    .unwrap();
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(nonce, 1, SignalBody::EndOfCandidates),
+    )
+    .unwrap();
     assert!(events(&mut s).is_empty());
-    feed(&mut s, T0, HOME, &signal(nonce, 2, wire::piece(&item, 1).unwrap())).unwrap();
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(nonce, 2, wire::piece(&item, 1).unwrap()),
+    )
+    .unwrap();
     let evs = only(&mut s, 1);
-    assert!(matches!(&evs[..], [Event::Offer { .. }, Event::EndOfCandidates]), "{evs:?}");
+    assert!(
+        matches!(&evs[..], [Event::Offer { .. }, Event::EndOfCandidates]),
+        "{evs:?}"
+    );
 }
 
 #[test]
 fn browser_candidates_before_the_answer_wait_for_it() {
     let (mut s, _d) = setup(LoginConfig::default());
     let nonce = accepted(&mut s, T0, 1);
-    feed(&mut s, T0, HOME, &signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" }));
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(
+            nonce,
+            0,
+            SignalBody::Sdp {
+                offset: 0,
+                total: 3,
+                data: b"v=0",
+            },
+        ),
+    );
     events(&mut s);
     s.command(T0, 1, Command::Candidate(cand("1")));
     s.command(T0, 1, Command::EndOfCandidates);
@@ -560,8 +881,17 @@ fn browser_candidates_before_the_answer_wait_for_it() {
         feed(&mut s, T0, HOME, &ack);
     }
     assert_eq!(kinds, ["sdp", "cand", "end"]);
-    assert!(events(&mut s).is_empty(), "the appliance has not finished yet");
-    feed(&mut s, T0, HOME, &signal(nonce, 1, SignalBody::EndOfCandidates)).unwrap();
+    assert!(
+        events(&mut s).is_empty(),
+        "the appliance has not finished yet"
+    );
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(nonce, 1, SignalBody::EndOfCandidates),
+    )
+    .unwrap();
     assert_eq!(only(&mut s, 1), [Event::EndOfCandidates, Event::Done]);
 }
 
@@ -570,9 +900,23 @@ fn signals_from_elsewhere_or_for_unknown_sessions() {
     let (mut s, _d) = setup(LoginConfig::default());
     let nonce = accepted(&mut s, T0, 1);
     let c = cand("1");
-    let offer = signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" });
-    assert!(feed(&mut s, T0, "203.0.113.9:5000", &offer).is_none(), "wrong address: silence");
-    assert!(feed(&mut s, T0, "198.51.100.7:40001", &offer).is_none(), "wrong port: silence");
+    let offer = signal(
+        nonce,
+        0,
+        SignalBody::Sdp {
+            offset: 0,
+            total: 3,
+            data: b"v=0",
+        },
+    );
+    assert!(
+        feed(&mut s, T0, "203.0.113.9:5000", &offer).is_none(),
+        "wrong address: silence"
+    );
+    assert!(
+        feed(&mut s, T0, "198.51.100.7:40001", &offer).is_none(),
+        "wrong port: silence"
+    );
     assert!(events(&mut s).is_empty());
     // The same address seen as IPv4-mapped IPv6 is the appliance.
     assert!(feed(&mut s, T0, "[::ffff:198.51.100.7]:40000", &offer).is_some());
@@ -581,7 +925,10 @@ fn signals_from_elsewhere_or_for_unknown_sessions() {
     let stranger = signal([0x55; 16], 0, cand_body(&c));
     let a = feed(&mut s, T0, "203.0.113.9:5000", &stranger).expect("481 fits");
     let ack = ack_of(&a);
-    assert_eq!((ack.error, ack.session, ack.seq), (Some(code::UNKNOWN_SESSION), [0x55; 16], Some(0)));
+    assert_eq!(
+        (ack.error, ack.session, ack.seq),
+        (Some(code::UNKNOWN_SESSION), [0x55; 16], Some(0))
+    );
     // Too small for an error answer: nothing.
     let tiny = signal([0x55; 16], 0, SignalBody::EndOfCandidates);
     assert!(feed(&mut s, T0, "203.0.113.9:5000", &tiny).is_none());
@@ -590,7 +937,11 @@ fn signals_from_elsewhere_or_for_unknown_sessions() {
     s.command(T0, 1, Command::Answer { sdp: "v=0".into() });
     let (_, _, ack) = read_signal(&one(&mut s, T0));
     feed(&mut s, T0, "203.0.113.9:5000", &ack);
-    assert_eq!(advance(&mut s, T0 + ms(500)).len(), 1, "still retransmitted");
+    assert_eq!(
+        advance(&mut s, T0 + ms(500)).len(),
+        1,
+        "still retransmitted"
+    );
 }
 
 #[test]
@@ -599,7 +950,14 @@ fn out_of_order_commands_are_malformed() {
     // Login before the personas came.
     s.command(T0, 1, Command::Open { name: name() });
     sent(&mut s, T0);
-    s.command(T0, 1, Command::Login { persona: "a".into(), credential: "b".into() });
+    s.command(
+        T0,
+        1,
+        Command::Login {
+            persona: "a".into(),
+            credential: "b".into(),
+        },
+    );
     assert_eq!(only(&mut s, 1), [Event::Failed(Failure::Malformed)]);
     // Twice Open.
     s.command(T0, 2, Command::Open { name: name() });
@@ -611,11 +969,33 @@ fn out_of_order_commands_are_malformed() {
     assert_eq!(only(&mut s, 3), [Event::Failed(Failure::Malformed)]);
     // Answer twice; candidate after end-of-candidates.
     for (id, cmds) in [
-        (4, vec![Command::Answer { sdp: "v=0".into() }, Command::Answer { sdp: "v=0".into() }]),
-        (5, vec![Command::EndOfCandidates, Command::Candidate(cand("1"))]),
+        (
+            4,
+            vec![
+                Command::Answer { sdp: "v=0".into() },
+                Command::Answer { sdp: "v=0".into() },
+            ],
+        ),
+        (
+            5,
+            vec![Command::EndOfCandidates, Command::Candidate(cand("1"))],
+        ),
     ] {
         let nonce = accepted(&mut s, T0, id);
-        feed(&mut s, T0, HOME, &signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" }));
+        feed(
+            &mut s,
+            T0,
+            HOME,
+            &signal(
+                nonce,
+                0,
+                SignalBody::Sdp {
+                    offset: 0,
+                    total: 3,
+                    data: b"v=0",
+                },
+            ),
+        );
         events(&mut s);
         for c in cmds {
             s.command(T0, id, c);
@@ -628,7 +1008,11 @@ fn out_of_order_commands_are_malformed() {
 
 #[test]
 fn bounds_on_signalling() {
-    let login = LoginConfig { max_candidates: 2, max_sdp_bytes: 1000, ..LoginConfig::default() };
+    let login = LoginConfig {
+        max_candidates: 2,
+        max_sdp_bytes: 1000,
+        ..LoginConfig::default()
+    };
     let (mut s, _d) = setup(login);
     // Too many candidates from the appliance.
     let nonce = accepted(&mut s, T0, 1);
@@ -638,20 +1022,61 @@ fn bounds_on_signalling() {
     assert_eq!(only(&mut s, 1), [Event::Failed(Failure::Malformed)]);
     // An offer over max_sdp_bytes.
     let nonce = accepted(&mut s, T0, 2);
-    feed(&mut s, T0, HOME, &signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 5000, data: b"v=0" }));
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(
+            nonce,
+            0,
+            SignalBody::Sdp {
+                offset: 0,
+                total: 5000,
+                data: b"v=0",
+            },
+        ),
+    );
     assert_eq!(only(&mut s, 2), [Event::Failed(Failure::Malformed)]);
     // Too many candidates or too large an answer from the browser.
     for (id, cmds) in [
-        (3, vec![Command::Candidate(cand("1")), Command::Candidate(cand("2")), Command::Candidate(cand("3"))]),
-        (4, vec![Command::Answer { sdp: "x".repeat(1001) }]),
+        (
+            3,
+            vec![
+                Command::Candidate(cand("1")),
+                Command::Candidate(cand("2")),
+                Command::Candidate(cand("3")),
+            ],
+        ),
+        (
+            4,
+            vec![Command::Answer {
+                sdp: "x".repeat(1001),
+            }],
+        ),
     ] {
         let nonce = accepted(&mut s, T0, id);
-        feed(&mut s, T0, HOME, &signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" }));
+        feed(
+            &mut s,
+            T0,
+            HOME,
+            &signal(
+                nonce,
+                0,
+                SignalBody::Sdp {
+                    offset: 0,
+                    total: 3,
+                    data: b"v=0",
+                },
+            ),
+        );
         events(&mut s);
         for c in cmds {
             s.command(T0, id, c);
         }
-        assert_eq!(only(&mut s, id).last(), Some(&Event::Failed(Failure::Malformed)));
+        assert_eq!(
+            only(&mut s, id).last(),
+            Some(&Event::Failed(Failure::Malformed))
+        );
     }
 }
 
@@ -669,11 +1094,38 @@ fn session_lifetime_ends_an_idle_session() {
 fn connect_ack_lost_but_signals_arrive() {
     let (mut s, _d) = setup(LoginConfig::default());
     open(&mut s, T0, 1);
-    s.command(T0, 1, Command::Login { persona: "alice".into(), credential: "pwd:x".into() });
+    s.command(
+        T0,
+        1,
+        Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:x".into(),
+        },
+    );
     let (nonce, ..) = parse_connect(&one(&mut s, T0));
-    feed(&mut s, T0, HOME, &signal(nonce, 0, SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" })).expect("acked");
-    assert_eq!(only(&mut s, 1), [Event::Accepted, Event::Offer { sdp: "v=0".into() }]);
-    assert!(advance(&mut s, T0 + Duration::from_secs(5)).is_empty(), "the CONNECT is no longer sent");
+    feed(
+        &mut s,
+        T0,
+        HOME,
+        &signal(
+            nonce,
+            0,
+            SignalBody::Sdp {
+                offset: 0,
+                total: 3,
+                data: b"v=0",
+            },
+        ),
+    )
+    .expect("acked");
+    assert_eq!(
+        only(&mut s, 1),
+        [Event::Accepted, Event::Offer { sdp: "v=0".into() }]
+    );
+    assert!(
+        advance(&mut s, T0 + Duration::from_secs(5)).is_empty(),
+        "the CONNECT is no longer sent"
+    );
 }
 
 #[test]
@@ -681,24 +1133,44 @@ fn largest_requests_fit_in_a_datagram() {
     let long = "a".repeat(255);
     let (mut s, _d) = setup(LoginConfig::default());
     let mut d = Device::new(&long, 3);
-    assert!(matches!(register(&mut d, &mut s, T0, addr(HOME)), Answer::Registered(_)));
+    assert!(matches!(
+        register(&mut d, &mut s, T0, addr(HOME)),
+        Answer::Registered(_)
+    ));
     let n: Name = long.parse().unwrap();
     s.command(T0, 1, Command::Open { name: n });
     let req = one(&mut s, T0);
     feed(&mut s, T0, HOME, &personas_answer(&req, LIST, false));
     events(&mut s);
-    s.command(T0, 1, Command::Login { persona: "p".repeat(255), credential: "c".repeat(512) });
+    s.command(
+        T0,
+        1,
+        Command::Login {
+            persona: "p".repeat(255),
+            credential: "c".repeat(512),
+        },
+    );
     let req = one(&mut s, T0);
     assert!(req.len() <= wire::MAX_DATAGRAM);
     // Over the wire limits: refused, not sent.
     open(&mut s, T0, 2);
-    s.command(T0, 2, Command::Login { persona: "p".repeat(256), credential: "c".into() });
+    s.command(
+        T0,
+        2,
+        Command::Login {
+            persona: "p".repeat(256),
+            credential: "c".into(),
+        },
+    );
     assert_eq!(only(&mut s, 2), [Event::Failed(Failure::Malformed)]);
 }
 
 #[test]
 fn random_traffic_never_panics_and_tables_stay_bounded() {
-    let (mut s, mut d) = setup(LoginConfig { max_sessions: 8, ..LoginConfig::default() });
+    let (mut s, mut d) = setup(LoginConfig {
+        max_sessions: 8,
+        ..LoginConfig::default()
+    });
     let mut rng = XorShift(42);
     let mut r = move |n: u64| {
         let mut b = [0u8; 8];
@@ -714,12 +1186,17 @@ fn random_traffic_never_panics_and_tables_stay_bounded() {
         let id = r(12);
         let cmd = match r(9) {
             0 => Command::Open { name: name() },
-            1 | 2 => Command::Login { persona: "a".into(), credential: "b".into() },
+            1 | 2 => Command::Login {
+                persona: "a".into(),
+                credential: "b".into(),
+            },
             3 => Command::Answer { sdp: "v".into() },
             4 => Command::Candidate(cand("1")),
             5 => Command::EndOfCandidates,
             6 => Command::Close,
-            7 => Command::Open { name: "nobody".parse().unwrap() },
+            7 => Command::Open {
+                name: "nobody".parse().unwrap(),
+            },
             _ => Command::Open { name: name() },
         };
         s.command(now, id, cmd);
@@ -751,12 +1228,18 @@ fn random_traffic_never_panics_and_tables_stay_bounded() {
             let seq = [seq, seq.saturating_sub(1), seq + 1, seq][r(4) as usize];
             let c = cand("7");
             let body = match r(4) {
-                0 => SignalBody::Sdp { offset: 0, total: 3, data: b"v=0" },
+                0 => SignalBody::Sdp {
+                    offset: 0,
+                    total: 3,
+                    data: b"v=0",
+                },
                 1 => SignalBody::EndOfCandidates,
                 _ => cand_body(&c),
             };
             let src = if r(10) == 0 { "203.0.113.9:5000" } else { HOME };
-            if feed(&mut s, now, src, &signal(nonce, seq, body)).is_some_and(|a| ack_of(&a).error.is_none()) {
+            if feed(&mut s, now, src, &signal(nonce, seq, body))
+                .is_some_and(|a| ack_of(&a).error.is_none())
+            {
                 nonces[k].1 = nonces[k].1.max(seq + 1);
             }
             if nonces.len() > 32 {
@@ -767,14 +1250,26 @@ fn random_traffic_never_panics_and_tables_stay_bounded() {
         now = now + ms(r(400));
         advance(&mut s, now);
         let occ = s.login_occupancy();
-        assert!(occ.sessions <= 8 && occ.outstanding <= occ.sessions && occ.nonces <= occ.sessions, "{occ:?}");
+        assert!(
+            occ.sessions <= 8 && occ.outstanding <= occ.sessions && occ.nonces <= occ.sessions,
+            "{occ:?}"
+        );
         assert!(occ.timers <= 2 * 8 + 64 + 1, "{occ:?}");
     }
     let st = s.stats().clone();
-    assert!(st.logins_accepted > 0 && st.logins_rejected > 0 && st.personas_cache_hits > 0, "{st:?}");
-    assert!(st.signals_in > 0 && st.signals_duplicate > 0 && st.retransmits > 0, "{st:?}");
+    assert!(
+        st.logins_accepted > 0 && st.logins_rejected > 0 && st.personas_cache_hits > 0,
+        "{st:?}"
+    );
+    assert!(
+        st.signals_in > 0 && st.signals_duplicate > 0 && st.retransmits > 0,
+        "{st:?}"
+    );
     advance(&mut s, now + Duration::from_secs(200));
     events(&mut s);
     let occ = s.login_occupancy();
-    assert_eq!((occ.sessions, occ.outstanding, occ.nonces, occ.events), (0, 0, 0, 0));
+    assert_eq!(
+        (occ.sessions, occ.outstanding, occ.nonces, occ.events),
+        (0, 0, 0, 0)
+    );
 }

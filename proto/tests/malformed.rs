@@ -16,13 +16,19 @@ fn truncated_and_flipped_requests_get_no_answer() {
     let mut reply = [0u8; 1500];
     for v in &valid {
         for cut in 0..v.len() {
-            assert!(s.handle(T0, src, &v[..cut], &mut reply).is_none(), "truncated at {cut}");
+            assert!(
+                s.handle(T0, src, &v[..cut], &mut reply).is_none(),
+                "truncated at {cut}"
+            );
         }
         for bit in 0..v.len() * 8 {
             let mut f = v.clone();
             f[bit / 8] ^= 1 << (bit % 8);
             // A flip is caught by FINGERPRINT or by the header checks.
-            assert!(s.handle(T0, src, &f, &mut reply).is_none(), "bit {bit} flipped");
+            assert!(
+                s.handle(T0, src, &f, &mut reply).is_none(),
+                "bit {bit} flipped"
+            );
         }
     }
     assert_eq!(s.stats().registered, before.registered);
@@ -44,6 +50,8 @@ fn random_datagrams_never_panic() {
             buf[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
             buf[2..4].copy_from_slice(&((len as u16 - 20) & !3).to_be_bytes());
         }
-        assert!(s.handle(T0, addr("192.0.2.1:1"), &buf[..len], &mut reply).is_none());
+        assert!(s
+            .handle(T0, addr("192.0.2.1:1"), &buf[..len], &mut reply)
+            .is_none());
     }
 }

@@ -31,19 +31,32 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn keepalive_and_binding_allocate_nothing() {
     let mut s = server(ServerConfig::default());
-    let mut devices: Vec<Device> = (0..64).map(|i| Device::new(&format!("box-{i}"), i as u8 + 1)).collect();
-    let sources: Vec<std::net::SocketAddr> = (0..64).map(|i| addr(&format!("192.0.2.{}:{}", i % 200 + 1, 1000 + i))).collect();
+    let mut devices: Vec<Device> = (0..64)
+        .map(|i| Device::new(&format!("box-{i}"), i as u8 + 1))
+        .collect();
+    let sources: Vec<std::net::SocketAddr> = (0..64)
+        .map(|i| addr(&format!("192.0.2.{}:{}", i % 200 + 1, 1000 + i)))
+        .collect();
     let src = |i: usize| sources[i];
     for (i, d) in devices.iter_mut().enumerate() {
-        assert!(matches!(register(d, &mut s, T0, src(i)), Answer::Registered(_)));
+        assert!(matches!(
+            register(d, &mut s, T0, src(i)),
+            Answer::Registered(_)
+        ));
     }
     // Requests prepared up front: the client side is not what is measured.
-    let keepalives: Vec<Vec<u8>> = devices.iter_mut().map(|d| {
-        let txid = d.txid();
-        d.keepalive_bytes(&txid)
-    }).collect();
+    let keepalives: Vec<Vec<u8>> = devices
+        .iter_mut()
+        .map(|d| {
+            let txid = d.txid();
+            d.keepalive_bytes(&txid)
+        })
+        .collect();
     let mut buf = [0u8; 64];
-    let typ = MessageType { method: Method::BINDING, class: Class::Request };
+    let typ = MessageType {
+        method: Method::BINDING,
+        class: Class::Request,
+    };
     let mut e = Encoder::new(&mut buf, typ, &[1; 12]).unwrap();
     e.attribute(attr::SOFTWARE, b"padding-padding").unwrap();
     let n = e.fingerprint().unwrap();
@@ -55,21 +68,30 @@ fn keepalive_and_binding_allocate_nothing() {
     for (i, k) in keepalives.iter().enumerate() {
         assert!(s.handle(now, src(i), k, &mut reply).is_some());
     }
-    let count = |s: &mut flock_proto::server::Server<XorShift>, reply: &mut [u8], reqs: &[&[u8]]| {
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        let mut answered = 0;
-        for round in 0..100 {
-            let now = now + Duration::from_millis(round);
-            for (i, req) in reqs.iter().enumerate() {
-                answered += s.handle(now, src(i), req, reply).is_some() as u32;
+    let count =
+        |s: &mut flock_proto::server::Server<XorShift>, reply: &mut [u8], reqs: &[&[u8]]| {
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let mut answered = 0;
+            for round in 0..100 {
+                let now = now + Duration::from_millis(round);
+                for (i, req) in reqs.iter().enumerate() {
+                    answered += s.handle(now, src(i), req, reply).is_some() as u32;
+                }
             }
-        }
-        (answered, ALLOCATIONS.load(Ordering::Relaxed) - before)
-    };
+            (answered, ALLOCATIONS.load(Ordering::Relaxed) - before)
+        };
     let ka: Vec<&[u8]> = keepalives.iter().map(Vec::as_slice).collect();
     let bindings: Vec<&[u8]> = vec![binding.as_slice(); ka.len()];
     let (answered, allocations) = count(&mut s, &mut reply, &ka);
-    assert_eq!((answered, allocations), (6400, 0), "keep-alives: (answers, allocations)");
+    assert_eq!(
+        (answered, allocations),
+        (6400, 0),
+        "keep-alives: (answers, allocations)"
+    );
     let (answered, allocations) = count(&mut s, &mut reply, &bindings);
-    assert_eq!((answered, allocations), (6400, 0), "Binding: (answers, allocations)");
+    assert_eq!(
+        (answered, allocations),
+        (6400, 0),
+        "Binding: (answers, allocations)"
+    );
 }

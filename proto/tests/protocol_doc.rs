@@ -25,7 +25,13 @@ fn hex_block(bytes: &[u8]) -> String {
 fn render() -> String {
     let mut out = String::new();
     let mut section = |title: &str, note: &str, bytes: &[u8]| {
-        write!(out, "\n### {title} ({} bytes)\n\n{note}\n\n{}", bytes.len(), hex_block(bytes)).unwrap();
+        write!(
+            out,
+            "\n### {title} ({} bytes)\n\n{note}\n\n{}",
+            bytes.len(),
+            hex_block(bytes)
+        )
+        .unwrap();
     };
     let mut s = server(ServerConfig::default());
     let src = addr("192.0.2.1:32853");
@@ -33,13 +39,25 @@ fn render() -> String {
     let mut buf = [0u8; 1200];
     let mut reply = [0u8; 1200];
 
-    let typ = MessageType { method: Method::BINDING, class: Class::Request };
+    let typ = MessageType {
+        method: Method::BINDING,
+        class: Class::Request,
+    };
     let mut e = Encoder::new(&mut buf, typ, &[0xb7; 12]).unwrap();
-    e.attribute(stun::attr::SOFTWARE, b"flock-appliance").unwrap();
+    e.attribute(stun::attr::SOFTWARE, b"flock-appliance")
+        .unwrap();
     let n = e.fingerprint().unwrap();
-    section("Binding request", "SOFTWARE `flock-appliance` pads the request so that the answer fits; FINGERPRINT last.", &buf[..n]);
+    section(
+        "Binding request",
+        "SOFTWARE `flock-appliance` pads the request so that the answer fits; FINGERPRINT last.",
+        &buf[..n],
+    );
     let r = s.handle(T0, src, &buf[..n], &mut reply).unwrap();
-    section("Binding success", "XOR-MAPPED-ADDRESS 192.0.2.1:32853, FINGERPRINT.", &reply[..r]);
+    section(
+        "Binding success",
+        "XOR-MAPPED-ADDRESS 192.0.2.1:32853, FINGERPRINT.",
+        &reply[..r],
+    );
 
     let key = identity::public_key(&d.key);
     let txid = [0x01; 12];
@@ -57,35 +75,67 @@ fn render() -> String {
     let m = stun::Message::parse(&reply[..r]).unwrap();
     let err = ErrorAnswer::parse(&m).unwrap();
     assert_eq!(err.code, code::NONCE_REQUIRED);
-    section("REGISTER error 401", "ERROR-CODE 401 \"Nonce required\", NONCE bound to 192.0.2.1:32853, FINGERPRINT.", &reply[..r]);
+    section(
+        "REGISTER error 401",
+        "ERROR-CODE 401 \"Nonce required\", NONCE bound to 192.0.2.1:32853, FINGERPRINT.",
+        &reply[..r],
+    );
     d.nonce = err.nonce;
 
     let txid = [0x02; 12];
     let req = d.register_bytes(T0.0, &txid);
-    section("REGISTER request with nonce", "As the first attempt, with the NONCE and a signature covering it.", &req);
+    section(
+        "REGISTER request with nonce",
+        "As the first attempt, with the NONCE and a signature covering it.",
+        &req,
+    );
     let r = s.handle(T0, src, &req, &mut reply).unwrap();
     let m = stun::Message::parse(&reply[..r]).unwrap();
     let reg = Registered::parse(&m).unwrap();
     d.token = Some(reg.token);
-    section("REGISTER success", "XOR-MAPPED-ADDRESS, TOKEN, KEEPALIVE-INTERVAL 30000 ms, FINGERPRINT.", &reply[..r]);
+    section(
+        "REGISTER success",
+        "XOR-MAPPED-ADDRESS, TOKEN, KEEPALIVE-INTERVAL 30000 ms, FINGERPRINT.",
+        &reply[..r],
+    );
 
     let txid = [0x03; 12];
-    let ka = Keepalive { name: d.name, identity: d.fingerprint(), token: d.token.unwrap() };
+    let ka = Keepalive {
+        name: d.name,
+        identity: d.fingerprint(),
+        token: d.token.unwrap(),
+    };
     let n = ka.encode(&mut buf, &txid).unwrap();
-    section("KEEPALIVE request", "NAME, IDENTITY (SHA-256 of the public key), TOKEN, FINGERPRINT.", &buf[..n]);
+    section(
+        "KEEPALIVE request",
+        "NAME, IDENTITY (SHA-256 of the public key), TOKEN, FINGERPRINT.",
+        &buf[..n],
+    );
     let r = s.handle(T0, src, &buf[..n], &mut reply).unwrap();
     let m = stun::Message::parse(&reply[..r]).unwrap();
     assert!(KeptAlive::parse(&m).unwrap().token.is_none());
-    section("KEEPALIVE success", "XOR-MAPPED-ADDRESS, FINGERPRINT (the token is young, so none is sent).", &reply[..r]);
-    let r = s.handle(T0, addr("192.0.2.1:32854"), &buf[..n], &mut reply).unwrap();
-    section("KEEPALIVE error 441", "The same request from another port: the token is bound to the address.", &reply[..r]);
+    section(
+        "KEEPALIVE success",
+        "XOR-MAPPED-ADDRESS, FINGERPRINT (the token is young, so none is sent).",
+        &reply[..r],
+    );
+    let r = s
+        .handle(T0, addr("192.0.2.1:32854"), &buf[..n], &mut reply)
+        .unwrap();
+    section(
+        "KEEPALIVE error 441",
+        "The same request from another port: the token is bound to the address.",
+        &reply[..r],
+    );
 
     let txid = [0x04; 12];
     let req = d.register_bytes(T0.0, &txid);
     // From a new address: needs its own nonce first.
     let new_src = addr("192.0.2.1:40000");
     let r = s.handle(T0, new_src, &req, &mut reply).unwrap();
-    d.nonce = ErrorAnswer::parse(&stun::Message::parse(&reply[..r]).unwrap()).unwrap().nonce;
+    d.nonce = ErrorAnswer::parse(&stun::Message::parse(&reply[..r]).unwrap())
+        .unwrap()
+        .nonce;
     let req = d.register_bytes(T0.0, &txid);
     assert!(s.handle(T0, new_src, &req, &mut reply).is_none());
     let (dst, check) = drain(&mut s, T0).remove(0);
@@ -95,20 +145,38 @@ fn render() -> String {
         &format!("Sent to the old address after a REGISTER from 192.0.2.1:40000: NAME, CHALLENGE, TIMESTAMP (valid until the end of the 60 s window), SIGNATURE by the flock key (public key `{}`), PADDING, FINGERPRINT.", identity::to_hex(&identity::public_key(&keys(b"").flock))),
         &check,
     );
-    section("CHECK success", "The appliance's answer: NAME, PUBLIC-KEY, SIGNATURE over the challenge, FINGERPRINT.", &d.answer_check(&check));
+    section(
+        "CHECK success",
+        "The appliance's answer: NAME, PUBLIC-KEY, SIGNATURE over the challenge, FINGERPRINT.",
+        &d.answer_check(&check),
+    );
     let _ = msg::method::CHECK;
 
     // A flock of three: the server that does not own `my-box` points at the one that does.
     let ips = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
     let owner = d.name.hash().server_index(3);
     let me = (owner + 1) % 3;
-    let servers = ips.iter().map(|ip| Member { udp: addr(&format!("{ip}:3478")), ws: addr(&format!("{ip}:443")) }).collect();
+    let servers = ips
+        .iter()
+        .map(|ip| Member {
+            udp: addr(&format!("{ip}:3478")),
+            ws: addr(&format!("{ip}:443")),
+        })
+        .collect();
     let flock = Membership { servers, me };
-    let mut s = server(ServerConfig { flock: flock.flock_config([0; 32]), ..ServerConfig::default() });
+    let mut s = server(ServerConfig {
+        flock: flock.flock_config([0; 32]),
+        ..ServerConfig::default()
+    });
     d.nonce = None;
     let req = d.register_bytes(T0.0, &[0x05; 12]);
     let r = s.handle(T0, src, &req, &mut reply).unwrap();
-    assert_eq!(TryAlternate::parse(&stun::Message::parse(&reply[..r]).unwrap()).unwrap().alternate, flock.servers[owner].udp);
+    assert_eq!(
+        TryAlternate::parse(&stun::Message::parse(&reply[..r]).unwrap())
+            .unwrap()
+            .alternate,
+        flock.servers[owner].udp
+    );
     section(
         "REGISTER error 300",
         &format!(
@@ -125,7 +193,10 @@ fn render() -> String {
 fn protocol_doc_examples_match_the_code() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/PROTOCOL.md");
     let doc = std::fs::read_to_string(&path).unwrap();
-    let at = doc.find(MARKER).expect("docs/PROTOCOL.md has an examples section") + MARKER.len();
+    let at = doc
+        .find(MARKER)
+        .expect("docs/PROTOCOL.md has an examples section")
+        + MARKER.len();
     let intro = "\nGenerated by `proto/tests/protocol_doc.rs` with fixed keys (appliance key seed `01`×32, flock key seed `c8`×32), server secret `server secret`, time 1700000000000 ms and fixed transaction ids.\n";
     let expected = format!("{}{intro}{}", &doc[..at], render());
     if std::env::var_os("FLOCK_BLESS").is_some() {

@@ -15,8 +15,13 @@ fn register_needs_a_nonce_for_its_source_then_succeeds() {
     let txid = d.txid();
     let first = exchange(&mut s, T0, src, &d.register_bytes(T0.0, &txid));
     assert_eq!(first.code(), Some(code::NONCE_REQUIRED));
-    assert!(s.lookup(T0, &d.name).is_none(), "no state before the signature is checked");
-    let Answer::Registered(r) = register(&mut d, &mut s, T0, src) else { panic!() };
+    assert!(
+        s.lookup(T0, &d.name).is_none(),
+        "no state before the signature is checked"
+    );
+    let Answer::Registered(r) = register(&mut d, &mut s, T0, src) else {
+        panic!()
+    };
     assert_eq!(r.mapped, src);
     assert_eq!(r.keepalive_interval_ms, 30_000);
     let reg = s.lookup(T0, &d.name).unwrap();
@@ -34,7 +39,10 @@ fn nonce_from_another_address_is_refused() {
     let replay = d.register_bytes(T0.0, &txid);
     let a = exchange(&mut s, T0, addr("203.0.113.9:5000"), &replay);
     assert_eq!(a.code(), Some(code::NONCE_REQUIRED));
-    assert_eq!(s.lookup(T0, &d.name).unwrap().addr, addr("198.51.100.7:40000"));
+    assert_eq!(
+        s.lookup(T0, &d.name).unwrap().addr,
+        addr("198.51.100.7:40000")
+    );
     assert_eq!(s.stats().checks_started, 0);
 }
 
@@ -50,7 +58,10 @@ fn stale_nonce_gets_a_fresh_one() {
     let Answer::Error(e) = a else { panic!("{a:?}") };
     assert_eq!(e.code, code::STALE_NONCE);
     d.nonce = e.nonce;
-    assert!(matches!(register(&mut d, &mut s, later, src), Answer::Registered(_)));
+    assert!(matches!(
+        register(&mut d, &mut s, later, src),
+        Answer::Registered(_)
+    ));
 }
 
 #[test]
@@ -62,7 +73,9 @@ fn keepalive_refreshes_with_one_token_check() {
     let mut now = T0;
     for _ in 0..20 {
         now = now + Duration::from_secs(30);
-        let Answer::KeptAlive(k) = keepalive(&mut d, &mut s, now, src) else { panic!() };
+        let Answer::KeptAlive(k) = keepalive(&mut d, &mut s, now, src) else {
+            panic!()
+        };
         assert_eq!(k.mapped, src);
     }
     assert_eq!(s.lookup(now, &d.name).unwrap().addr, src);
@@ -76,7 +89,9 @@ fn token_is_refreshed_past_half_life() {
     let src = addr("198.51.100.7:40000");
     register(&mut d, &mut s, T0, src);
     let first = d.token.unwrap();
-    let Answer::KeptAlive(k) = keepalive(&mut d, &mut s, T0 + Duration::from_secs(30), src) else { panic!() };
+    let Answer::KeptAlive(k) = keepalive(&mut d, &mut s, T0 + Duration::from_secs(30), src) else {
+        panic!()
+    };
     assert!(k.token.is_none(), "young token is kept");
     let mut now = T0;
     while now < T0 + Duration::from_secs(1830) {
@@ -94,15 +109,34 @@ fn forged_or_foreign_token_must_reregister() {
     let src = addr("198.51.100.7:40000");
     register(&mut d, &mut s, T0, src);
     let good = d.token.unwrap();
-    d.token = Some(Token { expiry: good.expiry, mac: [0; 16] });
-    assert_eq!(keepalive(&mut d, &mut s, T0, src).code(), Some(code::REREGISTER));
-    d.token = Some(Token { expiry: good.expiry + 1, ..good });
-    assert_eq!(keepalive(&mut d, &mut s, T0, src).code(), Some(code::REREGISTER));
+    d.token = Some(Token {
+        expiry: good.expiry,
+        mac: [0; 16],
+    });
+    assert_eq!(
+        keepalive(&mut d, &mut s, T0, src).code(),
+        Some(code::REREGISTER)
+    );
+    d.token = Some(Token {
+        expiry: good.expiry + 1,
+        ..good
+    });
+    assert_eq!(
+        keepalive(&mut d, &mut s, T0, src).code(),
+        Some(code::REREGISTER)
+    );
     d.token = Some(good);
-    assert_eq!(keepalive(&mut d, &mut s, T0, addr("198.51.100.7:40001")).code(), Some(code::REREGISTER));
+    assert_eq!(
+        keepalive(&mut d, &mut s, T0, addr("198.51.100.7:40001")).code(),
+        Some(code::REREGISTER)
+    );
     // Another server (another secret) does not accept it either.
-    let mut other = flock_proto::server::Server::new(ServerConfig::default(), keys(b"other"), XorShift(5));
-    assert_eq!(keepalive(&mut d, &mut other, T0, src).code(), Some(code::REREGISTER));
+    let mut other =
+        flock_proto::server::Server::new(ServerConfig::default(), keys(b"other"), XorShift(5));
+    assert_eq!(
+        keepalive(&mut d, &mut other, T0, src).code(),
+        Some(code::REREGISTER)
+    );
     assert_eq!(s.stats().tokens_refused, 3);
 }
 
@@ -114,7 +148,10 @@ fn restarted_server_takes_appliances_back_from_their_tokens() {
     register(&mut d, &mut s, T0, src);
     let mut restarted = server(ServerConfig::default());
     let now = T0 + Duration::from_secs(30);
-    assert!(matches!(keepalive(&mut d, &mut restarted, now, src), Answer::KeptAlive(_)));
+    assert!(matches!(
+        keepalive(&mut d, &mut restarted, now, src),
+        Answer::KeptAlive(_)
+    ));
     assert_eq!(restarted.lookup(now, &d.name).unwrap().addr, src);
 }
 
@@ -128,8 +165,14 @@ fn another_key_cannot_take_a_live_name() {
     let a = register(&mut thief, &mut s, T0, addr("203.0.113.9:5000"));
     assert_eq!(a.code(), Some(code::NAME_TAKEN));
     // Not even from the owner's own address.
-    assert_eq!(register(&mut thief, &mut s, T0, home).code(), Some(code::NAME_TAKEN));
-    assert_eq!(s.lookup(T0, &owner.name).unwrap().fingerprint_prefix, owner.fingerprint().prefix());
+    assert_eq!(
+        register(&mut thief, &mut s, T0, home).code(),
+        Some(code::NAME_TAKEN)
+    );
+    assert_eq!(
+        s.lookup(T0, &owner.name).unwrap().fingerprint_prefix,
+        owner.fingerprint().prefix()
+    );
     assert_eq!(s.stats().checks_started, 0);
 }
 
@@ -145,10 +188,16 @@ fn bad_signature_and_clock_skew_are_refused() {
     let sig_at = bytes.len() - 8 - 64;
     bytes[sig_at] ^= 1;
     refingerprint(&mut bytes);
-    assert_eq!(exchange(&mut s, T0, src, &bytes).code(), Some(code::BAD_SIGNATURE));
+    assert_eq!(
+        exchange(&mut s, T0, src, &bytes).code(),
+        Some(code::BAD_SIGNATURE)
+    );
     let txid = d.txid();
     let old = d.register_bytes((T0 - Duration::from_secs(601)).0, &txid);
-    assert_eq!(exchange(&mut s, T0, src, &old).code(), Some(code::CLOCK_SKEW));
+    assert_eq!(
+        exchange(&mut s, T0, src, &old).code(),
+        Some(code::CLOCK_SKEW)
+    );
 }
 
 fn refingerprint(bytes: &mut [u8]) {
@@ -167,6 +216,9 @@ fn retransmitted_register_is_idempotent() {
     let bytes = d.register_bytes(T0.0, &txid);
     let a = exchange(&mut s, T0, src, &bytes);
     let b = exchange(&mut s, T0 + Duration::from_millis(500), src, &bytes);
-    assert!(matches!((a, b), (Answer::Registered(_), Answer::Registered(_))));
+    assert!(matches!(
+        (a, b),
+        (Answer::Registered(_), Answer::Registered(_))
+    ));
     assert_eq!(s.occupancy(), (1, 0));
 }

@@ -4,8 +4,12 @@
 //! own round-trip property in `src/stun/tests.rs`.
 
 use flock_proto::identity::{self, Fingerprint};
-use flock_proto::login::wire::{self, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody};
-use flock_proto::msg::{self, Check, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered};
+use flock_proto::login::wire::{
+    self, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
+};
+use flock_proto::msg::{
+    self, Check, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered,
+};
 use flock_proto::stun::{Message, TransactionId};
 use flock_proto::testing::keypair;
 use flock_proto::token::{Nonce, Token};
@@ -22,7 +26,9 @@ fn addr() -> impl Strategy<Value = SocketAddr> {
         (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
         // IPv4-mapped IPv6 addresses are written as IPv4: keep to other IPv6 here.
         (any::<[u8; 16]>(), any::<u16>())
-            .prop_filter("not v4-mapped", |(ip, _)| std::net::Ipv6Addr::from(*ip).to_ipv4_mapped().is_none())
+            .prop_filter("not v4-mapped", |(ip, _)| std::net::Ipv6Addr::from(*ip)
+                .to_ipv4_mapped()
+                .is_none())
             .prop_map(|(ip, p)| SocketAddr::from((ip, p))),
     ]
 }

@@ -55,13 +55,19 @@ impl Browser {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = line.strip_prefix("ChromeDriver was started successfully on port ") {
+                if let Some(p) = line.strip_prefix("ChromeDriver was started successfully on port ")
+                {
                     let _ = tx.send(p.trim_end_matches('.').parse::<u16>().ok());
                 }
             }
         });
         let port = rx.recv_timeout(Duration::from_secs(10)).ok().flatten();
-        let port = port.unwrap_or_else(|| panic!("chromedriver did not start within 10 s\n{}", tail(&log_path)));
+        let port = port.unwrap_or_else(|| {
+            panic!(
+                "chromedriver did not start within 10 s\n{}",
+                tail(&log_path)
+            )
+        });
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let profile = dir.0.join("profile");
         let args = [
@@ -84,18 +90,33 @@ impl Browser {
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
             "goog:loggingPrefs": { "browser": "ALL" },
         });
-        let Value::Object(caps) = caps else { unreachable!() };
-        let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
         let url = format!("http://{addr}");
         let connect = builder.capabilities(caps).connect(&url);
         let client = match tokio::time::timeout(Duration::from_secs(20), connect).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => panic!("WebDriver session for {CHROMIUM} failed: {e}\n{}", tail(&log_path)),
-            Err(_) => panic!("WebDriver session for {CHROMIUM} not up within 20 s\n{}", tail(&log_path)),
+            Ok(Err(e)) => panic!(
+                "WebDriver session for {CHROMIUM} failed: {e}\n{}",
+                tail(&log_path)
+            ),
+            Err(_) => panic!(
+                "WebDriver session for {CHROMIUM} not up within 20 s\n{}",
+                tail(&log_path)
+            ),
         };
         // WebDriver's own bounds: scripts and page loads may not hang a test.
-        let limits = TimeoutConfiguration::new(Some(SCRIPT_TIMEOUT), Some(Duration::from_secs(20)), None);
-        let b = Browser { client, driver: guard.0.take().unwrap(), _dir: dir, log: Mutex::default() };
+        let limits =
+            TimeoutConfiguration::new(Some(SCRIPT_TIMEOUT), Some(Duration::from_secs(20)), None);
+        let b = Browser {
+            client,
+            driver: guard.0.take().unwrap(),
+            _dir: dir,
+            log: Mutex::default(),
+        };
         let r = b.client.update_timeouts(limits).await;
         b.check(r, "set WebDriver timeouts").await;
         b
@@ -106,7 +127,8 @@ impl Browser {
     pub async fn goto(&self, url: &str) {
         if let Ok(u) = url::Url::parse(url) {
             if matches!(u.scheme(), "http" | "https") {
-                self.grant_media_permissions(&u.origin().ascii_serialization()).await;
+                self.grant_media_permissions(&u.origin().ascii_serialization())
+                    .await;
             }
         }
         let r = self.client.goto(url).await;
@@ -118,8 +140,12 @@ impl Browser {
     /// candidates need it too, even with --allow-loopback-in-peer-connection.
     pub async fn grant_media_permissions(&self, origin: &str) {
         let params = json!({"origin": origin, "permissions": ["audioCapture", "videoCapture"]});
-        let r = self.client.issue_cmd(Cdp("Browser.grantPermissions", params)).await;
-        self.check(r, &format!("grant media permissions to {origin}")).await;
+        let r = self
+            .client
+            .issue_cmd(Cdp("Browser.grantPermissions", params))
+            .await;
+        self.check(r, &format!("grant media permissions to {origin}"))
+            .await;
     }
 
     /// Clears the input `#id` and types `text`.
@@ -142,13 +168,21 @@ impl Browser {
     /// `textContent` of `#id` (also for hidden elements), or "" if there is no such element.
     pub async fn text(&self, id: &str) -> String {
         let v = self
-            .exec("const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", vec![json!(id)])
+            .exec(
+                "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';",
+                vec![json!(id)],
+            )
             .await;
         v.as_str().unwrap_or_default().to_string()
     }
 
     /// Polls `#id`'s text every 50 ms until `pred` holds; panics with diagnostics after `timeout`.
-    pub async fn wait_text(&self, id: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+    pub async fn wait_text(
+        &self,
+        id: &str,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
         let end = Instant::now() + timeout;
         loop {
             let t = self.text(id).await;
@@ -156,7 +190,8 @@ impl Browser {
                 return t;
             }
             if Instant::now() >= end {
-                self.fail(&format!("#{id} is {t:?} after {timeout:?}")).await;
+                self.fail(&format!("#{id} is {t:?} after {timeout:?}"))
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -187,7 +222,13 @@ impl Browser {
         let fresh = match self.client.issue_cmd(BrowserLog).await {
             Ok(Value::Array(entries)) => entries
                 .iter()
-                .map(|e| format!("{} {}", e["level"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["level"].as_str().unwrap_or("?"),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
                 .collect(),
             other => vec![format!("(console log unavailable: {other:?})")],
         };
@@ -205,9 +246,14 @@ impl Browser {
                 Ok(v) => v.to_string(),
                 Err(e) => format!("(unreadable: {e})"),
             };
-            format!("#status: {status}\nconsole:\n  {}", self.console_log().await.join("\n  "))
+            format!(
+                "#status: {status}\nconsole:\n  {}",
+                self.console_log().await.join("\n  ")
+            )
         };
-        tokio::time::timeout(Duration::from_secs(5), gather).await.unwrap_or_else(|_| "(page unresponsive)".into())
+        tokio::time::timeout(Duration::from_secs(5), gather)
+            .await
+            .unwrap_or_else(|_| "(page unresponsive)".into())
     }
 
     /// Panics with `what` and the page's diagnostics.
@@ -243,7 +289,11 @@ impl Drop for Browser {
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    format!("chromedriver log ({}):\n{}", log.display(), lines[lines.len().saturating_sub(30)..].join("\n"))
+    format!(
+        "chromedriver log ({}):\n{}",
+        log.display(),
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    )
 }
 
 /// Kills chromedriver's process group (chromedriver and the Chromium it started) and reaps it.
@@ -268,7 +318,11 @@ impl Drop for DriverGuard {
 struct BrowserLog;
 
 impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
         base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
     }
 
@@ -282,11 +336,21 @@ impl WebDriverCompatibleCommand for BrowserLog {
 struct Cdp(&'static str, Value);
 
 impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"cmd": self.0, "params": self.1}).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({"cmd": self.0, "params": self.1}).to_string()),
+        )
     }
 }

@@ -51,7 +51,9 @@ impl Flock {
         let dir = TempDir::new("flock");
         let key_file = dir.0.join("flock.key");
         write_flock_key(&key_file);
-        let addrs: Vec<(SocketAddr, SocketAddr)> = (1..=n).map(|i| free_ports(&format!("127.0.0.{i}"))).collect();
+        let addrs: Vec<(SocketAddr, SocketAddr)> = (1..=n)
+            .map(|i| free_ports(&format!("127.0.0.{i}")))
+            .collect();
         let config = dir.0.join("flockd.toml");
         std::fs::write(&config, flock_toml("flock.key", &addrs)).unwrap();
         let flags: Vec<Vec<String>> = addrs
@@ -60,7 +62,16 @@ impl Flock {
             .map(|(i, (udp, ws))| {
                 // Server 0 is told its index; the others find theirs by their bound address.
                 let (index, udp, ws) = (i.to_string(), udp.to_string(), ws.to_string());
-                let mut flags = vec!["--config", config.to_str().unwrap(), "--udp", &udp, "--ws", &ws, "--cores", "1"];
+                let mut flags = vec![
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--udp",
+                    &udp,
+                    "--ws",
+                    &ws,
+                    "--cores",
+                    "1",
+                ];
                 if i == 0 {
                     flags.extend(["--flock-index", &index]);
                 }
@@ -68,8 +79,17 @@ impl Flock {
                 flags.into_iter().map(String::from).collect()
             })
             .collect();
-        let servers = flags.iter().map(|f| Flockd::start(&f.iter().map(String::as_str).collect::<Vec<_>>())).collect();
-        Flock { servers, dir, config, key_file, flags }
+        let servers = flags
+            .iter()
+            .map(|f| Flockd::start(&f.iter().map(String::as_str).collect::<Vec<_>>()))
+            .collect();
+        Flock {
+            servers,
+            dir,
+            config,
+            key_file,
+            flags,
+        }
     }
 
     /// Stops server `i` (SIGTERM, clean exit); its data directory stays for [`Flock::start_again`].
@@ -84,20 +104,33 @@ impl Flock {
         let data_dir = std::mem::replace(&mut self.servers[i].data_dir, TempDir(PathBuf::new()));
         let mut flags = self.flags[i].clone();
         if let Some(c) = config {
-            let at = flags.iter().position(|f| f == "--config").expect("a --config flag") + 1;
+            let at = flags
+                .iter()
+                .position(|f| f == "--config")
+                .expect("a --config flag")
+                + 1;
             flags[at] = c.to_str().unwrap().to_string();
         }
-        self.servers[i] = Flockd::start_in(data_dir, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+        self.servers[i] = Flockd::start_in(
+            data_dir,
+            &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
     }
 
     /// (udp, ws) of every server, in flock order.
     pub fn addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
-        self.servers.iter().map(|s| (s.udp, s.ws.expect("a gateway"))).collect()
+        self.servers
+            .iter()
+            .map(|s| (s.udp, s.ws.expect("a gateway")))
+            .collect()
     }
 
     /// A name owned by server `owner`: `{prefix}-{k}` for the first such k.
     pub fn name_owned_by(&self, owner: usize, prefix: &str) -> String {
-        (0..10_000).map(|k| format!("{prefix}-{k}")).find(|n| self.owner(n) == owner).expect("a name for every server")
+        (0..10_000)
+            .map(|k| format!("{prefix}-{k}"))
+            .find(|n| self.owner(n) == owner)
+            .expect("a name for every server")
     }
 
     /// UDP addresses in flock order.
@@ -107,7 +140,10 @@ impl Flock {
 
     /// Index of the server owning `name`.
     pub fn owner(&self, name: &str) -> usize {
-        name.parse::<flock_proto::Name>().unwrap().hash().server_index(self.servers.len())
+        name.parse::<flock_proto::Name>()
+            .unwrap()
+            .hash()
+            .server_index(self.servers.len())
     }
 }
 
@@ -126,7 +162,10 @@ pub fn scrape(ws: SocketAddr) -> String {
 /// Sum of a metric's samples over all label sets (all cores).
 pub fn metric(text: &str, name: &str) -> u64 {
     text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
         .sum()
 }

@@ -21,7 +21,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} not built: run `cargo build --workspace --bins` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
     bin
 }
 
@@ -90,9 +94,19 @@ impl Flockd {
                 }
             }
         });
-        let mut d = Flockd { child: Some(child), udp: "0.0.0.0:0".parse().unwrap(), ws: None, flock_public_key: [0; 32], data_dir, log, log_lines: vec![] };
+        let mut d = Flockd {
+            child: Some(child),
+            udp: "0.0.0.0:0".parse().unwrap(),
+            ws: None,
+            flock_public_key: [0; 32],
+            data_dir,
+            log,
+            log_lines: vec![],
+        };
         let ready = d.wait_for_log("flockd ready", Duration::from_secs(20));
-        d.udp = field(&ready, "udp").parse().expect("udp address in ready line");
+        d.udp = field(&ready, "udp")
+            .parse()
+            .expect("udp address in ready line");
         d.ws = field(&ready, "ws").parse().ok();
         let hex = std::fs::read_to_string(d.data_dir.0.join("flock.pub")).unwrap();
         d.flock_public_key = from_hex(&hex).unwrap().try_into().unwrap();
@@ -114,7 +128,10 @@ impl Flockd {
                         return line;
                     }
                 }
-                Err(_) => panic!("no log line with {needle:?} within {timeout:?}; log so far:\n{}", self.log_lines.join("\n")),
+                Err(_) => panic!(
+                    "no log line with {needle:?} within {timeout:?}; log so far:\n{}",
+                    self.log_lines.join("\n")
+                ),
             }
         }
     }
@@ -150,7 +167,9 @@ impl Flockd {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Stops the server and hands back its data directory (for a restart).
@@ -170,21 +189,33 @@ impl Drop for Flockd {
 }
 
 fn send_signal(pid: u32, sig: i32) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 /// The value of `key=value` in a tracing log line.
 pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in {line:?}")) + key.len() + 1;
+    let start = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        + key.len()
+        + 1;
     let rest = &line[start..];
-    rest.split_whitespace().next().unwrap_or("").trim_matches('"')
+    rest.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_matches('"')
 }
 
 /// A raw UDP client on 127.0.0.1 with a receive timeout.
 pub fn raw_client() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     s
 }
 
@@ -201,7 +232,11 @@ pub fn request(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> 
 /// A loopback UDP port that was free a moment ago (for servers that must keep their port
 /// across a restart).
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Registers `d` from `sock` over the wire, doing the nonce round trip; checks every answer is
@@ -211,7 +246,12 @@ pub fn register_over(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> An
         let txid = d.txid();
         let req = d.register_bytes(now_ms(), &txid);
         let bytes = request(sock, server, &req).expect("an answer to REGISTER");
-        assert!(bytes.len() <= req.len(), "answer {} > request {}", bytes.len(), req.len());
+        assert!(
+            bytes.len() <= req.len(),
+            "answer {} > request {}",
+            bytes.len(),
+            req.len()
+        );
         let a = Answer::read(&bytes);
         d.absorb(&a);
         if a.code() != Some(flock_proto::msg::code::NONCE_REQUIRED) {
@@ -223,7 +263,10 @@ pub fn register_over(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> An
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Waits for the first event matching `want`, skipping others; panics after `timeout`.
@@ -247,6 +290,15 @@ pub async fn wait_event(
 
 /// An SDK appliance named `name` (key from `seed`) talking to `server`.
 pub fn appliance(server: &Flockd, name: &str, seed: u8) -> flock_appliance::ApplianceHandle {
-    let cfg = flock_appliance::ApplianceConfig::new(name.parse().unwrap(), server.udp, server.flock_public_key);
-    flock_appliance::spawn(cfg, flock_proto::testing::keypair(seed), "127.0.0.1:0".parse().unwrap()).expect("spawn appliance")
+    let cfg = flock_appliance::ApplianceConfig::new(
+        name.parse().unwrap(),
+        server.udp,
+        server.flock_public_key,
+    );
+    flock_appliance::spawn(
+        cfg,
+        flock_proto::testing::keypair(seed),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("spawn appliance")
 }

@@ -36,7 +36,15 @@ pub struct Impairment {
 impl Impairment {
     /// `loss` with 5 % duplication and 20 % of datagrams delayed up to 80 ms.
     pub fn lossy(loss: f64, seed: u64) -> Impairment {
-        Impairment { loss, duplicate: 0.05, reorder: 0.2, max_delay: Duration::from_millis(80), seed, queue: 4096, max_clients: 256 }
+        Impairment {
+            loss,
+            duplicate: 0.05,
+            reorder: 0.2,
+            max_delay: Duration::from_millis(80),
+            seed,
+            queue: 4096,
+            max_clients: 256,
+        }
     }
 }
 
@@ -79,20 +87,40 @@ impl LossyProxy {
     /// front of `upstream` (which must be on loopback).
     pub fn start(upstream: SocketAddr, imp: Impairment) -> LossyProxy {
         assert!(upstream.ip().is_loopback(), "loopback only");
-        assert!((0.0..=1.0).contains(&imp.loss) && (0.0..=1.0).contains(&imp.duplicate) && (0.0..=1.0).contains(&imp.reorder));
+        assert!(
+            (0.0..=1.0).contains(&imp.loss)
+                && (0.0..=1.0).contains(&imp.duplicate)
+                && (0.0..=1.0).contains(&imp.reorder)
+        );
         let local = SocketAddr::new(upstream.ip(), 0);
         let front = UdpSocket::bind(local).expect("bind proxy");
         front.set_nonblocking(true).unwrap();
         let addr = front.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ProxyStats::default());
-        let mut worker = Worker { front, upstream, local, imp, rng: Rng::new(imp.seed), clients: Vec::new(), by_addr: HashMap::new(), queue: Vec::new(), seq: 0, stats: stats.clone() };
+        let mut worker = Worker {
+            front,
+            upstream,
+            local,
+            imp,
+            rng: Rng::new(imp.seed),
+            clients: Vec::new(),
+            by_addr: HashMap::new(),
+            queue: Vec::new(),
+            seq: 0,
+            stats: stats.clone(),
+        };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("lossy-proxy".into())
             .spawn(move || worker.run(&flag))
             .expect("spawn proxy thread");
-        LossyProxy { addr, stop, thread: Some(thread), stats }
+        LossyProxy {
+            addr,
+            stop,
+            thread: Some(thread),
+            stats,
+        }
     }
 
     /// Where clients send (in place of the server's address).
@@ -239,7 +267,12 @@ impl Worker {
                 return;
             }
             self.seq += 1;
-            self.queue.push(Queued { at: now + delay, seq: self.seq, route, bytes: bytes.to_vec() });
+            self.queue.push(Queued {
+                at: now + delay,
+                seq: self.seq,
+                route,
+                bytes: bytes.to_vec(),
+            });
         }
     }
 
@@ -249,7 +282,9 @@ impl Worker {
         if !self.queue.iter().any(|q| q.at <= now) {
             return false;
         }
-        let (mut due, rest): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut self.queue).into_iter().partition(|q| q.at <= now);
+        let (mut due, rest): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|q| q.at <= now);
         self.queue = rest;
         due.sort_by_key(|q| (q.at, q.seq));
         for q in due {

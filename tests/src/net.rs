@@ -60,7 +60,10 @@ impl Family {
     /// Same, in (or back in, for a restart) `data_dir`.
     pub fn flockd_in(self, data_dir: TempDir, extra: &[&str]) -> Flockd {
         let flags = self.flags(extra);
-        let server = Flockd::start_in(data_dir, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+        let server = Flockd::start_in(
+            data_dir,
+            &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         assert_eq!(Family::of(server.udp), self, "{}", server.udp);
         if let Some(ws) = server.ws {
             assert_eq!(Family::of(ws), self, "{ws}");
@@ -71,19 +74,33 @@ impl Family {
     /// A raw UDP client on this family's loopback with a 500 ms receive timeout.
     pub fn raw_client(self) -> UdpSocket {
         let s = UdpSocket::bind(self.addr(0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         s
     }
 
     /// A UDP port that was free a moment ago on this family's loopback.
     pub fn free_udp_port(self) -> u16 {
-        UdpSocket::bind(self.addr(0)).unwrap().local_addr().unwrap().port()
+        UdpSocket::bind(self.addr(0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 }
 
 /// An SDK appliance named `name` (key from `seed`) talking to `server`, bound on the loopback
 /// of the server's family.
 pub fn appliance(server: &Flockd, name: &str, seed: u8) -> flock_appliance::ApplianceHandle {
-    let cfg = flock_appliance::ApplianceConfig::new(name.parse().unwrap(), server.udp, server.flock_public_key);
-    flock_appliance::spawn(cfg, flock_proto::testing::keypair(seed), Family::of(server.udp).addr(0)).expect("spawn appliance")
+    let cfg = flock_appliance::ApplianceConfig::new(
+        name.parse().unwrap(),
+        server.udp,
+        server.flock_public_key,
+    );
+    flock_appliance::spawn(
+        cfg,
+        flock_proto::testing::keypair(seed),
+        Family::of(server.udp).addr(0),
+    )
+    .expect("spawn appliance")
 }

@@ -63,12 +63,18 @@ impl WebRtcPeer {
         api.add_channel(CHANNEL_LABEL.to_string());
         let (offer, pending) = api.apply().expect("an offer with a data channel");
         let offer = offer.to_sdp_string();
-        let mid = offer.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_string());
+        let mid = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .map(|m| m.trim().to_string());
         // Drain after the SDP change, then add the candidate (another mutation) and drain.
         let shared: Shared = Default::default();
         drain(&mut rtc, &socket, &shared).expect("drain");
         let cand = Candidate::host(addr, "udp").expect("host candidate");
-        let line = rtc.add_local_candidate(cand).expect("candidate accepted").to_sdp_string();
+        let line = rtc
+            .add_local_candidate(cand)
+            .expect("candidate accepted")
+            .to_sdp_string();
         let deadline = drain(&mut rtc, &socket, &shared).expect("drain");
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -77,7 +83,14 @@ impl WebRtcPeer {
             .name("webrtc-peer".into())
             .spawn(move || run(rtc, Some(pending), socket, rx, s, st, deadline))
             .unwrap();
-        let peer = WebRtcPeer { cmds: tx, shared, local: vec![(line, mid)], addr, stop, thread: Some(thread) };
+        let peer = WebRtcPeer {
+            cmds: tx,
+            shared,
+            local: vec![(line, mid)],
+            addr,
+            stop,
+            thread: Some(thread),
+        };
         (peer, offer)
     }
 
@@ -102,10 +115,14 @@ impl WebRtcPeer {
         self.call(|r| Cmd::Candidate(candidate.trim_start_matches("a=").to_string(), r))
     }
 
-    fn call(&self, cmd: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Cmd) -> Result<(), String> {
+    fn call(
+        &self,
+        cmd: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Cmd,
+    ) -> Result<(), String> {
         let (tx, rx) = mpsc::channel();
         self.cmds.send(cmd(tx)).map_err(|_| self.stopped())?;
-        rx.recv_timeout(Duration::from_secs(5)).map_err(|_| self.stopped())?
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| self.stopped())?
     }
 
     fn stopped(&self) -> String {
@@ -128,7 +145,11 @@ impl WebRtcPeer {
 
     /// Blocks until `pred` holds (Ok with that state) or `timeout` passes (Err with the last
     /// state). Also returns Err early if the peer stopped on an error.
-    pub fn wait_for(&self, pred: impl Fn(&PeerState) -> bool, timeout: Duration) -> Result<PeerState, PeerState> {
+    pub fn wait_for(
+        &self,
+        pred: impl Fn(&PeerState) -> bool,
+        timeout: Duration,
+    ) -> Result<PeerState, PeerState> {
         let (lock, cv) = &*self.shared;
         let end = Instant::now() + timeout;
         let mut st = lock.lock().unwrap();
@@ -177,15 +198,21 @@ fn run(
                 let (res, reply) = match cmd {
                     Cmd::Answer(sdp, reply) => {
                         let res = match (pending.take(), SdpAnswer::from_sdp_string(&sdp)) {
-                            (Some(p), Ok(a)) => rtc.sdp_api().accept_answer(p, a).map_err(|e| e.to_string()),
+                            (Some(p), Ok(a)) => {
+                                rtc.sdp_api().accept_answer(p, a).map_err(|e| e.to_string())
+                            }
                             (None, _) => Err("answer already accepted".into()),
                             (_, Err(e)) => Err(format!("bad answer sdp: {e}")),
                         };
                         (res, reply)
                     }
                     Cmd::Candidate(line, reply) => {
-                        let res = Candidate::from_sdp_string(&line).map(|c| rtc.add_remote_candidate(c));
-                        (res.map_err(|e| format!("bad candidate {line:?}: {e}")), reply)
+                        let res =
+                            Candidate::from_sdp_string(&line).map(|c| rtc.add_remote_candidate(c));
+                        (
+                            res.map_err(|e| format!("bad candidate {line:?}: {e}")),
+                            reply,
+                        )
                     }
                 };
                 let _ = reply.send(res);
@@ -193,12 +220,17 @@ fn run(
             }
             // Timers first, so a stream of datagrams cannot starve them.
             if Instant::now() >= deadline {
-                rtc.handle_input(Input::Timeout(Instant::now())).map_err(|e| e.to_string())?;
+                rtc.handle_input(Input::Timeout(Instant::now()))
+                    .map_err(|e| e.to_string())?;
                 deadline = drain(&mut rtc, &socket, &shared)?;
             }
             // Wake at least every 20 ms so commands and `stop` are seen promptly.
             let wait = deadline.saturating_duration_since(Instant::now());
-            socket.set_read_timeout(Some(wait.clamp(Duration::from_millis(1), Duration::from_millis(20)))).unwrap();
+            socket
+                .set_read_timeout(Some(
+                    wait.clamp(Duration::from_millis(1), Duration::from_millis(20)),
+                ))
+                .unwrap();
             let input = match socket.recv_from(&mut buf) {
                 // Loopback only (see the module doc).
                 Ok((_, source)) if !source.ip().is_loopback() => continue,
@@ -232,7 +264,9 @@ fn drain(rtc: &mut Rtc, socket: &UdpSocket, shared: &Shared) -> Result<Instant, 
                     let _ = socket.send_to(&t.contents, t.destination);
                 }
             }
-            Output::Event(Event::IceConnectionStateChange(s)) => update(shared, |st| st.ice = Some(s)),
+            Output::Event(Event::IceConnectionStateChange(s)) => {
+                update(shared, |st| st.ice = Some(s))
+            }
             Output::Event(Event::Connected) => update(shared, |st| st.connected = true),
             Output::Event(Event::ChannelOpen(_, _)) => update(shared, |st| st.channel_open = true),
             Output::Event(Event::ChannelClose(_)) => update(shared, |st| st.channel_open = false),

@@ -38,13 +38,24 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// A websocket to the gateway from `source` (any port).
 async fn connect(gateway: SocketAddr, source: IpAddr) -> Ws {
-    let sock = if source.is_ipv6() { tokio::net::TcpSocket::new_v6() } else { tokio::net::TcpSocket::new_v4() }.unwrap();
+    let sock = if source.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()
+    } else {
+        tokio::net::TcpSocket::new_v4()
+    }
+    .unwrap();
     sock.bind(SocketAddr::new(source, 0)).unwrap();
-    let tcp = tokio::time::timeout(WAIT, sock.connect(gateway)).await.expect("connect in time").expect("connect");
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(format!("ws://{gateway}/ws"), tcp))
+    let tcp = tokio::time::timeout(WAIT, sock.connect(gateway))
         .await
-        .expect("handshake in time")
-        .expect("handshake");
+        .expect("connect in time")
+        .expect("connect");
+    let (ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(format!("ws://{gateway}/ws"), tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
     ws
 }
 
@@ -55,7 +66,10 @@ async fn send(ws: &mut Ws, v: Value) {
 /// The next JSON message, or the close code (`Err`).
 async fn recv(ws: &mut Ws) -> Result<Value, Option<u16>> {
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("an answer in time") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an answer in time")
+        {
             Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("JSON")),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(f))) => return Err(f.map(|f| u16::from(f.code))),
@@ -99,7 +113,10 @@ async fn guess(gateway: SocketAddr, source: IpAddr, who: usize) -> Outcome {
 async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
     let dir = TempDir::new("guessing");
     let lib = flock_plugins::testing::plugin_lib("flock-plugin-login-ratelimit");
-    let toml = format!("[plugins]\nbudget = \"500ms\"\n[[plugins.load]]\npath = {:?}\nconfig = {LIMITS:?}\n", lib.display().to_string());
+    let toml = format!(
+        "[plugins]\nbudget = \"500ms\"\n[[plugins.load]]\npath = {:?}\nconfig = {LIMITS:?}\n",
+        lib.display().to_string()
+    );
     let file = dir.0.join("flockd.toml");
     std::fs::write(&file, toml).unwrap();
     let server: Flockd = fam.flockd(&["--config", file.to_str().unwrap()]);
@@ -108,13 +125,22 @@ async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
     // The appliance counts every credential that reaches it (one CONNECT each).
     // Its own limit on answers (PERSONAS and CONNECT, 16 at once by default) is raised well
     // above what 40 websockets ask, so that only the plugin limits here.
-    let mut cfg = flock_appliance::ApplianceConfig::new(NAME.parse().unwrap(), server.udp, server.flock_public_key);
+    let mut cfg = flock_appliance::ApplianceConfig::new(
+        NAME.parse().unwrap(),
+        server.udp,
+        server.flock_public_key,
+    );
     cfg.login_answer_burst = 256;
-    let mut h = flock_appliance::spawn(cfg, flock_proto::testing::keypair(1), fam.addr(0)).expect("spawn appliance");
-    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+    let mut h = flock_appliance::spawn(cfg, flock_proto::testing::keypair(1), fam.addr(0))
+        .expect("spawn appliance");
+    wait_event(&mut h, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
-    h.set_personas(Some(br#"[{"id":"alice","name":"Alice"}]"#.to_vec())).unwrap();
+    h.set_personas(Some(br#"[{"id":"alice","name":"Alice"}]"#.to_vec()))
+        .unwrap();
     h.set_authenticator(move |r| {
         counter.fetch_add(1, Relaxed);
         if r.credential == b"pwd:wonderland" {
@@ -135,7 +161,9 @@ async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
     });
 
     let started = Instant::now();
-    let tasks: Vec<_> = (0..SOCKETS).map(|i| tokio::spawn(guess(gateway, sources[i % sources.len()], i))).collect();
+    let tasks: Vec<_> = (0..SOCKETS)
+        .map(|i| tokio::spawn(guess(gateway, sources[i % sources.len()], i)))
+        .collect();
     let mut outcomes = vec![];
     for t in tasks {
         outcomes.push(t.await.expect("a guessing websocket"));
@@ -166,11 +194,22 @@ async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
     // Let through: at most the buckets' worth (plus what refills while the test runs).
     let (per_ip_burst, per_ip_rate, app_burst, app_rate) = (3.0, 5.0 / 60.0, 10.0, 20.0 / 60.0);
     let secs = took.as_secs_f64() + 1.0;
-    let bound = if sources.len() == 1 { per_ip_burst + per_ip_rate * secs } else { app_burst + app_rate * secs };
-    assert!(guesses_answered as f64 <= bound.floor(), "{guesses_answered} guesses reached the appliance, bound {bound:.1}");
+    let bound = if sources.len() == 1 {
+        per_ip_burst + per_ip_rate * secs
+    } else {
+        app_burst + app_rate * secs
+    };
+    assert!(
+        guesses_answered as f64 <= bound.floor(),
+        "{guesses_answered} guesses reached the appliance, bound {bound:.1}"
+    );
     assert!(guesses_answered >= 1, "the first guesses go through");
     // Most websockets were refused by the plugin, each told when to come back, and closed 1013.
-    assert!(limited.len() >= SOCKETS - guesses_answered, "{} of {SOCKETS} rate-limited", limited.len());
+    assert!(
+        limited.len() >= SOCKETS - guesses_answered,
+        "{} of {SOCKETS} rate-limited",
+        limited.len()
+    );
     for o in &limited {
         assert!(o.retry_after_ms > 0 && o.retry_after_ms <= 60_000, "{o:?}");
         assert_eq!(o.close_code, Some(1013), "{o:?}");
@@ -186,7 +225,11 @@ async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
             println!("  /metrics: flock_login_connects_sent_total {connects}, flock_plugin_denied_total {denied}");
             break;
         }
-        assert!(Instant::now() < deadline, "connects {connects} denied {denied}, want {guesses_answered} and ≥ {}", limited.len());
+        assert!(
+            Instant::now() < deadline,
+            "connects {connects} denied {denied}, want {guesses_answered} and ≥ {}",
+            limited.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -196,12 +239,20 @@ async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
         let mut ws = connect(gateway, legit).await;
         send(&mut ws, json!({"type": "open", "appliance": NAME})).await;
         assert_eq!(recv(&mut ws).await.unwrap()["type"], "personas");
-        send(&mut ws, json!({"type": "login", "persona": "alice", "credential": "pwd:wonderland"})).await;
+        send(
+            &mut ws,
+            json!({"type": "login", "persona": "alice", "credential": "pwd:wonderland"}),
+        )
+        .await;
         let v = recv(&mut ws).await.unwrap();
         assert_eq!(v["type"], "accepted", "{v}");
         assert_eq!(seen.load(Relaxed), before + 1);
     }
-    assert_eq!(refused_events.load(Relaxed), guesses_answered, "LoginRefused events at the appliance");
+    assert_eq!(
+        refused_events.load(Relaxed),
+        guesses_answered,
+        "LoginRefused events at the appliance"
+    );
     app.abort();
 }
 
@@ -218,14 +269,22 @@ fn scrape(gateway: SocketAddr) -> String {
 /// Sum of the samples of `name` (over its labels).
 fn sample(text: &str, name: &str) -> u64 {
     text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_from_one_address_is_limited_per_ip_v4() {
-    guessing(V4, &["127.0.0.1".parse().unwrap()], Some("127.0.0.2".parse().unwrap())).await;
+    guessing(
+        V4,
+        &["127.0.0.1".parse().unwrap()],
+        Some("127.0.0.2".parse().unwrap()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,6 +295,8 @@ async fn guessing_from_one_address_is_limited_per_ip_v6() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_from_many_addresses_is_limited_per_appliance_v4() {
-    let sources: Vec<IpAddr> = (0..SOCKETS as u8).map(|i| IpAddr::from([127, 0, 1, 10 + i])).collect();
+    let sources: Vec<IpAddr> = (0..SOCKETS as u8)
+        .map(|i| IpAddr::from([127, 0, 1, 10 + i]))
+        .collect();
     guessing(V4, &sources, None).await;
 }

@@ -30,12 +30,14 @@ fn drain(sock: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
             Err(_) => break,
         }
     }
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     got
 }
 
 fn is_check(bytes: &[u8]) -> bool {
-    Message::parse(bytes).is_ok_and(|m| m.method() == msg::method::CHECK && m.class() == Class::Request)
+    Message::parse(bytes)
+        .is_ok_and(|m| m.method() == msg::method::CHECK && m.class() == Class::Request)
 }
 
 /// A keep-alive of `d` from `sock`, which must succeed with `sock`'s own address.
@@ -43,7 +45,9 @@ fn keepalive_ok(d: &mut Device, sock: &UdpSocket, server: SocketAddr) {
     let txid = d.txid();
     let bytes = request(sock, server, &d.keepalive_bytes(&txid)).expect("an answer to KEEPALIVE");
     let a = Answer::read(&bytes);
-    let Answer::KeptAlive(k) = &a else { panic!("keep-alive refused: {a:?}") };
+    let Answer::KeptAlive(k) = &a else {
+        panic!("keep-alive refused: {a:?}")
+    };
     assert_eq!(k.mapped, sock.local_addr().unwrap());
     d.absorb(&a);
 }
@@ -54,7 +58,10 @@ fn keepalive_code(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> Optio
     let req = d.keepalive_bytes(&txid);
     sock.send_to(&req, server).unwrap();
     // Skip what else reached this socket (CHECKs queued before the name moved).
-    let bytes = drain_until(sock, Duration::from_secs(1), |b| b.get(8..20) == Some(&txid[..])).expect("an answer to KEEPALIVE");
+    let bytes = drain_until(sock, Duration::from_secs(1), |b| {
+        b.get(8..20) == Some(&txid[..])
+    })
+    .expect("an answer to KEEPALIVE");
     assert!(bytes.len() <= req.len());
     Answer::read(&bytes).code()
 }
@@ -64,12 +71,16 @@ fn keepalive_code(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> Optio
 /// answer once the name moves.
 fn register_from_new_address(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> [u8; 12] {
     let txid = d.txid();
-    let bytes = request(sock, server, &d.register_bytes(now_ms(), &txid)).expect("a nonce for the new address");
+    let bytes = request(sock, server, &d.register_bytes(now_ms(), &txid))
+        .expect("a nonce for the new address");
     let a = Answer::read(&bytes);
     assert_eq!(a.code(), Some(code::NONCE_REQUIRED), "{a:?}");
     d.absorb(&a);
     let txid = d.txid();
-    assert!(request(sock, server, &d.register_bytes(now_ms(), &txid)).is_none(), "silent while the old address is checked");
+    assert!(
+        request(sock, server, &d.register_bytes(now_ms(), &txid)).is_none(),
+        "silent while the old address is checked"
+    );
     txid
 }
 
@@ -80,7 +91,9 @@ fn wait_registered(d: &mut Device, sock: &UdpSocket, txid: &[u8; 12], wait: Dura
         panic!("no registration at the new address within {wait:?}");
     };
     let a = Answer::read(&bytes);
-    let Answer::Registered(r) = &a else { panic!("expected the move, got {a:?}") };
+    let Answer::Registered(r) = &a else {
+        panic!("expected the move, got {a:?}")
+    };
     assert_eq!(r.mapped, sock.local_addr().unwrap());
     d.absorb(&a);
     started.elapsed()
@@ -94,7 +107,10 @@ fn with_txid(datagram: &[u8], txid: [u8; 12]) -> Vec<u8> {
     let n = d.len() - 8;
     let crc = crc32(&d[..n]) ^ flock_proto::stun::FINGERPRINT_XOR;
     d[n + 4..].copy_from_slice(&crc.to_be_bytes());
-    assert!(Message::parse(&d).is_ok_and(|m| m.has_fingerprint()), "rewritten datagram parses");
+    assert!(
+        Message::parse(&d).is_ok_and(|m| m.has_fingerprint()),
+        "rewritten datagram parses"
+    );
     d
 }
 
@@ -104,7 +120,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -122,12 +142,14 @@ fn drain_until(sock: &UdpSocket, wait: Duration, stop: impl Fn(&[u8]) -> bool) -
         sock.set_read_timeout(Some(left)).unwrap();
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
             if stop(&buf[..n]) {
-                sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
                 return Some(buf[..n].to_vec());
             }
         }
     }
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     None
 }
 
@@ -145,7 +167,10 @@ async fn another_key_never_takes_a_held_name_from_a_live_appliance(fam: Family) 
     let server = fam.flockd(&["--keepalive-interval", "300ms", "--entry-lifetime", "10s"]);
     let mut owner = appliance(&server, "held-box", 1);
     let owner_addr = owner.local_addr();
-    wait_event(&mut owner, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+    wait_event(&mut owner, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
 
     // Five other keys, from five addresses, each asking twice: all 409, no answer larger than
     // its request (checked by register_over).
@@ -153,13 +178,24 @@ async fn another_key_never_takes_a_held_name_from_a_live_appliance(fam: Family) 
         let sock = fam.raw_client();
         let mut thief = Device::new("HELD-box ", seed); // normalized to the same name
         for _ in 0..2 {
-            assert_eq!(register_over(&mut thief, &sock, server.udp).code(), Some(code::NAME_TAKEN));
+            assert_eq!(
+                register_over(&mut thief, &sock, server.udp).code(),
+                Some(code::NAME_TAKEN)
+            );
         }
     }
     // The owner keeps its name at its address: keep-alives go on, nothing is refused.
     for _ in 0..3 {
         let e = wait_event(&mut owner, WAIT, "keep-alive", |e| {
-            assert!(!matches!(e, Event::TokenRefused | Event::Refused { .. } | Event::MappedAddressChanged { .. }), "owner disturbed: {e:?}");
+            assert!(
+                !matches!(
+                    e,
+                    Event::TokenRefused
+                        | Event::Refused { .. }
+                        | Event::MappedAddressChanged { .. }
+                ),
+                "owner disturbed: {e:?}"
+            );
             matches!(e, Event::KeptAlive { .. })
         })
         .await;
@@ -179,11 +215,21 @@ fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody_v
 }
 
 fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody(fam: Family) {
-    let server = fam.flockd(&["--check-window", "5s", "--entry-lifetime", "20s", "--keepalive-interval", "5s"]);
+    let server = fam.flockd(&[
+        "--check-window",
+        "5s",
+        "--entry-lifetime",
+        "20s",
+        "--keepalive-interval",
+        "5s",
+    ]);
     let owner_sock = fam.raw_client();
     let mut owner = Device::new("box", 1);
     // Register, capturing the signed REGISTER (nonce bound to the owner's address).
-    assert!(matches!(register_over(&mut owner, &owner_sock, server.udp), Answer::Registered(_)));
+    assert!(matches!(
+        register_over(&mut owner, &owner_sock, server.udp),
+        Answer::Registered(_)
+    ));
     let captured = owner.register_bytes(now_ms(), &[0xc0; 12]);
     // It is genuine: from the owner's own address it refreshes the registration.
     let a = Answer::read(&request(&owner_sock, server.udp, &captured).expect("refresh"));
@@ -197,13 +243,22 @@ fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody(f
             // The signature does not cover the transaction id: a replayer can pick its own.
             let replay = with_txid(&captured, [i; 12]);
             let bytes = request(&attacker, server.udp, &replay).expect("a typed refusal");
-            assert!(bytes.len() <= replay.len(), "{} > {}", bytes.len(), replay.len());
+            assert!(
+                bytes.len() <= replay.len(),
+                "{} > {}",
+                bytes.len(),
+                replay.len()
+            );
             assert_eq!(Answer::read(&bytes).code(), Some(code::NONCE_REQUIRED));
         }
     }
     // No CHECK went to the owner: the replay never reached the table.
     let got = drain(&owner_sock, Duration::from_millis(1500));
-    assert!(got.iter().all(|b| !is_check(b)), "the owner was challenged by a replay ({} datagrams)", got.len());
+    assert!(
+        got.iter().all(|b| !is_check(b)),
+        "the owner was challenged by a replay ({} datagrams)",
+        got.len()
+    );
     assert!(got.is_empty(), "unexpected datagrams to the owner: {got:?}");
     // And the owner's registration is where it was.
     keepalive_ok(&mut owner, &owner_sock, server.udp);
@@ -223,7 +278,10 @@ fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing(fam: F
     let server = fam.flockd(&[]);
     let owner_sock = fam.raw_client();
     let mut owner = Device::new("box", 1);
-    assert!(matches!(register_over(&mut owner, &owner_sock, server.udp), Answer::Registered(_)));
+    assert!(matches!(
+        register_over(&mut owner, &owner_sock, server.udp),
+        Answer::Registered(_)
+    ));
     keepalive_ok(&mut owner, &owner_sock, server.udp);
     let captured = owner.keepalive_bytes(&[0x77; 12]);
     for _ in 0..3 {
@@ -231,14 +289,24 @@ fn a_keepalive_token_replayed_from_elsewhere_is_refused_and_moves_nothing(fam: F
         for _ in 0..3 {
             let bytes = request(&attacker, server.udp, &captured).expect("a typed refusal");
             assert!(bytes.len() <= captured.len());
-            assert_eq!(Answer::read(&bytes).code(), Some(code::REREGISTER), "the token is bound to the owner's address");
+            assert_eq!(
+                Answer::read(&bytes).code(),
+                Some(code::REREGISTER),
+                "the token is bound to the owner's address"
+            );
         }
     }
     // A thief's own REGISTER does not help either.
     let thief_sock = fam.raw_client();
     let mut thief = Device::new("box", 2);
-    assert_eq!(register_over(&mut thief, &thief_sock, server.udp).code(), Some(code::NAME_TAKEN));
-    assert!(drain(&owner_sock, Duration::from_millis(800)).is_empty(), "nothing was sent to the owner");
+    assert_eq!(
+        register_over(&mut thief, &thief_sock, server.udp).code(),
+        Some(code::NAME_TAKEN)
+    );
+    assert!(
+        drain(&owner_sock, Duration::from_millis(800)).is_empty(),
+        "nothing was sent to the owner"
+    );
     keepalive_ok(&mut owner, &owner_sock, server.udp);
 }
 
@@ -252,11 +320,23 @@ fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_t
     an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check(V6);
 }
 
-fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check(fam: Family) {
-    let server = fam.flockd(&["--check-window", "2s", "--entry-lifetime", "20s", "--keepalive-interval", "5s"]);
+fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_the_check(
+    fam: Family,
+) {
+    let server = fam.flockd(&[
+        "--check-window",
+        "2s",
+        "--entry-lifetime",
+        "20s",
+        "--keepalive-interval",
+        "5s",
+    ]);
     let (old_sock, new_sock, thief_sock) = (fam.raw_client(), fam.raw_client(), fam.raw_client());
     let mut at_old = Device::new("box", 1);
-    assert!(matches!(register_over(&mut at_old, &old_sock, server.udp), Answer::Registered(_)));
+    assert!(matches!(
+        register_over(&mut at_old, &old_sock, server.udp),
+        Answer::Registered(_)
+    ));
     let mut at_new = Device::new("box", 1);
     for _ in 0..50 {
         at_new.txid(); // keep its transaction ids apart from `at_old`'s
@@ -267,37 +347,66 @@ fn an_impostor_racing_an_address_change_gets_nothing_and_the_owner_moves_after_t
     // Meanwhile an impostor with another key registers from a third address, repeatedly.
     let mut thief = Device::new("box", 2);
     for _ in 0..3 {
-        assert_eq!(register_over(&mut thief, &thief_sock, server.udp).code(), Some(code::NAME_TAKEN));
+        assert_eq!(
+            register_over(&mut thief, &thief_sock, server.udp).code(),
+            Some(code::NAME_TAKEN)
+        );
     }
     // The old address is challenged (and stays silent), the new one still hears nothing.
     let checks = drain(&old_sock, Duration::from_millis(700));
-    assert!(!checks.is_empty() && checks.iter().all(|b| is_check(b)), "CHECKs to the old address: {checks:?}");
+    assert!(
+        !checks.is_empty() && checks.iter().all(|b| is_check(b)),
+        "CHECKs to the old address: {checks:?}"
+    );
     let waited = wait_registered(&mut at_new, &new_sock, &move_txid, Duration::from_secs(6));
     let waited_total = started.elapsed();
-    assert!(waited_total >= Duration::from_millis(1500), "moved after {waited_total:?} ({waited:?}), before the 2 s check window");
+    assert!(
+        waited_total >= Duration::from_millis(1500),
+        "moved after {waited_total:?} ({waited:?}), before the 2 s check window"
+    );
     // The name is at the owner's new address, the impostor still gets 409, the old token 441.
     keepalive_ok(&mut at_new, &new_sock, server.udp);
-    assert_eq!(register_over(&mut thief, &thief_sock, server.udp).code(), Some(code::NAME_TAKEN));
-    assert_eq!(keepalive_code(&mut at_old, &old_sock, server.udp), Some(code::REREGISTER));
+    assert_eq!(
+        register_over(&mut thief, &thief_sock, server.udp).code(),
+        Some(code::NAME_TAKEN)
+    );
+    assert_eq!(
+        keepalive_code(&mut at_old, &old_sock, server.udp),
+        Some(code::REREGISTER)
+    );
     keepalive_ok(&mut at_new, &new_sock, server.udp);
 }
 
 /// Sets up a check: owner registered at `old`, then signs from `new`. Returns the CHECK that
 /// reached the old address and the txid of the REGISTER the move will answer.
-fn start_check(server: &Flockd, old: &UdpSocket, new: &UdpSocket) -> (Device, Device, Vec<u8>, [u8; 12]) {
+fn start_check(
+    server: &Flockd,
+    old: &UdpSocket,
+    new: &UdpSocket,
+) -> (Device, Device, Vec<u8>, [u8; 12]) {
     let mut at_old = Device::new("box", 1);
-    assert!(matches!(register_over(&mut at_old, old, server.udp), Answer::Registered(_)));
+    assert!(matches!(
+        register_over(&mut at_old, old, server.udp),
+        Answer::Registered(_)
+    ));
     let mut at_new = Device::new("box", 1);
     for _ in 0..50 {
         at_new.txid();
     }
     let move_txid = register_from_new_address(&mut at_new, new, server.udp);
-    let check = drain_until(old, Duration::from_secs(2), is_check).expect("a CHECK at the old address");
+    let check =
+        drain_until(old, Duration::from_secs(2), is_check).expect("a CHECK at the old address");
     let m = Message::parse(&check).unwrap();
     let c = msg::Check::parse(&m).unwrap();
     assert_eq!(c.name.as_bytes(), b"box");
-    assert!(c.from_flock(&server.flock_public_key), "the CHECK is signed by the flock");
-    assert!(check.len() >= at_old.answer_check(&check).len(), "the CHECK is no smaller than its answer");
+    assert!(
+        c.from_flock(&server.flock_public_key),
+        "the CHECK is signed by the flock"
+    );
+    assert!(
+        check.len() >= at_old.answer_check(&check).len(),
+        "the CHECK is no smaller than its answer"
+    );
     (at_old, at_new, check, move_txid)
 }
 
@@ -311,21 +420,41 @@ fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_ow
     a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only(V6);
 }
 
-fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only(fam: Family) {
+fn a_check_answered_by_an_impostor_from_the_old_address_moves_the_name_to_the_owner_only(
+    fam: Family,
+) {
     // §5: whoever answers is not the registered identity → the name moves to the new address
     // the registered key signed for; never to the impostor.
-    let server = fam.flockd(&["--check-window", "20s", "--entry-lifetime", "30s", "--keepalive-interval", "5s"]);
+    let server = fam.flockd(&[
+        "--check-window",
+        "20s",
+        "--entry-lifetime",
+        "30s",
+        "--keepalive-interval",
+        "5s",
+    ]);
     let (old_sock, new_sock) = (fam.raw_client(), fam.raw_client());
     let (mut at_old, mut at_new, check, move_txid) = start_check(&server, &old_sock, &new_sock);
     let impostor = Device::new("box", 2);
-    old_sock.send_to(&impostor.answer_check(&check), server.udp).unwrap();
+    old_sock
+        .send_to(&impostor.answer_check(&check), server.udp)
+        .unwrap();
     let waited = wait_registered(&mut at_new, &new_sock, &move_txid, Duration::from_secs(3));
-    assert!(waited < Duration::from_secs(3), "moved at once, not after the window");
+    assert!(
+        waited < Duration::from_secs(3),
+        "moved at once, not after the window"
+    );
     keepalive_ok(&mut at_new, &new_sock, server.udp);
     // The impostor (at the old address, or anywhere) has nothing: 409 for its key.
     let mut thief = Device::new("box", 2);
-    assert_eq!(register_over(&mut thief, &fam.raw_client(), server.udp).code(), Some(code::NAME_TAKEN));
-    assert_eq!(keepalive_code(&mut at_old, &old_sock, server.udp), Some(code::REREGISTER));
+    assert_eq!(
+        register_over(&mut thief, &fam.raw_client(), server.udp).code(),
+        Some(code::NAME_TAKEN)
+    );
+    assert_eq!(
+        keepalive_code(&mut at_old, &old_sock, server.udp),
+        Some(code::REREGISTER)
+    );
 }
 
 #[test]
@@ -339,7 +468,14 @@ fn a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_on
 }
 
 fn a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_only(fam: Family) {
-    let server = fam.flockd(&["--check-window", "20s", "--entry-lifetime", "30s", "--keepalive-interval", "5s"]);
+    let server = fam.flockd(&[
+        "--check-window",
+        "20s",
+        "--entry-lifetime",
+        "30s",
+        "--keepalive-interval",
+        "5s",
+    ]);
     let (old_sock, new_sock, thief_sock) = (fam.raw_client(), fam.raw_client(), fam.raw_client());
     let (_at_old, mut at_new, check, move_txid) = start_check(&server, &old_sock, &new_sock);
     let impostor = Device::new("box", 2);
@@ -347,17 +483,36 @@ fn a_check_answered_by_an_impostor_from_elsewhere_moves_the_name_to_the_owner_on
     let genuine_owner = Device::new("box", 1);
     for i in 0..5u8 {
         // Even the owner's own (correct) answer does not count under a wrong txid.
-        let who = if i % 2 == 0 { &impostor } else { &genuine_owner };
-        thief_sock.send_to(&with_txid(&who.answer_check(&check), [i; 12]), server.udp).unwrap();
+        let who = if i % 2 == 0 {
+            &impostor
+        } else {
+            &genuine_owner
+        };
+        thief_sock
+            .send_to(&with_txid(&who.answer_check(&check), [i; 12]), server.udp)
+            .unwrap();
     }
-    let early = drain_until(&new_sock, Duration::from_millis(600), |b| b.get(8..20) == Some(&move_txid[..]));
+    let early = drain_until(&new_sock, Duration::from_millis(600), |b| {
+        b.get(8..20) == Some(&move_txid[..])
+    });
     assert!(early.is_none(), "a wrong-txid answer ended the check");
-    assert!(drain(&thief_sock, Duration::from_millis(200)).is_empty(), "CHECK answers are never answered");
+    assert!(
+        drain(&thief_sock, Duration::from_millis(200)).is_empty(),
+        "CHECK answers are never answered"
+    );
     // Then the impostor answers with the right txid (it saw the CHECK) but its own key.
-    thief_sock.send_to(&impostor.answer_check(&check), server.udp).unwrap();
+    thief_sock
+        .send_to(&impostor.answer_check(&check), server.udp)
+        .unwrap();
     wait_registered(&mut at_new, &new_sock, &move_txid, Duration::from_secs(3));
     keepalive_ok(&mut at_new, &new_sock, server.udp);
     let mut thief = Device::new("box", 2);
-    assert_eq!(register_over(&mut thief, &thief_sock, server.udp).code(), Some(code::NAME_TAKEN));
-    assert!(drain(&thief_sock, Duration::from_millis(300)).is_empty(), "the impostor was never registered");
+    assert_eq!(
+        register_over(&mut thief, &thief_sock, server.udp).code(),
+        Some(code::NAME_TAKEN)
+    );
+    assert!(
+        drain(&thief_sock, Duration::from_millis(300)).is_empty(),
+        "the impostor was never registered"
+    );
 }

@@ -16,9 +16,22 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn chromium_logs_in_and_opens_a_data_channel_to_the_appliance() {
     let server = Flockd::start(&[]);
     let mut h = appliance(&server, "webrtc-box", 7);
-    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
-    h.set_personas(Some(br#"[{"id":"alice","name":"Alice"},{"id":"bob","name":"Bob"}]"#.to_vec())).unwrap();
-    h.set_authenticator(|r| if (r.persona, r.credential) == ("alice", b"pwd:wonderland") { Decision::Accept } else { Decision::BadCredentials }).unwrap();
+    wait_event(&mut h, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
+    h.set_personas(Some(
+        br#"[{"id":"alice","name":"Alice"},{"id":"bob","name":"Bob"}]"#.to_vec(),
+    ))
+    .unwrap();
+    h.set_authenticator(|r| {
+        if (r.persona, r.credential) == ("alice", b"pwd:wonderland") {
+            Decision::Accept
+        } else {
+            Decision::BadCredentials
+        }
+    })
+    .unwrap();
 
     // The appliance's application: a WebRTC peer per accepted log-in, fed by the signalling.
     let peer: Arc<Mutex<Option<WebRtcPeer>>> = Arc::default();
@@ -29,18 +42,30 @@ async fn chromium_logs_in_and_opens_a_data_channel_to_the_appliance() {
             match e {
                 Event::LoginRefused { .. } => refused += 1,
                 Event::LoginAccepted { session, .. } => {
-                    let (p, offer) = tokio::task::spawn_blocking(WebRtcPeer::start).await.unwrap();
+                    let (p, offer) = tokio::task::spawn_blocking(WebRtcPeer::start)
+                        .await
+                        .unwrap();
                     h.send_offer(session, offer).unwrap();
                     for (candidate, mid) in p.local_candidates() {
-                        h.add_candidate(session, Candidate { candidate, mid }).unwrap();
+                        h.add_candidate(session, Candidate { candidate, mid })
+                            .unwrap();
                     }
                     h.end_of_candidates(session).unwrap();
                     *app_peer.lock().unwrap() = Some(p);
                 }
-                Event::RemoteAnswer { sdp, .. } => app_peer.lock().unwrap().as_ref().expect("peer").accept_answer(&sdp).unwrap(),
+                Event::RemoteAnswer { sdp, .. } => app_peer
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .expect("peer")
+                    .accept_answer(&sdp)
+                    .unwrap(),
                 Event::RemoteCandidate { candidate, .. } => {
                     let p = app_peer.lock().unwrap();
-                    p.as_ref().expect("peer").add_remote_candidate(&candidate.candidate, candidate.mid.as_deref()).unwrap()
+                    p.as_ref()
+                        .expect("peer")
+                        .add_remote_candidate(&candidate.candidate, candidate.mid.as_deref())
+                        .unwrap()
                 }
                 Event::SessionDone { .. } => return refused,
                 _ => {}
@@ -53,18 +78,31 @@ async fn chromium_logs_in_and_opens_a_data_channel_to_the_appliance() {
     b.goto(&format!("http://{}/", server.ws.unwrap())).await;
     b.fill("appliance", "webrtc-box").await;
     b.click("open").await;
-    b.wait_text("personas", |t| t.contains("Alice") && t.contains("Bob"), WAIT).await;
+    b.wait_text(
+        "personas",
+        |t| t.contains("Alice") && t.contains("Bob"),
+        WAIT,
+    )
+    .await;
     b.fill("password", "guess").await;
     b.click("login").await;
-    b.wait_text("status", |t| t.contains("rejected"), WAIT).await;
+    b.wait_text("status", |t| t.contains("rejected"), WAIT)
+        .await;
     b.fill("password", "wonderland").await;
     b.click("login").await;
     b.wait_text("channel", |t| t == "open", WAIT).await;
     b.wait_text("received", |t| t == "pong", WAIT).await;
 
-    let refused = tokio::time::timeout(WAIT, app).await.expect("appliance saw the session end").unwrap();
+    let refused = tokio::time::timeout(WAIT, app)
+        .await
+        .expect("appliance saw the session end")
+        .unwrap();
     assert_eq!(refused, 1, "one wrong password");
     let p = peer.lock().unwrap().take().expect("a peer was made");
-    assert!(p.received().contains(&"ping".to_string()), "{:?}", p.state());
+    assert!(
+        p.received().contains(&"ping".to_string()),
+        "{:?}",
+        p.state()
+    );
     b.close().await;
 }

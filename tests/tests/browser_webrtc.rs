@@ -22,12 +22,16 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// Runs a test body with a hard time bound.
 async fn bounded(f: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(30), f).await.expect("test took longer than 30 s");
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("test took longer than 30 s");
 }
 
 /// A tiny HTTP server on 127.0.0.1: serves `files` (path, content type, body) and hands
 /// websocket upgrades of `/ws` to the returned receiver (same origin, as in production).
-async fn serve(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> (SocketAddr, mpsc::UnboundedReceiver<Ws>) {
+async fn serve(
+    files: Vec<(&'static str, &'static str, Vec<u8>)>,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Ws>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -36,14 +40,20 @@ async fn serve(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> (SocketAddr
         while let Ok((stream, _)) = listener.accept().await {
             let (files, tx) = (files.clone(), tx.clone());
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), handle_http(stream, &files, tx)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), handle_http(stream, &files, tx))
+                        .await;
             });
         }
     });
     (addr, rx)
 }
 
-async fn handle_http(mut stream: TcpStream, files: &[(&str, &str, Vec<u8>)], ws: mpsc::UnboundedSender<Ws>) {
+async fn handle_http(
+    mut stream: TcpStream,
+    files: &[(&str, &str, Vec<u8>)],
+    ws: mpsc::UnboundedSender<Ws>,
+) {
     // Peek the request head so a websocket upgrade can be handed over unread.
     let mut buf = vec![0u8; 8192];
     let head_len = loop {
@@ -123,25 +133,41 @@ fn stats_js(pc: &str) -> String {
 
 /// Host candidates on loopback only: the peer must not reach for other interfaces.
 fn is_loopback_candidate(c: &str) -> bool {
-    c.split_whitespace().nth(4).is_some_and(|ip| ip.starts_with("127."))
+    c.split_whitespace()
+        .nth(4)
+        .is_some_and(|ip| ip.starts_with("127."))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn str0m_peer_exchanges_ping_pong_with_chromium() {
     bounded(async {
-        let (addr, _ws) =
-            serve(vec![("/", "text/html", b"<!doctype html><title>rtc</title><p id=status>ready</p>".to_vec())]).await;
+        let (addr, _ws) = serve(vec![(
+            "/",
+            "text/html",
+            b"<!doctype html><title>rtc</title><p id=status>ready</p>".to_vec(),
+        )])
+        .await;
         let b = Browser::start().await;
         b.goto(&format!("http://{addr}/")).await;
         let (peer, offer) = WebRtcPeer::start();
 
         let r = b.exec_async(PAGE_ANSWER, vec![json!(offer)]).await;
-        let Some(sdp) = r["sdp"].as_str() else { b.fail(&format!("no answer: {r}")).await };
-        peer.accept_answer(sdp).unwrap_or_else(|e| panic!("answer rejected: {e}\n{sdp}"));
-        let cands: Vec<&str> =
-            r["candidates"].as_array().unwrap().iter().filter_map(|c| c["candidate"].as_str()).collect();
+        let Some(sdp) = r["sdp"].as_str() else {
+            b.fail(&format!("no answer: {r}")).await
+        };
+        peer.accept_answer(sdp)
+            .unwrap_or_else(|e| panic!("answer rejected: {e}\n{sdp}"));
+        let cands: Vec<&str> = r["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["candidate"].as_str())
+            .collect();
         let loopback: Vec<&&str> = cands.iter().filter(|c| is_loopback_candidate(c)).collect();
-        assert!(!loopback.is_empty(), "Chromium gathered no 127.0.0.1 candidate: {cands:?}");
+        assert!(
+            !loopback.is_empty(),
+            "Chromium gathered no 127.0.0.1 candidate: {cands:?}"
+        );
         for c in loopback {
             peer.add_remote_candidate(c, Some("0")).unwrap();
         }
@@ -158,11 +184,18 @@ async fn str0m_peer_exchanges_ping_pong_with_chromium() {
         let r = b.exec_async(PAGE_PING, vec![]).await;
         if r["reply"] != "pong" {
             let stats = b.exec_async(&stats_js("window.pc"), vec![]).await;
-            b.fail(&format!("ping/pong failed: {r}\npeer: {:?}\nstats: {stats:#}", peer.state())).await;
+            b.fail(&format!(
+                "ping/pong failed: {r}\npeer: {:?}\nstats: {stats:#}",
+                peer.state()
+            ))
+            .await;
         }
         assert_eq!(r["label"], CHANNEL_LABEL);
         let received = peer.received();
-        assert!(!received.is_empty() && received.iter().all(|m| m == "ping"), "{received:?}");
+        assert!(
+            !received.is_empty() && received.iter().all(|m| m == "ping"),
+            "{received:?}"
+        );
         assert!(peer.state().connected && peer.channel_open());
         b.close().await;
     })
@@ -184,7 +217,8 @@ async fn recv(ws: &mut Ws, seen: &SharedSeen) -> Result<Value, String> {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
         match msg.map_err(|_| "browser silent for 10 s")? {
             Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).map_err(|e| format!("bad JSON {t}: {e}"))?;
+                let v: Value =
+                    serde_json::from_str(t.as_str()).map_err(|e| format!("bad JSON {t}: {e}"))?;
                 seen.lock().unwrap().from_browser.push(v.clone());
                 return Ok(v);
             }
@@ -196,7 +230,9 @@ async fn recv(ws: &mut Ws, seen: &SharedSeen) -> Result<Value, String> {
 }
 
 async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
-    ws.send(Message::text(v.to_string())).await.map_err(|e| e.to_string())
+    ws.send(Message::text(v.to_string()))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Plays flock's role for one websocket: appliance "home" has personas and password
@@ -234,11 +270,19 @@ async fn fake_flock(mut ws: Ws, seen: SharedSeen) -> Result<(), String> {
             break;
         }
         attempts_left -= 1;
-        send(&mut ws, json!({"type": "rejected", "attempts_left": attempts_left})).await?;
+        send(
+            &mut ws,
+            json!({"type": "rejected", "attempts_left": attempts_left}),
+        )
+        .await?;
     }
     send(&mut ws, json!({"type": "accepted"})).await?;
     if appliance == "locked" {
-        send(&mut ws, json!({"type": "error", "code": "appliance-unreachable", "message": "gone"})).await?;
+        send(
+            &mut ws,
+            json!({"type": "error", "code": "appliance-unreachable", "message": "gone"}),
+        )
+        .await?;
         return close(ws, &seen).await;
     }
 
@@ -247,7 +291,11 @@ async fn fake_flock(mut ws: Ws, seen: SharedSeen) -> Result<(), String> {
     seen.lock().unwrap().peer = Some(peer.clone());
     // The candidate goes before the offer on purpose: flock.js must queue it.
     for (c, mid) in peer.local_candidates() {
-        send(&mut ws, json!({"type": "candidate", "candidate": c, "sdpMid": mid})).await?;
+        send(
+            &mut ws,
+            json!({"type": "candidate", "candidate": c, "sdpMid": mid}),
+        )
+        .await?;
     }
     send(&mut ws, json!({"type": "offer", "sdp": offer})).await?;
     send(&mut ws, json!({"type": "end-of-candidates"})).await?;
@@ -269,7 +317,10 @@ async fn fake_flock(mut ws: Ws, seen: SharedSeen) -> Result<(), String> {
 }
 
 async fn close(mut ws: Ws, seen: &SharedSeen) -> Result<(), String> {
-    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
     ws.close(Some(frame)).await.map_err(|e| e.to_string())?;
     seen.lock().unwrap().closed_normally = true;
     Ok(())
@@ -278,9 +329,13 @@ async fn close(mut ws: Ws, seen: &SharedSeen) -> Result<(), String> {
 /// Serves ws/web from disk and runs `fake_flock` on every websocket; returns the page URL.
 async fn serve_page(seen: SharedSeen) -> String {
     let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../ws/web/");
-    let read = |f: &str| std::fs::read(format!("{web}{f}")).unwrap_or_else(|e| panic!("read {web}{f}: {e}"));
-    let files =
-        vec![("/", "text/html; charset=utf-8", read("index.html")), ("/flock.js", "text/javascript", read("flock.js"))];
+    let read = |f: &str| {
+        std::fs::read(format!("{web}{f}")).unwrap_or_else(|e| panic!("read {web}{f}: {e}"))
+    };
+    let files = vec![
+        ("/", "text/html; charset=utf-8", read("index.html")),
+        ("/flock.js", "text/javascript", read("flock.js")),
+    ];
     let (addr, mut sockets) = serve(files).await;
     tokio::spawn(async move {
         while let Some(ws) = sockets.recv().await {

@@ -33,8 +33,18 @@ async fn mid_signalling(server: &Flockd) -> Browser {
 
 async fn serving_box(server: &Flockd) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
     let mut h = appliance(server, "my-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
-    run_appliance(h, LIST, Behaviour::Signal { offer: offer(), candidates: vec![candidate(50001)] })
+    wait_event(&mut h, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
+    run_appliance(
+        h,
+        LIST,
+        Behaviour::Signal {
+            offer: offer(),
+            candidates: vec![candidate(50001)],
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,8 +65,16 @@ async fn sigterm_lets_a_running_log_in_finish_and_refuses_new_ones() {
     assert_eq!(field(&draining, "running"), "1", "{draining}");
 
     // No new websocket: the listener is closed.
-    let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(format!("ws://{ws}/ws"))).await.expect("bounded");
-    assert!(refused.is_err(), "a new websocket was accepted during the drain");
+    let refused = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{ws}/ws")),
+    )
+    .await
+    .expect("bounded");
+    assert!(
+        refused.is_err(),
+        "a new websocket was accepted during the drain"
+    );
     // No new log-in on the sockets already open.
     idle.open("my-box").await;
     assert_eq!(idle.expect_error("busy").await.code, 1013);
@@ -67,16 +85,38 @@ async fn sigterm_lets_a_running_log_in_finish_and_refuses_new_ones() {
     // The running log-in finishes normally; the cores still relay its signalling.
     let answer = "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\na=x-answer\r\n";
     running.send(json!({"type": "answer", "sdp": answer})).await;
-    running.send(json!({"type": "candidate", "candidate": candidate(60001).candidate, "sdpMid": "0"})).await;
+    running
+        .send(json!({"type": "candidate", "candidate": candidate(60001).candidate, "sdpMid": "0"}))
+        .await;
     running.send(json!({"type": "end-of-candidates"})).await;
-    assert_eq!(running.closed().await, Closed { code: 1000, reason: "done".into() });
-    let e = next_matching(&mut app, "the answer", |e| matches!(e, Event::RemoteAnswer { .. })).await;
+    assert_eq!(
+        running.closed().await,
+        Closed {
+            code: 1000,
+            reason: "done".into()
+        }
+    );
+    let e = next_matching(&mut app, "the answer", |e| {
+        matches!(e, Event::RemoteAnswer { .. })
+    })
+    .await;
     assert!(matches!(e, Event::RemoteAnswer { sdp, .. } if sdp == answer));
-    next_matching(&mut app, "the session's end", |e| matches!(e, Event::SessionDone { .. })).await;
+    next_matching(&mut app, "the session's end", |e| {
+        matches!(e, Event::SessionDone { .. })
+    })
+    .await;
 
     assert_eq!(server.terminate(), Some(0));
     let line = server.wait_for_log("websocket gateway drained", Duration::from_secs(1));
-    assert_eq!((field(&line, "finished"), field(&line, "done"), field(&line, "cut")), ("1", "1", "0"), "{line}");
+    assert_eq!(
+        (
+            field(&line, "finished"),
+            field(&line, "done"),
+            field(&line, "cut")
+        ),
+        ("1", "1", "0"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +128,27 @@ async fn a_log_in_still_running_at_the_deadline_is_cut_with_going_away() {
 
     let t = std::time::Instant::now();
     server.signal(libc::SIGTERM);
-    assert_eq!(stuck.closed().await, Closed { code: 1001, reason: "going away".into() });
-    assert!(t.elapsed() >= Duration::from_millis(900), "cut before the drain timeout: {:?}", t.elapsed());
+    assert_eq!(
+        stuck.closed().await,
+        Closed {
+            code: 1001,
+            reason: "going away".into()
+        }
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "cut before the drain timeout: {:?}",
+        t.elapsed()
+    );
     assert_eq!(server.terminate(), Some(0));
     let line = server.wait_for_log("websocket gateway drained", Duration::from_secs(1));
-    assert_eq!((field(&line, "running"), field(&line, "finished"), field(&line, "cut")), ("1", "0", "1"), "{line}");
+    assert_eq!(
+        (
+            field(&line, "running"),
+            field(&line, "finished"),
+            field(&line, "cut")
+        ),
+        ("1", "0", "1"),
+        "{line}"
+    );
 }

@@ -19,21 +19,46 @@ const FLAGS: &[&str] = &["--keepalive-interval", "1s"];
 
 /// An SDK appliance named `name`, configured with server `via` of the flock (it follows the
 /// redirect to the owner), registered.
-async fn registered(flock: &Flock, name: &str, via: usize, seed: u8, tweak: impl FnOnce(&mut ApplianceConfig)) -> ApplianceHandle {
-    let mut cfg = ApplianceConfig::new(name.parse().unwrap(), flock.udp()[via], flock.servers[0].flock_public_key);
+async fn registered(
+    flock: &Flock,
+    name: &str,
+    via: usize,
+    seed: u8,
+    tweak: impl FnOnce(&mut ApplianceConfig),
+) -> ApplianceHandle {
+    let mut cfg = ApplianceConfig::new(
+        name.parse().unwrap(),
+        flock.udp()[via],
+        flock.servers[0].flock_public_key,
+    );
     cfg.rto_max = Duration::from_secs(1);
     cfg.give_up_after = Duration::from_secs(3);
     cfg.retry_pause = Duration::from_millis(300);
     cfg.retry_pause_max = Duration::from_secs(1);
     tweak(&mut cfg);
-    let mut h = flock_appliance::spawn(cfg, keypair(seed), "127.0.0.1:0".parse().unwrap()).expect("spawn appliance");
-    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
-    assert_eq!(h.status().server, flock.udp()[flock.owner(name)], "{name} registered at its owner");
+    let mut h = flock_appliance::spawn(cfg, keypair(seed), "127.0.0.1:0".parse().unwrap())
+        .expect("spawn appliance");
+    wait_event(&mut h, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
+    assert_eq!(
+        h.status().server,
+        flock.udp()[flock.owner(name)],
+        "{name} registered at its owner"
+    );
     h
 }
 
 fn serving(h: ApplianceHandle) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
-    run_appliance(h, LIST, Behaviour::Signal { offer: offer(), candidates: vec![candidate(50001)] })
+    run_appliance(
+        h,
+        LIST,
+        Behaviour::Signal {
+            offer: offer(),
+            candidates: vec![candidate(50001)],
+        },
+    )
 }
 
 /// A whole log-in through the gateway at `ws`; Err says where it stopped.
@@ -54,8 +79,10 @@ async fn log_in(ws: SocketAddr, name: &str) -> Result<(), String> {
             return Err(format!("offer garbled: {v}"));
         }
     }
-    b.send(json!({"type": "answer", "sdp": "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\na=x-answer\r\n"})).await;
-    b.send(json!({"type": "candidate", "candidate": candidate(60001).candidate, "sdpMid": "0"})).await;
+    b.send(json!({"type": "answer", "sdp": "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\na=x-answer\r\n"}))
+        .await;
+    b.send(json!({"type": "candidate", "candidate": candidate(60001).candidate, "sdpMid": "0"}))
+        .await;
     b.send(json!({"type": "end-of-candidates"})).await;
     match b.closed().await {
         Closed { code: 1000, .. } => Ok(()),
@@ -71,7 +98,10 @@ async fn metric_reaches(flock: &Flock, i: usize, name: &str, ok: impl Fn(u64) ->
         if ok(v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "server {i}: {name} stayed at {v}");
+        assert!(
+            Instant::now() < deadline,
+            "server {i}: {name} stayed at {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -89,7 +119,9 @@ async fn every_server_logs_browsers_in_to_appliances_owned_by_the_others() {
     for via in 0..3 {
         for (owner, (name, _)) in apps.iter().enumerate() {
             let ws = flock.servers[via].ws.unwrap();
-            log_in(ws, name).await.unwrap_or_else(|e| panic!("{name} (owner {owner}) through server {via}: {e}"));
+            log_in(ws, name)
+                .await
+                .unwrap_or_else(|e| panic!("{name} (owner {owner}) through server {via}: {e}"));
         }
     }
     for (name, rx) in &mut apps {
@@ -101,9 +133,27 @@ async fn every_server_logs_browsers_in_to_appliances_owned_by_the_others() {
     }
     // Each server looked up the two names it does not own, and never needed the relay.
     for i in 0..3 {
-        metric_reaches(&flock, i, "flock_peer_lookups_total{core=\"0\",direction=\"sent\"}", |v| v >= 2).await;
-        metric_reaches(&flock, i, "flock_peer_lookups_total{core=\"0\",direction=\"answered\"}", |v| v >= 2).await;
-        assert_eq!(metric(&scrape(flock.servers[i].ws.unwrap()), "flock_peer_relay_fallbacks_total"), 0);
+        metric_reaches(
+            &flock,
+            i,
+            "flock_peer_lookups_total{core=\"0\",direction=\"sent\"}",
+            |v| v >= 2,
+        )
+        .await;
+        metric_reaches(
+            &flock,
+            i,
+            "flock_peer_lookups_total{core=\"0\",direction=\"answered\"}",
+            |v| v >= 2,
+        )
+        .await;
+        assert_eq!(
+            metric(
+                &scrape(flock.servers[i].ws.unwrap()),
+                "flock_peer_relay_fallbacks_total"
+            ),
+            0
+        );
     }
 }
 
@@ -114,11 +164,28 @@ async fn an_appliance_behind_a_strict_nat_is_reached_through_its_owner() {
     // It drops every datagram from an address it never sent to: only its owner gets through.
     let h = registered(&flock, &name, 1, 7, |c| c.only_known_peers = true).await;
     let mut rx = serving(h);
-    log_in(flock.servers[0].ws.unwrap(), &name).await.expect("a log-in relayed through the owner");
-    next_matching(&mut rx, "the session's end", |e| matches!(e, Event::SessionDone { .. })).await;
+    log_in(flock.servers[0].ws.unwrap(), &name)
+        .await
+        .expect("a log-in relayed through the owner");
+    next_matching(&mut rx, "the session's end", |e| {
+        matches!(e, Event::SessionDone { .. })
+    })
+    .await;
     metric_reaches(&flock, 0, "flock_peer_relay_fallbacks_total", |v| v == 1).await;
-    metric_reaches(&flock, 1, "flock_peer_relayed_total{core=\"0\",direction=\"to_appliance\"}", |v| v > 0).await;
-    metric_reaches(&flock, 1, "flock_peer_relayed_total{core=\"0\",direction=\"to_peer\"}", |v| v > 0).await;
+    metric_reaches(
+        &flock,
+        1,
+        "flock_peer_relayed_total{core=\"0\",direction=\"to_appliance\"}",
+        |v| v > 0,
+    )
+    .await;
+    metric_reaches(
+        &flock,
+        1,
+        "flock_peer_relayed_total{core=\"0\",direction=\"to_peer\"}",
+        |v| v > 0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +198,9 @@ async fn owner_down_is_reported_quickly_and_service_resumes_when_it_is_back() {
     let mut rx_other = serving(registered(&flock, &other, 1, 10, |_| {}).await);
     // Through server 1 while the owner is up (server 0 has never looked the name up: a cached
     // location would let it reach the appliance even with the owner away, for a few seconds).
-    log_in(flock.servers[1].ws.unwrap(), &name).await.expect("while the owner is up");
+    log_in(flock.servers[1].ws.unwrap(), &name)
+        .await
+        .expect("while the owner is up");
 
     flock.stop(2);
     let t = Instant::now();
@@ -142,14 +211,26 @@ async fn owner_down_is_reported_quickly_and_service_resumes_when_it_is_back() {
     eprintln!("owner-down after {took:?}");
     assert!(took < Duration::from_secs(8), "owner-down took {took:?}");
     // Nothing else broke: names owned by the servers still up work through either of them.
-    log_in(flock.servers[0].ws.unwrap(), &other).await.expect("another owner, while server 2 is down");
-    log_in(flock.servers[1].ws.unwrap(), &other).await.expect("its own name, while server 2 is down");
-    next_matching(&mut rx_other, "a session", |e| matches!(e, Event::SessionDone { .. })).await;
+    log_in(flock.servers[0].ws.unwrap(), &other)
+        .await
+        .expect("another owner, while server 2 is down");
+    log_in(flock.servers[1].ws.unwrap(), &other)
+        .await
+        .expect("its own name, while server 2 is down");
+    next_matching(&mut rx_other, "a session", |e| {
+        matches!(e, Event::SessionDone { .. })
+    })
+    .await;
 
     // The owner comes back with its secrets: the appliance's next keep-alive is taken again.
     flock.start_again(2, None);
-    next_matching(&mut rx, "a keep-alive at the restarted owner", |e| matches!(e, Event::KeptAlive { .. } | Event::Registered { .. })).await;
-    log_in(flock.servers[0].ws.unwrap(), &name).await.expect("after the owner came back, no restart elsewhere");
+    next_matching(&mut rx, "a keep-alive at the restarted owner", |e| {
+        matches!(e, Event::KeptAlive { .. } | Event::Registered { .. })
+    })
+    .await;
+    log_in(flock.servers[0].ws.unwrap(), &name)
+        .await
+        .expect("after the owner came back, no restart elsewhere");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,22 +242,40 @@ async fn a_server_with_another_membership_list_is_refused_loudly() {
 
     // Server 2 restarts with a list that differs (server 0's websocket port): another digest.
     let mut addrs = flock.addrs();
-    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let spare = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     addrs[0].1 = spare;
     let other = flock.dir.0.join("other.toml");
     std::fs::write(&other, flock_tests::flock::flock_toml("flock.key", &addrs)).unwrap();
     flock.start_again(2, Some(&other));
-    let ours = flock_tests::field(&flock.servers[0].wait_for_log("flockd ready", WAIT), "flock_digest").to_string();
-    let theirs = flock_tests::field(&flock.servers[2].wait_for_log("flockd ready", WAIT), "flock_digest").to_string();
+    let ours = flock_tests::field(
+        &flock.servers[0].wait_for_log("flockd ready", WAIT),
+        "flock_digest",
+    )
+    .to_string();
+    let theirs = flock_tests::field(
+        &flock.servers[2].wait_for_log("flockd ready", WAIT),
+        "flock_digest",
+    )
+    .to_string();
     assert_ne!(ours, theirs);
     // Before any log-in: server 2 probed its peers at start, and both sides say so.
     let line = flock.servers[0].wait_for_log("another membership list", WAIT);
-    assert!(line.contains("ERROR") && line.contains(&theirs) && line.contains("peer=2"), "{line}");
+    assert!(
+        line.contains("ERROR") && line.contains(&theirs) && line.contains("peer=2"),
+        "{line}"
+    );
     let line = flock.servers[2].wait_for_log("another membership list", WAIT);
     assert!(line.contains("ERROR") && line.contains(&ours), "{line}");
 
     let mut b = Browser::connect(flock.servers[0].ws.unwrap()).await;
     b.open(&name).await;
-    assert_eq!(b.expect_error("owner-down").await.code, 1011, "a split flock serves nobody across the split");
+    assert_eq!(
+        b.expect_error("owner-down").await.code,
+        1011,
+        "a split flock serves nobody across the split"
+    );
     metric_reaches(&flock, 0, "flock_peer_membership_mismatch_total", |v| v > 0).await;
 }

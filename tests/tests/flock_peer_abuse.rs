@@ -34,23 +34,42 @@ async fn strangers_get_nothing_from_the_peer_protocol() {
     let mut d = Device::new(&name, 5);
     register_over(&mut d, &app, udp[1]);
 
-    let right = peer::Sender::new(0, [0; 32], &flock_proto::flock::peer_secret(&std::fs::read(&flock.key_file).unwrap()));
+    let right = peer::Sender::new(
+        0,
+        [0; 32],
+        &flock_proto::flock::peer_secret(&std::fs::read(&flock.key_file).unwrap()),
+    );
     let wrong = Sender::new(0, [0; 32], &[7; 32]);
     let stranger = raw_client();
     let n: flock_proto::Name = name.parse().unwrap();
     let mut buf = [0u8; 1500];
     let mut sent = 0;
-    for (s, what) in [(&wrong, "a made-up key"), (&right, "the right key from a stranger's address")] {
+    for (s, what) in [
+        (&wrong, "a made-up key"),
+        (&right, "the right key from a stranger's address"),
+    ] {
         let len = peer::encode_lookup(&mut buf, &[3; 12], &n, s).unwrap();
-        assert_eq!(answers(&stranger, udp[1], &buf[..len], Duration::from_millis(300)), 0, "LOOKUP with {what}");
+        assert_eq!(
+            answers(&stranger, udp[1], &buf[..len], Duration::from_millis(300)),
+            0,
+            "LOOKUP with {what}"
+        );
         // Were it accepted, a RELAY would send its inner datagram to the appliance.
         let inner = d.register_bytes(flock_tests::now_ms(), &[4; 12]);
         let len = peer::encode_relay(&mut buf, &inner, s).unwrap();
-        assert_eq!(answers(&stranger, udp[1], &buf[..len], Duration::from_millis(300)), 0, "RELAY with {what}");
+        assert_eq!(
+            answers(&stranger, udp[1], &buf[..len], Duration::from_millis(300)),
+            0,
+            "RELAY with {what}"
+        );
         sent += 2;
     }
-    app.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    assert!(app.recv_from(&mut buf).is_err(), "nothing was relayed to the appliance");
+    app.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        app.recv_from(&mut buf).is_err(),
+        "nothing was relayed to the appliance"
+    );
 
     // Counted, by reason.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -58,7 +77,11 @@ async fn strangers_get_nothing_from_the_peer_protocol() {
         let text = scrape(flock.servers[1].ws.unwrap());
         let dropped = metric(&text, "flock_peer_dropped_total");
         if dropped >= sent {
-            assert!(text.contains("reason=\"bad_integrity\"} 2") && text.contains("reason=\"unknown_source\"} 2"), "{text}");
+            assert!(
+                text.contains("reason=\"bad_integrity\"} 2")
+                    && text.contains("reason=\"unknown_source\"} 2"),
+                "{text}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "drops not counted: {dropped}");

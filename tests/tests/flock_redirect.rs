@@ -15,13 +15,33 @@ async fn appliances_configured_with_any_server_register_at_the_owner() {
     let flock = Flock::start(3, &["--keepalive-interval", "1s", "--entry-lifetime", "5s"]);
     let udp = flock.udp();
     // Every server runs the same list: same digest, its own index.
-    let ready: Vec<String> = flock.servers.iter().map(|s| s.log_lines.iter().find(|l| l.contains("flockd ready")).unwrap().clone()).collect();
+    let ready: Vec<String> = flock
+        .servers
+        .iter()
+        .map(|s| {
+            s.log_lines
+                .iter()
+                .find(|l| l.contains("flockd ready"))
+                .unwrap()
+                .clone()
+        })
+        .collect();
     for (i, line) in ready.iter().enumerate() {
-        assert_eq!((field(line, "flock_index"), field(line, "flock_servers")), (i.to_string().as_str(), "3"), "{line}");
-        assert_eq!(field(line, "flock_digest"), field(&ready[0], "flock_digest"));
+        assert_eq!(
+            (field(line, "flock_index"), field(line, "flock_servers")),
+            (i.to_string().as_str(), "3"),
+            "{line}"
+        );
+        assert_eq!(
+            field(line, "flock_digest"),
+            field(&ready[0], "flock_digest")
+        );
         assert_eq!(field(line, "flock_digest").len(), 8);
     }
-    assert_eq!(flock.servers[1].flock_public_key, flock.servers[0].flock_public_key, "one flock key");
+    assert_eq!(
+        flock.servers[1].flock_public_key, flock.servers[0].flock_public_key,
+        "one flock key"
+    );
 
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut apps = vec![];
@@ -36,11 +56,23 @@ async fn appliances_configured_with_any_server_register_at_the_owner() {
         let owner = flock.owner(&name);
         expected[owner] += 1;
         misdirected += u64::from(configured != owner);
-        let cfg = ApplianceConfig::new(name.parse().unwrap(), udp[configured], flock.servers[0].flock_public_key);
-        let a = flock_appliance::spawn(cfg, keypair((i % 251) as u8 + 1), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let cfg = ApplianceConfig::new(
+            name.parse().unwrap(),
+            udp[configured],
+            flock.servers[0].flock_public_key,
+        );
+        let a = flock_appliance::spawn(
+            cfg,
+            keypair((i % 251) as u8 + 1),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
         apps.push((a, owner));
     }
-    assert!(expected.iter().all(|&n| n > 50) && misdirected > 150, "{expected:?} {misdirected}");
+    assert!(
+        expected.iter().all(|&n| n > 50) && misdirected > 150,
+        "{expected:?} {misdirected}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while apps.iter().any(|(a, _)| !a.status().state.is_registered()) {
@@ -49,7 +81,12 @@ async fn appliances_configured_with_any_server_register_at_the_owner() {
     }
     for (a, owner) in &apps {
         let st = a.status();
-        assert_eq!(st.server, udp[*owner], "{} registered at its owner", a.name());
+        assert_eq!(
+            st.server,
+            udp[*owner],
+            "{} registered at its owner",
+            a.name()
+        );
         assert!(st.stats.redirects <= 1, "{st:?}");
     }
     // The servers agree: each holds exactly the names it owns (figures lag by up to 1 s), and
@@ -57,20 +94,46 @@ async fn appliances_configured_with_any_server_register_at_the_owner() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let held = loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let texts: Vec<String> = flock.servers.iter().map(|s| scrape(s.ws.unwrap())).collect();
-        let held: Vec<u64> = texts.iter().map(|t| metric(t, "flock_server_registrations")).collect();
-        let keepalives: Vec<u64> = texts.iter().map(|t| metric(t, "flock_server_keepalives_total")).collect();
-        if (held == expected && keepalives.iter().zip(&expected).all(|(k, e)| k >= e)) || Instant::now() > deadline {
-            let redirected: u64 = texts.iter().map(|t| metric(t, "flock_server_redirected_total")).sum();
-            assert!(redirected >= misdirected, "{redirected} redirects for {misdirected} misdirected appliances");
+        let texts: Vec<String> = flock
+            .servers
+            .iter()
+            .map(|s| scrape(s.ws.unwrap()))
+            .collect();
+        let held: Vec<u64> = texts
+            .iter()
+            .map(|t| metric(t, "flock_server_registrations"))
+            .collect();
+        let keepalives: Vec<u64> = texts
+            .iter()
+            .map(|t| metric(t, "flock_server_keepalives_total"))
+            .collect();
+        if (held == expected && keepalives.iter().zip(&expected).all(|(k, e)| k >= e))
+            || Instant::now() > deadline
+        {
+            let redirected: u64 = texts
+                .iter()
+                .map(|t| metric(t, "flock_server_redirected_total"))
+                .sum();
+            assert!(
+                redirected >= misdirected,
+                "{redirected} redirects for {misdirected} misdirected appliances"
+            );
             break held;
         }
     };
     assert_eq!(held, expected, "registrations per server");
     tokio::time::sleep(Duration::from_millis(1200)).await; // let the last redirects be published
-    let before: u64 = flock.servers.iter().map(|s| metric(&scrape(s.ws.unwrap()), "flock_server_redirected_total")).sum();
+    let before: u64 = flock
+        .servers
+        .iter()
+        .map(|s| metric(&scrape(s.ws.unwrap()), "flock_server_redirected_total"))
+        .sum();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let after: u64 = flock.servers.iter().map(|s| metric(&scrape(s.ws.unwrap()), "flock_server_redirected_total")).sum();
+    let after: u64 = flock
+        .servers
+        .iter()
+        .map(|s| metric(&scrape(s.ws.unwrap()), "flock_server_redirected_total"))
+        .sum();
     assert_eq!(before, after, "keep-alives go straight to the owner");
     for (a, _) in apps {
         assert!(a.status().state.is_registered());
@@ -83,24 +146,46 @@ fn a_wrong_server_answers_300_with_the_owner_over_udp() {
     let flock = Flock::start(3, &[]);
     let udp = flock.udp();
     let sock = raw_client();
-    let name = (0..).map(|i| format!("raw-box-{i}")).find(|n| flock.owner(n) == 2).unwrap();
+    let name = (0..)
+        .map(|i| format!("raw-box-{i}"))
+        .find(|n| flock.owner(n) == 2)
+        .unwrap();
     let mut d = Device::new(&name, 7);
     for wrong in [0, 1] {
         let txid = d.txid();
         let req = d.register_bytes(now_ms(), &txid);
         let answer = request(&sock, udp[wrong], &req).expect("an answer from the wrong server");
-        assert!(answer.len() <= req.len(), "answer {} > request {}", answer.len(), req.len());
+        assert!(
+            answer.len() <= req.len(),
+            "answer {} > request {}",
+            answer.len(),
+            req.len()
+        );
         let m = Message::parse(&answer).unwrap();
-        assert_eq!((m.method(), m.class(), m.transaction_id()), (method::REGISTER, Class::Error, &txid));
+        assert_eq!(
+            (m.method(), m.class(), m.transaction_id()),
+            (method::REGISTER, Class::Error, &txid)
+        );
         assert_eq!(m.error_code().unwrap().unwrap().code, code::TRY_ALTERNATE);
         assert_eq!(TryAlternate::parse(&m).unwrap().alternate, udp[2]);
     }
     // The owner registers it; a keep-alive sent to another server is pointed back too.
-    assert!(matches!(register_over(&mut d, &sock, udp[2]), Answer::Registered(_)));
+    assert!(matches!(
+        register_over(&mut d, &sock, udp[2]),
+        Answer::Registered(_)
+    ));
     let txid = d.txid();
     let ka = d.keepalive_bytes(&txid);
     let answer = request(&sock, udp[0], &ka).expect("an answer to the keep-alive");
     assert!(answer.len() <= ka.len());
-    assert_eq!(TryAlternate::parse(&Message::parse(&answer).unwrap()).unwrap().alternate, udp[2]);
-    assert!(matches!(Answer::read(&request(&sock, udp[2], &ka).unwrap()), Answer::KeptAlive(_)));
+    assert_eq!(
+        TryAlternate::parse(&Message::parse(&answer).unwrap())
+            .unwrap()
+            .alternate,
+        udp[2]
+    );
+    assert!(matches!(
+        Answer::read(&request(&sock, udp[2], &ka).unwrap()),
+        Answer::KeptAlive(_)
+    ));
 }

@@ -34,7 +34,10 @@ const MAX_GAP: Duration = Duration::from_secs(5);
 const REAL: [&str; 3] = ["flood-real-0", "flood-real-1", "flood-real-2"];
 
 fn knob(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 // ---- metrics ------------------------------------------------------------------------------
@@ -52,7 +55,10 @@ fn scrape(addr: SocketAddr) -> String {
 
 fn sum(text: &str, name: &str, with: &[&str]) -> u64 {
     text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
         .filter(|l| with.iter().all(|w| l.contains(w)))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
         .sum()
@@ -86,19 +92,31 @@ struct Seen {
     handle: flock_appliance::ApplianceHandle,
 }
 
-fn follow(mut a: flock_appliance::ApplianceHandle, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Seen> {
+fn follow(
+    mut a: flock_appliance::ApplianceHandle,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Seen> {
     tokio::spawn(async move {
         let (mut kept, mut bad) = (vec![], vec![]);
         let deadline = Instant::now() + Duration::from_secs(600);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_millis(100), a.next_event()).await {
                 Ok(Some(Event::KeptAlive { .. })) => kept.push(Instant::now()),
-                Ok(Some(e @ (Event::GaveUp | Event::TokenRefused | Event::Refused { .. } | Event::MappedAddressChanged { .. }))) => bad.push(e),
+                Ok(Some(
+                    e @ (Event::GaveUp
+                    | Event::TokenRefused
+                    | Event::Refused { .. }
+                    | Event::MappedAddressChanged { .. }),
+                )) => bad.push(e),
                 Ok(Some(_)) | Err(_) => {}
                 Ok(None) => break,
             }
         }
-        Seen { kept, bad, handle: a }
+        Seen {
+            kept,
+            bad,
+            handle: a,
+        }
     })
 }
 
@@ -117,7 +135,13 @@ async fn a_flood_of_junk_and_spoofed_names_leaves_real_appliances_and_memory_alo
 /// The same over IPv6 (::1), a fifth of the size (the knobs are for the IPv4 run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_over_ipv6_leaves_real_appliances_and_memory_alone() {
-    let f = Flood { junk: 40_000, spoofed: 20_000, badsig: 1_000, rate: 40_000.0, deadline: Duration::from_secs(20) };
+    let f = Flood {
+        junk: 40_000,
+        spoofed: 20_000,
+        badsig: 1_000,
+        rate: 40_000.0,
+        deadline: Duration::from_secs(20),
+    };
     run(Family::V6, f, 1000).await;
 }
 
@@ -133,11 +157,17 @@ async fn run(fam: Family, f: Flood, max_registrations: u64) {
     let mut real = vec![];
     for (i, name) in REAL.iter().enumerate() {
         let mut a = appliance(&server, name, 1 + i as u8);
-        wait_event(&mut a, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+        wait_event(&mut a, WAIT, "registration", |e| {
+            matches!(e, Event::Registered { .. })
+        })
+        .await;
         real.push(a);
     }
     for a in &mut real {
-        wait_event(a, WAIT, "keep-alive", |e| matches!(e, Event::KeptAlive { .. })).await;
+        wait_event(a, WAIT, "keep-alive", |e| {
+            matches!(e, Event::KeptAlive { .. })
+        })
+        .await;
     }
     // The table gauge is published by each core at most once a second.
     let deadline = Instant::now() + WAIT;
@@ -146,7 +176,10 @@ async fn run(fam: Family, f: Flood, max_registrations: u64) {
         if sum(&text, TABLE, &[]) == 3 {
             break text;
         }
-        assert!(Instant::now() < deadline, "the three registrations never showed:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "the three registrations never showed:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let rss_before = sum(&baseline, RSS, &[]);
@@ -182,7 +215,9 @@ async fn run(fam: Family, f: Flood, max_registrations: u64) {
     let watcher = watch(ws, stop.clone());
     let followers: Vec<_> = real.into_iter().map(|a| follow(a, stop.clone())).collect();
     let flood_start = Instant::now();
-    let tally = tokio::task::spawn_blocking(move || flood(&socks, prepared, &f)).await.unwrap();
+    let tally = tokio::task::spawn_blocking(move || flood(&socks, prepared, &f))
+        .await
+        .unwrap();
     let flood_end = Instant::now();
     // Counters are published by each core at most once a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -208,7 +243,10 @@ async fn run(fam: Family, f: Flood, max_registrations: u64) {
         tally.sent[5],
         tally.would_block
     );
-    eprintln!("answers: {:?} registered {} codes {:?} checks {} unknown {}", tally.answered, tally.registered, tally.codes, tally.checks, tally.unknown);
+    eprintln!(
+        "answers: {:?} registered {} codes {:?} checks {} unknown {}",
+        tally.answered, tally.registered, tally.codes, tally.checks, tally.unknown
+    );
     eprintln!(
         "table max {table_max} (bound {max_registrations}) over {scrapes} scrapes; RSS before {} KiB, max {} KiB, after {} KiB (bound {} KiB)",
         rss_before >> 10,
@@ -227,45 +265,112 @@ async fn run(fam: Family, f: Flood, max_registrations: u64) {
 
     // The flood was sent (all of it, within the deadline).
     let planned = f.junk + f.spoofed + f.badsig;
-    let flooded = tally.sent[Kind::Junk as usize] + tally.sent[Kind::Spoofed as usize] + tally.sent[Kind::BadSig as usize];
-    assert!(flooded * 2 >= planned, "only {flooded} of {planned} flood datagrams sent: {tally:?}");
-    assert!(tally.sent[Kind::Move as usize] > 0, "no address change was sent: {tally:?}");
+    let flooded = tally.sent[Kind::Junk as usize]
+        + tally.sent[Kind::Spoofed as usize]
+        + tally.sent[Kind::BadSig as usize];
+    assert!(
+        flooded * 2 >= planned,
+        "only {flooded} of {planned} flood datagrams sent: {tally:?}"
+    );
+    assert!(
+        tally.sent[Kind::Move as usize] > 0,
+        "no address change was sent: {tally:?}"
+    );
 
     // Real appliances: keep-alives answered all along, nothing refused.
     let flood_secs = (flood_end - flood_start).as_secs_f64();
     for (name, s) in REAL.iter().zip(&seen) {
         assert!(s.bad.is_empty(), "{name}: {:?}", s.bad);
-        let during: Vec<Instant> = s.kept.iter().copied().filter(|t| *t >= flood_start && *t <= flood_end).collect();
+        let during: Vec<Instant> = s
+            .kept
+            .iter()
+            .copied()
+            .filter(|t| *t >= flood_start && *t <= flood_end)
+            .collect();
         let expected = flood_secs / 0.33;
         eprintln!("{name}: {} keep-alives answered during {flood_secs:.2} s of flood (~{expected:.0} expected at 300 ms)", during.len());
-        assert!(during.len() as f64 >= (expected / 4.0).max(2.0), "{name}: only {} keep-alives answered in {flood_secs:.2} s", during.len());
+        assert!(
+            during.len() as f64 >= (expected / 4.0).max(2.0),
+            "{name}: only {} keep-alives answered in {flood_secs:.2} s",
+            during.len()
+        );
         let mut last = flood_start;
         for t in during.iter().copied().chain([flood_end]) {
-            assert!(t - last <= MAX_GAP, "{name}: {:?} without an answered keep-alive during the flood", t - last);
+            assert!(
+                t - last <= MAX_GAP,
+                "{name}: {:?} without an answered keep-alive during the flood",
+                t - last
+            );
             last = t;
         }
     }
 
     // Spoofed names were answered statelessly (401), and none was held.
-    assert!(tally.code(Kind::Spoofed, 401) * 2 >= tally.sent[Kind::Spoofed as usize], "most spoofed REGISTERs get a 401: {tally:?}");
-    assert_eq!(tally.answered[Kind::Spoofed as usize], tally.code(Kind::Spoofed, 401), "{tally:?}");
-    assert!(tally.code(Kind::BadSig, 403) > 0, "bad signatures get 403: {tally:?}");
-    assert_eq!(tally.answered[Kind::BadSig as usize], tally.code(Kind::BadSig, 403), "{tally:?}");
-    assert!(tally.code(Kind::Taken, 409) > 0, "a held name with another key gets 409: {tally:?}");
-    assert_eq!(tally.answered[Kind::Junk as usize] + tally.unknown, 0, "junk is never answered: {tally:?}");
+    assert!(
+        tally.code(Kind::Spoofed, 401) * 2 >= tally.sent[Kind::Spoofed as usize],
+        "most spoofed REGISTERs get a 401: {tally:?}"
+    );
+    assert_eq!(
+        tally.answered[Kind::Spoofed as usize],
+        tally.code(Kind::Spoofed, 401),
+        "{tally:?}"
+    );
+    assert!(
+        tally.code(Kind::BadSig, 403) > 0,
+        "bad signatures get 403: {tally:?}"
+    );
+    assert_eq!(
+        tally.answered[Kind::BadSig as usize],
+        tally.code(Kind::BadSig, 403),
+        "{tally:?}"
+    );
+    assert!(
+        tally.code(Kind::Taken, 409) > 0,
+        "a held name with another key gets 409: {tally:?}"
+    );
+    assert_eq!(
+        tally.answered[Kind::Junk as usize] + tally.unknown,
+        0,
+        "junk is never answered: {tally:?}"
+    );
 
     // The table filled to its bound and not past it; new names beyond got 508.
-    assert!(tally.registered > 0 && tally.code(Kind::Valid, 508) > 0, "the bound was reached: {tally:?}");
+    assert!(
+        tally.registered > 0 && tally.code(Kind::Valid, 508) > 0,
+        "the bound was reached: {tally:?}"
+    );
     assert!(tally.registered + 3 <= max_registrations, "{tally:?}");
-    assert!(table_max <= max_registrations, "table reached {table_max} > {max_registrations}");
+    assert!(
+        table_max <= max_registrations,
+        "table reached {table_max} > {max_registrations}"
+    );
     assert!(sum(&after, TABLE, &[]) <= max_registrations, "{after}");
-    assert!(sum(&after, "flock_server_registrations_refused_total", &["reason=\"capacity\""]) > 0, "{after}");
+    assert!(
+        sum(
+            &after,
+            "flock_server_registrations_refused_total",
+            &["reason=\"capacity\""]
+        ) > 0,
+        "{after}"
+    );
 
     // Memory stayed bounded.
-    assert!(rss_max.max(rss_after) <= rss_bound, "RSS {} KiB > bound {} KiB", rss_max.max(rss_after) >> 10, rss_bound >> 10);
+    assert!(
+        rss_max.max(rss_after) <= rss_bound,
+        "RSS {} KiB > bound {} KiB",
+        rss_max.max(rss_after) >> 10,
+        rss_bound >> 10
+    );
 
     // Address changes from one IP: the per-IP limit refused most checks.
-    assert!(sum(&after, "flock_server_checks_refused_total", &["reason=\"rate_limited\""]) > 0, "{after}");
+    assert!(
+        sum(
+            &after,
+            "flock_server_checks_refused_total",
+            &["reason=\"rate_limited\""]
+        ) > 0,
+        "{after}"
+    );
 
     for s in seen {
         s.handle.shutdown().await;

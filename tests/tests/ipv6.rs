@@ -7,12 +7,27 @@ use std::time::Duration;
 async fn appliance_registers_and_keeps_alive_over_ipv6() {
     let server = Flockd::start(&["--udp", "[::1]:0", "--keepalive-interval", "300ms"]);
     assert!(server.udp.is_ipv6(), "{}", server.udp);
-    let cfg = flock_appliance::ApplianceConfig::new("v6-box".parse().unwrap(), server.udp, server.flock_public_key);
-    let mut a = flock_appliance::spawn(cfg, flock_proto::testing::keypair(3), "[::1]:0".parse().unwrap()).unwrap();
+    let cfg = flock_appliance::ApplianceConfig::new(
+        "v6-box".parse().unwrap(),
+        server.udp,
+        server.flock_public_key,
+    );
+    let mut a = flock_appliance::spawn(
+        cfg,
+        flock_proto::testing::keypair(3),
+        "[::1]:0".parse().unwrap(),
+    )
+    .unwrap();
     let local = a.local_addr();
-    let e = wait_event(&mut a, Duration::from_secs(5), "registration", |e| matches!(e, Event::Registered { .. })).await;
+    let e = wait_event(&mut a, Duration::from_secs(5), "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
     assert_eq!(e, Event::Registered { mapped: local });
-    let e = wait_event(&mut a, Duration::from_secs(3), "keep-alive", |e| matches!(e, Event::KeptAlive { .. })).await;
+    let e = wait_event(&mut a, Duration::from_secs(3), "keep-alive", |e| {
+        matches!(e, Event::KeptAlive { .. })
+    })
+    .await;
     assert_eq!(e, Event::KeptAlive { mapped: local });
     a.shutdown().await;
 }
@@ -21,10 +36,26 @@ async fn appliance_registers_and_keeps_alive_over_ipv6() {
 async fn dual_stack_socket_serves_ipv4_as_ipv4() {
     let server = Flockd::start(&["--udp", "[::]:0"]);
     let v4 = std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), server.udp.port());
-    let cfg = flock_appliance::ApplianceConfig::new("v4-box".parse().unwrap(), v4, server.flock_public_key);
-    let mut a = flock_appliance::spawn(cfg, flock_proto::testing::keypair(4), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = flock_appliance::ApplianceConfig::new(
+        "v4-box".parse().unwrap(),
+        v4,
+        server.flock_public_key,
+    );
+    let mut a = flock_appliance::spawn(
+        cfg,
+        flock_proto::testing::keypair(4),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
     let local = a.local_addr();
-    let e = wait_event(&mut a, Duration::from_secs(5), "registration", |e| matches!(e, Event::Registered { .. })).await;
-    assert_eq!(e, Event::Registered { mapped: local }, "reported as plain IPv4, not ::ffff:127.0.0.1");
+    let e = wait_event(&mut a, Duration::from_secs(5), "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        Event::Registered { mapped: local },
+        "reported as plain IPv4, not ::ffff:127.0.0.1"
+    );
     a.shutdown().await;
 }

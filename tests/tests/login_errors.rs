@@ -15,12 +15,18 @@ fn server() -> (Flockd, TempDir) {
     let dir = TempDir::new("login-errors");
     let cfg = dir.0.join("flockd.toml");
     std::fs::write(&cfg, "[login]\ngive_up_after = \"1s\"\n").unwrap();
-    (Flockd::start(&["--cores", "2", "--config", cfg.to_str().unwrap()]), dir)
+    (
+        Flockd::start(&["--cores", "2", "--config", cfg.to_str().unwrap()]),
+        dir,
+    )
 }
 
 async fn registered(server: &Flockd, name: &str, seed: u8) -> flock_appliance::ApplianceHandle {
     let mut h = appliance(server, name, seed);
-    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+    wait_event(&mut h, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
     h
 }
 
@@ -44,7 +50,14 @@ async fn unknown_unreachable_denied_bad_credentials_and_silence() {
     b.open("gone-box").await;
     assert_eq!(b.expect_error("appliance-unreachable").await.code, 1011);
 
-    let _app = run_appliance(registered(&server, "my-box", 1).await, LIST, Behaviour::Signal { offer: offer(), candidates: vec![] });
+    let _app = run_appliance(
+        registered(&server, "my-box", 1).await,
+        LIST,
+        Behaviour::Signal {
+            offer: offer(),
+            candidates: vec![],
+        },
+    );
     let mut b = Browser::connect(ws).await;
     b.open("my-box").await;
     b.expect("personas").await;
@@ -62,7 +75,11 @@ async fn unknown_unreachable_denied_bad_credentials_and_silence() {
     assert_eq!(b.expect_error("bad-credentials").await.code, 1008);
 
     // Accepts, then never sends its offer: the flock gives up after 1 s with a typed timeout.
-    let _mute = run_appliance(registered(&server, "mute-box", 3).await, LIST, Behaviour::Mute);
+    let _mute = run_appliance(
+        registered(&server, "mute-box", 3).await,
+        LIST,
+        Behaviour::Mute,
+    );
     let mut b = Browser::connect(ws).await;
     b.open("mute-box").await;
     b.expect("personas").await;
@@ -75,7 +92,14 @@ async fn unknown_unreachable_denied_bad_credentials_and_silence() {
 async fn malformed_and_oversize_frames_end_only_their_own_session() {
     let (server, _dir) = server();
     let ws = server.ws.unwrap();
-    let _app = run_appliance(registered(&server, "my-box", 1).await, LIST, Behaviour::Signal { offer: offer(), candidates: vec![candidate(5)] });
+    let _app = run_appliance(
+        registered(&server, "my-box", 1).await,
+        LIST,
+        Behaviour::Signal {
+            offer: offer(),
+            candidates: vec![candidate(5)],
+        },
+    );
 
     // A good session, half-way through, while others misbehave.
     let mut good = Browser::connect(ws).await;
@@ -94,11 +118,23 @@ async fn malformed_and_oversize_frames_end_only_their_own_session() {
     early.open("my-box").await;
     early.send(json!({"type": "answer", "sdp": "v=0"})).await; // before any offer
     let v = early.recv().await;
-    let v = if v["type"] == "personas" { early.recv().await } else { v };
-    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("malformed")), "{v}");
+    let v = if v["type"] == "personas" {
+        early.recv().await
+    } else {
+        v
+    };
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("malformed")),
+        "{v}"
+    );
 
     let mut huge = Browser::connect(ws).await;
-    huge.send_raw(Message::text(format!("{{\"type\":\"open\",\"appliance\":\"{}\"}}", "a".repeat(100_000)))).await;
+    huge.send_raw(Message::text(format!(
+        "{{\"type\":\"open\",\"appliance\":\"{}\"}}",
+        "a".repeat(100_000)
+    )))
+    .await;
     assert_eq!(huge.expect_error("too-large").await.code, 1009);
 
     good.login("alice", "wonderland").await;

@@ -9,7 +9,9 @@ use serde_json::Value;
 use ws_client::*;
 
 fn list(prefix: &str, n: usize) -> Vec<u8> {
-    let items: Vec<String> = (0..n).map(|i| format!(r#"{{"id":"{prefix}{i}","name":"Persona number {i} of a long list"}}"#)).collect();
+    let items: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"id":"{prefix}{i}","name":"Persona number {i} of a long list"}}"#))
+        .collect();
     format!("[{}]", items.join(",")).into_bytes()
 }
 
@@ -24,7 +26,10 @@ async fn cache_hit_then_invalidation_by_checksum() {
     let server = Flockd::start(&[]);
     let ws = server.ws.unwrap();
     let mut h = appliance(&server, "cache-box", 4);
-    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+    wait_event(&mut h, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
     let first = list("a", 30);
     assert!(first.len() > 1200, "the list must take several chunks");
     h.set_personas(Some(first.clone())).unwrap();

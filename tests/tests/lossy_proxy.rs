@@ -36,7 +36,8 @@ request_validity = "10s"
 
 /// An SDK appliance whose server address is the proxy.
 fn proxied(server: &Flockd, proxy: &LossyProxy, name: &str, seed: u8) -> ApplianceHandle {
-    let mut cfg = ApplianceConfig::new(name.parse().unwrap(), proxy.addr(), server.flock_public_key);
+    let mut cfg =
+        ApplianceConfig::new(name.parse().unwrap(), proxy.addr(), server.flock_public_key);
     cfg.rto_initial = Duration::from_millis(200);
     cfg.rto_max = Duration::from_secs(1);
     cfg.give_up_after = Duration::from_secs(8);
@@ -81,14 +82,22 @@ async fn register_and_keep_alive(fam: Family, loss: f64, seed: u64) {
         if registered && kept >= KEEPALIVES {
             ok += 1;
         }
-        report.push(format!("lossy-{i}: registered={registered} keep-alives={kept} other events={other:?}"));
+        report.push(format!(
+            "lossy-{i}: registered={registered} keep-alives={kept} other events={other:?}"
+        ));
     }
     println!(
         "registration at {:.0} % loss ({fam:?}): {ok}/{APPLIANCES} appliances registered and kept alive {KEEPALIVES}× (proxy: {})",
         loss * 100.0,
         proxy.stats.summary()
     );
-    assert_eq!(ok, APPLIANCES, "at {:.0} % loss:\n{}", loss * 100.0, report.join("\n"));
+    assert_eq!(
+        ok,
+        APPLIANCES,
+        "at {:.0} % loss:\n{}",
+        loss * 100.0,
+        report.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -125,7 +134,10 @@ const MOVERS: usize = 5;
 
 /// The appliance's next event, `None` past `deadline`.
 async fn next_before(h: &mut ApplianceHandle, deadline: tokio::time::Instant) -> Option<Event> {
-    tokio::time::timeout_at(deadline, h.next_event()).await.ok().flatten()
+    tokio::time::timeout_at(deadline, h.next_event())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Every appliance registers, then moves to a new source port (keeping the old socket open
@@ -183,7 +195,10 @@ async fn address_change(fam: Family, loss: f64, seed: u64) {
     for (i, t) in tasks.into_iter().enumerate() {
         match t.await.unwrap() {
             Ok((took, checks)) => {
-                report.push(format!("mover-{i} in {:.1} s ({checks} CHECKs answered)", took.as_secs_f64()));
+                report.push(format!(
+                    "mover-{i} in {:.1} s ({checks} CHECKs answered)",
+                    took.as_secs_f64()
+                ));
                 assert!(checks >= 1, "mover-{i} moved without answering a CHECK");
             }
             Err(e) => failures.push(format!("mover-{i}: {e}")),
@@ -196,7 +211,12 @@ async fn address_change(fam: Family, loss: f64, seed: u64) {
         report.join(", "),
         proxy.stats.summary()
     );
-    assert!(failures.is_empty(), "at {:.0} % loss:\n{}", loss * 100.0, failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "at {:.0} % loss:\n{}",
+        loss * 100.0,
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -225,7 +245,11 @@ type Stage = std::sync::Arc<std::sync::Mutex<&'static str>>;
 
 /// One full log-in by a browser; Err says where it stopped. `stage` tells what it waits for
 /// (the helpers' bounded waits panic).
-async fn one_login(gateway: std::net::SocketAddr, name: String, stage: Stage) -> Result<(), String> {
+async fn one_login(
+    gateway: std::net::SocketAddr,
+    name: String,
+    stage: Stage,
+) -> Result<(), String> {
     let at = |what: &'static str| *stage.lock().unwrap() = what;
     at("the websocket");
     let mut b = Browser::connect(gateway).await;
@@ -247,11 +271,17 @@ async fn one_login(gateway: std::net::SocketAddr, name: String, stage: Stage) ->
         }
     }
     b.send(json!({"type": "answer", "sdp": "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\na=x-answer\r\n".repeat(30)})).await;
-    b.send(json!({"type": "candidate", "candidate": candidate(60001).candidate, "sdpMid": "0"})).await;
+    b.send(json!({"type": "candidate", "candidate": candidate(60001).candidate, "sdpMid": "0"}))
+        .await;
     b.send(json!({"type": "end-of-candidates"})).await;
     at("the close");
     let closed = b.closed().await;
-    if closed != (Closed { code: 1000, reason: "done".into() }) {
+    if closed
+        != (Closed {
+            code: 1000,
+            reason: "done".into(),
+        })
+    {
         return Err(format!("closed with {closed:?}"));
     }
     Ok(())
@@ -265,13 +295,28 @@ async fn logins(fam: Family, loss: f64, seed: u64) -> usize {
     let mut apps = vec![];
     for i in 0..ATTEMPTS {
         let mut h = proxied(&server, &proxy, &format!("login-{i}"), i as u8 + 1);
-        flock_tests::wait_event(&mut h, Duration::from_secs(10), "registration", |e| matches!(e, Event::Registered { .. })).await;
-        apps.push(run_appliance(h, LIST, Behaviour::Signal { offer: offer(), candidates: vec![candidate(50001)] }));
+        flock_tests::wait_event(&mut h, Duration::from_secs(10), "registration", |e| {
+            matches!(e, Event::Registered { .. })
+        })
+        .await;
+        apps.push(run_appliance(
+            h,
+            LIST,
+            Behaviour::Signal {
+                offer: offer(),
+                candidates: vec![candidate(50001)],
+            },
+        ));
     }
     let gateway = server.ws.unwrap();
     let stages: Vec<Stage> = (0..ATTEMPTS).map(|_| Stage::default()).collect();
     let tasks: Vec<_> = (0..ATTEMPTS)
-        .map(|i| tokio::spawn(tokio::time::timeout(Duration::from_secs(25), one_login(gateway, format!("login-{i}"), stages[i].clone()))))
+        .map(|i| {
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_secs(25),
+                one_login(gateway, format!("login-{i}"), stages[i].clone()),
+            ))
+        })
         .collect();
     let mut ok = 0;
     let mut failures = vec![];
@@ -293,13 +338,20 @@ async fn logins(fam: Family, loss: f64, seed: u64) -> usize {
                 events.push(e.to_string());
             }
         }
-        failures.push(format!("login-{i}: {failure}; the appliance saw: {}", events.join("; ")));
+        failures.push(format!(
+            "login-{i}: {failure}; the appliance saw: {}",
+            events.join("; ")
+        ));
     }
     println!(
         "log-in at {:.0} % loss ({fam:?}): {ok}/{ATTEMPTS} succeeded (proxy: {}){}",
         loss * 100.0,
         proxy.stats.summary(),
-        if failures.is_empty() { String::new() } else { format!("\n  {}", failures.join("\n  ")) }
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!("\n  {}", failures.join("\n  "))
+        }
     );
     drop(apps);
     ok

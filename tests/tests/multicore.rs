@@ -7,14 +7,22 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_appliance_is_served_whatever_core_receives_it() {
     let mut server = Flockd::start(&["--cores", "2", "--keepalive-interval", "300ms"]);
-    let mut fleet: Vec<_> = (0..40).map(|i| appliance(&server, &format!("box-{i}"), i as u8 + 1)).collect();
+    let mut fleet: Vec<_> = (0..40)
+        .map(|i| appliance(&server, &format!("box-{i}"), i as u8 + 1))
+        .collect();
     for a in &mut fleet {
         let local = a.local_addr();
-        let e = wait_event(a, Duration::from_secs(10), "registration", |e| matches!(e, Event::Registered { .. })).await;
+        let e = wait_event(a, Duration::from_secs(10), "registration", |e| {
+            matches!(e, Event::Registered { .. })
+        })
+        .await;
         assert_eq!(e, Event::Registered { mapped: local });
     }
     for a in &mut fleet {
-        wait_event(a, Duration::from_secs(5), "keep-alive", |e| matches!(e, Event::KeptAlive { .. })).await;
+        wait_event(a, Duration::from_secs(5), "keep-alive", |e| {
+            matches!(e, Event::KeptAlive { .. })
+        })
+        .await;
     }
     for a in fleet {
         a.shutdown().await;

@@ -40,7 +40,10 @@ async fn attempt(server: &Flockd) -> String {
 /// Skips the events queued so far, then waits for a fresh keep-alive.
 async fn fresh_keepalive(app: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) {
     while app.try_recv().is_ok() {}
-    next_matching(app, "a keep-alive after the reload", |e| matches!(e, Event::KeptAlive { .. })).await;
+    next_matching(app, "a keep-alive after the reload", |e| {
+        matches!(e, Event::KeptAlive { .. })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +53,10 @@ async fn sighup_applies_a_stricter_rate_limit_and_keeps_registrations() {
     write_config(&file, "", "per_ip=600/min,burst=100");
     let mut server = Flockd::start(&["--config", file.to_str().unwrap()]);
     let mut h = appliance(&server, "my-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| matches!(e, Event::Registered { .. })).await;
+    wait_event(&mut h, WAIT, "registration", |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await;
     let mut app = run_appliance(h, LIST, Behaviour::Mute);
     for _ in 0..3 {
         assert_eq!(attempt(&server).await, "rejected", "a generous rate");
@@ -62,11 +68,18 @@ async fn sighup_applies_a_stricter_rate_limit_and_keeps_registrations() {
     let done = server.wait_for_log("SIGHUP: config reloaded", WAIT);
     assert_eq!(field(&done, "plugins"), "re-initialized", "{done}");
     let warning = server.wait_for_log("only apply at a restart", Duration::from_secs(1));
-    assert!(warning.contains("[limits]") && !warning.contains("[timers]"), "{warning}");
+    assert!(
+        warning.contains("[limits]") && !warning.contains("[timers]"),
+        "{warning}"
+    );
 
     // No state lost: the appliance is still registered and its keep-alives still work.
     fresh_keepalive(&mut app).await;
-    assert_eq!(attempt(&server).await, "rejected", "the new bucket's one token");
+    assert_eq!(
+        attempt(&server).await,
+        "rejected",
+        "the new bucket's one token"
+    );
     assert_eq!(attempt(&server).await, "rate-limited");
 
     // A failing re-init keeps the previous (strict) chain: the server never runs without policy.

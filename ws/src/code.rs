@@ -37,7 +37,9 @@ impl Code {
     /// See the crate docs for the reasoning.
     pub fn close_code(self) -> CloseCode {
         match self {
-            Code::UnknownAppliance | Code::BadCredentials | Code::Denied | Code::Malformed => CloseCode::Policy,
+            Code::UnknownAppliance | Code::BadCredentials | Code::Denied | Code::Malformed => {
+                CloseCode::Policy
+            }
             Code::TooLarge => CloseCode::Size,
             Code::ApplianceUnreachable | Code::OwnerDown | Code::Timeout => CloseCode::Error,
             Code::Busy | Code::RateLimited => CloseCode::Again,
@@ -47,14 +49,23 @@ impl Code {
     /// The code and a human message for a failure the core reported.
     pub fn from_failure(f: Failure) -> (Code, &'static str) {
         match f {
-            Failure::UnknownAppliance => (Code::UnknownAppliance, "no appliance of that name is registered"),
+            Failure::UnknownAppliance => (
+                Code::UnknownAppliance,
+                "no appliance of that name is registered",
+            ),
             Failure::Unreachable => (Code::ApplianceUnreachable, "the appliance did not answer"),
             Failure::BadCredentials => (Code::BadCredentials, "too many wrong credentials"),
             Failure::Denied => (Code::Denied, "the log-in was refused"),
             Failure::Timeout => (Code::Timeout, "the appliance went silent"),
-            Failure::Busy => (Code::Busy, "the server is at its session bound; try again later"),
+            Failure::Busy => (
+                Code::Busy,
+                "the server is at its session bound; try again later",
+            ),
             Failure::Malformed => (Code::Malformed, "the request made no sense in this state"),
-            Failure::OwnerDown => (Code::OwnerDown, "the server owning this appliance's name cannot be reached"),
+            Failure::OwnerDown => (
+                Code::OwnerDown,
+                "the server owning this appliance's name cannot be reached",
+            ),
         }
     }
 }

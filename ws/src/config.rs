@@ -82,12 +82,24 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), String> {
         let checks: [(bool, &str); 8] = [
             (self.threads >= 1, "threads must be at least 1"),
-            (self.max_message >= 1024, "max_message must be at least 1024 bytes"),
-            (self.read_buffer >= 256, "read_buffer must be at least 256 bytes"),
+            (
+                self.max_message >= 1024,
+                "max_message must be at least 1024 bytes",
+            ),
+            (
+                self.read_buffer >= 256,
+                "read_buffer must be at least 256 bytes",
+            ),
             (self.max_sockets >= 1, "max_sockets must be at least 1"),
-            (self.max_sockets_per_ip >= 1, "max_sockets_per_ip must be at least 1"),
+            (
+                self.max_sockets_per_ip >= 1,
+                "max_sockets_per_ip must be at least 1",
+            ),
             (self.events_queue >= 1, "events_queue must be at least 1"),
-            (!self.idle_timeout.is_zero(), "idle_timeout must not be zero"),
+            (
+                !self.idle_timeout.is_zero(),
+                "idle_timeout must not be zero",
+            ),
             (
                 !self.session_timeout.is_zero() && !self.handshake_timeout.is_zero(),
                 "session_timeout and handshake_timeout must not be zero",
@@ -116,7 +128,10 @@ impl GatewayConfig {
 
     /// The parsed `metrics_allow` (skipping bad entries: `validate` refuses them).
     pub(crate) fn metrics_nets(&self) -> Vec<Net> {
-        self.metrics_allow.iter().filter_map(|n| Net::parse(n).ok()).collect()
+        self.metrics_allow
+            .iter()
+            .filter_map(|n| Net::parse(n).ok())
+            .collect()
     }
 }
 
@@ -130,14 +145,26 @@ pub(crate) struct Net {
 impl Net {
     /// `"a.b.c.d/n"`, `"x::y/n"` or a bare address (a host).
     pub fn parse(s: &str) -> Result<Net, String> {
-        let (a, p) = s.trim().split_once('/').map_or((s.trim(), None), |(a, p)| (a, Some(p)));
-        let addr: IpAddr = a.parse().map_err(|_| format!("{s:?} is not an address or a network"))?;
+        let (a, p) = s
+            .trim()
+            .split_once('/')
+            .map_or((s.trim(), None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or a network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
         };
-        Ok(Net { addr: addr.to_canonical(), prefix })
+        Ok(Net {
+            addr: addr.to_canonical(),
+            prefix,
+        })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -150,9 +177,12 @@ impl Net {
         }
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                masked(u32::from(n).into(), self.prefix, 32) == masked(u32::from(a).into(), self.prefix, 32)
+                masked(u32::from(n).into(), self.prefix, 32)
+                    == masked(u32::from(a).into(), self.prefix, 32)
             }
-            (IpAddr::V6(n), IpAddr::V6(a)) => masked(u128::from(n), self.prefix, 128) == masked(u128::from(a), self.prefix, 128),
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), self.prefix, 128) == masked(u128::from(a), self.prefix, 128)
+            }
             _ => false,
         }
     }
@@ -176,8 +206,10 @@ mod tests {
 
     #[test]
     fn toml_overrides_defaults() {
-        let c: GatewayConfig =
-            toml::from_str("listen = \"0.0.0.0:9000\"\nidle_timeout = \"5s\"\nallowed_origins = [\"*\"]").unwrap();
+        let c: GatewayConfig = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nidle_timeout = \"5s\"\nallowed_origins = [\"*\"]",
+        )
+        .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.idle_timeout, Duration::from_secs(5));
         assert_eq!(c.read_buffer, 4096);
@@ -185,11 +217,20 @@ mod tests {
         c.validate().unwrap();
         let d: GatewayConfig = toml::from_str("drain_timeout = \"30s\"\nthreads = 4").unwrap();
         assert_eq!(d.drain_timeout, Duration::from_secs(30));
-        assert_eq!(GatewayConfig::default().restart_only_changes(&d), ["ws.threads"]);
+        assert_eq!(
+            GatewayConfig::default().restart_only_changes(&d),
+            ["ws.threads"]
+        );
         assert!(toml::from_str::<GatewayConfig>("listn = 1").is_err());
-        let bad = GatewayConfig { threads: 0, ..GatewayConfig::default() };
+        let bad = GatewayConfig {
+            threads: 0,
+            ..GatewayConfig::default()
+        };
         assert!(bad.validate().unwrap_err().contains("threads"));
-        let bad = GatewayConfig { metrics_allow: vec!["10.0.0.0/33".into()], ..GatewayConfig::default() };
+        let bad = GatewayConfig {
+            metrics_allow: vec!["10.0.0.0/33".into()],
+            ..GatewayConfig::default()
+        };
         assert!(bad.validate().unwrap_err().contains("metrics_allow"));
     }
 
@@ -198,14 +239,25 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let nets = GatewayConfig::default().metrics_nets();
         let allowed = |a: &str| nets.iter().any(|n| n.contains(ip(a)));
-        assert!(allowed("127.0.0.1") && allowed("127.9.9.9") && allowed("::1") && allowed("::ffff:127.0.0.1"));
+        assert!(
+            allowed("127.0.0.1")
+                && allowed("127.9.9.9")
+                && allowed("::1")
+                && allowed("::ffff:127.0.0.1")
+        );
         assert!(!allowed("10.0.0.1") && !allowed("::2") && !allowed("192.168.1.1"));
         let n = Net::parse("10.1.0.0/16").unwrap();
-        assert!(n.contains(ip("10.1.200.3")) && !n.contains(ip("10.2.0.1")) && !n.contains(ip("::1")));
+        assert!(
+            n.contains(ip("10.1.200.3")) && !n.contains(ip("10.2.0.1")) && !n.contains(ip("::1"))
+        );
         assert!(Net::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert!(Net::parse("::/0").unwrap().contains(ip("2001:db8::1")));
-        assert!(Net::parse("192.168.1.7").unwrap().contains(ip("192.168.1.7")));
-        assert!(!Net::parse("192.168.1.7").unwrap().contains(ip("192.168.1.8")));
+        assert!(Net::parse("192.168.1.7")
+            .unwrap()
+            .contains(ip("192.168.1.7")));
+        assert!(!Net::parse("192.168.1.7")
+            .unwrap()
+            .contains(ip("192.168.1.8")));
         assert!(Net::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
         for bad in ["", "x/8", "10.0.0.0/", "::1/129", "10.0.0.0/-1"] {
             assert!(Net::parse(bad).is_err(), "{bad}");

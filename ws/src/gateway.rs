@@ -4,9 +4,9 @@
 use crate::config::{GatewayConfig, Net};
 use crate::http::{self, Response, Route};
 use crate::limits::{Limits, Refusal, Running, Slot};
+use crate::policy::{AllowAll, Policy};
 use crate::replay::Replay;
 use crate::stats::{bump, Counters, GatewayStats, MetricsSource};
-use crate::policy::{AllowAll, Policy};
 use crate::{session, CoreLink};
 use std::io;
 use std::net::SocketAddr;
@@ -47,7 +47,11 @@ impl Live {
             .write_buffer_size(0)
             .max_message_size(Some(config.max_message))
             .max_frame_size(Some(config.max_message));
-        Live { metrics_allow: config.metrics_nets(), config, ws_config }
+        Live {
+            metrics_allow: config.metrics_nets(),
+            config,
+            ws_config,
+        }
     }
 }
 
@@ -76,7 +80,10 @@ impl Shared {
 
     /// The settings for a connection accepted now.
     pub fn live(&self) -> Arc<Live> {
-        self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -145,7 +152,11 @@ impl Gateway {
     }
 
     /// As [`start`](Self::start), consulting `policy` on every log-in attempt and persona list.
-    pub fn start_with_policy(config: GatewayConfig, link: Arc<dyn CoreLink>, policy: Arc<dyn Policy>) -> io::Result<GatewayHandle> {
+    pub fn start_with_policy(
+        config: GatewayConfig,
+        link: Arc<dyn CoreLink>,
+        policy: Arc<dyn Policy>,
+    ) -> io::Result<GatewayHandle> {
         Gateway::start_full(config, link, policy, None)
     }
 
@@ -157,7 +168,9 @@ impl Gateway {
         policy: Arc<dyn Policy>,
         metrics: Option<Arc<dyn MetricsSource>>,
     ) -> io::Result<GatewayHandle> {
-        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = bind(config.listen)?;
         let local_addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -185,7 +198,13 @@ impl Gateway {
         });
         runtime.spawn(accept_loop(listener, shared.clone()));
         tracing::info!(%local_addr, "websocket gateway listening");
-        Ok(GatewayHandle { local_addr, shared, drain, stop, runtime: Some(runtime) })
+        Ok(GatewayHandle {
+            local_addr,
+            shared,
+            drain,
+            stop,
+            runtime: Some(runtime),
+        })
     }
 }
 
@@ -210,7 +229,11 @@ impl GatewayHandle {
     /// nothing, when `new` is invalid.
     pub fn reconfigure(&self, mut new: GatewayConfig) -> Result<Reconfigured, String> {
         new.validate()?;
-        let mut slot = self.shared.live.write().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .shared
+            .live
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let old = &slot.config;
         let need_restart = old.restart_only_changes(&new);
         (new.listen, new.threads) = (old.listen, old.threads);
@@ -222,11 +245,28 @@ impl GatewayHandle {
                 }
             )*};
         }
-        diff!(allowed_origins, max_message, idle_timeout, session_timeout, max_sockets, max_sockets_per_ip, read_buffer,
-            handshake_timeout, events_queue, drain_timeout, shutdown_grace, metrics_allow);
-        self.shared.limits.set_bounds(new.max_sockets, new.max_sockets_per_ip);
+        diff!(
+            allowed_origins,
+            max_message,
+            idle_timeout,
+            session_timeout,
+            max_sockets,
+            max_sockets_per_ip,
+            read_buffer,
+            handshake_timeout,
+            events_queue,
+            drain_timeout,
+            shutdown_grace,
+            metrics_allow
+        );
+        self.shared
+            .limits
+            .set_bounds(new.max_sockets, new.max_sockets_per_ip);
         *slot = Arc::new(Live::new(new));
-        Ok(Reconfigured { applied, need_restart })
+        Ok(Reconfigured {
+            applied,
+            need_restart,
+        })
     }
 
     /// Starts (or continues) a drain: closes the listener at once (new connections are
@@ -239,12 +279,22 @@ impl GatewayHandle {
         let done_before = self.shared.counters.sessions_done.load(Relaxed);
         let _ = self.drain.send(true);
         let (running, ended_before) = self.shared.running.counts();
-        tracing::info!(running, timeout_ms = limit.as_millis() as u64, "websocket gateway draining: no new websockets or log-ins");
+        tracing::info!(
+            running,
+            timeout_ms = limit.as_millis() as u64,
+            "websocket gateway draining: no new websockets or log-ins"
+        );
         self.shared.running.wait_zero(limit);
         let (cut, ended) = self.shared.running.counts();
         let finished = (ended - ended_before) as usize;
         let done = self.shared.counters.sessions_done.load(Relaxed) - done_before;
-        DrainReport { running: finished + cut, finished, done, cut, elapsed: started.elapsed() }
+        DrainReport {
+            running: finished + cut,
+            finished,
+            done,
+            cut,
+            elapsed: started.elapsed(),
+        }
     }
 
     /// Drains for `drain_timeout` (see [`drain`](Self::drain)), then closes every websocket
@@ -256,7 +306,10 @@ impl GatewayHandle {
         let report = self.drain(live.config.drain_timeout);
         let _ = self.stop.send(true);
         if !self.shared.limits.wait_empty(live.config.shutdown_grace) {
-            tracing::warn!(open = self.shared.limits.open(), "websocket gateway: sockets still open after the grace period");
+            tracing::warn!(
+                open = self.shared.limits.open(),
+                "websocket gateway: sockets still open after the grace period"
+            );
         }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_millis(500));
@@ -276,7 +329,11 @@ impl Drop for GatewayHandle {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -371,7 +428,12 @@ async fn handshake(
         (Route::WebSocket, head) => {
             // tungstenite validates the handshake again and writes the 101.
             let origin = http::header_value(&head, "Origin");
-            let ws = tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(live.ws_config)).await.ok()?;
+            let ws = tokio_tungstenite::accept_async_with_config(
+                Replay::new(head, stream),
+                Some(live.ws_config),
+            )
+            .await
+            .ok()?;
             Some((ws, origin))
         }
         (Route::Metrics, _) => {

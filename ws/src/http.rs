@@ -53,21 +53,41 @@ impl Response {
             426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
             _ => "",
         };
-        Response { status, content_type: "text/plain; charset=utf-8", body: Cow::Borrowed(body), headers }
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Cow::Borrowed(body),
+            headers,
+        }
     }
 
     fn ok(content_type: &'static str, body: &'static str) -> Response {
-        Response { status: 200, content_type, body: Cow::Borrowed(body), headers: "" }
+        Response {
+            status: 200,
+            content_type,
+            body: Cow::Borrowed(body),
+            headers: "",
+        }
     }
 
     /// A `/metrics` answer: Prometheus text exposition format 0.0.4.
     pub fn metrics(body: String) -> Response {
-        Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body: Cow::Owned(body), headers: "" }
+        Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: Cow::Owned(body),
+            headers: "",
+        }
     }
 
     /// `/metrics` from an address outside `metrics_allow`.
     pub fn metrics_forbidden() -> Response {
-        Response { status: 403, content_type: "text/plain; charset=utf-8", body: Cow::Borrowed("metrics not served to this address\n"), headers: "" }
+        Response {
+            status: 403,
+            content_type: "text/plain; charset=utf-8",
+            body: Cow::Borrowed("metrics not served to this address\n"),
+            headers: "",
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -125,7 +145,10 @@ pub fn header_value(head: &[u8], name: &str) -> Option<String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(head).ok()?;
-    let h = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))?;
+    let h = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))?;
     std::str::from_utf8(h.value).ok().map(str::to_owned)
 }
 
@@ -142,7 +165,10 @@ pub fn route(head: &[u8], allowed_origins: &[String]) -> Route {
     let path = req.path.unwrap_or("/");
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     let header = |name: &str| {
-        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
     };
     Route::Respond(match path {
         "/" | "/index.html" => Response::ok("text/html; charset=utf-8", INDEX_HTML),
@@ -153,8 +179,10 @@ pub fn route(head: &[u8], allowed_origins: &[String]) -> Route {
             if !header("Upgrade").is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
                 Response::status(426)
             } else if req.version != Some(1)
-                || !header("Connection")
-                    .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+                || !header("Connection").is_some_and(|c| {
+                    c.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
                 || header("Sec-WebSocket-Key").is_none()
             {
                 // tungstenite would refuse these too, but without an answer.
@@ -198,7 +226,10 @@ mod tests {
         assert_eq!(status(&format!("{ws}\r\n")), 101);
         assert_eq!(status(&format!("{ws}Origin: http://f:1\r\n\r\n")), 101);
         assert_eq!(status(&format!("{ws}Origin: http://evil:1\r\n\r\n")), 403);
-        assert_eq!(status(&format!("{}\r\n", ws.replace("Version: 13", "Version: 8"))), 426);
+        assert_eq!(
+            status(&format!("{}\r\n", ws.replace("Version: 13", "Version: 8"))),
+            426
+        );
     }
 
     #[tokio::test]
@@ -206,7 +237,11 @@ mod tests {
         let mut long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD)).into_bytes();
         assert_eq!(read_head(&mut &long[..]).await.unwrap(), None);
         long.truncate(20);
-        assert_eq!(read_head(&mut &long[..]).await.unwrap(), None, "closed before the end");
+        assert_eq!(
+            read_head(&mut &long[..]).await.unwrap(),
+            None,
+            "closed before the end"
+        );
         let ok = b"GET / HTTP/1.1\r\n\r\nrest";
         assert_eq!(read_head(&mut &ok[..]).await.unwrap().unwrap(), ok);
     }

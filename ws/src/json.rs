@@ -97,7 +97,9 @@ pub struct Persona {
 
 /// Decodes and checks the appliance's persona list (a JSON array of `{"id","name"}`).
 pub fn decode_personas(bytes: &[u8]) -> Result<Vec<Persona>, String> {
-    serde_json::from_slice::<Bounded>(bytes).map(|b| b.0).map_err(|e| e.to_string())
+    serde_json::from_slice::<Bounded>(bytes)
+        .map(|b| b.0)
+        .map_err(|e| e.to_string())
 }
 
 /// A persona list that stops at the bounds while parsing, not after.
@@ -115,7 +117,9 @@ impl<'de> Deserialize<'de> for Bounded {
                 let mut out = Vec::new();
                 while let Some(p) = seq.next_element::<Persona>()? {
                     if out.len() == MAX_PERSONAS {
-                        return Err(de::Error::custom(format_args!("more than {MAX_PERSONAS} personas")));
+                        return Err(de::Error::custom(format_args!(
+                            "more than {MAX_PERSONAS} personas"
+                        )));
                     }
                     if p.id.len() > MAX_PERSONA_FIELD || p.name.len() > MAX_PERSONA_FIELD {
                         return Err(de::Error::custom(format_args!(
@@ -137,12 +141,21 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert!(matches!(parse(r#"{"type":"open","appliance":"Box"}"#), Ok(Request::Open { appliance }) if appliance == "Box"));
-        let c = parse(r#"{"type":"candidate","candidate":"candidate:1","sdpMid":null}"#).ok().unwrap();
+        assert!(
+            matches!(parse(r#"{"type":"open","appliance":"Box"}"#), Ok(Request::Open { appliance }) if appliance == "Box")
+        );
+        let c = parse(r#"{"type":"candidate","candidate":"candidate:1","sdpMid":null}"#)
+            .ok()
+            .unwrap();
         assert!(matches!(c, Request::Candidate { sdp_mid: None, .. }));
-        let c = parse(r#"{"type":"candidate","candidate":"candidate:1"}"#).ok().unwrap();
+        let c = parse(r#"{"type":"candidate","candidate":"candidate:1"}"#)
+            .ok()
+            .unwrap();
         assert!(matches!(c, Request::Candidate { sdp_mid: None, .. }));
-        assert!(matches!(parse(r#"{"type":"end-of-candidates"}"#), Ok(Request::EndOfCandidates)));
+        assert!(matches!(
+            parse(r#"{"type":"end-of-candidates"}"#),
+            Ok(Request::EndOfCandidates)
+        ));
         assert!(parse(r#"{"type":"hello"}"#).is_err());
         assert!(parse(r#"{"type":"open"}"#).is_err());
         assert!(parse(r#"{"type":"open","appliance":"a"} x"#).is_err());
@@ -151,28 +164,62 @@ mod tests {
 
     #[test]
     fn replies() {
-        let p = [Persona { id: "alice".into(), name: "Alice".into() }];
-        assert_eq!(Reply::Personas { personas: &p }.encode(), r#"{"type":"personas","personas":[{"id":"alice","name":"Alice"}]}"#);
-        assert_eq!(Reply::CredentialsRequired.encode(), r#"{"type":"credentials-required"}"#);
-        assert_eq!(Reply::Rejected { attempts_left: 2 }.encode(), r#"{"type":"rejected","attempts_left":2}"#);
+        let p = [Persona {
+            id: "alice".into(),
+            name: "Alice".into(),
+        }];
         assert_eq!(
-            Reply::Candidate { candidate: "candidate:1", sdp_mid: Some("0") }.encode(),
+            Reply::Personas { personas: &p }.encode(),
+            r#"{"type":"personas","personas":[{"id":"alice","name":"Alice"}]}"#
+        );
+        assert_eq!(
+            Reply::CredentialsRequired.encode(),
+            r#"{"type":"credentials-required"}"#
+        );
+        assert_eq!(
+            Reply::Rejected { attempts_left: 2 }.encode(),
+            r#"{"type":"rejected","attempts_left":2}"#
+        );
+        assert_eq!(
+            Reply::Candidate {
+                candidate: "candidate:1",
+                sdp_mid: Some("0")
+            }
+            .encode(),
             r#"{"type":"candidate","candidate":"candidate:1","sdpMid":"0"}"#
         );
-        assert_eq!(Reply::Error { code: "busy", message: "m", retry_after_ms: None }.encode(), r#"{"type":"error","code":"busy","message":"m"}"#);
+        assert_eq!(
+            Reply::Error {
+                code: "busy",
+                message: "m",
+                retry_after_ms: None
+            }
+            .encode(),
+            r#"{"type":"error","code":"busy","message":"m"}"#
+        );
     }
 
     #[test]
     fn persona_lists_are_checked() {
-        let list = decode_personas(br#"[{"id":"a","name":"A","avatar":"x"},{"id":"g","name":"Guest"}]"#).unwrap();
-        assert_eq!(list[0], Persona { id: "a".into(), name: "A".into() });
+        let list =
+            decode_personas(br#"[{"id":"a","name":"A","avatar":"x"},{"id":"g","name":"Guest"}]"#)
+                .unwrap();
+        assert_eq!(
+            list[0],
+            Persona {
+                id: "a".into(),
+                name: "A".into()
+            }
+        );
         assert_eq!(list.len(), 2);
         assert!(decode_personas(br#"[{"id":"a"}]"#).is_err());
         assert!(decode_personas(br#"{"id":"a","name":"A"}"#).is_err());
         let long = format!(r#"[{{"id":"a","name":"{}"}}]"#, "n".repeat(256));
         assert!(decode_personas(long.as_bytes()).is_err());
         let many = format!("[{}]", vec![r#"{"id":"a","name":"A"}"#; 257].join(","));
-        assert!(decode_personas(many.as_bytes()).unwrap_err().contains("more than 256"));
+        assert!(decode_personas(many.as_bytes())
+            .unwrap_err()
+            .contains("more than 256"));
         let enough = format!("[{}]", vec![r#"{"id":"a","name":"A"}"#; 256].join(","));
         assert_eq!(decode_personas(enough.as_bytes()).unwrap().len(), 256);
     }

@@ -39,9 +39,9 @@ mod session;
 mod stats;
 
 pub use config::{human as human_duration, GatewayConfig};
+pub use gateway::{DrainReport, Gateway, GatewayHandle, Reconfigured};
 pub use json::Persona;
 pub use policy::{AllowAll, LoginAttempt, Outcome, Policy, Verdict};
-pub use gateway::{DrainReport, Gateway, GatewayHandle, Reconfigured};
 pub use stats::{write_metric, GatewayStats, MetricKind, MetricsSource};
 
 /// The browser-message parsers, for the fuzz targets in `fuzz/` only: not a stable API.

@@ -66,7 +66,10 @@ impl Limits {
         }
         *n += 1;
         t.total += 1;
-        Ok(Slot { limits: self.clone(), key })
+        Ok(Slot {
+            limits: self.clone(),
+            key,
+        })
     }
 
     pub fn open(&self) -> usize {
@@ -82,7 +85,11 @@ impl Limits {
             if left.is_zero() {
                 return false;
             }
-            t = self.empty.wait_timeout(t, left).unwrap_or_else(|e| e.into_inner()).0;
+            t = self
+                .empty
+                .wait_timeout(t, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }
@@ -129,7 +136,10 @@ pub struct RunningGuard {
 impl Running {
     pub fn enter(self: &Arc<Self>) -> RunningGuard {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).now += 1;
-        RunningGuard { running: self.clone(), ended: true }
+        RunningGuard {
+            running: self.clone(),
+            ended: true,
+        }
     }
 
     /// (under way now, ended since start)
@@ -147,7 +157,11 @@ impl Running {
             if left.is_zero() {
                 return false;
             }
-            t = self.zero.wait_timeout(t, left).unwrap_or_else(|e| e.into_inner()).0;
+            t = self
+                .zero
+                .wait_timeout(t, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }
@@ -195,14 +209,25 @@ mod tests {
         let (s1, _s2) = (l.admit(a).unwrap(), l.admit(a).unwrap());
         assert_eq!(l.admit(a).err(), Some(Refusal::PerIp));
         let _s3 = l.admit(b).unwrap();
-        assert_eq!(l.admit("2001:db8::2".parse().unwrap()).err(), Some(Refusal::Full));
+        assert_eq!(
+            l.admit("2001:db8::2".parse().unwrap()).err(),
+            Some(Refusal::Full)
+        );
         drop(s1);
         assert!(l.admit(a).is_ok(), "a dropped slot frees its place");
         let one = Arc::new(Limits::new(10, 1));
         let _v6 = one.admit(b).unwrap();
-        assert_eq!(one.admit("2001:db8::9".parse().unwrap()).err(), Some(Refusal::PerIp), "same /64");
+        assert_eq!(
+            one.admit("2001:db8::9".parse().unwrap()).err(),
+            Some(Refusal::PerIp),
+            "same /64"
+        );
         let _mapped = one.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
-        assert_eq!(one.admit(a).err(), Some(Refusal::PerIp), "v4-mapped is the v4 address");
+        assert_eq!(
+            one.admit(a).err(),
+            Some(Refusal::PerIp),
+            "v4-mapped is the v4 address"
+        );
     }
 
     #[test]
@@ -214,7 +239,11 @@ mod tests {
         l.set_bounds(3, 2);
         let _s2 = l.admit(a).unwrap();
         l.set_bounds(1, 2);
-        assert_eq!(l.admit("10.0.0.2".parse().unwrap()).err(), Some(Refusal::Full), "open sockets stay, new ones wait");
+        assert_eq!(
+            l.admit("10.0.0.2".parse().unwrap()).err(),
+            Some(Refusal::Full),
+            "open sockets stay, new ones wait"
+        );
         drop(s1);
         assert_eq!(l.open(), 1);
     }

@@ -42,7 +42,12 @@ pub trait Policy: Send + Sync + 'static {
     fn authorize_login(&self, attempt: LoginAttempt) -> BoxFuture<Verdict>;
     /// The personas `client` may see; `None` when the policy could not decide (the gateway then
     /// fails closed and shows none).
-    fn filter_personas(&self, appliance: String, client: SocketAddr, personas: Vec<Persona>) -> BoxFuture<Option<Vec<Persona>>>;
+    fn filter_personas(
+        &self,
+        appliance: String,
+        client: SocketAddr,
+        personas: Vec<Persona>,
+    ) -> BoxFuture<Option<Vec<Persona>>>;
     /// Fire and forget.
     fn audit_login(&self, attempt: &LoginAttempt, outcome: Outcome);
 }
@@ -54,7 +59,12 @@ impl Policy for AllowAll {
     fn authorize_login(&self, _: LoginAttempt) -> BoxFuture<Verdict> {
         Box::pin(std::future::ready(Verdict::Allow))
     }
-    fn filter_personas(&self, _: String, _: SocketAddr, personas: Vec<Persona>) -> BoxFuture<Option<Vec<Persona>>> {
+    fn filter_personas(
+        &self,
+        _: String,
+        _: SocketAddr,
+        personas: Vec<Persona>,
+    ) -> BoxFuture<Option<Vec<Persona>>> {
         Box::pin(std::future::ready(Some(personas)))
     }
     fn audit_login(&self, _: &LoginAttempt, _: Outcome) {}

@@ -5,8 +5,8 @@
 use crate::code::Code;
 use crate::config::GatewayConfig;
 use crate::gateway::Shared;
-use crate::limits::RunningGuard;
 use crate::json::{self, Reply, Request};
+use crate::limits::RunningGuard;
 use crate::policy::{LoginAttempt, Outcome, Verdict};
 use crate::stats::bump;
 use crate::{EventSink, ToCore};
@@ -14,8 +14,8 @@ use flock_proto::login::{Candidate, Command, Event, Personas, SessionId};
 use flock_proto::Name;
 use futures_util::{SinkExt, StreamExt};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -111,7 +111,14 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let end = s.drive(&mut ws).await;
     if let Some(core) = s.core {
         // Best effort: if the core's queue is full, the core notices the dropped event sink.
-        let _ = shared.link.send(core, ToCore { session: s.id, command: Command::Close, events: None });
+        let _ = shared.link.send(
+            core,
+            ToCore {
+                session: s.id,
+                command: Command::Close,
+                events: None,
+            },
+        );
     }
     drop(s.events.take());
     // Still counted as running until the browser was told (a drain waits for the close).
@@ -120,7 +127,10 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Session<'_> {
-    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&mut self, ws: &mut WebSocketStream<S>) -> End {
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+    ) -> End {
         let config = self.config;
         let idle = sleep(config.idle_timeout);
         let deadline = sleep(config.session_timeout);
@@ -137,7 +147,9 @@ impl Session<'_> {
             };
             let reply = match input {
                 Input::Shutdown => return End::GoingAway,
-                Input::Idle => return error(Code::Timeout, "no message from the browser for too long"),
+                Input::Idle => {
+                    return error(Code::Timeout, "no message from the browser for too long")
+                }
                 Input::Deadline => return error(Code::Timeout, "the log-in took too long"),
                 Input::Event(ev) => self.on_event(ev).await,
                 Input::Frame(frame) => {
@@ -160,15 +172,32 @@ impl Session<'_> {
     /// A core event: the text for the browser, if any, or the end of the session.
     async fn on_event(&mut self, ev: Option<Event>) -> Result<Option<String>, End> {
         // The core drops the sink when it fails a session it cannot report to (full queue).
-        let ev = ev.ok_or_else(|| error(Code::Busy, "the server dropped the session; try again later"))?;
+        let ev = ev.ok_or_else(|| {
+            error(
+                Code::Busy,
+                "the server dropped the session; try again later",
+            )
+        })?;
         let text = match ev {
             Event::Personas(Personas::List(bytes)) => {
-                let personas = json::decode_personas(&bytes)
-                    .map_err(|e| error(Code::Malformed, format!("the appliance sent a bad persona list: {e}")))?;
+                let personas = json::decode_personas(&bytes).map_err(|e| {
+                    error(
+                        Code::Malformed,
+                        format!("the appliance sent a bad persona list: {e}"),
+                    )
+                })?;
                 // Fail closed: a policy that cannot decide shows no persona.
-                let personas = self.shared.policy.filter_personas(self.appliance.clone(), self.client, personas).await.unwrap_or_default();
+                let personas = self
+                    .shared
+                    .policy
+                    .filter_personas(self.appliance.clone(), self.client, personas)
+                    .await
+                    .unwrap_or_default();
                 self.state = State::CanLogin;
-                Reply::Personas { personas: &personas }.encode()
+                Reply::Personas {
+                    personas: &personas,
+                }
+                .encode()
             }
             Event::Personas(Personas::CredentialsRequired) => {
                 self.state = State::CanLogin;
@@ -187,10 +216,17 @@ impl Session<'_> {
                 Reply::Rejected { attempts_left }.encode()
             }
             Event::Offer { sdp } => {
-                self.state = State::Signalling { answered: false, ended: false };
+                self.state = State::Signalling {
+                    answered: false,
+                    ended: false,
+                };
                 Reply::Offer { sdp: &sdp }.encode()
             }
-            Event::Candidate(c) => Reply::Candidate { candidate: &c.candidate, sdp_mid: c.mid.as_deref() }.encode(),
+            Event::Candidate(c) => Reply::Candidate {
+                candidate: &c.candidate,
+                sdp_mid: c.mid.as_deref(),
+            }
+            .encode(),
             Event::EndOfCandidates => Reply::EndOfCandidates.encode(),
             Event::Done => return Err(End::Done),
             Event::Failed(f) => {
@@ -203,21 +239,30 @@ impl Session<'_> {
     }
 
     /// A frame from the browser (or the end of the stream).
-    async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Result<Option<String>, End> {
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, WsError>>,
+    ) -> Result<Option<String>, End> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(End::Gone),
             Some(Ok(Message::Text(text))) => {
-                let req = json::parse(&text).map_err(|e| error(Code::Malformed, format!("bad message: {e}")))?;
+                let req = json::parse(&text)
+                    .map_err(|e| error(Code::Malformed, format!("bad message: {e}")))?;
                 self.on_request(req).await.map(|()| None)
             }
-            Some(Ok(Message::Binary(_))) => Err(error(Code::Malformed, "binary frames are not part of the protocol")),
+            Some(Ok(Message::Binary(_))) => Err(error(
+                Code::Malformed,
+                "binary frames are not part of the protocol",
+            )),
             // tungstenite answers pings itself; they only keep the socket from idling out.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
             Some(Err(WsError::Capacity(_))) => Err(error(
                 Code::TooLarge,
                 format!("messages are limited to {} bytes", self.config.max_message),
             )),
-            Some(Err(WsError::Utf8(_))) => Err(error(Code::Malformed, "a text frame was not UTF-8")),
+            Some(Err(WsError::Utf8(_))) => {
+                Err(error(Code::Malformed, "a text frame was not UTF-8"))
+            }
             Some(Err(_)) => Err(End::Gone),
         }
     }
@@ -230,38 +275,77 @@ impl Session<'_> {
             // a log-in is either refused or waited for; and before the policy is asked.
             self.running = Some(self.shared.running.enter());
         }
-        if (login || matches!((&req, self.state), (Request::Open { .. }, State::AwaitOpen))) && self.shared.is_draining() {
+        if (login || matches!((&req, self.state), (Request::Open { .. }, State::AwaitOpen)))
+            && self.shared.is_draining()
+        {
             if let Some(r) = self.running.take() {
                 r.cancel();
             }
-            return Err(error(Code::Busy, "the server is shutting down; try again later"));
+            return Err(error(
+                Code::Busy,
+                "the server is shutting down; try again later",
+            ));
         }
         let command = match (req, &mut self.state) {
             (Request::Open { appliance }, State::AwaitOpen) => return self.open(&appliance),
-            (Request::Login { persona, credential }, State::CanLogin) => {
+            (
+                Request::Login {
+                    persona,
+                    credential,
+                },
+                State::CanLogin,
+            ) => {
                 self.authorize(&persona).await?;
                 self.state = State::AwaitVerdict;
-                Command::Login { persona, credential }
+                Command::Login {
+                    persona,
+                    credential,
+                }
             }
-            (Request::Answer { sdp }, State::Signalling { answered: answered @ false, ended: false }) => {
+            (
+                Request::Answer { sdp },
+                State::Signalling {
+                    answered: answered @ false,
+                    ended: false,
+                },
+            ) => {
                 *answered = true;
                 Command::Answer { sdp }
             }
             (Request::Candidate { candidate, sdp_mid }, State::Signalling { ended: false, .. }) => {
-                Command::Candidate(Candidate { candidate, mid: sdp_mid })
+                Command::Candidate(Candidate {
+                    candidate,
+                    mid: sdp_mid,
+                })
             }
-            (Request::EndOfCandidates, State::Signalling { ended: ended @ false, .. }) => {
+            (
+                Request::EndOfCandidates,
+                State::Signalling {
+                    ended: ended @ false,
+                    ..
+                },
+            ) => {
                 *ended = true;
                 Command::EndOfCandidates
             }
-            _ => return Err(error(Code::Malformed, format!("`{kind}` is not expected now"))),
+            _ => {
+                return Err(error(
+                    Code::Malformed,
+                    format!("`{kind}` is not expected now"),
+                ))
+            }
         };
         self.to_core(command)
     }
 
     /// Asks the policy before the credential goes anywhere.
     async fn authorize(&mut self, persona: &str) -> Result<(), End> {
-        let attempt = LoginAttempt { appliance: self.appliance.clone(), persona: persona.to_owned(), client: self.client, origin: self.origin.clone() };
+        let attempt = LoginAttempt {
+            appliance: self.appliance.clone(),
+            persona: persona.to_owned(),
+            client: self.client,
+            origin: self.origin.clone(),
+        };
         match self.shared.policy.authorize_login(attempt.clone()).await {
             Verdict::Allow => {
                 self.attempt = Some(attempt);
@@ -289,8 +373,12 @@ impl Session<'_> {
         let name = Name::normalize(appliance.as_bytes())
             .map_err(|e| error(Code::Malformed, format!("bad appliance name: {e}")))?;
         self.appliance = name.as_str().to_owned();
-        let core = self.shared.link.core_for(&name)
-            .ok_or_else(|| error(Code::OwnerDown, "the server that owns this appliance cannot be reached"))?;
+        let core = self.shared.link.core_for(&name).ok_or_else(|| {
+            error(
+                Code::OwnerDown,
+                "the server that owns this appliance cannot be reached",
+            )
+        })?;
         let (sink, events) = mpsc::channel(self.config.events_queue);
         self.send_to(core, Command::Open { name }, Some(sink))?;
         bump(&self.shared.counters.sessions);
@@ -308,7 +396,14 @@ impl Session<'_> {
     fn send_to(&self, core: usize, command: Command, events: Option<EventSink>) -> Result<(), End> {
         self.shared
             .link
-            .send(core, ToCore { session: self.id, command, events })
+            .send(
+                core,
+                ToCore {
+                    session: self.id,
+                    command,
+                    events,
+                },
+            )
             .map_err(|_| error(Code::Busy, "the server is overloaded; try again later"))
     }
 }
@@ -321,12 +416,24 @@ async fn recv(events: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
 }
 
 /// Sends one text frame; false when the browser is gone or stopped reading.
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, text: String, limit: Duration) -> bool {
-    matches!(timeout(limit, ws.send(Message::text(text))).await, Ok(Ok(())))
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    text: String,
+    limit: Duration,
+) -> bool {
+    matches!(
+        timeout(limit, ws.send(Message::text(text))).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Tells the browser how the session ended and closes the websocket.
-async fn finish<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, end: End, id: SessionId, shared: &Shared) {
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    end: End,
+    id: SessionId,
+    shared: &Shared,
+) {
     let (code, reason) = match end {
         End::Done => {
             bump(&shared.counters.sessions_done);
@@ -336,8 +443,16 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, 
         End::RateLimited(d) => {
             bump(&shared.counters.session_errors);
             let retry_after_ms = d.as_millis().min(u64::MAX as u128) as u64;
-            let message = format!("too many log-ins; try again in {} s", retry_after_ms.div_ceil(1000));
-            let text = Reply::Error { code: Code::RateLimited.as_str(), message: &message, retry_after_ms: Some(retry_after_ms) }.encode();
+            let message = format!(
+                "too many log-ins; try again in {} s",
+                retry_after_ms.div_ceil(1000)
+            );
+            let text = Reply::Error {
+                code: Code::RateLimited.as_str(),
+                message: &message,
+                retry_after_ms: Some(retry_after_ms),
+            }
+            .encode();
             if !send(ws, text, CLOSE_LINGER).await {
                 return;
             }
@@ -346,7 +461,12 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, 
         End::Error(code, message) => {
             bump(&shared.counters.session_errors);
             tracing::debug!(session = id, code = code.as_str(), "log-in failed");
-            let text = Reply::Error { code: code.as_str(), message: &message, retry_after_ms: None }.encode();
+            let text = Reply::Error {
+                code: code.as_str(),
+                message: &message,
+                retry_after_ms: None,
+            }
+            .encode();
             if !send(ws, text, CLOSE_LINGER).await {
                 return;
             }
@@ -358,10 +478,19 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, 
             return;
         }
     };
-    let frame = CloseFrame { code, reason: reason.into() };
-    if matches!(timeout(CLOSE_LINGER, ws.close(Some(frame))).await, Ok(Ok(()))) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if matches!(
+        timeout(CLOSE_LINGER, ws.close(Some(frame))).await,
+        Ok(Ok(()))
+    ) {
         // Wait (briefly) for the browser's close frame, so that the browser, not the server,
         // holds the TIME_WAIT and sees a clean close.
-        let _ = timeout(CLOSE_LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+        let _ = timeout(CLOSE_LINGER, async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
     }
 }

@@ -117,7 +117,10 @@ pub fn write_metric<'a>(
                 if i > 0 {
                     out.push(',');
                 }
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
                 let _ = write!(out, "{k}=\"{v}\"");
             }
             out.push('}');
@@ -131,16 +134,43 @@ impl GatewayStats {
     pub fn render(&self, out: &mut String) {
         use MetricKind::{Counter, Gauge};
         let one = |v: u64| [(&[][..], v)];
-        write_metric(out, "flock_ws_open_sockets", Gauge, "TCP connections open now (page, health checks, metrics and websockets).", one(self.open_sockets));
-        write_metric(out, "flock_ws_open_websockets", Gauge, "Websockets open now.", one(self.open_websockets));
-        write_metric(out, "flock_ws_accepted_total", Counter, "TCP connections accepted.", one(self.accepted));
-        write_metric(out, "flock_ws_sessions_total", Counter, "Websocket sessions that sent open to a core.", one(self.sessions));
+        write_metric(
+            out,
+            "flock_ws_open_sockets",
+            Gauge,
+            "TCP connections open now (page, health checks, metrics and websockets).",
+            one(self.open_sockets),
+        );
+        write_metric(
+            out,
+            "flock_ws_open_websockets",
+            Gauge,
+            "Websockets open now.",
+            one(self.open_websockets),
+        );
+        write_metric(
+            out,
+            "flock_ws_accepted_total",
+            Counter,
+            "TCP connections accepted.",
+            one(self.accepted),
+        );
+        write_metric(
+            out,
+            "flock_ws_sessions_total",
+            Counter,
+            "Websocket sessions that sent open to a core.",
+            one(self.sessions),
+        );
         write_metric(
             out,
             "flock_ws_sessions_ended_total",
             Counter,
             "Websocket sessions ended, by outcome: done, or error (an error message was sent).",
-            [(&[("outcome", "done")][..], self.sessions_done), (&[("outcome", "error")][..], self.session_errors)],
+            [
+                (&[("outcome", "done")][..], self.sessions_done),
+                (&[("outcome", "error")][..], self.session_errors),
+            ],
         );
         write_metric(
             out,
@@ -164,12 +194,29 @@ mod tests {
     #[test]
     fn exposition_format() {
         let mut out = String::new();
-        write_metric(&mut out, "x_total", MetricKind::Counter, "Things.\nMore", [(&[("core", "0"), ("reason", "a\"b")][..], 3)]);
+        write_metric(
+            &mut out,
+            "x_total",
+            MetricKind::Counter,
+            "Things.\nMore",
+            [(&[("core", "0"), ("reason", "a\"b")][..], 3)],
+        );
         write_metric(&mut out, "y", MetricKind::Gauge, "Y.", [(&[][..], 7)]);
         assert_eq!(out, "# HELP x_total Things.\\nMore\n# TYPE x_total counter\nx_total{core=\"0\",reason=\"a\\\"b\"} 3\n# HELP y Y.\n# TYPE y gauge\ny 7\n");
         let mut out = String::new();
-        GatewayStats { refused_full: 2, sessions_done: 1, ..GatewayStats::default() }.render(&mut out);
-        assert!(out.contains("flock_ws_refused_total{reason=\"full\"} 2\n"), "{out}");
-        assert!(out.contains("flock_ws_sessions_ended_total{outcome=\"done\"} 1\n"), "{out}");
+        GatewayStats {
+            refused_full: 2,
+            sessions_done: 1,
+            ..GatewayStats::default()
+        }
+        .render(&mut out);
+        assert!(
+            out.contains("flock_ws_refused_total{reason=\"full\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("flock_ws_sessions_ended_total{outcome=\"done\"} 1\n"),
+            "{out}"
+        );
     }
 }

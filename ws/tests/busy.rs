@@ -24,7 +24,11 @@ async fn full_queue_at_login_is_busy() {
     let mut ws = connect(gw.local_addr()).await;
     let (_session, _sink) = open_with_personas(&mut ws, &mut cores, "box").await;
     cores.link.full[0].store(true, Ordering::SeqCst);
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:x"})).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:x"}),
+    )
+    .await;
     expect_error(&mut ws, "busy", 1013).await;
     // The Close that follows meets the same full queue: best effort, the core sees the
     // closed event sink instead.

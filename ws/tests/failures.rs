@@ -36,7 +36,9 @@ async fn another_servers_name_is_owner_down() {
     let mut ws = connect(gw.local_addr()).await;
     send(&mut ws, json!({"type":"open","appliance":"remote-box"})).await;
     expect_error(&mut ws, "owner-down", 1011).await;
-    cores.expect_none(std::time::Duration::from_millis(100)).await;
+    cores
+        .expect_none(std::time::Duration::from_millis(100))
+        .await;
 }
 
 #[tokio::test]
@@ -46,10 +48,14 @@ async fn a_bad_persona_list_is_malformed() {
         let mut ws = connect(gw.local_addr()).await;
         send(&mut ws, json!({"type":"open","appliance":"box"})).await;
         let (_, session, sink) = cores.expect_open("box").await;
-        sink.try_send(Event::Personas(Personas::List(Arc::from(list)))).unwrap();
+        sink.try_send(Event::Personas(Personas::List(Arc::from(list))))
+            .unwrap();
         let msg = recv(&mut ws).await;
         assert_eq!(msg["code"], "malformed");
-        assert!(msg["message"].as_str().unwrap().contains("persona list"), "{msg}");
+        assert!(
+            msg["message"].as_str().unwrap().contains("persona list"),
+            "{msg}"
+        );
         assert_eq!(expect_close(&mut ws).await.0, 1008);
         cores.expect(session, Command::Close).await;
     }

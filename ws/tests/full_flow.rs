@@ -11,24 +11,83 @@ async fn full_flow_ends_in_close_1000() {
     let mut ws = connect(gw.local_addr()).await;
     let (session, sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
 
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:wonderland"})).await;
-    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:wonderland".into() }).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:wonderland".into(),
+            },
+        )
+        .await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(recv(&mut ws).await, json!({"type":"accepted"}));
-    sink.try_send(Event::Offer { sdp: "v=0\r\n".into() }).unwrap();
+    sink.try_send(Event::Offer {
+        sdp: "v=0\r\n".into(),
+    })
+    .unwrap();
     assert_eq!(recv(&mut ws).await, json!({"type":"offer","sdp":"v=0\r\n"}));
-    let c = Candidate { candidate: "candidate:1 1 udp 1 192.0.2.7 5 typ host".into(), mid: Some("0".into()) };
+    let c = Candidate {
+        candidate: "candidate:1 1 udp 1 192.0.2.7 5 typ host".into(),
+        mid: Some("0".into()),
+    };
     sink.try_send(Event::Candidate(c.clone())).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"candidate","candidate":c.candidate,"sdpMid":"0"}));
-    sink.try_send(Event::Candidate(Candidate { mid: None, ..c.clone() })).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"candidate","candidate":c.candidate,"sdpMid":null}));
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"candidate","candidate":c.candidate,"sdpMid":"0"})
+    );
+    sink.try_send(Event::Candidate(Candidate {
+        mid: None,
+        ..c.clone()
+    }))
+    .unwrap();
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"candidate","candidate":c.candidate,"sdpMid":null})
+    );
 
     send(&mut ws, json!({"type":"answer","sdp":"v=0 answer"})).await;
-    cores.expect(session, Command::Answer { sdp: "v=0 answer".into() }).await;
-    send(&mut ws, json!({"type":"candidate","candidate":"candidate:2","sdpMid":"0"})).await;
-    cores.expect(session, Command::Candidate(Candidate { candidate: "candidate:2".into(), mid: Some("0".into()) })).await;
-    send(&mut ws, json!({"type":"candidate","candidate":"candidate:3"})).await;
-    cores.expect(session, Command::Candidate(Candidate { candidate: "candidate:3".into(), mid: None })).await;
+    cores
+        .expect(
+            session,
+            Command::Answer {
+                sdp: "v=0 answer".into(),
+            },
+        )
+        .await;
+    send(
+        &mut ws,
+        json!({"type":"candidate","candidate":"candidate:2","sdpMid":"0"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Candidate(Candidate {
+                candidate: "candidate:2".into(),
+                mid: Some("0".into()),
+            }),
+        )
+        .await;
+    send(
+        &mut ws,
+        json!({"type":"candidate","candidate":"candidate:3"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Candidate(Candidate {
+                candidate: "candidate:3".into(),
+                mid: None,
+            }),
+        )
+        .await;
     sink.try_send(Event::EndOfCandidates).unwrap();
     assert_eq!(recv(&mut ws).await, json!({"type":"end-of-candidates"}));
     send(&mut ws, json!({"type":"end-of-candidates"})).await;
@@ -38,7 +97,10 @@ async fn full_flow_ends_in_close_1000() {
     assert_eq!(expect_close(&mut ws).await, (1000, "done".into()));
     cores.expect(session, Command::Close).await;
     let stats = gw.stats();
-    assert_eq!((stats.sessions, stats.sessions_done, stats.session_errors), (1, 1, 0));
+    assert_eq!(
+        (stats.sessions, stats.sessions_done, stats.session_errors),
+        (1, 1, 0)
+    );
 }
 
 #[tokio::test]
@@ -47,10 +109,25 @@ async fn credentials_required_then_login() {
     let mut ws = connect(gw.local_addr()).await;
     send(&mut ws, json!({"type":"open","appliance":"  My-Box "})).await;
     let (_, session, sink) = cores.expect_open("my-box").await;
-    sink.try_send(Event::Personas(flock_proto::login::Personas::CredentialsRequired)).unwrap();
+    sink.try_send(Event::Personas(
+        flock_proto::login::Personas::CredentialsRequired,
+    ))
+    .unwrap();
     assert_eq!(recv(&mut ws).await, json!({"type":"credentials-required"}));
-    send(&mut ws, json!({"type":"login","persona":"bob","credential":"pwd:x"})).await;
-    cores.expect(session, Command::Login { persona: "bob".into(), credential: "pwd:x".into() }).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"bob","credential":"pwd:x"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "bob".into(),
+                credential: "pwd:x".into(),
+            },
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -60,12 +137,23 @@ async fn the_largest_persona_list_and_a_large_offer_get_through() {
     send(&mut ws, json!({"type":"open","appliance":"box"})).await;
     let (_, _session, sink) = cores.expect_open("box").await;
     let long = "é".repeat(126); // 252 bytes; ids up to 255
-    let list: Vec<_> = (0..256).map(|i| json!({"id": format!("{i}{long}"), "name": long, "photo": "x".repeat(500)})).collect();
+    let list: Vec<_> = (0..256)
+        .map(|i| json!({"id": format!("{i}{long}"), "name": long, "photo": "x".repeat(500)}))
+        .collect();
     let bytes = serde_json::to_vec(&list).unwrap();
-    sink.try_send(Event::Personas(flock_proto::login::Personas::List(bytes.into()))).unwrap();
+    sink.try_send(Event::Personas(flock_proto::login::Personas::List(
+        bytes.into(),
+    )))
+    .unwrap();
     let got = recv(&mut ws).await;
     assert_eq!(got["personas"].as_array().unwrap().len(), 256);
-    assert_eq!(got["personas"][255], json!({"id": format!("255{long}"), "name": long}));
-    sink.try_send(Event::Offer { sdp: "s".repeat(200_000) }).unwrap();
+    assert_eq!(
+        got["personas"][255],
+        json!({"id": format!("255{long}"), "name": long})
+    );
+    sink.try_send(Event::Offer {
+        sdp: "s".repeat(200_000),
+    })
+    .unwrap();
     assert_eq!(recv(&mut ws).await["sdp"].as_str().unwrap().len(), 200_000);
 }

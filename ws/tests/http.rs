@@ -12,7 +12,10 @@ async fn pages_and_health() {
 
     let (status, head, body) = http(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status, 200);
-    assert!(head.contains("Content-Type: text/html; charset=utf-8"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/html; charset=utf-8"),
+        "{head}"
+    );
     assert!(head.contains("Cache-Control: no-cache"), "{head}");
     assert_eq!(body, include_bytes!("../web/index.html"));
 
@@ -33,7 +36,11 @@ async fn other_requests() {
     let (status, head, _) = http(addr, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
     assert_eq!(status, 405);
     assert!(head.contains("Allow: GET"));
-    assert_eq!(http(addr, b"GET /ws HTTP/1.1\r\n\r\n").await.0, 426, "no upgrade");
+    assert_eq!(
+        http(addr, b"GET /ws HTTP/1.1\r\n\r\n").await.0,
+        426,
+        "no upgrade"
+    );
     assert_eq!(http(addr, b"GARBAGE\r\n\r\n").await.0, 400);
     let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
     assert_eq!(http(addr, long.as_bytes()).await.0, 400);
@@ -42,10 +49,19 @@ async fn other_requests() {
 
 #[tokio::test]
 async fn a_slow_request_head_is_dropped() {
-    let (gw, _cores) = start(1, |c| c.handshake_timeout = std::time::Duration::from_millis(200));
-    let mut s = tokio::net::TcpStream::connect(gw.local_addr()).await.unwrap();
+    let (gw, _cores) = start(1, |c| {
+        c.handshake_timeout = std::time::Duration::from_millis(200)
+    });
+    let mut s = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let mut out = Vec::new();
-    let n = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("closed in time");
-    assert!(n.is_err() || out.is_empty(), "no answer to an unfinished head");
+    let n = tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("closed in time");
+    assert!(
+        n.is_err() || out.is_empty(),
+        "no answer to an unfinished head"
+    );
 }

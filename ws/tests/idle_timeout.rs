@@ -13,8 +13,14 @@ async fn idle_websocket_times_out() {
     let (session, _sink) = open_with_personas(&mut ws, &mut cores, "box").await;
     let t = Instant::now();
     expect_error(&mut ws, "timeout", 1011).await;
-    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
-    cores.expect(session, flock_proto::login::Command::Close).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    cores
+        .expect(session, flock_proto::login::Command::Close)
+        .await;
 }
 
 #[tokio::test]
@@ -39,5 +45,9 @@ async fn pings_keep_it_alive_but_not_past_the_session_limit() {
     };
     pinger.await;
     expect_error(&mut ws, "timeout", 1011).await;
-    assert!(t.elapsed() >= Duration::from_millis(850), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(850),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -36,7 +36,9 @@ async fn bad_messages_are_malformed_and_others_carry_on() {
     ] {
         expect_malformed(&gw, bad).await;
     }
-    cores.expect_none(std::time::Duration::from_millis(100)).await;
+    cores
+        .expect_none(std::time::Duration::from_millis(100))
+        .await;
 
     // Out of order after open: an answer before the offer.
     let mut ws = connect(gw.local_addr()).await;
@@ -53,8 +55,20 @@ async fn bad_messages_are_malformed_and_others_carry_on() {
     cores.expect(s3, Command::Close).await;
 
     // The first session still works.
-    send(&mut good, json!({"type":"login","persona":"alice","credential":"pwd:x"})).await;
-    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:x".into() }).await;
+    send(
+        &mut good,
+        json!({"type":"login","persona":"alice","credential":"pwd:x"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:x".into(),
+            },
+        )
+        .await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(recv(&mut good).await, json!({"type":"accepted"}));
 }

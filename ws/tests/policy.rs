@@ -28,18 +28,29 @@ impl Policy for Scripted {
         };
         Box::pin(std::future::ready(v))
     }
-    fn filter_personas(&self, appliance: String, _: SocketAddr, personas: Vec<Persona>) -> BoxFuture<Option<Vec<Persona>>> {
+    fn filter_personas(
+        &self,
+        appliance: String,
+        _: SocketAddr,
+        personas: Vec<Persona>,
+    ) -> BoxFuture<Option<Vec<Persona>>> {
         // "undecided-box": the policy cannot decide (say, a plugin overran its budget).
-        let out = (appliance != "undecided-box").then(|| personas.into_iter().filter(|p| p.id != "guest").collect());
+        let out = (appliance != "undecided-box")
+            .then(|| personas.into_iter().filter(|p| p.id != "guest").collect());
         Box::pin(std::future::ready(out))
     }
     fn audit_login(&self, a: &LoginAttempt, outcome: Outcome) {
-        self.audit.lock().unwrap().push((a.persona.clone(), outcome, a.origin.clone()));
+        self.audit
+            .lock()
+            .unwrap()
+            .push((a.persona.clone(), outcome, a.origin.clone()));
     }
 }
 
 fn list() -> Event {
-    Event::Personas(Personas::List(Arc::from(&br#"[{"id":"alice","name":"Alice"},{"id":"guest","name":"Guest"}]"#[..])))
+    Event::Personas(Personas::List(Arc::from(
+        &br#"[{"id":"alice","name":"Alice"},{"id":"guest","name":"Guest"}]"#[..],
+    )))
 }
 
 async fn opened(ws: &mut Client, cores: &mut Cores, name: &str) -> (u64, flock_ws::EventSink) {
@@ -56,13 +67,40 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
 
     let mut ws = connect(gw.local_addr()).await;
     let (session, sink) = opened(&mut ws, &mut cores, "my-box").await;
-    assert_eq!(recv(&mut ws).await, json!({"type":"personas","personas":[{"id":"alice","name":"Alice"}]}));
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:x"})).await;
-    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:x".into() }).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"personas","personas":[{"id":"alice","name":"Alice"}]})
+    );
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:x"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:x".into(),
+            },
+        )
+        .await;
     sink.try_send(Event::Rejected { attempts_left: 2 }).unwrap();
     recv(&mut ws).await;
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:y"})).await;
-    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:y".into() }).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:y"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:y".into(),
+            },
+        )
+        .await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(recv(&mut ws).await["type"], "accepted");
 
@@ -70,7 +108,11 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
     let mut ws = connect(gw.local_addr()).await;
     let (session, _sink) = opened(&mut ws, &mut cores, "my-box").await;
     recv(&mut ws).await;
-    send(&mut ws, json!({"type":"login","persona":"mallory","credential":"pwd:z"})).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"mallory","credential":"pwd:z"}),
+    )
+    .await;
     expect_error(&mut ws, "denied", 1008).await;
     cores.expect(session, Command::Close).await;
 
@@ -78,15 +120,31 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
     let mut ws = connect(gw.local_addr()).await;
     let (session, _sink) = opened(&mut ws, &mut cores, "my-box").await;
     recv(&mut ws).await;
-    send(&mut ws, json!({"type":"login","persona":"eager","credential":"pwd:z"})).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"eager","credential":"pwd:z"}),
+    )
+    .await;
     let e = recv(&mut ws).await;
-    assert_eq!((e["code"].as_str(), e["retry_after_ms"].as_u64()), (Some("rate-limited"), Some(2500)), "{e}");
+    assert_eq!(
+        (e["code"].as_str(), e["retry_after_ms"].as_u64()),
+        (Some("rate-limited"), Some(2500)),
+        "{e}"
+    );
     assert_eq!(expect_close(&mut ws).await, (1013, "rate-limited".into()));
     cores.expect(session, Command::Close).await;
 
     let audit = policy.audit.lock().unwrap().clone();
     let outcomes: Vec<_> = audit.iter().map(|(p, o, _)| (p.as_str(), *o)).collect();
-    assert_eq!(outcomes, [("alice", Outcome::Failed), ("alice", Outcome::Accepted), ("mallory", Outcome::Failed), ("eager", Outcome::Failed)]);
+    assert_eq!(
+        outcomes,
+        [
+            ("alice", Outcome::Failed),
+            ("alice", Outcome::Accepted),
+            ("mallory", Outcome::Failed),
+            ("eager", Outcome::Failed)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -94,17 +152,28 @@ async fn an_undecided_filter_shows_no_persona() {
     let (gw, mut cores) = start_with_policy(1, Arc::new(Scripted::default()), |_| {});
     let mut ws = connect(gw.local_addr()).await;
     opened(&mut ws, &mut cores, "undecided-box").await;
-    assert_eq!(recv(&mut ws).await, json!({"type":"personas","personas":[]}));
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"personas","personas":[]})
+    );
 }
 
 #[tokio::test]
 async fn the_origin_reaches_the_policy() {
     let policy = Arc::new(Scripted::default());
-    let (gw, mut cores) = start_with_policy(1, policy.clone(), |c| c.allowed_origins = vec!["https://flock.example".into()]);
-    let mut ws = try_connect(gw.local_addr(), &[("Origin", "https://flock.example")]).await.expect("allowed origin");
+    let (gw, mut cores) = start_with_policy(1, policy.clone(), |c| {
+        c.allowed_origins = vec!["https://flock.example".into()]
+    });
+    let mut ws = try_connect(gw.local_addr(), &[("Origin", "https://flock.example")])
+        .await
+        .expect("allowed origin");
     let (_, sink) = opened(&mut ws, &mut cores, "my-box").await;
     recv(&mut ws).await;
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:x"})).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:x"}),
+    )
+    .await;
     cores.next().await;
     sink.try_send(Event::Accepted).unwrap();
     recv(&mut ws).await;

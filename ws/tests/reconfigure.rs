@@ -26,12 +26,20 @@ async fn new_limits_apply_to_new_sockets_and_open_ones_stay() {
     assert_eq!(r.need_restart, ["ws.listen", "ws.threads"]);
     let live = gw.config();
     assert_eq!((live.max_sockets_per_ip, live.max_message), (1, 4096));
-    assert_eq!((live.listen, live.threads), (before.listen, before.threads), "kept until a restart");
+    assert_eq!(
+        (live.listen, live.threads),
+        (before.listen, before.threads),
+        "kept until a restart"
+    );
     assert_eq!(gw.local_addr(), addr);
 
     // Two sockets are open, over the new bound of one: they stay, a third is refused.
     assert_eq!(try_connect(addr, &[]).await.err(), Some(429));
-    send(&mut first, json!({"type": "open", "appliance": "still-here"})).await;
+    send(
+        &mut first,
+        json!({"type": "open", "appliance": "still-here"}),
+    )
+    .await;
     cores.expect_open("still-here").await;
 
     // The lowered message bound holds for a socket accepted after the reload.
@@ -55,9 +63,15 @@ async fn an_invalid_configuration_changes_nothing() {
     let mut bad = before.clone();
     bad.max_sockets_per_ip = 100;
     bad.max_message = 10;
-    let e = gw.reconfigure(bad).expect_err("max_message under 1024 is refused");
+    let e = gw
+        .reconfigure(bad)
+        .expect_err("max_message under 1024 is refused");
     assert!(e.contains("max_message"), "{e}");
     assert_eq!(gw.config().max_sockets_per_ip, 1);
     let _a = connect(gw.local_addr()).await;
-    assert_eq!(try_connect(gw.local_addr(), &[]).await.err(), Some(429), "the old bound still holds");
+    assert_eq!(
+        try_connect(gw.local_addr(), &[]).await.err(),
+        Some(429),
+        "the old bound still holds"
+    );
 }

@@ -11,13 +11,40 @@ async fn rejected_then_accepted() {
     let mut ws = connect(gw.local_addr()).await;
     let (session, sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
 
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:wrong"})).await;
-    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:wrong".into() }).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:wrong"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:wrong".into(),
+            },
+        )
+        .await;
     sink.try_send(Event::Rejected { attempts_left: 2 }).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"rejected","attempts_left":2}));
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"rejected","attempts_left":2})
+    );
 
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:wonderland"})).await;
-    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:wonderland".into() }).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:wonderland".into(),
+            },
+        )
+        .await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(recv(&mut ws).await, json!({"type":"accepted"}));
     sink.try_send(Event::Offer { sdp: "v=0".into() }).unwrap();
@@ -29,9 +56,25 @@ async fn a_second_login_while_one_is_pending_is_malformed() {
     let (gw, mut cores) = start(1, |_| {});
     let mut ws = connect(gw.local_addr()).await;
     let (session, _sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:a"})).await;
-    cores.expect(session, Command::Login { persona: "alice".into(), credential: "pwd:a".into() }).await;
-    send(&mut ws, json!({"type":"login","persona":"alice","credential":"pwd:b"})).await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:a"}),
+    )
+    .await;
+    cores
+        .expect(
+            session,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:a".into(),
+            },
+        )
+        .await;
+    send(
+        &mut ws,
+        json!({"type":"login","persona":"alice","credential":"pwd:b"}),
+    )
+    .await;
     expect_error(&mut ws, "malformed", 1008).await;
     cores.expect(session, Command::Close).await;
 }

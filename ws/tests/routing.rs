@@ -17,13 +17,23 @@ async fn commands_reach_the_owning_core_and_close_follows() {
         sessions.push((ws, core, session, sink));
     }
     let ids: Vec<u64> = sessions.iter().map(|s| s.2).collect();
-    assert!(ids.windows(2).all(|w| w[0] != w[1]), "distinct session ids: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] != w[1]),
+        "distinct session ids: {ids:?}"
+    );
 
     // Each session's login lands on its own core.
     for (ws, core, session, sink) in &mut sessions {
-        sink.try_send(flock_proto::login::Event::Personas(flock_proto::login::Personas::CredentialsRequired)).unwrap();
+        sink.try_send(flock_proto::login::Event::Personas(
+            flock_proto::login::Personas::CredentialsRequired,
+        ))
+        .unwrap();
         assert_eq!(recv(ws).await["type"], "credentials-required");
-        send(ws, json!({"type":"login","persona":"bob","credential":"pwd:x"})).await;
+        send(
+            ws,
+            json!({"type":"login","persona":"bob","credential":"pwd:x"}),
+        )
+        .await;
         let (got_core, msg) = cores.next().await;
         assert_eq!((got_core, msg.session), (*core, *session));
         assert!(matches!(msg.command, Command::Login { .. }));
@@ -33,9 +43,15 @@ async fn commands_reach_the_owning_core_and_close_follows() {
     let (ws, core, session, _sink) = sessions.remove(0);
     drop(ws);
     let (got_core, msg) = cores.next().await;
-    assert_eq!((got_core, msg.session, msg.command), (core, session, Command::Close));
+    assert_eq!(
+        (got_core, msg.session, msg.command),
+        (core, session, Command::Close)
+    );
     let (mut ws, core, session, _sink) = sessions.remove(0);
     ws.close(None).await.unwrap();
     let (got_core, msg) = cores.next().await;
-    assert_eq!((got_core, msg.session, msg.command), (core, session, Command::Close));
+    assert_eq!(
+        (got_core, msg.session, msg.command),
+        (core, session, Command::Close)
+    );
 }

@@ -18,7 +18,13 @@ async fn shutdown_says_going_away() {
     assert_eq!(expect_close(&mut ws).await, (1001, "going away".into()));
     cores.expect(session, Command::Close).await;
     drop(idle);
-    tokio::time::timeout(WAIT, stopping).await.expect("bounded").unwrap();
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("bounded")
+        .unwrap();
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -28,7 +28,10 @@ async fn per_ip_bound_is_429() {
 
     drop(a);
     open_sockets(&gw, 1).await;
-    assert!(try_connect(addr, &[]).await.is_ok(), "a closed socket frees its place");
+    assert!(
+        try_connect(addr, &[]).await.is_ok(),
+        "a closed socket frees its place"
+    );
 }
 
 #[tokio::test]

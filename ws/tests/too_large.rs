@@ -13,9 +13,15 @@ async fn oversize_frame_is_too_large() {
     let mut ws = connect(gw.local_addr()).await;
     let (session, _sink) = open_with_personas(&mut ws, &mut cores, "box").await;
     let sdp = "a".repeat(70 * 1024);
-    ws.send(Message::text(json!({"type":"answer","sdp":sdp}).to_string())).await.unwrap();
+    ws.send(Message::text(
+        json!({"type":"answer","sdp":sdp}).to_string(),
+    ))
+    .await
+    .unwrap();
     expect_error(&mut ws, "too-large", 1009).await;
-    cores.expect(session, flock_proto::login::Command::Close).await;
+    cores
+        .expect(session, flock_proto::login::Command::Close)
+        .await;
 
     // Just under the bound is fine.
     let mut ws = connect(gw.local_addr()).await;
@@ -29,6 +35,8 @@ async fn oversize_frame_is_too_large() {
 async fn default_bound_is_64_kib() {
     let (gw, _cores) = start(1, |_| {});
     let mut ws = connect(gw.local_addr()).await;
-    ws.send(Message::text("x".repeat(64 * 1024 + 1))).await.unwrap();
+    ws.send(Message::text("x".repeat(64 * 1024 + 1)))
+        .await
+        .unwrap();
     expect_error(&mut ws, "too-large", 1009).await;
 }

@@ -42,7 +42,10 @@ pub fn flock_public_key(seed: u8) -> [u8; 32] {
 
 /// A server keyed with `secret` and the flock key made from `flock_seed`.
 pub fn server_with(config: ServerConfig, secret: &[u8], flock_seed: u8) -> Server<XorShift> {
-    let keys = Keys { proof: ProofKeys::from_secret(secret), flock: Arc::new(keypair(flock_seed)) };
+    let keys = Keys {
+        proof: ProofKeys::from_secret(secret),
+        flock: Arc::new(keypair(flock_seed)),
+    };
     Server::new(config, keys, XorShift(0x9E37_79B9_7F4A_7C15))
 }
 
@@ -86,7 +89,9 @@ impl Sent {
         self.method() == method && self.class() == class
     }
     pub fn error_code(&self) -> Option<u16> {
-        msg::ErrorAnswer::parse(&self.message()).ok().map(|e| e.code)
+        msg::ErrorAnswer::parse(&self.message())
+            .ok()
+            .map(|e| e.code)
     }
 }
 
@@ -173,13 +178,26 @@ impl Sim {
             self.sent_to_server += 1;
             (self.drop_rule)(i, self.now, &bytes)
         };
-        self.log.push(Sent { at: self.now, from: Origin::Appliance, to: dst, bytes: bytes.clone(), delivered: to_server && !lost });
+        self.log.push(Sent {
+            at: self.now,
+            from: Origin::Appliance,
+            to: dst,
+            bytes: bytes.clone(),
+            delivered: to_server && !lost,
+        });
         if !to_server || lost {
             return;
         }
         let mut reply = [0u8; 1500];
-        if let Some(n) = self.server.handle(self.now, self.app_addr, &bytes, &mut reply) {
-            assert!(n <= bytes.len(), "the server answered {n} bytes to a {}-byte request", bytes.len());
+        if let Some(n) = self
+            .server
+            .handle(self.now, self.app_addr, &bytes, &mut reply)
+        {
+            assert!(
+                n <= bytes.len(),
+                "the server answered {n} bytes to a {}-byte request",
+                bytes.len()
+            );
             let reply = reply[..n].to_vec();
             self.send_from_server(self.app_addr, reply);
         }
@@ -187,7 +205,13 @@ impl Sim {
 
     fn send_from_server(&mut self, dst: SocketAddr, bytes: Vec<u8>) {
         let delivered = dst == self.app_addr || self.reachable.contains(&dst);
-        self.log.push(Sent { at: self.now, from: Origin::Server, to: dst, bytes: bytes.clone(), delivered });
+        self.log.push(Sent {
+            at: self.now,
+            from: Origin::Server,
+            to: dst,
+            bytes: bytes.clone(),
+            delivered,
+        });
         if delivered {
             self.app.handle(self.now, self.server_addr, &bytes);
         }
@@ -195,7 +219,13 @@ impl Sim {
 
     /// Delivers a datagram from `src` to the appliance now, and moves what follows.
     pub fn inject(&mut self, src: SocketAddr, bytes: &[u8]) {
-        self.log.push(Sent { at: self.now, from: Origin::Test, to: self.app_addr, bytes: bytes.to_vec(), delivered: true });
+        self.log.push(Sent {
+            at: self.now,
+            from: Origin::Test,
+            to: self.app_addr,
+            bytes: bytes.to_vec(),
+            delivered: true,
+        });
         self.app.handle(self.now, src, bytes);
         self.pump();
     }
@@ -204,7 +234,10 @@ impl Sim {
     pub fn run_until(&mut self, until: Time) {
         for _ in 0..10_000_000 {
             self.pump();
-            let next = [self.app.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min();
+            let next = [self.app.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
@@ -230,7 +263,11 @@ impl Sim {
     }
 
     /// Runs until an event matching `want` (after those already seen), at most `limit` long.
-    pub fn run_until_event(&mut self, limit: Duration, want: impl Fn(&Event) -> bool) -> (Time, Event) {
+    pub fn run_until_event(
+        &mut self,
+        limit: Duration,
+        want: impl Fn(&Event) -> bool,
+    ) -> (Time, Event) {
         let seen = self.events.len();
         let end = self.now + limit;
         while self.now < end {
@@ -245,21 +282,33 @@ impl Sim {
 
     /// Runs until the appliance is registered; returns when.
     pub fn register(&mut self) -> Time {
-        self.run_until_event(secs(5), |e| matches!(e, Event::Registered { .. })).0
+        self.run_until_event(secs(5), |e| matches!(e, Event::Registered { .. }))
+            .0
     }
 
     /// The appliance's datagrams to the server (lost ones included).
     pub fn app_requests(&self, method: Method) -> Vec<&Sent> {
-        self.log.iter().filter(|s| s.from == Origin::Appliance && s.to == self.server_addr && s.method() == method).collect()
+        self.log
+            .iter()
+            .filter(|s| {
+                s.from == Origin::Appliance && s.to == self.server_addr && s.method() == method
+            })
+            .collect()
     }
 
     /// What the appliance sent anywhere but the server.
     pub fn app_elsewhere(&self) -> Vec<&Sent> {
-        self.log.iter().filter(|s| s.from == Origin::Appliance && s.to != self.server_addr).collect()
+        self.log
+            .iter()
+            .filter(|s| s.from == Origin::Appliance && s.to != self.server_addr)
+            .collect()
     }
 
     pub fn server_sent(&self, method: Method, class: Class) -> Vec<&Sent> {
-        self.log.iter().filter(|s| s.from == Origin::Server && s.is(method, class)).collect()
+        self.log
+            .iter()
+            .filter(|s| s.from == Origin::Server && s.is(method, class))
+            .collect()
     }
 
     /// The events only, in order.
@@ -284,7 +333,9 @@ pub fn register_device(server: &mut Server<XorShift>, now: Time, d: &mut Device,
     for _ in 0..2 {
         let txid = d.txid();
         let req = d.register_bytes(now.0, &txid);
-        let n = server.handle(now, src, &req, &mut reply).expect("an answer");
+        let n = server
+            .handle(now, src, &req, &mut reply)
+            .expect("an answer");
         let a = flock_proto::testing::Answer::read(&reply[..n]);
         d.absorb(&a);
         if matches!(a, flock_proto::testing::Answer::Registered(_)) {

@@ -11,17 +11,30 @@ use std::time::{Duration, Instant};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str, default: &str| -> String {
-        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     };
-    let num = |flag: &str, default: &str| -> u64 { arg(flag, default).parse().unwrap_or_else(|_| panic!("{flag}: a number")) };
+    let num = |flag: &str, default: &str| -> u64 {
+        arg(flag, default)
+            .parse()
+            .unwrap_or_else(|_| panic!("{flag}: a number"))
+    };
     if args.iter().any(|a| a == "--help" || a == "-h") {
         eprintln!("usage: flock-flood --target ADDR [--junk N] [--spoofed N] [--badsig N] [--rate R] [--deadline S] [--max-registrations N] [--real A,B,C]");
         return;
     }
-    let target: SocketAddr = arg("--target", "127.0.0.1:3478").parse().expect("--target ADDR");
+    let target: SocketAddr = arg("--target", "127.0.0.1:3478")
+        .parse()
+        .expect("--target ADDR");
     assert!(target.ip().is_loopback(), "loopback targets only");
     let max_registrations = num("--max-registrations", "5000");
-    let real: Vec<String> = arg("--real", "flood-real-0,flood-real-1,flood-real-2").split(',').map(String::from).collect();
+    let real: Vec<String> = arg("--real", "flood-real-0,flood-real-1,flood-real-2")
+        .split(',')
+        .map(String::from)
+        .collect();
     let f = Flood {
         junk: num("--junk", "1000000"),
         spoofed: num("--spoofed", "1000000"),
@@ -42,7 +55,10 @@ fn main() {
     for s in &socks {
         s.set_nonblocking(true).unwrap();
     }
-    eprintln!("flock-flood: prepared (signed) in {:.2} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "flock-flood: prepared (signed) in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     println!("flood_start_unix_ms {}", now_ms());
     let t = flood(&socks, p, &f);
     println!("flood_end_unix_ms {}", now_ms());
@@ -50,14 +66,31 @@ fn main() {
     let sent: u64 = t.sent.iter().sum();
     println!("elapsed_s {secs:.3}");
     println!("sent_total {sent} ({:.0}/s)", sent as f64 / secs);
-    for (k, name) in ["junk", "spoofed", "bad_signature", "new_names", "address_changes", "thefts"].iter().enumerate() {
+    for (k, name) in [
+        "junk",
+        "spoofed",
+        "bad_signature",
+        "new_names",
+        "address_changes",
+        "thefts",
+    ]
+    .iter()
+    .enumerate()
+    {
         println!("sent_{name} {} answered {}", t.sent[k], t.answered[k]);
     }
     println!("junk_rate {:.0}/s", t.sent[0] as f64 / secs);
     println!("spoofed_rate {:.0}/s", t.sent[1] as f64 / secs);
     println!("answers_401_spoofed {}", t.code(Kind::Spoofed, 401));
     println!("answers_403_bad_signature {}", t.code(Kind::BadSig, 403));
-    println!("answers_registered {} answers_508 {}", t.registered, t.code(Kind::Valid, 508));
+    println!(
+        "answers_registered {} answers_508 {}",
+        t.registered,
+        t.code(Kind::Valid, 508)
+    );
     println!("answers_409_thefts {}", t.code(Kind::Taken, 409));
-    println!("checks_received {} unknown_answers {} would_block {}", t.checks, t.unknown, t.would_block);
+    println!(
+        "checks_received {} unknown_answers {} would_block {}",
+        t.checks, t.unknown, t.would_block
+    );
 }

@@ -7,7 +7,11 @@ use flock_benches::ws::{self, IdleArgs, LoginArgs};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "flock-ws-bench", version, about = "Websocket load for flockd (alias of `flock-bench login` / `flock-bench ws-idle`; loopback only)")]
+#[command(
+    name = "flock-ws-bench",
+    version,
+    about = "Websocket load for flockd (alias of `flock-bench login` / `flock-bench ws-idle`; loopback only)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

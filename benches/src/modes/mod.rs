@@ -80,6 +80,8 @@ pub fn open_sockets(a: &LoadArgs) -> Result<ThreadSockets, String> {
         let err = |e: std::io::Error| format!("source socket {g}: {e}");
         let udp = UdpSocket::bind(local).map_err(err)?;
         sys::set_buffers(&udp, a.sock_buf).map_err(err)?;
+        // Best effort: without stamps, answers are timed when the generator reads them.
+        let _ = sys::enable_rx_timestamps(&udp);
         udp.connect(a.target).map_err(err)?;
         udp.set_nonblocking(true).map_err(err)?;
         out[place(g, a.threads).0].1.push(Sock {

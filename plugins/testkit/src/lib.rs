@@ -41,10 +41,16 @@ impl Plugin for Testkit {
                 ("hide", id) => t.hide.push(id.into()),
                 ("retry", spec) => {
                     let (persona, ms) = spec.split_once(':').ok_or("retry=PERSONA:MS")?;
-                    t.retry.push((persona.into(), Duration::from_millis(ms.parse().map_err(|_| "retry ms")?)));
+                    t.retry.push((
+                        persona.into(),
+                        Duration::from_millis(ms.parse().map_err(|_| "retry ms")?),
+                    ));
                 }
                 ("log", path) => {
-                    let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path);
                     t.log = Some(Mutex::new(file.map_err(|e| format!("{path}: {e}"))?));
                 }
                 _ => return Err(format!("unknown item `{item}`")),
@@ -79,7 +85,10 @@ impl Plugin for Testkit {
     fn filter_personas(&self, q: &PersonaQuery) -> Vec<bool> {
         self.log("filter", q);
         misbehave(&q.appliance);
-        q.personas.iter().map(|p| !self.hide.contains(&p.id)).collect()
+        q.personas
+            .iter()
+            .map(|p| !self.hide.contains(&p.id))
+            .collect()
     }
 
     fn audit(&self, e: &AuditEvent) {
@@ -93,7 +102,10 @@ impl Plugin for Testkit {
 impl Testkit {
     fn log(&self, hook: &str, request: &dyn std::fmt::Debug) {
         if let Some(file) = &self.log {
-            let _ = writeln!(file.lock().unwrap_or_else(|p| p.into_inner()), "{hook} {request:?}");
+            let _ = writeln!(
+                file.lock().unwrap_or_else(|p| p.into_inner()),
+                "{hook} {request:?}"
+            );
         }
     }
 }

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 pub fn spec(path: impl Into<PathBuf>, config: &str) -> PluginSpec {
-    PluginSpec { path: path.into(), config: config.into() }
+    PluginSpec {
+        path: path.into(),
+        config: config.into(),
+    }
 }
 
 /// A workspace plugin package loaded alone.
@@ -29,7 +32,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("flock-plugins-{tag}-{}-{n}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("flock-plugins-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -44,7 +48,10 @@ impl Drop for TempDir {
 
 /// `tests/c/broken.c` compiled with `args` into `dir`.
 pub fn broken_plugin(dir: &TempDir, args: &[&str]) -> PathBuf {
-    let out = dir.0.join(format!("libbroken{}.so", args.join("").replace(['-', '='], "_")));
+    let out = dir.0.join(format!(
+        "libbroken{}.so",
+        args.join("").replace(['-', '='], "_")
+    ));
     testing::build_c_plugin(Path::new(testing::BROKEN_C), &out, args)
 }
 
@@ -72,7 +79,12 @@ pub fn addr(s: &str) -> SocketAddr {
 }
 
 pub fn registration(name: &str, fingerprint: [u8; 32]) -> Registration {
-    Registration { name: name.into(), fingerprint, addr: addr("192.0.2.7:40000"), key_change: false }
+    Registration {
+        name: name.into(),
+        fingerprint,
+        addr: addr("192.0.2.7:40000"),
+        key_change: false,
+    }
 }
 
 pub fn login(appliance: &str, persona: &str, client: &str) -> LoginAttempt {
@@ -88,6 +100,12 @@ pub fn personas(appliance: &str, ids: &[&str]) -> PersonaQuery {
     PersonaQuery {
         appliance: appliance.into(),
         client: addr("[2001:db8::5]:50000"),
-        personas: ids.iter().map(|id| Persona { id: (*id).into(), name: id.to_uppercase() }).collect(),
+        personas: ids
+            .iter()
+            .map(|id| Persona {
+                id: (*id).into(),
+                name: id.to_uppercase(),
+            })
+            .collect(),
     }
 }

@@ -51,9 +51,15 @@ pub enum Command {
 mod tests {
     #[test]
     fn debug_never_shows_the_credential() {
-        let c = super::Command::Login { persona: "alice".into(), credential: "pwd:hunter2".into() };
+        let c = super::Command::Login {
+            persona: "alice".into(),
+            credential: "pwd:hunter2".into(),
+        };
         let shown = format!("{c:?}");
-        assert!(shown.contains("alice") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("alice") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }
 
@@ -62,8 +68,14 @@ impl core::fmt::Debug for Command {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Command::Open { name } => f.debug_struct("Open").field("name", name).finish(),
-            Command::Login { persona, .. } => f.debug_struct("Login").field("persona", persona).finish_non_exhaustive(),
-            Command::Answer { sdp } => f.debug_struct("Answer").field("sdp_len", &sdp.len()).finish(),
+            Command::Login { persona, .. } => f
+                .debug_struct("Login")
+                .field("persona", persona)
+                .finish_non_exhaustive(),
+            Command::Answer { sdp } => f
+                .debug_struct("Answer")
+                .field("sdp_len", &sdp.len())
+                .finish(),
             Command::Candidate(c) => f.debug_tuple("Candidate").field(c).finish(),
             Command::EndOfCandidates => f.write_str("EndOfCandidates"),
             Command::Close => f.write_str("Close"),
@@ -109,9 +121,13 @@ pub enum Event {
     /// The appliance accepted the credentials; its offer follows.
     Accepted,
     /// Wrong credentials; the browser may try again `attempts_left` more times.
-    Rejected { attempts_left: u8 },
+    Rejected {
+        attempts_left: u8,
+    },
     /// The appliance's SDP offer.
-    Offer { sdp: String },
+    Offer {
+        sdp: String,
+    },
     /// One of the appliance's ICE candidates (never before [`Event::Offer`]).
     Candidate(Candidate),
     /// The appliance has no more candidates.

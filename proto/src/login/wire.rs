@@ -154,7 +154,10 @@ impl<'a> PersonasRequest<'a> {
         Ok(PersonasRequest {
             name: name_attr(msg)?,
             offset: u32_attr(msg, attr::OFFSET)?,
-            known: msg.get(attr::CHECKSUM).map(|_| fixed(msg, attr::CHECKSUM).copied()).transpose()?,
+            known: msg
+                .get(attr::CHECKSUM)
+                .map(|_| fixed(msg, attr::CHECKSUM).copied())
+                .transpose()?,
             valid_until_ms: u64::from_be_bytes(*fixed(msg, base::TIMESTAMP)?),
             signature: fixed(msg, base::SIGNATURE)?,
             txid: *msg.transaction_id(),
@@ -163,14 +166,31 @@ impl<'a> PersonasRequest<'a> {
 
     /// True when a server holding the flock key (pinned as `flock_public_key`) sent this.
     pub fn from_flock(&self, flock_public_key: &[u8; PUBLIC_KEY_LEN]) -> bool {
-        let s = personas_signed(&self.txid, &self.name, self.offset, self.known.as_ref(), self.valid_until_ms);
+        let s = personas_signed(
+            &self.txid,
+            &self.name,
+            self.offset,
+            self.known.as_ref(),
+            self.valid_until_ms,
+        );
         identity::verify(flock_public_key, &s, self.signature)
     }
 }
 
-fn personas_signed(txid: &TransactionId, name: &Name, offset: u32, known: Option<&[u8; 32]>, until: u64) -> Vec<u8> {
+fn personas_signed(
+    txid: &TransactionId,
+    name: &Name,
+    offset: u32,
+    known: Option<&[u8; 32]>,
+    until: u64,
+) -> Vec<u8> {
     let known: &[u8] = known.map_or(&[], |k| k);
-    signed(PERSONAS_CONTEXT, txid, name, &[&offset.to_be_bytes(), known, &until.to_be_bytes()])
+    signed(
+        PERSONAS_CONTEXT,
+        txid,
+        name,
+        &[&offset.to_be_bytes(), known, &until.to_be_bytes()],
+    )
 }
 
 /// Encodes a signed PERSONAS request padded to [`PERSONAS_REQUEST_LEN`].
@@ -183,7 +203,10 @@ pub fn encode_personas_request(
     valid_until_ms: u64,
     flock_key: &Ed25519KeyPair,
 ) -> Result<usize, EncodeError> {
-    let sig = identity::sign(flock_key, &personas_signed(txid, name, offset, known, valid_until_ms));
+    let sig = identity::sign(
+        flock_key,
+        &personas_signed(txid, name, offset, known, valid_until_ms),
+    );
     let mut e = Encoder::new(buf, typ(method::PERSONAS, Class::Request), txid)?;
     e.attribute(base::NAME, name.as_bytes())?;
     e.attribute(attr::OFFSET, &offset.to_be_bytes())?;
@@ -211,7 +234,11 @@ pub struct PersonasChunk<'a> {
 impl<'a> PersonasChunk<'a> {
     pub fn parse(msg: &Message<'a>) -> Result<PersonasChunk<'a>, MsgError> {
         expect(msg, method::PERSONAS, Class::Success)?;
-        let flags = msg.get(attr::FLAGS).map(|_| u32_attr(msg, attr::FLAGS)).transpose()?.unwrap_or(0);
+        let flags = msg
+            .get(attr::FLAGS)
+            .map(|_| u32_attr(msg, attr::FLAGS))
+            .transpose()?
+            .unwrap_or(0);
         Ok(PersonasChunk {
             name: name_attr(msg)?,
             checksum: *fixed(msg, attr::CHECKSUM)?,
@@ -265,7 +292,9 @@ pub struct Connect<'a> {
 impl<'a> Connect<'a> {
     pub fn parse(msg: &Message<'a>) -> Result<Connect<'a>, MsgError> {
         expect(msg, method::CONNECT, Class::Request)?;
-        let credential = msg.get(attr::CREDENTIAL).ok_or(MsgError::Missing(attr::CREDENTIAL))?;
+        let credential = msg
+            .get(attr::CREDENTIAL)
+            .ok_or(MsgError::Missing(attr::CREDENTIAL))?;
         if credential.len() > MAX_CREDENTIAL_LEN {
             return Err(MsgError::BadLength(attr::CREDENTIAL));
         }
@@ -281,7 +310,14 @@ impl<'a> Connect<'a> {
     }
 
     pub fn from_flock(&self, flock_public_key: &[u8; PUBLIC_KEY_LEN]) -> bool {
-        let s = connect_signed(&self.txid, &self.name, &self.session, self.persona, self.credential, self.valid_until_ms);
+        let s = connect_signed(
+            &self.txid,
+            &self.name,
+            &self.session,
+            self.persona,
+            self.credential,
+            self.valid_until_ms,
+        );
         identity::verify(flock_public_key, &s, self.signature)
     }
 
@@ -298,8 +334,25 @@ impl PersonasRequest<'_> {
     }
 }
 
-fn connect_signed(txid: &TransactionId, name: &Name, session: &SessionNonce, persona: &str, credential: &[u8], until: u64) -> Vec<u8> {
-    signed(CONNECT_CONTEXT, txid, name, &[session, persona.as_bytes(), credential, &until.to_be_bytes()])
+fn connect_signed(
+    txid: &TransactionId,
+    name: &Name,
+    session: &SessionNonce,
+    persona: &str,
+    credential: &[u8],
+    until: u64,
+) -> Vec<u8> {
+    signed(
+        CONNECT_CONTEXT,
+        txid,
+        name,
+        &[
+            session,
+            persona.as_bytes(),
+            credential,
+            &until.to_be_bytes(),
+        ],
+    )
 }
 
 /// Why a CONNECT could not be encoded.
@@ -370,15 +423,33 @@ impl Ack {
         }
         let error = match msg.class() {
             Class::Success => None,
-            Class::Error => Some(msg.error_code().ok_or(MsgError::Missing(stun::attr::ERROR_CODE))??.code),
+            Class::Error => Some(
+                msg.error_code()
+                    .ok_or(MsgError::Missing(stun::attr::ERROR_CODE))??
+                    .code,
+            ),
             _ => return Err(MsgError::WrongType),
         };
-        let seq = if m == method::SIGNAL { Some(u32_attr(msg, attr::SEQ)?) } else { None };
-        Ok(Ack { method: m, name: name_attr(msg)?, session: *fixed(msg, attr::SESSION)?, seq, error })
+        let seq = if m == method::SIGNAL {
+            Some(u32_attr(msg, attr::SEQ)?)
+        } else {
+            None
+        };
+        Ok(Ack {
+            method: m,
+            name: name_attr(msg)?,
+            session: *fixed(msg, attr::SESSION)?,
+            seq,
+            error,
+        })
     }
 
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
-        let class = if self.error.is_some() { Class::Error } else { Class::Success };
+        let class = if self.error.is_some() {
+            Class::Error
+        } else {
+            Class::Success
+        };
         let mut e = Encoder::new(buf, typ(self.method, class), txid)?;
         if let Some(c) = self.error {
             e.error_code(c, code::reason(c))?;
@@ -396,8 +467,15 @@ impl Ack {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalBody<'a> {
     /// Bytes `offset..offset + data.len()` of an SDP of `total` bytes.
-    Sdp { offset: u32, total: u32, data: &'a [u8] },
-    Candidate { candidate: &'a str, mid: Option<&'a str> },
+    Sdp {
+        offset: u32,
+        total: u32,
+        data: &'a [u8],
+    },
+    Candidate {
+        candidate: &'a str,
+        mid: Option<&'a str>,
+    },
     EndOfCandidates,
 }
 
@@ -426,12 +504,20 @@ impl<'a> Signal<'a> {
             },
             KIND_CANDIDATE => SignalBody::Candidate {
                 candidate: text(msg, attr::DATA, MAX_CANDIDATE_LEN)?,
-                mid: msg.get(attr::MID).map(|_| text(msg, attr::MID, MAX_MID_LEN)).transpose()?,
+                mid: msg
+                    .get(attr::MID)
+                    .map(|_| text(msg, attr::MID, MAX_MID_LEN))
+                    .transpose()?,
             },
             KIND_END => SignalBody::EndOfCandidates,
             _ => return Err(MsgError::BadLength(attr::SIGNAL_KIND)),
         };
-        Ok(Signal { name: name_attr(msg)?, session: *fixed(msg, attr::SESSION)?, seq: u32_attr(msg, attr::SEQ)?, body })
+        Ok(Signal {
+            name: name_attr(msg)?,
+            session: *fixed(msg, attr::SESSION)?,
+            seq: u32_attr(msg, attr::SEQ)?,
+            body,
+        })
     }
 
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
@@ -440,14 +526,19 @@ impl<'a> Signal<'a> {
         e.attribute(attr::SESSION, &self.session)?;
         e.attribute(attr::SEQ, &self.seq.to_be_bytes())?;
         match self.body {
-            SignalBody::Sdp { offset, total, data } => {
+            SignalBody::Sdp {
+                offset,
+                total,
+                data,
+            } => {
                 e.attribute(attr::SIGNAL_KIND, &KIND_SDP.to_be_bytes())?;
                 e.attribute(attr::OFFSET, &offset.to_be_bytes())?;
                 e.attribute(attr::TOTAL, &total.to_be_bytes())?;
                 e.attribute(attr::DATA, data)?;
             }
             SignalBody::Candidate { candidate, mid } => {
-                if candidate.len() > MAX_CANDIDATE_LEN || mid.is_some_and(|m| m.len() > MAX_MID_LEN) {
+                if candidate.len() > MAX_CANDIDATE_LEN || mid.is_some_and(|m| m.len() > MAX_MID_LEN)
+                {
                     return Err(EncodeError::ValueTooLong);
                 }
                 e.attribute(attr::SIGNAL_KIND, &KIND_CANDIDATE.to_be_bytes())?;
@@ -456,7 +547,9 @@ impl<'a> Signal<'a> {
                     e.attribute(attr::MID, m.as_bytes())?;
                 }
             }
-            SignalBody::EndOfCandidates => e.attribute(attr::SIGNAL_KIND, &KIND_END.to_be_bytes())?,
+            SignalBody::EndOfCandidates => {
+                e.attribute(attr::SIGNAL_KIND, &KIND_END.to_be_bytes())?
+            }
         }
         e.fingerprint()
     }
@@ -481,11 +574,16 @@ pub fn piece(item: &Outbound, chunk: usize) -> Option<SignalBody<'_>> {
                 return None;
             }
             let end = (start + SDP_CHUNK).min(s.len());
-            Some(SignalBody::Sdp { offset: start as u32, total: s.len() as u32, data: &s.as_bytes()[start..end] })
+            Some(SignalBody::Sdp {
+                offset: start as u32,
+                total: s.len() as u32,
+                data: &s.as_bytes()[start..end],
+            })
         }
-        Outbound::Candidate(c) if chunk == 0 => {
-            Some(SignalBody::Candidate { candidate: &c.candidate, mid: c.mid.as_deref() })
-        }
+        Outbound::Candidate(c) if chunk == 0 => Some(SignalBody::Candidate {
+            candidate: &c.candidate,
+            mid: c.mid.as_deref(),
+        }),
         Outbound::EndOfCandidates if chunk == 0 => Some(SignalBody::EndOfCandidates),
         _ => None,
     }
@@ -517,7 +615,13 @@ pub enum AssemblyError {
 
 impl SdpAssembly {
     /// Adds a chunk; `Ok(Some(sdp))` once the whole value is in.
-    pub fn add(&mut self, offset: u32, total: u32, data: &[u8], max: usize) -> Result<Option<String>, AssemblyError> {
+    pub fn add(
+        &mut self,
+        offset: u32,
+        total: u32,
+        data: &[u8],
+        max: usize,
+    ) -> Result<Option<String>, AssemblyError> {
         if total as usize > max {
             return Err(AssemblyError::TooLarge);
         }
@@ -534,7 +638,9 @@ impl SdpAssembly {
         }
         let bytes = std::mem::take(&mut self.buf);
         self.total = None;
-        String::from_utf8(bytes).map(Some).map_err(|_| AssemblyError::NotUtf8)
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| AssemblyError::NotUtf8)
     }
 }
 
@@ -560,21 +666,38 @@ mod tests {
         let pk = identity::public_key(&key);
         let mut buf = [0; MAX_DATAGRAM];
         let txid = [7; 12];
-        let len = encode_personas_request(&mut buf, &txid, &name(), 0, Some(&[3; 32]), 5000, &key).unwrap();
-        assert!(len <= PERSONAS_REQUEST_LEN && len + 4 > PERSONAS_REQUEST_LEN, "len {len}");
+        let len = encode_personas_request(&mut buf, &txid, &name(), 0, Some(&[3; 32]), 5000, &key)
+            .unwrap();
+        assert!(
+            len <= PERSONAS_REQUEST_LEN && len + 4 > PERSONAS_REQUEST_LEN,
+            "len {len}"
+        );
         let msg = Message::parse(&buf[..len]).unwrap();
         let req = PersonasRequest::parse(&msg).unwrap();
-        assert_eq!((req.offset, req.known, req.valid_until_ms), (0, Some([3; 32]), 5000));
+        assert_eq!(
+            (req.offset, req.known, req.valid_until_ms),
+            (0, Some([3; 32]), 5000)
+        );
         assert!(req.from_flock(&pk));
         assert!(!req.from_flock(&identity::public_key(&keypair(2))));
         // The answer that fits is never larger than the request.
         let room = PersonasChunk::room(len, &req.name);
         let data = vec![b'x'; room];
-        let chunk = PersonasChunk { name: name(), checksum: [1; 32], total: 5000, offset: 0, credentials_required: false, data: &data };
+        let chunk = PersonasChunk {
+            name: name(),
+            checksum: [1; 32],
+            total: 5000,
+            offset: 0,
+            credentials_required: false,
+            data: &data,
+        };
         let mut out = [0; MAX_DATAGRAM];
         let alen = chunk.encode(&mut out, &txid).unwrap();
         assert!(alen <= len, "answer {alen} > request {len}");
-        assert_eq!(PersonasChunk::parse(&Message::parse(&out[..alen]).unwrap()).unwrap(), chunk);
+        assert_eq!(
+            PersonasChunk::parse(&Message::parse(&out[..alen]).unwrap()).unwrap(),
+            chunk
+        );
     }
 
     #[test]
@@ -582,14 +705,39 @@ mod tests {
         let key = keypair(1);
         let pk = identity::public_key(&key);
         let mut buf = [0; MAX_DATAGRAM];
-        let len = encode_connect(&mut buf, &[1; 12], &name(), &[9; 16], "alice", b"pwd:secret", 77, &key).unwrap();
+        let len = encode_connect(
+            &mut buf,
+            &[1; 12],
+            &name(),
+            &[9; 16],
+            "alice",
+            b"pwd:secret",
+            77,
+            &key,
+        )
+        .unwrap();
         let c = Connect::parse(&Message::parse(&buf[..len]).unwrap()).unwrap();
-        assert_eq!((c.persona, c.credential, c.session), ("alice", &b"pwd:secret"[..], [9; 16]));
+        assert_eq!(
+            (c.persona, c.credential, c.session),
+            ("alice", &b"pwd:secret"[..], [9; 16])
+        );
         assert!(c.from_flock(&pk));
-        let forged = Connect { credential: b"pwd:other", ..c };
+        let forged = Connect {
+            credential: b"pwd:other",
+            ..c
+        };
         assert!(!forged.from_flock(&pk));
         assert_eq!(
-            encode_connect(&mut buf, &[1; 12], &name(), &[9; 16], "a", &[0; 513], 77, &key),
+            encode_connect(
+                &mut buf,
+                &[1; 12],
+                &name(),
+                &[9; 16],
+                "a",
+                &[0; 513],
+                77,
+                &key
+            ),
             Err(ConnectError::CredentialTooLong)
         );
     }
@@ -599,7 +747,10 @@ mod tests {
         let sdp = "v=0\r\n".repeat(400);
         let items = [
             Outbound::Sdp(sdp.clone()),
-            Outbound::Candidate(Candidate { candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(), mid: Some("0".into()) }),
+            Outbound::Candidate(Candidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+                mid: Some("0".into()),
+            }),
             Outbound::EndOfCandidates,
         ];
         let mut asm = SdpAssembly::default();
@@ -608,22 +759,41 @@ mod tests {
         for item in &items {
             for k in 0..pieces(item) {
                 let body = piece(item, k).unwrap();
-                let s = Signal { name: name(), session: [5; 16], seq, body };
+                let s = Signal {
+                    name: name(),
+                    session: [5; 16],
+                    seq,
+                    body,
+                };
                 let mut buf = [0; MAX_DATAGRAM];
                 let len = s.encode(&mut buf, &[2; 12]).unwrap();
                 assert!(len < MAX_DATAGRAM);
                 let parsed = Signal::parse(&Message::parse(&buf[..len]).unwrap()).unwrap();
                 assert_eq!(parsed, s);
-                if let SignalBody::Sdp { offset, total, data } = parsed.body {
+                if let SignalBody::Sdp {
+                    offset,
+                    total,
+                    data,
+                } = parsed.body
+                {
                     if let Some(v) = asm.add(offset, total, data, 64 * 1024).unwrap() {
                         got = Some(v);
                     }
                 }
-                let ack = Ack { method: method::SIGNAL, name: name(), session: [5; 16], seq: Some(seq), error: None };
+                let ack = Ack {
+                    method: method::SIGNAL,
+                    name: name(),
+                    session: [5; 16],
+                    seq: Some(seq),
+                    error: None,
+                };
                 let mut out = [0; MAX_DATAGRAM];
                 let alen = ack.encode(&mut out, &[2; 12]).unwrap();
                 assert!(alen <= len);
-                assert_eq!(Ack::parse(&Message::parse(&out[..alen]).unwrap()).unwrap(), ack);
+                assert_eq!(
+                    Ack::parse(&Message::parse(&out[..alen]).unwrap()).unwrap(),
+                    ack
+                );
                 seq += 1;
             }
             assert!(piece(item, pieces(item)).is_none());
@@ -644,9 +814,18 @@ mod tests {
 
     #[test]
     fn error_ack_round_trip() {
-        let ack = Ack { method: method::CONNECT, name: name(), session: [1; 16], seq: None, error: Some(code::BAD_CREDENTIALS) };
+        let ack = Ack {
+            method: method::CONNECT,
+            name: name(),
+            session: [1; 16],
+            seq: None,
+            error: Some(code::BAD_CREDENTIALS),
+        };
         let mut out = [0; 256];
         let len = ack.encode(&mut out, &[3; 12]).unwrap();
-        assert_eq!(Ack::parse(&Message::parse(&out[..len]).unwrap()).unwrap(), ack);
+        assert_eq!(
+            Ack::parse(&Message::parse(&out[..len]).unwrap()).unwrap(),
+            ack
+        );
     }
 }

@@ -23,11 +23,18 @@ impl LookupRequest {
         if msg.method() != method::LOOKUP || msg.class() != Class::Request {
             return Err(MsgError::WrongType);
         }
-        Ok(LookupRequest { name: name_attr(msg)? })
+        Ok(LookupRequest {
+            name: name_attr(msg)?,
+        })
     }
 }
 
-pub fn encode_lookup(buf: &mut [u8], txid: &TransactionId, name: &Name, s: &Sender) -> Result<usize, EncodeError> {
+pub fn encode_lookup(
+    buf: &mut [u8],
+    txid: &TransactionId,
+    name: &Name,
+    s: &Sender,
+) -> Result<usize, EncodeError> {
     let mut e = s.start(buf, method::LOOKUP, Class::Request, txid)?;
     e.attribute(base::NAME, name.as_bytes())?;
     e.attribute_with(stun::attr::PADDING, REQUEST_PADDING, |_| {})?;
@@ -39,7 +46,12 @@ pub fn encode_lookup(buf: &mut [u8], txid: &TransactionId, name: &Name, s: &Send
 pub enum LookupAnswer {
     /// Success: FROM-SERVER, DIGEST, NAME, XOR-MAPPED-ADDRESS (the appliance's registered
     /// address), IDENTITY-PREFIX, EXPIRY, MESSAGE-INTEGRITY-SHA256, FINGERPRINT.
-    Found { name: Name, addr: SocketAddr, identity: [u8; FINGERPRINT_PREFIX_LEN], lifetime_ms: u32 },
+    Found {
+        name: Name,
+        addr: SocketAddr,
+        identity: [u8; FINGERPRINT_PREFIX_LEN],
+        lifetime_ms: u32,
+    },
     /// Error: FROM-SERVER, DIGEST, ERROR-CODE, NAME, MESSAGE-INTEGRITY-SHA256, FINGERPRINT.
     Refused { name: Name, code: u16 },
 }
@@ -53,13 +65,23 @@ impl LookupAnswer {
         let name = name_attr(msg)?;
         match msg.class() {
             Class::Success => {
-                let addr = msg.xor_mapped_address().ok_or(MsgError::Missing(stun::attr::XOR_MAPPED_ADDRESS))??;
+                let addr = msg
+                    .xor_mapped_address()
+                    .ok_or(MsgError::Missing(stun::attr::XOR_MAPPED_ADDRESS))??;
                 let identity = *fixed(msg, attr::IDENTITY_PREFIX)?;
                 let lifetime_ms = u32::from_be_bytes(*fixed(msg, attr::EXPIRY)?);
-                Ok(LookupAnswer::Found { name, addr, identity, lifetime_ms })
+                Ok(LookupAnswer::Found {
+                    name,
+                    addr,
+                    identity,
+                    lifetime_ms,
+                })
             }
             Class::Error => {
-                let code = msg.error_code().ok_or(MsgError::Missing(stun::attr::ERROR_CODE))??.code;
+                let code = msg
+                    .error_code()
+                    .ok_or(MsgError::Missing(stun::attr::ERROR_CODE))??
+                    .code;
                 Ok(LookupAnswer::Refused { name, code })
             }
             _ => Err(MsgError::WrongType),
@@ -90,7 +112,13 @@ pub fn encode_lookup_found(
     s.seal(e)
 }
 
-pub fn encode_lookup_error(buf: &mut [u8], txid: &TransactionId, name: &Name, c: u16, s: &Sender) -> Result<usize, EncodeError> {
+pub fn encode_lookup_error(
+    buf: &mut [u8],
+    txid: &TransactionId,
+    name: &Name,
+    c: u16,
+    s: &Sender,
+) -> Result<usize, EncodeError> {
     let mut e = s.start(buf, method::LOOKUP, Class::Error, txid)?;
     e.error_code(c, code::reason(c))?;
     e.attribute(base::NAME, name.as_bytes())?;

@@ -13,11 +13,13 @@
 mod lookup;
 mod relay;
 
-pub use lookup::{encode_lookup, encode_lookup_error, encode_lookup_found, LookupAnswer, LookupRequest};
+pub use lookup::{
+    encode_lookup, encode_lookup_error, encode_lookup_found, LookupAnswer, LookupRequest,
+};
 pub use relay::{encode_relay, Relay};
 
 use crate::msg::{fixed, MsgError};
-use crate::stun::{Class, Encoder, EncodeError, Message, MessageType, Method, TransactionId};
+use crate::stun::{Class, EncodeError, Encoder, Message, MessageType, Method, TransactionId};
 use ring::hmac;
 
 /// Peer methods (after the log-in methods, leaving room for appliance-facing ones).
@@ -78,10 +80,20 @@ pub struct Sender {
 impl Sender {
     /// From the host's flock settings.
     pub fn new(me: usize, digest: [u8; 32], peer_secret: &[u8; 32]) -> Sender {
-        Sender { me: me as u32, digest, key: hmac::Key::new(hmac::HMAC_SHA256, peer_secret) }
+        Sender {
+            me: me as u32,
+            digest,
+            key: hmac::Key::new(hmac::HMAC_SHA256, peer_secret),
+        }
     }
 
-    fn start<'b>(&self, buf: &'b mut [u8], method: Method, class: Class, txid: &TransactionId) -> Result<Encoder<'b>, EncodeError> {
+    fn start<'b>(
+        &self,
+        buf: &'b mut [u8],
+        method: Method,
+        class: Class,
+        txid: &TransactionId,
+    ) -> Result<Encoder<'b>, EncodeError> {
         let mut e = Encoder::new(buf, MessageType::new(method, class), txid)?;
         e.attribute(attr::FROM_SERVER, &self.me.to_be_bytes())?;
         e.attribute(attr::DIGEST, &self.digest)?;
@@ -124,7 +136,8 @@ pub fn open(msg: &Message<'_>, key: &hmac::Key) -> Result<Envelope, PeerError> {
     if !is_peer(msg) || !msg.has_fingerprint() {
         return Err(PeerError::NotPeer);
     }
-    msg.verify_integrity_sha256(key).map_err(|_| PeerError::Integrity)?;
+    msg.verify_integrity_sha256(key)
+        .map_err(|_| PeerError::Integrity)?;
     let from = u32::from_be_bytes(*fixed(msg, attr::FROM_SERVER).map_err(PeerError::Msg)?);
     let digest = *fixed(msg, attr::DIGEST).map_err(PeerError::Msg)?;
     Ok(Envelope { from, digest })

@@ -22,7 +22,9 @@ impl<'a> Relay<'a> {
         if msg.method() != method::RELAY || msg.class() != Class::Indication {
             return Err(MsgError::WrongType);
         }
-        let bytes = msg.get(attr::DATAGRAM).ok_or(MsgError::Missing(attr::DATAGRAM))?;
+        let bytes = msg
+            .get(attr::DATAGRAM)
+            .ok_or(MsgError::Missing(attr::DATAGRAM))?;
         if bytes.len() > MAX_INNER {
             return Err(MsgError::BadLength(attr::DATAGRAM));
         }
@@ -40,7 +42,9 @@ pub fn encode_relay(buf: &mut [u8], inner: &[u8], s: &Sender) -> Result<usize, E
     if inner.len() > MAX_INNER {
         return Err(EncodeError::ValueTooLong);
     }
-    let txid = Message::parse(inner).map(|m| *m.transaction_id()).unwrap_or_default();
+    let txid = Message::parse(inner)
+        .map(|m| *m.transaction_id())
+        .unwrap_or_default();
     let mut e = s.start(buf, method::RELAY, Class::Indication, &txid)?;
     e.attribute(attr::DATAGRAM, inner)?;
     s.seal(e)

@@ -42,7 +42,11 @@ pub(crate) struct Checks {
 
 impl Checks {
     pub(crate) fn new(max: usize) -> Checks {
-        Checks { pending: HashMap::new(), timers: BinaryHeap::new(), max }
+        Checks {
+            pending: HashMap::new(),
+            timers: BinaryHeap::new(),
+            max,
+        }
     }
 
     pub(crate) fn get(&self, key: &TableKey) -> Option<&Pending> {

@@ -101,7 +101,13 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { admission: false, audit: false, max_admissions: 1024, verdict_ttl: Duration::from_secs(60), max_events: 4096 }
+        PolicyConfig {
+            admission: false,
+            audit: false,
+            max_admissions: 1024,
+            verdict_ttl: Duration::from_secs(60),
+            max_events: 4096,
+        }
     }
 }
 

@@ -11,7 +11,9 @@ use super::peers::{Located, Origin, Peers, Where};
 use super::persona_cache::PersonaCache;
 use super::{ServerConfig, Stats};
 use crate::entropy::Entropy;
-use crate::login::wire::{self, code, method, Ack, Outbound, PersonasChunk, SdpAssembly, Signal, SignalBody};
+use crate::login::wire::{
+    self, code, method, Ack, Outbound, PersonasChunk, SdpAssembly, Signal, SignalBody,
+};
 use crate::login::{Candidate, Command, Event, Failure, Personas, SessionId, SessionNonce};
 use crate::name::{Name, TableKey};
 use crate::stun::{Class, Message, TransactionId};
@@ -69,7 +71,9 @@ impl Drop for Wiped {
 impl Wiped {
     /// These bytes wrapped in a RELAY for the owner (the original is wiped).
     fn relayed(mut self, peers: &Peers) -> Vec<u8> {
-        peers.wrap(&self.0).unwrap_or_else(|| std::mem::take(&mut self.0))
+        peers
+            .wrap(&self.0)
+            .unwrap_or_else(|| std::mem::take(&mut self.0))
     }
 }
 
@@ -282,7 +286,13 @@ impl Login {
         self.events.pop_front()
     }
 
-    pub(crate) fn command(&mut self, cx: &mut Ctx<'_>, id: SessionId, cmd: Command, lookup: Lookup<'_>) {
+    pub(crate) fn command(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        cmd: Command,
+        lookup: Lookup<'_>,
+    ) {
         let cmd = match cmd {
             Command::Open { name } => return self.open(cx, id, name, lookup),
             other => other,
@@ -299,7 +309,10 @@ impl Login {
                 self.forget(id, &s);
                 return;
             }
-            Command::Login { persona, credential } => {
+            Command::Login {
+                persona,
+                credential,
+            } => {
                 let mut credential = credential.into_bytes();
                 let step = self.connect(cx, id, &mut s, &persona, &credential, lookup);
                 wipe(&mut credential);
@@ -347,7 +360,10 @@ impl Login {
             timer: NEVER,
             queued: false,
             request: None,
-            phase: Phase::Personas(Fetch { known, ..Fetch::default() }),
+            phase: Phase::Personas(Fetch {
+                known,
+                ..Fetch::default()
+            }),
             attempts: 0,
             nonce: None,
         };
@@ -362,7 +378,10 @@ impl Login {
     fn locate(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session) -> Step {
         let txid = Self::txid(cx);
         let rto = cx.config.rto_initial.max(Duration::from_millis(1));
-        let Some((bytes, give_up)) = cx.peers.lookup_request(&txid, &s.name, cx.now, rto, cx.config.rto_max) else {
+        let Some((bytes, give_up)) =
+            cx.peers
+                .lookup_request(&txid, &s.name, cx.now, rto, cx.config.rto_max)
+        else {
             return Step::Fail(Failure::Malformed);
         };
         s.phase = Phase::Locating;
@@ -372,7 +391,13 @@ impl Login {
     }
 
     /// The owner's LOOKUP answer for the session waiting on `txid`.
-    pub(crate) fn located(&mut self, cx: &mut Ctx<'_>, txid: &TransactionId, from: usize, located: Located) {
+    pub(crate) fn located(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        txid: &TransactionId,
+        from: usize,
+        located: Located,
+    ) {
         let found = self.by_txid.get(txid).copied();
         let Some((id, mut s)) = found.and_then(|id| Some((id, self.sessions.remove(&id)?))) else {
             cx.stats.ignored += 1;
@@ -387,7 +412,10 @@ impl Login {
                 Located::At(addr) => {
                     s.addr = addr;
                     let known = self.cache.checksum(&s.key);
-                    s.phase = Phase::Personas(Fetch { known, ..Fetch::default() });
+                    s.phase = Phase::Personas(Fetch {
+                        known,
+                        ..Fetch::default()
+                    });
                     self.ask_personas(cx, id, &mut s, 0, known)
                 }
                 Located::Unknown => Step::Fail(Failure::UnknownAppliance),
@@ -409,14 +437,28 @@ impl Login {
                 self.sessions.insert(id, s);
                 // Every state change may leave a stale heap item: rebuild before they pile up.
                 if self.timers.len() > 2 * self.sessions.len() + 64 {
-                    self.timers = self.sessions.iter().filter(|(_, s)| s.timer != NEVER).map(|(id, s)| Reverse((s.timer, *id))).collect();
+                    self.timers = self
+                        .sessions
+                        .iter()
+                        .filter(|(_, s)| s.timer != NEVER)
+                        .map(|(id, s)| Reverse((s.timer, *id)))
+                        .collect();
                 }
             }
             Step::Done => {
                 cx.stats.sessions_done += 1;
                 self.forget(id, &s);
                 if let (Some(nonce), Phase::Connected(c)) = (s.nonce, &s.phase) {
-                    self.remember_finished(cx, nonce, Finished { addr: s.addr, owner: s.owner, next_in: c.next_in, until: cx.now + cx.config.login.give_up_after });
+                    self.remember_finished(
+                        cx,
+                        nonce,
+                        Finished {
+                            addr: s.addr,
+                            owner: s.owner,
+                            next_in: c.next_in,
+                            until: cx.now + cx.config.login.give_up_after,
+                        },
+                    );
                 }
                 self.events.push_back((id, Event::Done));
             }
@@ -444,7 +486,9 @@ impl Login {
 
     /// True when `sig` repeats a SIGNAL of a session that finished lately, from its appliance.
     fn finished_duplicate(&self, now: Time, sig: &Signal<'_>, src: Origin) -> bool {
-        self.finished.get(&sig.session).is_some_and(|f| f.until > now && sig.seq < f.next_in && src.is(f.addr, f.owner))
+        self.finished
+            .get(&sig.session)
+            .is_some_and(|f| f.until > now && sig.seq < f.next_in && src.is(f.addr, f.owner))
     }
 
     /// Drops the lookups that lead to a session that is (being) removed.
@@ -460,7 +504,14 @@ impl Login {
     }
 
     /// Makes `bytes` the session's outstanding request and queues it for sending.
-    fn send(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, txid: TransactionId, bytes: Vec<u8>) {
+    fn send(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        s: &mut Session,
+        txid: TransactionId,
+        bytes: Vec<u8>,
+    ) {
         let give_up = cx.now + cx.config.login.give_up_after;
         let bytes = match s.relayed {
             true => Wiped(bytes).relayed(cx.peers),
@@ -469,7 +520,15 @@ impl Login {
         self.send_until(cx, id, s, txid, bytes, give_up);
     }
 
-    fn send_until(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, txid: TransactionId, bytes: Vec<u8>, give_up: Time) {
+    fn send_until(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        s: &mut Session,
+        txid: TransactionId,
+        bytes: Vec<u8>,
+        give_up: Time,
+    ) {
         self.clear_request(s);
         let rto = cx.config.rto_initial.max(Duration::from_millis(1));
         s.request = Some(Request {
@@ -503,11 +562,26 @@ impl Login {
         t
     }
 
-    fn ask_personas(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, offset: u32, known: Option<[u8; 32]>) -> Step {
+    fn ask_personas(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        s: &mut Session,
+        offset: u32,
+        known: Option<[u8; 32]>,
+    ) -> Step {
         let txid = Self::txid(cx);
         let until = (cx.now + cx.config.login.request_validity).0;
         let mut buf = vec![0; wire::MAX_DATAGRAM];
-        let Ok(n) = wire::encode_personas_request(&mut buf, &txid, &s.name, offset, known.as_ref(), until, cx.flock) else {
+        let Ok(n) = wire::encode_personas_request(
+            &mut buf,
+            &txid,
+            &s.name,
+            offset,
+            known.as_ref(),
+            until,
+            cx.flock,
+        ) else {
             return Step::Fail(Failure::Malformed);
         };
         buf.truncate(n);
@@ -515,7 +589,15 @@ impl Login {
         Step::Keep
     }
 
-    fn connect(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, persona: &str, credential: &[u8], lookup: Lookup<'_>) -> Step {
+    fn connect(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        s: &mut Session,
+        persona: &str,
+        credential: &[u8],
+        lookup: Lookup<'_>,
+    ) -> Step {
         if !matches!(s.phase, Phase::Ready) {
             return Step::Fail(Failure::Malformed);
         }
@@ -528,7 +610,9 @@ impl Login {
         cx.entropy.fill(&mut nonce);
         let until = (cx.now + cx.config.login.request_validity).0;
         let mut buf = vec![0; wire::MAX_DATAGRAM];
-        let Ok(n) = wire::encode_connect(&mut buf, &txid, &s.name, &nonce, persona, credential, until, cx.flock) else {
+        let Ok(n) = wire::encode_connect(
+            &mut buf, &txid, &s.name, &nonce, persona, credential, until, cx.flock,
+        ) else {
             wipe(&mut buf);
             return Step::Fail(Failure::Malformed);
         };
@@ -542,9 +626,17 @@ impl Login {
     }
 
     /// A browser item for the appliance: queued in order, held until the answer is queued.
-    fn outbound(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, item: Outbound) -> Step {
+    fn outbound(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        s: &mut Session,
+        item: Outbound,
+    ) -> Step {
         let limits = &cx.config.login;
-        let Phase::Connected(c) = &mut s.phase else { return Step::Fail(Failure::Malformed) };
+        let Phase::Connected(c) = &mut s.phase else {
+            return Step::Fail(Failure::Malformed);
+        };
         // After end-of-candidates only a (held-back) answer may still come.
         if c.end_out && !matches!(item, Outbound::Sdp(_)) {
             return Step::Fail(Failure::Malformed);
@@ -561,7 +653,11 @@ impl Login {
             other => {
                 if let Outbound::Candidate(cand) = other {
                     c.candidates_out += 1;
-                    let too_long = cand.candidate.len() > wire::MAX_CANDIDATE_LEN || cand.mid.as_ref().is_some_and(|m| m.len() > wire::MAX_MID_LEN);
+                    let too_long = cand.candidate.len() > wire::MAX_CANDIDATE_LEN
+                        || cand
+                            .mid
+                            .as_ref()
+                            .is_some_and(|m| m.len() > wire::MAX_MID_LEN);
                     if c.candidates_out > limits.max_candidates || too_long {
                         return Step::Fail(Failure::Malformed);
                     }
@@ -583,20 +679,39 @@ impl Login {
         if s.request.is_some() {
             return Step::Keep;
         }
-        let (Phase::Connected(c), Some(nonce)) = (&s.phase, s.nonce) else { return Step::Keep };
-        let Some(item) = c.queue.front() else { return Step::Keep };
-        let Some(body) = wire::piece(item, c.piece) else { return Step::Fail(Failure::Malformed) };
+        let (Phase::Connected(c), Some(nonce)) = (&s.phase, s.nonce) else {
+            return Step::Keep;
+        };
+        let Some(item) = c.queue.front() else {
+            return Step::Keep;
+        };
+        let Some(body) = wire::piece(item, c.piece) else {
+            return Step::Fail(Failure::Malformed);
+        };
         let txid = Self::txid(cx);
         let mut buf = vec![0; wire::MAX_DATAGRAM];
-        let signal = Signal { name: s.name, session: nonce, seq: c.next_out, body };
-        let Ok(n) = signal.encode(&mut buf, &txid) else { return Step::Fail(Failure::Malformed) };
+        let signal = Signal {
+            name: s.name,
+            session: nonce,
+            seq: c.next_out,
+            body,
+        };
+        let Ok(n) = signal.encode(&mut buf, &txid) else {
+            return Step::Fail(Failure::Malformed);
+        };
         buf.truncate(n);
         self.send(cx, id, s, txid, buf);
         Step::Keep
     }
 
     /// A log-in datagram for this shard; an answer for `src` goes to `reply`.
-    pub(crate) fn datagram(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: Origin, reply: &mut [u8]) -> Option<usize> {
+    pub(crate) fn datagram(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        msg: &Message<'_>,
+        src: Origin,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         match msg.class() {
             Class::Request if msg.method() == method::SIGNAL => self.signal_in(cx, msg, src, reply),
             Class::Success | Class::Error => {
@@ -628,18 +743,33 @@ impl Login {
         self.settle(cx, id, s, step);
     }
 
-    fn personas_answer(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, msg: &Message<'_>) -> Step {
+    fn personas_answer(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        s: &mut Session,
+        msg: &Message<'_>,
+    ) -> Step {
         let Ok(chunk) = PersonasChunk::parse(msg) else {
             cx.stats.malformed += 1;
             return Step::Keep;
         };
         let key = s.key;
-        let Phase::Personas(f) = &mut s.phase else { return Step::Keep };
+        let Phase::Personas(f) = &mut s.phase else {
+            return Step::Keep;
+        };
         if chunk.name != s.name {
             cx.stats.ignored += 1;
             return Step::Keep;
         }
-        let next = fetch_step(f, &chunk, &mut self.cache, &key, cx.config.login.max_personas_bytes, cx.stats);
+        let next = fetch_step(
+            f,
+            &chunk,
+            &mut self.cache,
+            &key,
+            cx.config.login.max_personas_bytes,
+            cx.stats,
+        );
         self.clear_request(s);
         match next {
             Err(f) => Step::Fail(f),
@@ -678,7 +808,12 @@ impl Login {
                             return Step::Fail(Failure::BadCredentials);
                         }
                         s.phase = Phase::Ready;
-                        self.events.push_back((id, Event::Rejected { attempts_left: max - s.attempts }));
+                        self.events.push_back((
+                            id,
+                            Event::Rejected {
+                                attempts_left: max - s.attempts,
+                            },
+                        ));
                         Step::Keep
                     }
                     Some(code::BUSY) => Step::Fail(Failure::Busy),
@@ -694,7 +829,10 @@ impl Login {
                 cx.stats.signals_out += 1;
                 c.next_out = c.next_out.wrapping_add(1);
                 c.piece += 1;
-                if c.queue.front().is_some_and(|item| c.piece >= wire::pieces(item)) {
+                if c.queue
+                    .front()
+                    .is_some_and(|item| c.piece >= wire::pieces(item))
+                {
                     c.piece = 0;
                     if let Some(Outbound::EndOfCandidates) = c.queue.pop_front() {
                         c.end_out_acked = true;
@@ -716,18 +854,32 @@ impl Login {
 
     fn accepted(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session) -> Step {
         cx.stats.logins_accepted += 1;
-        s.phase = Phase::Connected(Box::new(Signalling::new(cx.now + cx.config.login.give_up_after)));
+        s.phase = Phase::Connected(Box::new(Signalling::new(
+            cx.now + cx.config.login.give_up_after,
+        )));
         self.events.push_back((id, Event::Accepted));
         Step::Keep
     }
 
     /// A SIGNAL from an appliance: taken in order, acknowledged in `reply`.
-    fn signal_in(&mut self, cx: &mut Ctx<'_>, msg: &Message<'_>, src: Origin, reply: &mut [u8]) -> Option<usize> {
+    fn signal_in(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        msg: &Message<'_>,
+        src: Origin,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         let Ok(sig) = Signal::parse(msg) else {
             cx.stats.malformed += 1;
             return None;
         };
-        let ack = |error| Ack { method: method::SIGNAL, name: sig.name, session: sig.session, seq: Some(sig.seq), error };
+        let ack = |error| Ack {
+            method: method::SIGNAL,
+            name: sig.name,
+            session: sig.session,
+            seq: Some(sig.seq),
+            error,
+        };
         let found = self.by_nonce.get(&sig.session).copied();
         let Some((id, mut s)) = found.and_then(|id| Some((id, self.sessions.remove(&id)?))) else {
             if self.finished_duplicate(cx.now, &sig, src) {
@@ -736,7 +888,9 @@ impl Login {
             }
             // The caller drops the answer if it would be larger than the request.
             cx.stats.signals_unknown_session += 1;
-            return ack(Some(code::UNKNOWN_SESSION)).encode(reply, msg.transaction_id()).ok();
+            return ack(Some(code::UNKNOWN_SESSION))
+                .encode(reply, msg.transaction_id())
+                .ok();
         };
         let (step, acked) = if !src.is(s.addr, s.owner) || sig.name != s.name {
             // Only the session's appliance may speak for it; stay silent to anyone else.
@@ -754,14 +908,22 @@ impl Login {
     }
 
     /// Returns what happened and whether to acknowledge.
-    fn take_signal(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session, sig: &Signal<'_>) -> (Step, bool) {
+    fn take_signal(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: SessionId,
+        s: &mut Session,
+        sig: &Signal<'_>,
+    ) -> (Step, bool) {
         if matches!(s.phase, Phase::Connecting) {
             // The CONNECT's success was lost or is late: a SIGNAL under its nonce means accepted.
             self.clear_request(s);
             self.accepted(cx, id, s);
         }
         let limits = &cx.config.login;
-        let Phase::Connected(c) = &mut s.phase else { return (Step::Keep, false) };
+        let Phase::Connected(c) = &mut s.phase else {
+            return (Step::Keep, false);
+        };
         if sig.seq < c.next_in {
             // Its ack was lost: acknowledge again, deliver nothing twice.
             cx.stats.signals_duplicate += 1;
@@ -776,7 +938,11 @@ impl Login {
         cx.stats.signals_in += 1;
         let ev = &mut self.events;
         match sig.body {
-            SignalBody::Sdp { offset, total, data } => {
+            SignalBody::Sdp {
+                offset,
+                total,
+                data,
+            } => {
                 if c.offer_done {
                     return (Step::Fail(Failure::Malformed), false);
                 }
@@ -798,7 +964,10 @@ impl Login {
                 if c.end_in || c.candidates_in > limits.max_candidates {
                     return (Step::Fail(Failure::Malformed), false);
                 }
-                let cand = Candidate { candidate: candidate.to_owned(), mid: mid.map(str::to_owned) };
+                let cand = Candidate {
+                    candidate: candidate.to_owned(),
+                    mid: mid.map(str::to_owned),
+                };
                 if c.offer_done {
                     ev.push_back((id, Event::Candidate(cand)));
                 } else {
@@ -816,9 +985,15 @@ impl Login {
     }
 
     /// Next log-in request to send: `(destination, length)` written to `buf`.
-    pub(crate) fn poll_transmit(&mut self, buf: &mut [u8], peers: &Peers) -> Option<(SocketAddr, usize)> {
+    pub(crate) fn poll_transmit(
+        &mut self,
+        buf: &mut [u8],
+        peers: &Peers,
+    ) -> Option<(SocketAddr, usize)> {
         while let Some(id) = self.outgoing.pop_front() {
-            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             if !s.queued {
                 continue; // a stale entry for a reused id
             }
@@ -846,7 +1021,9 @@ impl Login {
 
     pub(crate) fn handle_timeout(&mut self, cx: &mut Ctx<'_>) {
         while let Some(id) = self.pop_due(cx.now) {
-            let Some(mut s) = self.sessions.remove(&id) else { continue };
+            let Some(mut s) = self.sessions.remove(&id) else {
+                continue;
+            };
             s.timer = NEVER;
             let step = self.tick(cx, id, &mut s);
             self.settle(cx, id, s, step);
@@ -907,11 +1084,21 @@ impl Login {
 
 enum FetchNext {
     Deliver(Personas),
-    Ask { offset: u32, known: Option<[u8; 32]> },
+    Ask {
+        offset: u32,
+        known: Option<[u8; 32]>,
+    },
 }
 
 /// Takes one PERSONAS answer into `f`: deliver, ask for more, or fail.
-fn fetch_step(f: &mut Fetch, chunk: &PersonasChunk<'_>, cache: &mut PersonaCache, key: &TableKey, max: usize, stats: &mut Stats) -> Result<FetchNext, Failure> {
+fn fetch_step(
+    f: &mut Fetch,
+    chunk: &PersonasChunk<'_>,
+    cache: &mut PersonaCache,
+    key: &TableKey,
+    max: usize,
+    stats: &mut Stats,
+) -> Result<FetchNext, Failure> {
     if chunk.credentials_required {
         cache.remove(key);
         return Ok(FetchNext::Deliver(Personas::CredentialsRequired));
@@ -924,7 +1111,10 @@ fn fetch_step(f: &mut Fetch, chunk: &PersonasChunk<'_>, cache: &mut PersonaCache
             }
             // Evicted (or replaced) while the request was out: fetch it whole.
             f.known = None;
-            return Ok(FetchNext::Ask { offset: 0, known: None });
+            return Ok(FetchNext::Ask {
+                offset: 0,
+                known: None,
+            });
         }
         stats.personas_cache_misses += 1;
         if f.known.is_some() {
@@ -947,7 +1137,10 @@ fn fetch_step(f: &mut Fetch, chunk: &PersonasChunk<'_>, cache: &mut PersonaCache
     }
     f.buf.extend_from_slice(chunk.data);
     if f.buf.len() < total {
-        return Ok(FetchNext::Ask { offset: f.buf.len() as u32, known: None });
+        return Ok(FetchNext::Ask {
+            offset: f.buf.len() as u32,
+            known: None,
+        });
     }
     if Sha256::digest(&f.buf)[..] != f.checksum[..] {
         return Err(Failure::Malformed);

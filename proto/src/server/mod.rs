@@ -19,16 +19,19 @@ mod ratelimit;
 mod relay;
 mod table;
 
+pub use crate::entropy::Entropy;
 pub use config::{FlockConfig, LoginConfig, PolicyConfig, ServerConfig};
-pub use policy::PolicyEvent;
 pub use login::LoginOccupancy;
 pub use peers::{PeerAlarm, PeerConfig};
-pub use crate::entropy::Entropy;
+pub use policy::PolicyEvent;
 pub use table::Entry;
 
 use crate::identity::{Fingerprint, FINGERPRINT_PREFIX_LEN};
 use crate::login::{self as lg, Command, Event, SessionId};
-use crate::msg::{self, code, method, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered, TryAlternate};
+use crate::msg::{
+    self, code, method, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered,
+    TryAlternate,
+};
 use crate::name::{Name, NameHash, TableKey};
 use crate::stun::{self, Class, Encoder, Message, MessageType, Method, TransactionId};
 use crate::time::Time;
@@ -145,8 +148,17 @@ pub struct Registration {
 #[allow(clippy::large_enum_variant)]
 enum Outgoing {
     Check(TableKey),
-    Registered { dst: SocketAddr, txid: TransactionId, name: Name, fp: Fingerprint },
-    Refused { dst: SocketAddr, txid: TransactionId, code: u16 },
+    Registered {
+        dst: SocketAddr,
+        txid: TransactionId,
+        name: Name,
+        fp: Fingerprint,
+    },
+    Refused {
+        dst: SocketAddr,
+        txid: TransactionId,
+        code: u16,
+    },
     /// A membership probe to this peer (`Server::probe_peers`).
     Probe(usize),
 }
@@ -197,7 +209,13 @@ impl<E: Entropy> Server<E> {
     }
 
     /// Handles one datagram from `src`; an answer for `src` is written to `reply`.
-    pub fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
+    pub fn handle(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+    ) -> Option<usize> {
         self.stats.received += 1;
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.sweep_step_interval());
@@ -218,8 +236,16 @@ impl<E: Entropy> Server<E> {
             // The owner relays an appliance's part of a log-in served by another server.
             _ if lg::wire::is_login(&msg) && self.relay_from_appliance(now, &msg, src) => None,
             _ if lg::wire::is_login(&msg) => {
-                let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
-                self.login.datagram(&mut cx, &msg, peers::Origin::Addr(src), reply)
+                let mut cx = login::Ctx {
+                    now,
+                    config: &self.config,
+                    flock: &self.keys.flock,
+                    entropy: &mut self.entropy,
+                    stats: &mut self.stats,
+                    peers: &self.peers,
+                };
+                self.login
+                    .datagram(&mut cx, &msg, peers::Origin::Addr(src), reply)
             }
             _ => {
                 self.stats.ignored += 1;
@@ -235,10 +261,17 @@ impl<E: Entropy> Server<E> {
     }
 
     fn binding(&mut self, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
-        let typ = MessageType { method: Method::BINDING, class: Class::Success };
+        let typ = MessageType {
+            method: Method::BINDING,
+            class: Class::Success,
+        };
         let mut e = Encoder::new(reply, typ, msg.transaction_id()).ok()?;
         e.xor_mapped_address(canonical(src)).ok()?;
-        let len = if msg.has_fingerprint() { e.fingerprint().ok()? } else { e.finish() };
+        let len = if msg.has_fingerprint() {
+            e.fingerprint().ok()?
+        } else {
+            e.finish()
+        };
         if len > msg.len() && !self.config.answer_small_binding {
             self.stats.amplification_suppressed += 1;
             return None;
@@ -247,7 +280,14 @@ impl<E: Entropy> Server<E> {
         Some(len)
     }
 
-    fn error(&self, reply: &mut [u8], method: Method, txid: &TransactionId, code: u16, nonce: Option<crate::token::Nonce>) -> Option<usize> {
+    fn error(
+        &self,
+        reply: &mut [u8],
+        method: Method,
+        txid: &TransactionId,
+        code: u16,
+        nonce: Option<crate::token::Nonce>,
+    ) -> Option<usize> {
         ErrorAnswer { code, nonce }.encode(reply, method, txid).ok()
     }
 
@@ -259,12 +299,26 @@ impl<E: Entropy> Server<E> {
 
     /// 300 Try-Alternate: checked before any MAC or signature (cheap, keeps no state); `handle`
     /// still drops it if it were larger than the request.
-    fn try_alternate(&mut self, reply: &mut [u8], method: Method, txid: &TransactionId, owner: SocketAddr) -> Option<usize> {
+    fn try_alternate(
+        &mut self,
+        reply: &mut [u8],
+        method: Method,
+        txid: &TransactionId,
+        owner: SocketAddr,
+    ) -> Option<usize> {
         self.stats.redirected += 1;
-        TryAlternate { alternate: owner }.encode(reply, method, txid).ok()
+        TryAlternate { alternate: owner }
+            .encode(reply, method, txid)
+            .ok()
     }
 
-    fn register(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+    fn register(
+        &mut self,
+        now: Time,
+        msg: &Message<'_>,
+        src: SocketAddr,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         let txid = msg.transaction_id();
         let Ok(req) = Register::parse(msg) else {
             self.stats.malformed += 1;
@@ -285,7 +339,10 @@ impl<E: Entropy> Server<E> {
         };
         if let Some(c) = nonce_err {
             self.stats.nonces_issued += 1;
-            let nonce = self.keys.proof.issue_nonce(src, secs_after(now, self.config.nonce_lifetime));
+            let nonce = self
+                .keys
+                .proof
+                .issue_nonce(src, secs_after(now, self.config.nonce_lifetime));
             return self.error(reply, method::REGISTER, txid, c, Some(nonce));
         }
         // 2. Freshness.
@@ -326,13 +383,21 @@ impl<E: Entropy> Server<E> {
             }
             _ => {
                 let expires = secs_after(now, self.config.entry_lifetime);
-                if self.table.insert(table::Entry::new(key, src, fp.prefix(), expires), now) == Insert::Full {
+                if self
+                    .table
+                    .insert(table::Entry::new(key, src, fp.prefix(), expires), now)
+                    == Insert::Full
+                {
                     self.stats.capacity_refused += 1;
                     return self.error(reply, method::REGISTER, txid, code::CAPACITY, None);
                 }
                 self.stats.registered += 1;
                 if held.is_none() {
-                    self.audit(PolicyEvent::Registered { name: req.name, fingerprint: fp, addr: src });
+                    self.audit(PolicyEvent::Registered {
+                        name: req.name,
+                        fingerprint: fp,
+                        addr: src,
+                    });
                 }
                 self.registered(now, &req.name, &fp, src, txid, reply)
             }
@@ -342,21 +407,43 @@ impl<E: Entropy> Server<E> {
     /// A verified REGISTER for a free name, or with a new key for a held one, under an
     /// admission policy: answered now from a cached verdict, or later by [`Self::admission`].
     #[allow(clippy::too_many_arguments)]
-    fn admit(&mut self, now: Time, key: TableKey, name: &Name, fp: Fingerprint, src: SocketAddr, txid: &TransactionId, key_change: bool, reply: &mut [u8]) -> Option<usize> {
+    fn admit(
+        &mut self,
+        now: Time,
+        key: TableKey,
+        name: &Name,
+        fp: Fingerprint,
+        src: SocketAddr,
+        txid: &TransactionId,
+        key_change: bool,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         match self.admissions.check(now, &key, &fp) {
             policy::Admission::Allowed => {
                 let expires = secs_after(now, self.config.entry_lifetime);
-                if self.table.insert(table::Entry::new(key, src, fp.prefix(), expires), now) == Insert::Full {
+                if self
+                    .table
+                    .insert(table::Entry::new(key, src, fp.prefix(), expires), now)
+                    == Insert::Full
+                {
                     self.stats.capacity_refused += 1;
                     return self.error(reply, method::REGISTER, txid, code::CAPACITY, None);
                 }
                 self.stats.registered += 1;
-                self.audit(PolicyEvent::Registered { name: *name, fingerprint: fp, addr: src });
+                self.audit(PolicyEvent::Registered {
+                    name: *name,
+                    fingerprint: fp,
+                    addr: src,
+                });
                 self.registered(now, name, &fp, src, txid, reply)
             }
             policy::Admission::Denied => {
                 self.stats.admissions_denied += 1;
-                let code = if key_change { code::NAME_TAKEN } else { code::NOT_ADMITTED };
+                let code = if key_change {
+                    code::NAME_TAKEN
+                } else {
+                    code::NOT_ADMITTED
+                };
                 self.error(reply, method::REGISTER, txid, code, None)
             }
             policy::Admission::Full => {
@@ -365,10 +452,24 @@ impl<E: Entropy> Server<E> {
             }
             policy::Admission::Ask { asked } => {
                 // Answer the latest REGISTER once the verdict is in; ask only once.
-                self.admissions.waiting.insert(key, policy::Waiting { name: *name, fp, addr: src, txid: *txid, key_change });
+                self.admissions.waiting.insert(
+                    key,
+                    policy::Waiting {
+                        name: *name,
+                        fp,
+                        addr: src,
+                        txid: *txid,
+                        key_change,
+                    },
+                );
                 if !asked {
                     self.stats.admissions_asked += 1;
-                    self.push_policy(PolicyEvent::Admit { name: *name, fingerprint: fp, addr: src, key_change });
+                    self.push_policy(PolicyEvent::Admit {
+                        name: *name,
+                        fingerprint: fp,
+                        addr: src,
+                        key_change,
+                    });
                 }
                 None
             }
@@ -379,26 +480,57 @@ impl<E: Entropy> Server<E> {
     /// (registered, or refused with 442 — 409 for a key change), and the verdict is cached.
     pub fn admission(&mut self, now: Time, name: &Name, fingerprint: &Fingerprint, allow: bool) {
         let key = name.hash().table_key();
-        self.admissions.remember(now, key, fingerprint, allow, self.config.policy.verdict_ttl);
-        if !self.admissions.waiting.get(&key).is_some_and(|w| w.fp == *fingerprint) {
+        self.admissions
+            .remember(now, key, fingerprint, allow, self.config.policy.verdict_ttl);
+        if !self
+            .admissions
+            .waiting
+            .get(&key)
+            .is_some_and(|w| w.fp == *fingerprint)
+        {
             return; // nobody waits, or another identity does: the verdict is only cached
         }
         let w = self.admissions.waiting.remove(&key).expect("just checked");
         if !allow {
             self.stats.admissions_denied += 1;
-            let code = if w.key_change { code::NAME_TAKEN } else { code::NOT_ADMITTED };
-            self.outgoing.push_back(Outgoing::Refused { dst: w.addr, txid: w.txid, code });
+            let code = if w.key_change {
+                code::NAME_TAKEN
+            } else {
+                code::NOT_ADMITTED
+            };
+            self.outgoing.push_back(Outgoing::Refused {
+                dst: w.addr,
+                txid: w.txid,
+                code,
+            });
             return;
         }
         let expires = secs_after(now, self.config.entry_lifetime);
-        if self.table.insert(table::Entry::new(key, w.addr, w.fp.prefix(), expires), now) == Insert::Full {
+        if self
+            .table
+            .insert(table::Entry::new(key, w.addr, w.fp.prefix(), expires), now)
+            == Insert::Full
+        {
             self.stats.capacity_refused += 1;
-            self.outgoing.push_back(Outgoing::Refused { dst: w.addr, txid: w.txid, code: code::CAPACITY });
+            self.outgoing.push_back(Outgoing::Refused {
+                dst: w.addr,
+                txid: w.txid,
+                code: code::CAPACITY,
+            });
             return;
         }
         self.stats.registered += 1;
-        self.audit(PolicyEvent::Registered { name: w.name, fingerprint: w.fp, addr: w.addr });
-        self.outgoing.push_back(Outgoing::Registered { dst: w.addr, txid: w.txid, name: w.name, fp: w.fp });
+        self.audit(PolicyEvent::Registered {
+            name: w.name,
+            fingerprint: w.fp,
+            addr: w.addr,
+        });
+        self.outgoing.push_back(Outgoing::Registered {
+            dst: w.addr,
+            txid: w.txid,
+            name: w.name,
+            fp: w.fp,
+        });
     }
 
     /// Next decision or record for the policy (see [`PolicyEvent`]).
@@ -420,14 +552,44 @@ impl<E: Entropy> Server<E> {
         }
     }
 
-    fn registered(&self, now: Time, name: &Name, fp: &Fingerprint, dst: SocketAddr, txid: &TransactionId, buf: &mut [u8]) -> Option<usize> {
-        let token = self.keys.proof.issue_token(name, fp, dst, secs_after(now, self.config.token_lifetime));
-        let interval = self.config.keepalive_interval.as_millis().min(u32::MAX as u128) as u32;
-        Registered { mapped: canonical(dst), token, keepalive_interval_ms: interval }.encode(buf, txid).ok()
+    fn registered(
+        &self,
+        now: Time,
+        name: &Name,
+        fp: &Fingerprint,
+        dst: SocketAddr,
+        txid: &TransactionId,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let token =
+            self.keys
+                .proof
+                .issue_token(name, fp, dst, secs_after(now, self.config.token_lifetime));
+        let interval = self
+            .config
+            .keepalive_interval
+            .as_millis()
+            .min(u32::MAX as u128) as u32;
+        Registered {
+            mapped: canonical(dst),
+            token,
+            keepalive_interval_ms: interval,
+        }
+        .encode(buf, txid)
+        .ok()
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn start_check(&mut self, now: Time, key: TableKey, name: &Name, fp: Fingerprint, old: SocketAddr, new: SocketAddr, register_txid: &TransactionId) {
+    fn start_check(
+        &mut self,
+        now: Time,
+        key: TableKey,
+        name: &Name,
+        fp: Fingerprint,
+        old: SocketAddr,
+        new: SocketAddr,
+        register_txid: &TransactionId,
+    ) {
         if self.checks.is_full() {
             self.stats.checks_full += 1;
             return;
@@ -463,7 +625,13 @@ impl<E: Entropy> Server<E> {
         self.stats.checks_started += 1;
     }
 
-    fn keepalive(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+    fn keepalive(
+        &mut self,
+        now: Time,
+        msg: &Message<'_>,
+        src: SocketAddr,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         let txid = msg.transaction_id();
         let Ok(req) = Keepalive::parse(msg) else {
             self.stats.malformed += 1;
@@ -473,7 +641,12 @@ impl<E: Entropy> Server<E> {
         if let Some(owner) = self.owner_elsewhere(&hash) {
             return self.try_alternate(reply, method::KEEPALIVE, txid, owner);
         }
-        if self.keys.proof.verify_token(&req.name, &req.identity, src, &req.token, now.as_secs()).is_err() {
+        if self
+            .keys
+            .proof
+            .verify_token(&req.name, &req.identity, src, &req.token, now.as_secs())
+            .is_err()
+        {
             self.stats.tokens_refused += 1;
             return self.error(reply, method::KEEPALIVE, txid, code::REREGISTER, None);
         }
@@ -509,9 +682,16 @@ impl<E: Entropy> Server<E> {
         let half_life = self.config.token_lifetime.as_secs() / 2;
         let token = (u64::from(req.token.expiry) < now.as_secs() + half_life).then(|| {
             let expiry = secs_after(now, self.config.token_lifetime);
-            self.keys.proof.issue_token(&req.name, &req.identity, src, expiry)
+            self.keys
+                .proof
+                .issue_token(&req.name, &req.identity, src, expiry)
         });
-        KeptAlive { mapped: canonical(src), token }.encode(reply, txid).ok()
+        KeptAlive {
+            mapped: canonical(src),
+            token,
+        }
+        .encode(reply, txid)
+        .ok()
     }
 
     fn check_answer(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr) {
@@ -547,13 +727,28 @@ impl<E: Entropy> Server<E> {
 
     /// Ends a check in favour of the new address and answers its latest REGISTER.
     fn move_name(&mut self, now: Time, key: TableKey) {
-        let Some(p) = self.checks.remove(&key) else { return };
+        let Some(p) = self.checks.remove(&key) else {
+            return;
+        };
         let expires = secs_after(now, self.config.entry_lifetime);
         // The key is already in the table, so this overwrites and never hits the bound.
-        let _ = self.table.insert(table::Entry::new(key, p.new_addr, p.fp.prefix(), expires), now);
-        self.outgoing.push_back(Outgoing::Registered { dst: p.new_addr, txid: p.register_txid, name: p.name, fp: p.fp });
+        let _ = self.table.insert(
+            table::Entry::new(key, p.new_addr, p.fp.prefix(), expires),
+            now,
+        );
+        self.outgoing.push_back(Outgoing::Registered {
+            dst: p.new_addr,
+            txid: p.register_txid,
+            name: p.name,
+            fp: p.fp,
+        });
         self.stats.moved += 1;
-        self.audit(PolicyEvent::AddressChanged { name: p.name, fingerprint: p.fp, old: p.old_addr, new: p.new_addr });
+        self.audit(PolicyEvent::AddressChanged {
+            name: p.name,
+            fingerprint: p.fp,
+            old: p.old_addr,
+            new: p.new_addr,
+        });
     }
 
     /// Next datagram to send on the shard's own initiative.
@@ -561,12 +756,26 @@ impl<E: Entropy> Server<E> {
         while let Some(out) = self.outgoing.pop_front() {
             match out {
                 Outgoing::Check(key) => {
-                    let Some(p) = self.checks.get(&key) else { continue };
-                    if let Ok(len) = msg::encode_check(buf, &p.txid, &p.name, &p.challenge, p.deadline.0, &p.signature) {
+                    let Some(p) = self.checks.get(&key) else {
+                        continue;
+                    };
+                    if let Ok(len) = msg::encode_check(
+                        buf,
+                        &p.txid,
+                        &p.name,
+                        &p.challenge,
+                        p.deadline.0,
+                        &p.signature,
+                    ) {
                         return Some((p.old_addr, len));
                     }
                 }
-                Outgoing::Registered { dst, txid, name, fp } => {
+                Outgoing::Registered {
+                    dst,
+                    txid,
+                    name,
+                    fp,
+                } => {
                     if let Some(len) = self.registered(now, &name, &fp, dst, &txid, buf) {
                         return Some((dst, len));
                     }
@@ -597,10 +806,22 @@ impl<E: Entropy> Server<E> {
             let key = name.hash().table_key();
             match peers.owner_elsewhere(name) {
                 Some(owner) => peers.cached(now, &key, owner),
-                None => table.get(&key, now).map_or(peers::Where::Unknown, |e| peers::Where::At { addr: e.addr(), owner: None }),
+                None => table
+                    .get(&key, now)
+                    .map_or(peers::Where::Unknown, |e| peers::Where::At {
+                        addr: e.addr(),
+                        owner: None,
+                    }),
             }
         };
-        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
+        let mut cx = login::Ctx {
+            now,
+            config: &self.config,
+            flock: &self.keys.flock,
+            entropy: &mut self.entropy,
+            stats: &mut self.stats,
+            peers: &self.peers,
+        };
         self.login.command(&mut cx, session, cmd, &lookup);
     }
 
@@ -611,16 +832,32 @@ impl<E: Entropy> Server<E> {
 
     /// When `handle_timeout` must next run.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [self.checks.next_timeout(), self.next_sweep, self.login.next_timeout()].into_iter().flatten().min()
+        [
+            self.checks.next_timeout(),
+            self.next_sweep,
+            self.login.next_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Retransmits checks and log-in requests, ends checks whose window closed and sessions
     /// that gave up, sweeps expired registrations.
     pub fn handle_timeout(&mut self, now: Time) {
-        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
+        let mut cx = login::Ctx {
+            now,
+            config: &self.config,
+            flock: &self.keys.flock,
+            entropy: &mut self.entropy,
+            stats: &mut self.stats,
+            peers: &self.peers,
+        };
         self.login.handle_timeout(&mut cx);
         while let Some(key) = self.checks.pop_due(now) {
-            let Some(p) = self.checks.get(&key) else { continue };
+            let Some(p) = self.checks.get(&key) else {
+                continue;
+            };
             let old_gone = self.table.get(&key, now).is_none();
             if now >= p.deadline || old_gone {
                 self.move_name(now, key);
@@ -633,7 +870,13 @@ impl<E: Entropy> Server<E> {
             // One part per step: the whole table every `sweep_interval`, never all at once.
             if self.config.policy.audit {
                 let mut gone = Vec::new();
-                self.stats.swept += self.table.sweep_step_with(now, |e| gone.push(PolicyEvent::Expired { key: e.key, fingerprint_prefix: e.fp, addr: e.addr() })) as u64;
+                self.stats.swept += self.table.sweep_step_with(now, |e| {
+                    gone.push(PolicyEvent::Expired {
+                        key: e.key,
+                        fingerprint_prefix: e.fp,
+                        addr: e.addr(),
+                    })
+                }) as u64;
                 gone.into_iter().for_each(|e| self.push_policy(e));
             } else {
                 self.stats.swept += self.table.sweep_step(now) as u64;

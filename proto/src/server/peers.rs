@@ -65,14 +65,22 @@ impl Default for PeerConfig {
 pub enum PeerAlarm {
     /// A server of the flock has another membership list: the two refuse each other until an
     /// operator makes the lists agree. `index` is its FROM-SERVER, `addr` where it spoke from.
-    MembershipDiffers { index: u32, addr: SocketAddr, theirs: [u8; 32], ours: [u8; 32] },
+    MembershipDiffers {
+        index: u32,
+        addr: SocketAddr,
+        theirs: [u8; 32],
+        ours: [u8; 32],
+    },
 }
 
 /// Where a log-in session finds its appliance.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Where {
     /// At this address; `owner` is the server owning the name when it is not us.
-    At { addr: SocketAddr, owner: Option<usize> },
+    At {
+        addr: SocketAddr,
+        owner: Option<usize>,
+    },
     /// Nobody has it registered.
     Unknown,
     /// Owned by server `owner`, not cached: ask it.
@@ -134,7 +142,11 @@ impl Peers {
     pub(crate) fn new(flock: &super::FlockConfig) -> Peers {
         Peers {
             sender: Sender::new(flock.me, flock.digest, &flock.peer_secret),
-            servers: if flock.servers.len() > 1 { flock.servers.clone() } else { Vec::new() },
+            servers: if flock.servers.len() > 1 {
+                flock.servers.clone()
+            } else {
+                Vec::new()
+            },
             me: flock.me,
             config: PeerConfig::default(),
             cache: HashMap::new(),
@@ -155,7 +167,10 @@ impl Peers {
     /// What the cache says of a name owned by `owner`.
     pub(crate) fn cached(&self, now: Time, key: &TableKey, owner: usize) -> Where {
         match self.cache.get(key) {
-            Some(Cached::Found { addr, until }) if *until > now => Where::At { addr: *addr, owner: Some(owner) },
+            Some(Cached::Found { addr, until }) if *until > now => Where::At {
+                addr: *addr,
+                owner: Some(owner),
+            },
             Some(Cached::Missing { until }) if *until > now => Where::Unknown,
             _ => Where::Ask { owner },
         }
@@ -204,7 +219,12 @@ impl Peers {
         };
         let from = env.from as usize;
         // A verified message replayed from elsewhere must not draw answers there.
-        if from == self.me || self.servers.get(from).is_none_or(|a| canonical(*a) != canonical(src)) {
+        if from == self.me
+            || self
+                .servers
+                .get(from)
+                .is_none_or(|a| canonical(*a) != canonical(src))
+        {
             stats.peer_unknown_source += 1;
             return Opened::Drop;
         }
@@ -217,10 +237,17 @@ impl Peers {
     }
 
     fn alarm(&mut self, now: Time, from: usize, addr: SocketAddr, theirs: [u8; 32]) {
-        let Some(q) = self.quiet_until.get_mut(from) else { return };
+        let Some(q) = self.quiet_until.get_mut(from) else {
+            return;
+        };
         if now >= *q && self.alarms.len() < self.servers.len() {
             *q = now + self.config.alarm_interval;
-            self.alarms.push_back(PeerAlarm::MembershipDiffers { index: from as u32, addr, theirs, ours: self.sender.digest });
+            self.alarms.push_back(PeerAlarm::MembershipDiffers {
+                index: from as u32,
+                addr,
+                theirs,
+                ours: self.sender.digest,
+            });
         }
     }
 
@@ -230,7 +257,14 @@ impl Peers {
 
     /// A LOOKUP request for `name`, and when to give up on the owner (after `lookup_tries`
     /// transmissions, RTO doubling from `rto`).
-    pub(crate) fn lookup_request(&self, txid: &TransactionId, name: &Name, now: Time, rto: Duration, rto_max: Duration) -> Option<(Vec<u8>, Time)> {
+    pub(crate) fn lookup_request(
+        &self,
+        txid: &TransactionId,
+        name: &Name,
+        now: Time,
+        rto: Duration,
+        rto_max: Duration,
+    ) -> Option<(Vec<u8>, Time)> {
         let mut buf = vec![0; 512];
         let n = peer::encode_lookup(&mut buf, txid, name, &self.sender).ok()?;
         buf.truncate(n);
@@ -275,7 +309,9 @@ impl<E: Entropy> Server<E> {
     pub(super) fn probe(&mut self, peer: usize, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         let n = self.peers.servers.len();
         // The first `flock-probe-K` that `peer` owns (about N tries).
-        let name = (0..64 * n as u32).map(|k| Name::normalize(format!("flock-probe-{k}").as_bytes())).find_map(|r| r.ok().filter(|x| x.hash().server_index(n) == peer))?;
+        let name = (0..64 * n as u32)
+            .map(|k| Name::normalize(format!("flock-probe-{k}").as_bytes()))
+            .find_map(|r| r.ok().filter(|x| x.hash().server_index(n) == peer))?;
         let mut txid = [0; 12];
         self.entropy.fill(&mut txid);
         let len = peer::encode_lookup(buf, &txid, &name, &self.peers.sender).ok()?;
@@ -283,16 +319,27 @@ impl<E: Entropy> Server<E> {
     }
 
     /// A LOOKUP or RELAY from `src`; an answer for it goes to `reply`.
-    pub(super) fn peer_message(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
+    pub(super) fn peer_message(
+        &mut self,
+        now: Time,
+        msg: &Message<'_>,
+        src: SocketAddr,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         let from = match self.peers.open(now, msg, src, &mut self.stats) {
             Opened::Ok(from) => from,
             Opened::Drop => return None,
             Opened::Mismatch(from) => {
                 let name = request_name(msg);
                 return match (msg.method(), msg.class(), name) {
-                    (method::LOOKUP, Class::Request, Some(name)) => {
-                        peer::encode_lookup_error(reply, msg.transaction_id(), &name, code::MEMBERSHIP_DIFFERS, &self.peers.sender).ok()
-                    }
+                    (method::LOOKUP, Class::Request, Some(name)) => peer::encode_lookup_error(
+                        reply,
+                        msg.transaction_id(),
+                        &name,
+                        code::MEMBERSHIP_DIFFERS,
+                        &self.peers.sender,
+                    )
+                    .ok(),
                     // An answer from a server that disagrees: the session waiting on it fails.
                     (method::LOOKUP, Class::Success | Class::Error, _) => {
                         self.located(now, msg.transaction_id(), from, Located::Refused);
@@ -330,7 +377,9 @@ impl<E: Entropy> Server<E> {
         self.stats.lookups_answered += 1;
         match self.table.get(&req.name.hash().table_key(), now) {
             Some(e) => {
-                let left = (u64::from(e.expires) * 1000).saturating_sub(now.0).min(u32::MAX as u64) as u32;
+                let left = (u64::from(e.expires) * 1000)
+                    .saturating_sub(now.0)
+                    .min(u32::MAX as u64) as u32;
                 peer::encode_lookup_found(reply, txid, &req.name, e.addr(), &e.fp, left, s).ok()
             }
             None => peer::encode_lookup_error(reply, txid, &req.name, code::NOT_FOUND, s).ok(),
@@ -351,12 +400,24 @@ impl<E: Entropy> Server<E> {
         let key = name.hash().table_key();
         let cfg = &self.peers.config;
         let located = match answer {
-            LookupAnswer::Found { addr, lifetime_ms, .. } => {
+            LookupAnswer::Found {
+                addr, lifetime_ms, ..
+            } => {
                 let ttl = cfg.found_ttl.min(Duration::from_millis(lifetime_ms.into()));
-                self.peers.remember(now, key, Cached::Found { addr, until: now + ttl });
+                self.peers.remember(
+                    now,
+                    key,
+                    Cached::Found {
+                        addr,
+                        until: now + ttl,
+                    },
+                );
                 Located::At(addr)
             }
-            LookupAnswer::Refused { code: code::NOT_FOUND, .. } => {
+            LookupAnswer::Refused {
+                code: code::NOT_FOUND,
+                ..
+            } => {
                 let until = now + cfg.missing_ttl;
                 self.peers.remember(now, key, Cached::Missing { until });
                 Located::Unknown
@@ -372,7 +433,14 @@ impl<E: Entropy> Server<E> {
     }
 
     fn located(&mut self, now: Time, txid: &TransactionId, from: usize, located: Located) {
-        let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
+        let mut cx = login::Ctx {
+            now,
+            config: &self.config,
+            flock: &self.keys.flock,
+            entropy: &mut self.entropy,
+            stats: &mut self.stats,
+            peers: &self.peers,
+        };
         self.login.located(&mut cx, txid, from, located);
     }
 }

@@ -32,7 +32,13 @@ fn cost(list: &[u8]) -> usize {
 
 impl PersonaCache {
     pub(crate) fn new(max_bytes: usize) -> PersonaCache {
-        PersonaCache { slots: HashMap::new(), lru: BTreeMap::new(), bytes: 0, max_bytes, clock: 0 }
+        PersonaCache {
+            slots: HashMap::new(),
+            lru: BTreeMap::new(),
+            bytes: 0,
+            max_bytes,
+            clock: 0,
+        }
     }
 
     /// Checksum of the cached list of `key`, without counting as a use.
@@ -42,7 +48,10 @@ impl PersonaCache {
 
     /// The cached list of `key` if its checksum is `checksum` (a use: moves it to the back).
     pub(crate) fn get(&mut self, key: &TableKey, checksum: &[u8; 32]) -> Option<Arc<[u8]>> {
-        let slot = self.slots.get_mut(key).filter(|s| &s.checksum == checksum)?;
+        let slot = self
+            .slots
+            .get_mut(key)
+            .filter(|s| &s.checksum == checksum)?;
         self.lru.remove(&slot.stamp);
         self.clock += 1;
         slot.stamp = self.clock;
@@ -58,7 +67,9 @@ impl PersonaCache {
             return;
         }
         while self.bytes + cost(&list) > self.max_bytes {
-            let Some((_, old)) = self.lru.pop_first() else { break };
+            let Some((_, old)) = self.lru.pop_first() else {
+                break;
+            };
             if let Some(s) = self.slots.remove(&old) {
                 self.bytes -= cost(&s.list);
             }
@@ -66,7 +77,14 @@ impl PersonaCache {
         self.clock += 1;
         self.bytes += cost(&list);
         self.lru.insert(self.clock, key);
-        self.slots.insert(key, Slot { checksum, list, stamp: self.clock });
+        self.slots.insert(
+            key,
+            Slot {
+                checksum,
+                list,
+                stamp: self.clock,
+            },
+        );
     }
 
     pub(crate) fn remove(&mut self, key: &TableKey) {
@@ -102,7 +120,11 @@ mod tests {
         assert!(c.get(&[1; 10], &[8; 32]).is_none());
         assert_eq!(c.get(&[1; 10], &[7; 32]).unwrap().len(), 10);
         c.insert([1; 10], [8; 32], list(20));
-        assert_eq!((c.len(), c.bytes()), (1, 20 + ENTRY_OVERHEAD), "replaced, not added");
+        assert_eq!(
+            (c.len(), c.bytes()),
+            (1, 20 + ENTRY_OVERHEAD),
+            "replaced, not added"
+        );
     }
 
     #[test]
@@ -112,7 +134,10 @@ mod tests {
         for k in 1..=3 {
             c.insert([k; 10], [k; 32], list(each));
         }
-        assert!(c.get(&[1; 10], &[1; 32]).is_some(), "1 is now the most recent");
+        assert!(
+            c.get(&[1; 10], &[1; 32]).is_some(),
+            "1 is now the most recent"
+        );
         c.insert([4; 10], [4; 32], list(each));
         assert_eq!(c.checksum(&[2; 10]), None, "2 was the least recently used");
         assert!(c.checksum(&[1; 10]).is_some() && c.checksum(&[3; 10]).is_some());

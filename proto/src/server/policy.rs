@@ -20,14 +20,32 @@ use std::net::SocketAddr;
 pub enum PolicyEvent {
     /// May `fingerprint` hold `name`? (First registration, or a new key for a held name.)
     /// Answer with `Server::admission`.
-    Admit { name: Name, fingerprint: Fingerprint, addr: SocketAddr, key_change: bool },
+    Admit {
+        name: Name,
+        fingerprint: Fingerprint,
+        addr: SocketAddr,
+        key_change: bool,
+    },
     /// A name was registered (not emitted for keep-alives).
-    Registered { name: Name, fingerprint: Fingerprint, addr: SocketAddr },
+    Registered {
+        name: Name,
+        fingerprint: Fingerprint,
+        addr: SocketAddr,
+    },
     /// A registration expired. The table keeps no names (44-byte entries), so this carries the
     /// name's table key (SHA-256 bytes 16..26, hex in docs) and the identity's fingerprint prefix.
-    Expired { key: TableKey, fingerprint_prefix: [u8; FINGERPRINT_PREFIX_LEN], addr: SocketAddr },
+    Expired {
+        key: TableKey,
+        fingerprint_prefix: [u8; FINGERPRINT_PREFIX_LEN],
+        addr: SocketAddr,
+    },
     /// A name moved to a new address after the address-change check.
-    AddressChanged { name: Name, fingerprint: Fingerprint, old: SocketAddr, new: SocketAddr },
+    AddressChanged {
+        name: Name,
+        fingerprint: Fingerprint,
+        old: SocketAddr,
+        new: SocketAddr,
+    },
 }
 
 /// The REGISTER that waits for a verdict (the latest one from this identity).
@@ -58,19 +76,34 @@ pub(crate) enum Admission {
     Allowed,
     Denied,
     /// Ask the policy (emit `Admit`) — unless `asked` says a request is already out.
-    Ask { asked: bool },
+    Ask {
+        asked: bool,
+    },
     /// Too many waiting already: drop the REGISTER (the appliance retransmits).
     Full,
 }
 
 impl Admissions {
     pub(crate) fn new(max: usize) -> Admissions {
-        Admissions { waiting: HashMap::new(), cache: HashMap::new(), order: VecDeque::new(), max: max.max(1) }
+        Admissions {
+            waiting: HashMap::new(),
+            cache: HashMap::new(),
+            order: VecDeque::new(),
+            max: max.max(1),
+        }
     }
 
     pub(crate) fn check(&self, now: Time, key: &TableKey, fp: &Fingerprint) -> Admission {
-        if let Some(c) = self.cache.get(key).filter(|c| c.until > now && c.fp == fp.prefix()) {
-            return if c.allow { Admission::Allowed } else { Admission::Denied };
+        if let Some(c) = self
+            .cache
+            .get(key)
+            .filter(|c| c.until > now && c.fp == fp.prefix())
+        {
+            return if c.allow {
+                Admission::Allowed
+            } else {
+                Admission::Denied
+            };
         }
         match self.waiting.get(key) {
             Some(w) => Admission::Ask { asked: w.fp == *fp },
@@ -79,12 +112,32 @@ impl Admissions {
         }
     }
 
-    pub(crate) fn remember(&mut self, now: Time, key: TableKey, fp: &Fingerprint, allow: bool, ttl: core::time::Duration) {
+    pub(crate) fn remember(
+        &mut self,
+        now: Time,
+        key: TableKey,
+        fp: &Fingerprint,
+        allow: bool,
+        ttl: core::time::Duration,
+    ) {
         while self.cache.len() >= self.max {
-            let Some(old) = self.order.pop_front() else { break };
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
             self.cache.remove(&old);
         }
-        if self.cache.insert(key, Cached { fp: fp.prefix(), allow, until: now + ttl }).is_none() {
+        if self
+            .cache
+            .insert(
+                key,
+                Cached {
+                    fp: fp.prefix(),
+                    allow,
+                    until: now + ttl,
+                },
+            )
+            .is_none()
+        {
             self.order.push_back(key);
         }
     }

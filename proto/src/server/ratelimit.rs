@@ -35,7 +35,11 @@ impl RateTable {
         let (burst, per_ms) = (self.burst, self.per_ms);
         let b = &mut self.slots[i];
         if !b.used {
-            *b = Bucket { tokens: burst, last: now, used: true };
+            *b = Bucket {
+                tokens: burst,
+                last: now,
+                used: true,
+            };
         }
         let elapsed = now.0.saturating_sub(b.last.0) as f32;
         b.tokens = (b.tokens + elapsed * per_ms).min(burst);
@@ -52,11 +56,18 @@ impl RateTable {
         use sha2::{Digest, Sha256};
         let ip = match ip {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_ipv6_mapped()).unwrap_or(v6),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(|v4| v4.to_ipv6_mapped())
+                .unwrap_or(v6),
         };
         // Rare path (only when a check would start), so a real hash costs nothing that matters.
-        let h = Sha256::new().chain_update(self.seed).chain_update(ip.octets()).finalize();
-        (u64::from_le_bytes(h[..8].try_into().unwrap_or_default()) % self.slots.len() as u64) as usize
+        let h = Sha256::new()
+            .chain_update(self.seed)
+            .chain_update(ip.octets())
+            .finalize();
+        (u64::from_le_bytes(h[..8].try_into().unwrap_or_default()) % self.slots.len() as u64)
+            as usize
     }
 }
 
@@ -74,6 +85,9 @@ mod tests {
         assert!(t.allow(now, a2));
         assert!(!t.allow(now, a), "burst of 2 spent, other port same IP");
         assert!(!t.allow(now + core::time::Duration::from_secs(9), a));
-        assert!(t.allow(now + core::time::Duration::from_secs(11), a), "6/min = one per 10 s");
+        assert!(
+            t.allow(now + core::time::Duration::from_secs(11), a),
+            "6/min = one per 10 s"
+        );
     }
 }

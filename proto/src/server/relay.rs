@@ -89,13 +89,20 @@ impl Relays {
 }
 
 fn session_of(msg: &Message<'_>) -> Option<SessionNonce> {
-    msg.get(SESSION).and_then(|_| fixed(msg, SESSION).ok().copied())
+    msg.get(SESSION)
+        .and_then(|_| fixed(msg, SESSION).ok().copied())
 }
 
 impl<E: Entropy> Server<E> {
     /// A verified RELAY from peer `from`: for a name we own it goes to the appliance; for one we
     /// do not, it is the appliance's datagram for one of our log-in sessions.
-    pub(super) fn relay_in(&mut self, now: Time, msg: &Message<'_>, from: usize, reply: &mut [u8]) -> Option<usize> {
+    pub(super) fn relay_in(
+        &mut self,
+        now: Time,
+        msg: &Message<'_>,
+        from: usize,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         let Ok(relay) = Relay::parse(msg) else {
             self.stats.malformed += 1;
             return None;
@@ -111,8 +118,16 @@ impl<E: Entropy> Server<E> {
         // The session's answer (a SIGNAL ack) goes back the same way, wrapped.
         let mut inner = [0u8; crate::peer::MAX_INNER];
         let n = {
-            let mut cx = login::Ctx { now, config: &self.config, flock: &self.keys.flock, entropy: &mut self.entropy, stats: &mut self.stats, peers: &self.peers };
-            self.login.datagram(&mut cx, &relay.inner, Origin::Owner(from), &mut inner)?
+            let mut cx = login::Ctx {
+                now,
+                config: &self.config,
+                flock: &self.keys.flock,
+                entropy: &mut self.entropy,
+                stats: &mut self.stats,
+                peers: &self.peers,
+            };
+            self.login
+                .datagram(&mut cx, &relay.inner, Origin::Owner(from), &mut inner)?
         };
         let n = crate::peer::encode_relay(reply, &inner[..n], &self.peers.sender).ok()?;
         self.stats.relayed_from_appliance += 1;
@@ -131,25 +146,44 @@ impl<E: Entropy> Server<E> {
         let login = &self.config.login;
         let mut ok = true;
         if inner.class() == Class::Request {
-            let r = Route { peer: from, key, until: now + login.give_up_after };
-            ok &= self.relays.remember(now, max, RelayKey::Txid(*inner.transaction_id()), r);
+            let r = Route {
+                peer: from,
+                key,
+                until: now + login.give_up_after,
+            };
+            ok &= self
+                .relays
+                .remember(now, max, RelayKey::Txid(*inner.transaction_id()), r);
         }
         if let Some(nonce) = session_of(inner) {
-            let r = Route { peer: from, key, until: now + login.session_lifetime };
+            let r = Route {
+                peer: from,
+                key,
+                until: now + login.session_lifetime,
+            };
             ok &= self.relays.remember(now, max, RelayKey::Session(nonce), r);
         }
         if !ok {
             self.stats.relay_table_full += 1;
             return;
         }
-        if self.relays.push(self.peers.config.max_relay_queue, dst, inner.as_bytes().to_vec()) {
+        if self.relays.push(
+            self.peers.config.max_relay_queue,
+            dst,
+            inner.as_bytes().to_vec(),
+        ) {
             self.stats.relayed_to_appliance += 1;
         }
     }
 
     /// Owner side: a log-in datagram from an appliance that belongs to a relayed exchange goes
     /// back to the peer that relayed it. Returns false when it is not ours to relay.
-    pub(super) fn relay_from_appliance(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr) -> bool {
+    pub(super) fn relay_from_appliance(
+        &mut self,
+        now: Time,
+        msg: &Message<'_>,
+        src: SocketAddr,
+    ) -> bool {
         if self.relays.len() == 0 {
             return false;
         }
@@ -161,20 +195,37 @@ impl<E: Entropy> Server<E> {
             },
             Class::Indication => return false,
         };
-        let Some(route) = self.relays.route(now, &k) else { return false };
+        let Some(route) = self.relays.route(now, &k) else {
+            return false;
+        };
         // Only the registered appliance speaks for its name.
-        let from_it = self.table.get(&route.key, now).is_some_and(|e| canonical(e.addr()) == canonical(src));
-        let named = crate::msg::request_name(msg).is_some_and(|n| n.hash().table_key() == route.key);
+        let from_it = self
+            .table
+            .get(&route.key, now)
+            .is_some_and(|e| canonical(e.addr()) == canonical(src));
+        let named =
+            crate::msg::request_name(msg).is_some_and(|n| n.hash().table_key() == route.key);
         if !from_it || !named {
             return false;
         }
-        let Some(dst) = self.peers.servers.get(route.peer).copied() else { return false };
-        let Some(bytes) = self.peers.wrap(msg.as_bytes()) else { return false };
+        let Some(dst) = self.peers.servers.get(route.peer).copied() else {
+            return false;
+        };
+        let Some(bytes) = self.peers.wrap(msg.as_bytes()) else {
+            return false;
+        };
         if let RelayKey::Session(_) = k {
-            let r = Route { until: now + self.config.login.session_lifetime, ..route };
-            self.relays.remember(now, self.peers.config.max_relays, k, r);
+            let r = Route {
+                until: now + self.config.login.session_lifetime,
+                ..route
+            };
+            self.relays
+                .remember(now, self.peers.config.max_relays, k, r);
         }
-        if self.relays.push(self.peers.config.max_relay_queue, dst, bytes) {
+        if self
+            .relays
+            .push(self.peers.config.max_relay_queue, dst, bytes)
+        {
             self.stats.relayed_to_peer += 1;
         }
         true
@@ -182,6 +233,10 @@ impl<E: Entropy> Server<E> {
 
     /// Sizes of the peer tables: LOOKUP cache entries, relay routes, relayed datagrams queued.
     pub fn peer_occupancy(&self) -> (usize, usize, usize) {
-        (self.peers.cache_len(), self.relays.len(), self.relays.out.len())
+        (
+            self.peers.cache_len(),
+            self.relays.len(),
+            self.relays.out.len(),
+        )
     }
 }

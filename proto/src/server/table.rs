@@ -21,12 +21,23 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(key: TableKey, addr: SocketAddr, fp: [u8; FINGERPRINT_PREFIX_LEN], expires: u32) -> Entry {
+    pub fn new(
+        key: TableKey,
+        addr: SocketAddr,
+        fp: [u8; FINGERPRINT_PREFIX_LEN],
+        expires: u32,
+    ) -> Entry {
         let ip = match addr.ip() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
         };
-        Entry { key, ip, port: addr.port(), fp, expires }
+        Entry {
+            key,
+            ip,
+            port: addr.port(),
+            fp,
+            expires,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -49,7 +60,9 @@ impl Entry {
 
 fn hash(key: &TableKey) -> u64 {
     // The key is already a slice of SHA-256: any 8 bytes of it are a uniform hash.
-    u64::from_le_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]])
+    u64::from_le_bytes([
+        key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+    ])
 }
 
 /// Parts the table is split into. Each part grows and is swept on its own, so neither a
@@ -79,15 +92,24 @@ fn part(key: &TableKey) -> usize {
 
 impl Table {
     pub(crate) fn new(max: usize) -> Table {
-        Table { parts: (0..PARTS).map(|_| HashTable::new()).collect(), len: 0, max, next_part: 0 }
+        Table {
+            parts: (0..PARTS).map(|_| HashTable::new()).collect(),
+            len: 0,
+            max,
+            next_part: 0,
+        }
     }
 
     pub(crate) fn get(&self, key: &TableKey, now: Time) -> Option<&Entry> {
-        self.parts[part(key)].find(hash(key), |e| &e.key == key).filter(|e| e.alive(now))
+        self.parts[part(key)]
+            .find(hash(key), |e| &e.key == key)
+            .filter(|e| e.alive(now))
     }
 
     pub(crate) fn get_mut(&mut self, key: &TableKey, now: Time) -> Option<&mut Entry> {
-        self.parts[part(key)].find_mut(hash(key), |e| &e.key == key).filter(|e| e.alive(now))
+        self.parts[part(key)]
+            .find_mut(hash(key), |e| &e.key == key)
+            .filter(|e| e.alive(now))
     }
 
     /// Inserts or overwrites (also a dead entry under the same key). At the bound, sweeps dead
@@ -171,12 +193,27 @@ mod tests {
         assert_eq!(t.insert(e(1, 1001), now), Insert::Done);
         assert_eq!(t.insert(e(2, 1100), now), Insert::Done);
         assert_eq!(t.insert(e(3, 1100), now), Insert::Full);
-        assert_eq!(t.insert(e(1, 1100), now), Insert::Done, "known keys keep working at the bound");
+        assert_eq!(
+            t.insert(e(1, 1100), now),
+            Insert::Done,
+            "known keys keep working at the bound"
+        );
         let later = Time::from_secs(1001);
-        assert_eq!(t.insert(e(3, 1100), later), Insert::Full, "nothing dead yet: entry 1 was refreshed");
+        assert_eq!(
+            t.insert(e(3, 1100), later),
+            Insert::Full,
+            "nothing dead yet: entry 1 was refreshed"
+        );
         t.get_mut(&[1; 10], later).unwrap().expires = 1001;
-        assert!(t.get(&[1; 10], later).is_none(), "dead on read at its expiry");
-        assert_eq!(t.insert(e(3, 1100), later), Insert::Done, "the dead entry was swept");
+        assert!(
+            t.get(&[1; 10], later).is_none(),
+            "dead on read at its expiry"
+        );
+        assert_eq!(
+            t.insert(e(3, 1100), later),
+            Insert::Done,
+            "the dead entry was swept"
+        );
         assert_eq!(t.len(), 2);
     }
 
@@ -188,11 +225,20 @@ mod tests {
             let mut key = [0u8; 10];
             key[..4].copy_from_slice(&i.to_le_bytes());
             key[9] = (i % 251) as u8;
-            assert_eq!(t.insert(Entry::new(key, "192.0.2.1:1".parse().unwrap(), [0; 12], 1001), now), Insert::Done);
+            assert_eq!(
+                t.insert(
+                    Entry::new(key, "192.0.2.1:1".parse().unwrap(), [0; 12], 1001),
+                    now
+                ),
+                Insert::Done
+            );
         }
         let dead = Time::from_secs(1001);
         let first = t.sweep_step(dead);
-        assert!(first > 0 && first < 100, "one part of 64, not the table: {first}");
+        assert!(
+            first > 0 && first < 100,
+            "one part of 64, not the table: {first}"
+        );
         let rest: usize = (1..PARTS).map(|_| t.sweep_step(dead)).sum();
         assert_eq!(first + rest, 1000);
         assert_eq!(t.len(), 0);

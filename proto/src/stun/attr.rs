@@ -113,7 +113,12 @@ pub fn decode_address(value: &[u8]) -> Result<SocketAddr, ParseError> {
 
 /// Decodes an XOR-MAPPED-ADDRESS value of a message with transaction id `txid`.
 pub fn decode_xor_address(value: &[u8], txid: &TransactionId) -> Result<SocketAddr, ParseError> {
-    decode_address_with(value, XOR_MAPPED_ADDRESS, (MAGIC_COOKIE >> 16) as u16, &xor_mask(txid))
+    decode_address_with(
+        value,
+        XOR_MAPPED_ADDRESS,
+        (MAGIC_COOKIE >> 16) as u16,
+        &xor_mask(txid),
+    )
 }
 
 /// The 16 bytes an IPv6 X-Address is XORed with: magic cookie then transaction id
@@ -127,14 +132,21 @@ pub(crate) fn xor_mask(txid: &TransactionId) -> [u8; 16] {
     mask
 }
 
-fn decode_address_with(value: &[u8], typ: u16, port_mask: u16, mask: &[u8; 16]) -> Result<SocketAddr, ParseError> {
+fn decode_address_with(
+    value: &[u8],
+    typ: u16,
+    port_mask: u16,
+    mask: &[u8; 16],
+) -> Result<SocketAddr, ParseError> {
     let Some((&[_reserved, family, p0, p1], addr)) = value.split_first_chunk::<4>() else {
         return Err(ParseError::BadAttributeLength(typ));
     };
     let port = u16::from_be_bytes([p0, p1]) ^ port_mask;
     let ip = match family {
         FAMILY_IPV4 => {
-            let bytes: [u8; 4] = addr.try_into().map_err(|_| ParseError::BadAttributeLength(typ))?;
+            let bytes: [u8; 4] = addr
+                .try_into()
+                .map_err(|_| ParseError::BadAttributeLength(typ))?;
             let mut out = [0; 4];
             for ((o, b), m) in out.iter_mut().zip(bytes).zip(mask) {
                 *o = b ^ m;
@@ -142,7 +154,9 @@ fn decode_address_with(value: &[u8], typ: u16, port_mask: u16, mask: &[u8; 16]) 
             IpAddr::V4(Ipv4Addr::from(out))
         }
         FAMILY_IPV6 => {
-            let bytes: [u8; 16] = addr.try_into().map_err(|_| ParseError::BadAttributeLength(typ))?;
+            let bytes: [u8; 16] = addr
+                .try_into()
+                .map_err(|_| ParseError::BadAttributeLength(typ))?;
             let mut out = [0; 16];
             for ((o, b), m) in out.iter_mut().zip(bytes).zip(mask) {
                 *o = b ^ m;
@@ -173,7 +187,10 @@ pub fn decode_error_code(value: &[u8]) -> Result<ErrorCode<'_>, ParseError> {
         return Err(ParseError::BadErrorCode);
     }
     let reason = core::str::from_utf8(reason).map_err(|_| ParseError::BadErrorCode)?;
-    Ok(ErrorCode { code: u16::from(class) * 100 + u16::from(number), reason })
+    Ok(ErrorCode {
+        code: u16::from(class) * 100 + u16::from(number),
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -182,9 +199,17 @@ mod tests {
 
     #[test]
     fn iterator_stops_on_malformed_bytes() {
-        let body = [0x00, 0x01, 0x00, 0x02, 0xAA, 0xBB, 0x00, 0x00, 0x00, 0x02, 0x00, 0x09, 1];
+        let body = [
+            0x00, 0x01, 0x00, 0x02, 0xAA, 0xBB, 0x00, 0x00, 0x00, 0x02, 0x00, 0x09, 1,
+        ];
         let mut it = Attributes::new(&body);
-        assert_eq!(it.next(), Some(RawAttribute { typ: 1, value: &[0xAA, 0xBB] }));
+        assert_eq!(
+            it.next(),
+            Some(RawAttribute {
+                typ: 1,
+                value: &[0xAA, 0xBB]
+            })
+        );
         assert_eq!(it.next(), None);
         assert_eq!(it.next(), None);
     }
@@ -193,7 +218,10 @@ mod tests {
     fn padding_is_required() {
         assert_eq!(split_attribute(&[0, 1, 0, 1, 0xAA]), None);
         assert_eq!(split_attribute(&[0, 1, 0, 1, 0xAA, 0, 0]), None);
-        assert_eq!(split_attribute(&[0, 1, 0, 1, 0xAA, 0, 0, 0]), Some((1, &[0xAA][..], &[][..])));
+        assert_eq!(
+            split_attribute(&[0, 1, 0, 1, 0xAA, 0, 0, 0]),
+            Some((1, &[0xAA][..], &[][..]))
+        );
         assert_eq!(split_attribute(&[0, 1, 0]), None);
     }
 
@@ -205,13 +233,19 @@ mod tests {
         v6[1] = 2;
         v6[2..4].copy_from_slice(&443u16.to_be_bytes());
         v6[4..].copy_from_slice(&"2001:db8::9".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(decode_address(&v6), Ok("[2001:db8::9]:443".parse().unwrap()));
+        assert_eq!(
+            decode_address(&v6),
+            Ok("[2001:db8::9]:443".parse().unwrap())
+        );
     }
 
     #[test]
     fn bad_addresses_are_errors() {
         let txid = [0; 12];
-        assert_eq!(decode_xor_address(&[0, 1, 0], &txid), Err(ParseError::BadAttributeLength(XOR_MAPPED_ADDRESS)));
+        assert_eq!(
+            decode_xor_address(&[0, 1, 0], &txid),
+            Err(ParseError::BadAttributeLength(XOR_MAPPED_ADDRESS))
+        );
         assert_eq!(
             decode_xor_address(&[0, 1, 0, 0, 1, 2, 3], &txid),
             Err(ParseError::BadAttributeLength(XOR_MAPPED_ADDRESS))
@@ -220,19 +254,52 @@ mod tests {
             decode_xor_address(&[0, 2, 0, 0, 1, 2, 3, 4], &txid),
             Err(ParseError::BadAttributeLength(XOR_MAPPED_ADDRESS))
         );
-        assert_eq!(decode_xor_address(&[0, 3, 0, 0, 1, 2, 3, 4], &txid), Err(ParseError::BadAddressFamily(3)));
-        assert_eq!(decode_address(&[0, 1, 0, 0, 1, 2, 3, 4, 5]), Err(ParseError::BadAttributeLength(MAPPED_ADDRESS)));
+        assert_eq!(
+            decode_xor_address(&[0, 3, 0, 0, 1, 2, 3, 4], &txid),
+            Err(ParseError::BadAddressFamily(3))
+        );
+        assert_eq!(
+            decode_address(&[0, 1, 0, 0, 1, 2, 3, 4, 5]),
+            Err(ParseError::BadAttributeLength(MAPPED_ADDRESS))
+        );
     }
 
     #[test]
     fn error_code_decodes_and_rejects() {
-        assert_eq!(decode_error_code(&[0, 0, 4, 20, b'h', b'i']), Ok(ErrorCode { code: 420, reason: "hi" }));
-        assert_eq!(decode_error_code(&[0, 0, 6, 99]), Ok(ErrorCode { code: 699, reason: "" }));
-        assert_eq!(decode_error_code(&[0, 0, 4]), Err(ParseError::BadAttributeLength(ERROR_CODE)));
-        assert_eq!(decode_error_code(&[0, 0, 2, 0]), Err(ParseError::BadErrorCode));
-        assert_eq!(decode_error_code(&[0, 0, 7, 0]), Err(ParseError::BadErrorCode));
-        assert_eq!(decode_error_code(&[0, 0, 4, 100]), Err(ParseError::BadErrorCode));
-        assert_eq!(decode_error_code(&[0, 0, 4, 1, 0xFF]), Err(ParseError::BadErrorCode));
+        assert_eq!(
+            decode_error_code(&[0, 0, 4, 20, b'h', b'i']),
+            Ok(ErrorCode {
+                code: 420,
+                reason: "hi"
+            })
+        );
+        assert_eq!(
+            decode_error_code(&[0, 0, 6, 99]),
+            Ok(ErrorCode {
+                code: 699,
+                reason: ""
+            })
+        );
+        assert_eq!(
+            decode_error_code(&[0, 0, 4]),
+            Err(ParseError::BadAttributeLength(ERROR_CODE))
+        );
+        assert_eq!(
+            decode_error_code(&[0, 0, 2, 0]),
+            Err(ParseError::BadErrorCode)
+        );
+        assert_eq!(
+            decode_error_code(&[0, 0, 7, 0]),
+            Err(ParseError::BadErrorCode)
+        );
+        assert_eq!(
+            decode_error_code(&[0, 0, 4, 100]),
+            Err(ParseError::BadErrorCode)
+        );
+        assert_eq!(
+            decode_error_code(&[0, 0, 4, 1, 0xFF]),
+            Err(ParseError::BadErrorCode)
+        );
         let mut long = [b'a'; 4 + MAX_REASON_LEN + 1];
         long[..4].copy_from_slice(&[0, 0, 5, 0]);
         assert_eq!(decode_error_code(&long), Err(ParseError::BadErrorCode));

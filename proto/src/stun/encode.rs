@@ -1,6 +1,8 @@
 //! Writing STUN messages into a caller-owned buffer, without allocating.
 
-use super::attr::{self, padded, xor_mask, FAMILY_IPV4, FAMILY_IPV6, MAX_REASON_CHARS, MAX_REASON_LEN};
+use super::attr::{
+    self, padded, xor_mask, FAMILY_IPV4, FAMILY_IPV6, MAX_REASON_CHARS, MAX_REASON_LEN,
+};
 use super::header::RawHeader;
 use super::integrity::{fingerprint, integrity_sha256, INTEGRITY_SHA256_LEN};
 use super::{EncodeError, MessageType, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE};
@@ -22,16 +24,25 @@ pub struct Encoder<'b> {
 
 impl<'b> Encoder<'b> {
     /// Starts a message of type `typ` and transaction id `txid` at the start of `buf`.
-    pub fn new(buf: &'b mut [u8], typ: MessageType, txid: &TransactionId) -> Result<Encoder<'b>, EncodeError> {
+    pub fn new(
+        buf: &'b mut [u8],
+        typ: MessageType,
+        txid: &TransactionId,
+    ) -> Result<Encoder<'b>, EncodeError> {
         if typ.method.0 > Method::MAX {
             return Err(EncodeError::BadMethod);
         }
-        let (header, _) = RawHeader::mut_from_prefix(buf).map_err(|_| EncodeError::BufferTooSmall)?;
+        let (header, _) =
+            RawHeader::mut_from_prefix(buf).map_err(|_| EncodeError::BufferTooSmall)?;
         header.typ.set(typ.to_u16());
         header.length.set(0);
         header.cookie.set(MAGIC_COOKIE);
         header.txid = *txid;
-        Ok(Encoder { buf, len: HEADER_LEN, integrity: false })
+        Ok(Encoder {
+            buf,
+            len: HEADER_LEN,
+            integrity: false,
+        })
     }
 
     /// Bytes written so far, header included.
@@ -48,7 +59,12 @@ impl<'b> Encoder<'b> {
     }
 
     /// Appends an attribute of `len` value bytes written by `fill` (which gets them zeroed).
-    pub fn attribute_with(&mut self, typ: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EncodeError> {
+    pub fn attribute_with(
+        &mut self,
+        typ: u16,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EncodeError> {
         if self.integrity && typ != attr::FINGERPRINT {
             return Err(EncodeError::AfterIntegrity);
         }
@@ -56,13 +72,21 @@ impl<'b> Encoder<'b> {
     }
 
     /// Appends without the order check; updates the header's length field.
-    fn append(&mut self, typ: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EncodeError> {
+    fn append(
+        &mut self,
+        typ: u16,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EncodeError> {
         let value_len = u16::try_from(len).map_err(|_| EncodeError::ValueTooLong)?;
         let end = self.len + 4 + padded(len);
         if end > MAX_MESSAGE_LEN {
             return Err(EncodeError::MessageTooLong);
         }
-        let space = self.buf.get_mut(self.len..end).ok_or(EncodeError::BufferTooSmall)?;
+        let space = self
+            .buf
+            .get_mut(self.len..end)
+            .ok_or(EncodeError::BufferTooSmall)?;
         let (head, value) = space.split_at_mut(4);
         head[..2].copy_from_slice(&typ.to_be_bytes());
         head[2..].copy_from_slice(&value_len.to_be_bytes());
@@ -142,7 +166,10 @@ impl<'b> Encoder<'b> {
         let (covered, attribute) = self.buf.split_at_mut(start);
         let body = (self.len - HEADER_LEN) as u16;
         let tag = integrity_sha256(key, covered, body).ok_or(EncodeError::BufferTooSmall)?;
-        let value = tag.as_ref().get(..INTEGRITY_SHA256_LEN).ok_or(EncodeError::ValueTooLong)?;
+        let value = tag
+            .as_ref()
+            .get(..INTEGRITY_SHA256_LEN)
+            .ok_or(EncodeError::ValueTooLong)?;
         attribute[4..4 + INTEGRITY_SHA256_LEN].copy_from_slice(value);
         self.integrity = true;
         Ok(())
@@ -191,14 +218,15 @@ mod tests {
         assert_eq!(e.len(), 20);
         e.attribute(0x7F00, b"a").unwrap();
         assert_eq!(e.len(), 28);
-        e.attribute_with(0x7F01, 5, |v| v.copy_from_slice(b"hello")).unwrap();
+        e.attribute_with(0x7F01, 5, |v| v.copy_from_slice(b"hello"))
+            .unwrap();
         assert_eq!(e.len(), 40);
         let n = e.finish();
         assert_eq!(
             &buf[..n],
             &[
-                0x00, 0x01, 0x00, 20, 0x21, 0x12, 0xA4, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,
-                0x42, 0x42, 0x42, // header
+                0x00, 0x01, 0x00, 20, 0x21, 0x12, 0xA4, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,
+                0x42, 0x42, 0x42, 0x42, 0x42, 0x42, // header
                 0x7F, 0x00, 0x00, 0x01, b'a', 0, 0, 0, // zero padding, not the buffer's 0xEE
                 0x7F, 0x01, 0x00, 0x05, b'h', b'e', b'l', b'l', b'o', 0, 0, 0,
             ][..]
@@ -209,17 +237,26 @@ mod tests {
     #[test]
     fn errors() {
         let mut small = [0u8; 19];
-        assert_eq!(Encoder::new(&mut small, req(), &TXID).err(), Some(EncodeError::BufferTooSmall));
+        assert_eq!(
+            Encoder::new(&mut small, req(), &TXID).err(),
+            Some(EncodeError::BufferTooSmall)
+        );
         let mut buf = [0u8; 32];
         let bad = MessageType::new(Method(0x1000), Class::Request);
-        assert_eq!(Encoder::new(&mut buf, bad, &TXID).err(), Some(EncodeError::BadMethod));
+        assert_eq!(
+            Encoder::new(&mut buf, bad, &TXID).err(),
+            Some(EncodeError::BadMethod)
+        );
         let mut e = Encoder::new(&mut buf, req(), &TXID).unwrap();
         assert_eq!(e.attribute(1, &[0; 9]), Err(EncodeError::BufferTooSmall));
         assert_eq!(e.len(), 20, "a failed append writes nothing");
         e.attribute(1, &[0; 8]).unwrap();
         assert_eq!(e.error_code(200, "x"), Err(EncodeError::BadErrorCode));
         assert_eq!(e.error_code(700, "x"), Err(EncodeError::BadErrorCode));
-        assert_eq!(e.error_code(400, &"x".repeat(129)), Err(EncodeError::ValueTooLong));
+        assert_eq!(
+            e.error_code(400, &"x".repeat(129)),
+            Err(EncodeError::ValueTooLong)
+        );
         assert_eq!(
             e.error_code(400, &"€".repeat(128)).err(),
             Some(EncodeError::BufferTooSmall),
@@ -230,14 +267,20 @@ mod tests {
         let sha1 = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"k");
         let mut buf = [0u8; 128];
         let mut e = Encoder::new(&mut buf, req(), &TXID).unwrap();
-        assert_eq!(e.message_integrity_sha256(&sha1), Err(EncodeError::WrongKeyAlgorithm));
+        assert_eq!(
+            e.message_integrity_sha256(&sha1),
+            Err(EncodeError::WrongKeyAlgorithm)
+        );
         assert_eq!(e.finish(), 20);
 
         let mut big = vec![0u8; 70_000];
         let mut e = Encoder::new(&mut big, req(), &TXID).unwrap();
         assert_eq!(e.attribute(1, &[0; 65_536]), Err(EncodeError::ValueTooLong));
         // The body may hold at most 65532 bytes (a multiple of 4 under 2^16).
-        assert_eq!(e.attribute(1, &[0; 65_529]), Err(EncodeError::MessageTooLong));
+        assert_eq!(
+            e.attribute(1, &[0; 65_529]),
+            Err(EncodeError::MessageTooLong)
+        );
         e.attribute(1, &[0; 65_000]).unwrap();
         assert_eq!(e.attribute(2, &[0; 525]), Err(EncodeError::MessageTooLong));
         e.attribute(2, &[0; 524]).unwrap();
@@ -253,8 +296,14 @@ mod tests {
         let mut buf = [0u8; 128];
         let mut e = Encoder::new(&mut buf, req(), &TXID).unwrap();
         e.message_integrity_sha256(&key).unwrap();
-        assert_eq!(e.attribute(attr::SOFTWARE, b"x"), Err(EncodeError::AfterIntegrity));
-        assert_eq!(e.message_integrity_sha256(&key), Err(EncodeError::AfterIntegrity));
+        assert_eq!(
+            e.attribute(attr::SOFTWARE, b"x"),
+            Err(EncodeError::AfterIntegrity)
+        );
+        assert_eq!(
+            e.message_integrity_sha256(&key),
+            Err(EncodeError::AfterIntegrity)
+        );
         let n = e.fingerprint().unwrap();
         assert_eq!(n, 20 + 36 + 8);
         let m = Message::parse(&buf[..n]).unwrap();
@@ -263,13 +312,22 @@ mod tests {
 
     #[test]
     fn xor_mapped_address_round_trips() {
-        for a in ["192.0.2.1:32853", "[2001:db8::1]:1", "0.0.0.0:0", "[::]:65535", "255.255.255.255:65535"] {
+        for a in [
+            "192.0.2.1:32853",
+            "[2001:db8::1]:1",
+            "0.0.0.0:0",
+            "[::]:65535",
+            "255.255.255.255:65535",
+        ] {
             let addr: SocketAddr = a.parse().unwrap();
             let mut buf = [0u8; 64];
             let mut e = Encoder::new(&mut buf, req(), &TXID).unwrap();
             e.xor_mapped_address(addr).unwrap();
             let n = e.finish();
-            assert_eq!(Message::parse(&buf[..n]).unwrap().xor_mapped_address(), Some(Ok(addr)));
+            assert_eq!(
+                Message::parse(&buf[..n]).unwrap().xor_mapped_address(),
+                Some(Ok(addr))
+            );
         }
     }
 
@@ -277,7 +335,8 @@ mod tests {
     fn ipv4_mapped_ipv6_is_encoded_as_ipv4() {
         let mut buf = [0u8; 64];
         let mut e = Encoder::new(&mut buf, req(), &TXID).unwrap();
-        e.xor_mapped_address("[::ffff:192.0.2.9]:1".parse().unwrap()).unwrap();
+        e.xor_mapped_address("[::ffff:192.0.2.9]:1".parse().unwrap())
+            .unwrap();
         let n = e.finish();
         assert_eq!(n, 20 + 12);
         assert_eq!(buf[20 + 5], attr::FAMILY_IPV4);

@@ -36,10 +36,14 @@ impl fmt::Display for ParseError {
             ParseError::NotStun => f.write_str("not STUN (leading bits or magic cookie)"),
             ParseError::BadLength => f.write_str("STUN length not a multiple of 4"),
             ParseError::LengthMismatch => f.write_str("STUN length does not match the datagram"),
-            ParseError::TruncatedAttribute => f.write_str("attribute runs past the end of the message"),
+            ParseError::TruncatedAttribute => {
+                f.write_str("attribute runs past the end of the message")
+            }
             ParseError::FingerprintNotLast => f.write_str("FINGERPRINT is not the last attribute"),
             ParseError::BadFingerprint => f.write_str("FINGERPRINT does not match"),
-            ParseError::AttributeAfterIntegrity => f.write_str("attribute after MESSAGE-INTEGRITY-SHA256"),
+            ParseError::AttributeAfterIntegrity => {
+                f.write_str("attribute after MESSAGE-INTEGRITY-SHA256")
+            }
             ParseError::BadAttributeLength(t) => write!(f, "attribute 0x{t:04X} has a bad length"),
             ParseError::BadAddressFamily(fam) => write!(f, "unknown address family 0x{fam:02X}"),
             ParseError::BadErrorCode => f.write_str("malformed ERROR-CODE"),

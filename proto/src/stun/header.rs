@@ -96,7 +96,11 @@ impl MessageType {
     pub const fn to_u16(self) -> u16 {
         let m = self.method.0 & Method::MAX;
         let c = self.class.bits();
-        (m & 0x000F) | ((m & 0x0070) << 1) | ((m & 0x0F80) << 2) | ((c & 0b01) << 4) | ((c & 0b10) << 7)
+        (m & 0x000F)
+            | ((m & 0x0070) << 1)
+            | ((m & 0x0F80) << 2)
+            | ((c & 0b01) << 4)
+            | ((c & 0b10) << 7)
     }
 
     /// Reads a wire value; [`ParseError::NotStun`] if either of the two leading bits is set.
@@ -107,7 +111,10 @@ impl MessageType {
         }
         let method = (v & 0x000F) | ((v >> 1) & 0x0070) | ((v >> 2) & 0x0F80);
         let class = ((v >> 4) & 0b01) | ((v >> 7) & 0b10);
-        Ok(MessageType { method: Method(method), class: Class::from_bits(class) })
+        Ok(MessageType {
+            method: Method(method),
+            class: Class::from_bits(class),
+        })
     }
 }
 
@@ -116,7 +123,9 @@ impl MessageType {
 #[inline]
 pub fn looks_like_stun(datagram: &[u8]) -> bool {
     match RawHeader::ref_from_prefix(datagram) {
-        Ok((h, _)) => h.typ.get() & 0xC000 == 0 && h.cookie.get() == MAGIC_COOKIE && h.length.get() % 4 == 0,
+        Ok((h, _)) => {
+            h.typ.get() & 0xC000 == 0 && h.cookie.get() == MAGIC_COOKIE && h.length.get() % 4 == 0
+        }
         Err(_) => false,
     }
 }
@@ -133,14 +142,25 @@ mod tests {
         assert_eq!(b(Class::Success), 0x0101);
         assert_eq!(b(Class::Error), 0x0111);
         // Highest method: every M bit set, no C bit.
-        assert_eq!(MessageType::new(Method(0xFFF), Class::Request).to_u16(), 0x3EEF);
+        assert_eq!(
+            MessageType::new(Method(0xFFF), Class::Request).to_u16(),
+            0x3EEF
+        );
         assert_eq!(MessageType::new(Method(0), Class::Error).to_u16(), 0x0110);
-        assert_eq!(MessageType::from_u16(0x0111), Ok(MessageType::new(Method::BINDING, Class::Error)));
+        assert_eq!(
+            MessageType::from_u16(0x0111),
+            Ok(MessageType::new(Method::BINDING, Class::Error))
+        );
     }
 
     #[test]
     fn every_method_and_class_round_trips() {
-        let classes = [Class::Request, Class::Indication, Class::Success, Class::Error];
+        let classes = [
+            Class::Request,
+            Class::Indication,
+            Class::Success,
+            Class::Error,
+        ];
         let mut seen = std::collections::HashSet::new();
         for m in 0..=Method::MAX {
             for class in classes {

@@ -50,12 +50,21 @@ mod tests {
 
     fn signed(k: &hmac::Key, fingerprint: bool) -> (Vec<u8>, usize) {
         let mut buf = [0u8; 256];
-        let mut e = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &[3; 12]).unwrap();
+        let mut e = Encoder::new(
+            &mut buf,
+            MessageType::new(Method::BINDING, Class::Request),
+            &[3; 12],
+        )
+        .unwrap();
         e.attribute(attr::SOFTWARE, b"flock test").unwrap();
         e.attribute(0x7F01, b"name").unwrap();
         e.message_integrity_sha256(k).unwrap();
         let mi_end = e.len();
-        let n = if fingerprint { e.fingerprint().unwrap() } else { e.finish() };
+        let n = if fingerprint {
+            e.fingerprint().unwrap()
+        } else {
+            e.finish()
+        };
         (buf[..n].to_vec(), mi_end)
     }
 
@@ -67,7 +76,10 @@ mod tests {
             let m = Message::parse(&msg).unwrap();
             assert_eq!(m.has_fingerprint(), fp);
             assert_eq!(m.verify_integrity_sha256(&k), Ok(()));
-            assert_eq!(m.verify_integrity_sha256(&key(b"other")), Err(IntegrityError::Bad));
+            assert_eq!(
+                m.verify_integrity_sha256(&key(b"other")),
+                Err(IntegrityError::Bad)
+            );
             let mi = m.get(attr::MESSAGE_INTEGRITY_SHA256).unwrap();
             assert_eq!(mi.len(), INTEGRITY_SHA256_LEN);
         }
@@ -100,22 +112,37 @@ mod tests {
             t[bit / 8] ^= 1 << (bit % 8);
             // Header bits (cookie, leading bits) already fail the parse.
             if let Ok(m) = Message::parse(&t) {
-                assert_eq!(m.verify_integrity_sha256(&k), Err(IntegrityError::Bad), "bit {bit}");
+                assert_eq!(
+                    m.verify_integrity_sha256(&k),
+                    Err(IntegrityError::Bad),
+                    "bit {bit}"
+                );
             }
         }
         // A flipped bit of the tag itself.
         let mut t = msg.clone();
         t[mi_end - 1] ^= 0x80;
-        assert_eq!(Message::parse(&t).unwrap().verify_integrity_sha256(&k), Err(IntegrityError::Bad));
+        assert_eq!(
+            Message::parse(&t).unwrap().verify_integrity_sha256(&k),
+            Err(IntegrityError::Bad)
+        );
     }
 
     #[test]
     fn integrity_missing() {
         let mut buf = [0u8; 64];
-        let e = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &[3; 12]).unwrap();
+        let e = Encoder::new(
+            &mut buf,
+            MessageType::new(Method::BINDING, Class::Request),
+            &[3; 12],
+        )
+        .unwrap();
         let n = e.fingerprint().unwrap();
         let m = Message::parse(&buf[..n]).unwrap();
-        assert_eq!(m.verify_integrity_sha256(&key(b"k")), Err(IntegrityError::Missing));
+        assert_eq!(
+            m.verify_integrity_sha256(&key(b"k")),
+            Err(IntegrityError::Missing)
+        );
     }
 
     #[test]
@@ -134,19 +161,30 @@ mod tests {
         let m = Message::parse(&t).unwrap();
         assert_eq!(m.verify_integrity_sha256(&k), Ok(()));
         t[start + 4] ^= 1;
-        assert_eq!(Message::parse(&t).unwrap().verify_integrity_sha256(&k), Err(IntegrityError::Bad));
+        assert_eq!(
+            Message::parse(&t).unwrap().verify_integrity_sha256(&k),
+            Err(IntegrityError::Bad)
+        );
     }
 
     #[test]
     fn bad_integrity_lengths_are_parse_errors() {
         for len in [0usize, 12, 18, 36] {
             let mut buf = [0u8; 128];
-            let mut e = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &[3; 12]).unwrap();
-            e.attribute(attr::MESSAGE_INTEGRITY_SHA256, &[0; 40][..len]).unwrap();
+            let mut e = Encoder::new(
+                &mut buf,
+                MessageType::new(Method::BINDING, Class::Request),
+                &[3; 12],
+            )
+            .unwrap();
+            e.attribute(attr::MESSAGE_INTEGRITY_SHA256, &[0; 40][..len])
+                .unwrap();
             let n = e.finish();
             assert_eq!(
                 Message::parse(&buf[..n]).map(|_| ()),
-                Err(ParseError::BadAttributeLength(attr::MESSAGE_INTEGRITY_SHA256)),
+                Err(ParseError::BadAttributeLength(
+                    attr::MESSAGE_INTEGRITY_SHA256
+                )),
                 "length {len}"
             );
         }
@@ -155,7 +193,12 @@ mod tests {
     #[test]
     fn fingerprint_detects_tampering() {
         let mut buf = [0u8; 128];
-        let mut e = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &[9; 12]).unwrap();
+        let mut e = Encoder::new(
+            &mut buf,
+            MessageType::new(Method::BINDING, Class::Request),
+            &[9; 12],
+        )
+        .unwrap();
         e.attribute(attr::SOFTWARE, b"abc").unwrap();
         let n = e.fingerprint().unwrap();
         let msg = &buf[..n];
@@ -175,7 +218,10 @@ mod tests {
         }
         let mut t = msg.to_vec();
         t[n - 1] ^= 1;
-        assert_eq!(Message::parse(&t).map(|_| ()), Err(ParseError::BadFingerprint));
+        assert_eq!(
+            Message::parse(&t).map(|_| ()),
+            Err(ParseError::BadFingerprint)
+        );
     }
 
     #[test]

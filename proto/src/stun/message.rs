@@ -3,7 +3,9 @@
 use super::attr::{self, split_attribute, Attributes, ErrorCode, RawAttribute};
 use super::header::RawHeader;
 use super::integrity::{constant_time_eq, fingerprint, integrity_sha256};
-use super::{Class, IntegrityError, MessageType, Method, ParseError, TransactionId, HEADER_LEN, MAGIC_COOKIE};
+use super::{
+    Class, IntegrityError, MessageType, Method, ParseError, TransactionId, HEADER_LEN, MAGIC_COOKIE,
+};
 use core::net::SocketAddr;
 use ring::hmac;
 use zerocopy::FromBytes;
@@ -37,7 +39,9 @@ struct AttributeList<'a>(Attributes<'a>);
 
 impl core::fmt::Debug for AttributeList<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_list().entries(self.0.clone().map(|a| (a.typ, a.value.len()))).finish()
+        f.debug_list()
+            .entries(self.0.clone().map(|a| (a.typ, a.value.len())))
+            .finish()
     }
 }
 
@@ -49,7 +53,8 @@ impl<'a> Message<'a> {
     /// that MESSAGE-INTEGRITY-SHA256 has a valid length and is followed by nothing but
     /// FINGERPRINT, and that FINGERPRINT (if any) is last and matches. Never allocates.
     pub fn parse(datagram: &'a [u8]) -> Result<Message<'a>, ParseError> {
-        let (header, body) = RawHeader::ref_from_prefix(datagram).map_err(|_| ParseError::TooShort)?;
+        let (header, body) =
+            RawHeader::ref_from_prefix(datagram).map_err(|_| ParseError::TooShort)?;
         let typ = MessageType::from_u16(header.typ.get())?;
         if header.cookie.get() != MAGIC_COOKIE {
             return Err(ParseError::NotStun);
@@ -77,7 +82,9 @@ impl<'a> Message<'a> {
                         return Err(ParseError::BadAttributeLength(attr::FINGERPRINT));
                     };
                     // The length field already covers FINGERPRINT: it is the last attribute.
-                    let covered = datagram.get(..offset).ok_or(ParseError::TruncatedAttribute)?;
+                    let covered = datagram
+                        .get(..offset)
+                        .ok_or(ParseError::TruncatedAttribute)?;
                     if fingerprint(covered) != u32::from_be_bytes(crc) {
                         return Err(ParseError::BadFingerprint);
                     }
@@ -86,7 +93,9 @@ impl<'a> Message<'a> {
                 _ if integrity != 0 => return Err(ParseError::AttributeAfterIntegrity),
                 attr::MESSAGE_INTEGRITY_SHA256 => {
                     if !(16..=32).contains(&value.len()) || value.len() % 4 != 0 {
-                        return Err(ParseError::BadAttributeLength(attr::MESSAGE_INTEGRITY_SHA256));
+                        return Err(ParseError::BadAttributeLength(
+                            attr::MESSAGE_INTEGRITY_SHA256,
+                        ));
                     }
                     // offset ≤ 65532 (the attribute's 20+ bytes end by 20 + 65532), and it is
                     // never 0 (the header comes first): 0 stays "none".
@@ -96,7 +105,13 @@ impl<'a> Message<'a> {
             }
             rest = after;
         }
-        Ok(Message { bytes: datagram, header, typ, integrity, fingerprint: has_fingerprint })
+        Ok(Message {
+            bytes: datagram,
+            header,
+            typ,
+            integrity,
+            fingerprint: has_fingerprint,
+        })
     }
 
     /// Method and class.
@@ -170,10 +185,16 @@ impl<'a> Message<'a> {
             return Err(IntegrityError::Bad);
         }
         let start = usize::from(self.integrity);
-        let (covered, attribute) = self.bytes.split_at_checked(start).ok_or(IntegrityError::Bad)?;
-        let RawAttribute { value, .. } = Attributes::new(attribute).next().ok_or(IntegrityError::Bad)?;
+        let (covered, attribute) = self
+            .bytes
+            .split_at_checked(start)
+            .ok_or(IntegrityError::Bad)?;
+        let RawAttribute { value, .. } = Attributes::new(attribute)
+            .next()
+            .ok_or(IntegrityError::Bad)?;
         // Length field as if the message ended right after this attribute (its value is 16..=32, a multiple of 4).
-        let length = u16::try_from(start + 4 + value.len() - HEADER_LEN).map_err(|_| IntegrityError::Bad)?;
+        let length =
+            u16::try_from(start + 4 + value.len() - HEADER_LEN).map_err(|_| IntegrityError::Bad)?;
         let tag = integrity_sha256(key, covered, length).ok_or(IntegrityError::Bad)?;
         let expected = tag.as_ref().get(..value.len()).ok_or(IntegrityError::Bad)?;
         if constant_time_eq(expected, value) {
@@ -186,7 +207,8 @@ impl<'a> Message<'a> {
     /// The first XOR-MAPPED-ADDRESS, decoded.
     #[inline]
     pub fn xor_mapped_address(&self) -> Option<Result<SocketAddr, ParseError>> {
-        self.get(attr::XOR_MAPPED_ADDRESS).map(|v| attr::decode_xor_address(v, self.transaction_id()))
+        self.get(attr::XOR_MAPPED_ADDRESS)
+            .map(|v| attr::decode_xor_address(v, self.transaction_id()))
     }
 
     /// The first MAPPED-ADDRESS, decoded.
@@ -204,7 +226,9 @@ impl<'a> Message<'a> {
     /// The first comprehension-required attribute (type < 0x8000) whose type is not in `known`:
     /// the caller answers a request carrying one with error 420 (and such a response is dropped).
     pub fn unknown_comprehension_required(&self, known: &[u16]) -> Option<u16> {
-        self.attributes().map(|a| a.typ).find(|&t| attr::is_comprehension_required(t) && !known.contains(&t))
+        self.attributes()
+            .map(|a| a.typ)
+            .find(|&t| attr::is_comprehension_required(t) && !known.contains(&t))
     }
 }
 
@@ -217,11 +241,20 @@ mod tests {
     /// A valid message with the given attributes, FINGERPRINT optional.
     fn build(attrs: &[(u16, &[u8])], fp: bool) -> Vec<u8> {
         let mut buf = [0u8; 1024];
-        let mut e = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), &TXID).unwrap();
+        let mut e = Encoder::new(
+            &mut buf,
+            MessageType::new(Method::BINDING, Class::Request),
+            &TXID,
+        )
+        .unwrap();
         for (t, v) in attrs {
             e.attribute(*t, v).unwrap();
         }
-        let n = if fp { e.fingerprint().unwrap() } else { e.finish() };
+        let n = if fp {
+            e.fingerprint().unwrap()
+        } else {
+            e.finish()
+        };
         buf[..n].to_vec()
     }
 
@@ -239,7 +272,10 @@ mod tests {
         assert_eq!(m.len(), 20);
         let p = Message::parse(&m).unwrap();
         assert_eq!(p.len(), 20);
-        assert_eq!(p.message_type(), MessageType::new(Method::BINDING, Class::Request));
+        assert_eq!(
+            p.message_type(),
+            MessageType::new(Method::BINDING, Class::Request)
+        );
         assert_eq!(p.transaction_id(), &TXID);
         assert_eq!(p.attributes().count(), 0);
         assert!(!p.has_fingerprint());
@@ -313,9 +349,21 @@ mod tests {
 
     #[test]
     fn attribute_after_integrity() {
-        let m = build(&[(attr::MESSAGE_INTEGRITY_SHA256, &[0; 32]), (attr::SOFTWARE, b"late")], false);
+        let m = build(
+            &[
+                (attr::MESSAGE_INTEGRITY_SHA256, &[0; 32]),
+                (attr::SOFTWARE, b"late"),
+            ],
+            false,
+        );
         assert_eq!(err(&m), ParseError::AttributeAfterIntegrity);
-        let m = build(&[(attr::MESSAGE_INTEGRITY_SHA256, &[0; 32]), (attr::MESSAGE_INTEGRITY_SHA256, &[0; 32])], false);
+        let m = build(
+            &[
+                (attr::MESSAGE_INTEGRITY_SHA256, &[0; 32]),
+                (attr::MESSAGE_INTEGRITY_SHA256, &[0; 32]),
+            ],
+            false,
+        );
         assert_eq!(err(&m), ParseError::AttributeAfterIntegrity);
         // FINGERPRINT may follow.
         let m = build(&[(attr::MESSAGE_INTEGRITY_SHA256, &[0; 32])], true);
@@ -325,10 +373,21 @@ mod tests {
 
     #[test]
     fn attributes_get_and_unknown() {
-        let m = build(&[(0x7F01, b"one"), (attr::SOFTWARE, b"sw"), (0x7F01, b"two"), (0x0002, b"")], true);
+        let m = build(
+            &[
+                (0x7F01, b"one"),
+                (attr::SOFTWARE, b"sw"),
+                (0x7F01, b"two"),
+                (0x0002, b""),
+            ],
+            true,
+        );
         let p = Message::parse(&m).unwrap();
         let types: Vec<u16> = p.attributes().map(|a| a.typ).collect();
-        assert_eq!(types, [0x7F01, attr::SOFTWARE, 0x7F01, 0x0002, attr::FINGERPRINT]);
+        assert_eq!(
+            types,
+            [0x7F01, attr::SOFTWARE, 0x7F01, 0x0002, attr::FINGERPRINT]
+        );
         assert_eq!(p.get(0x7F01), Some(&b"one"[..]), "first occurrence");
         assert_eq!(p.get(0x0002), Some(&b""[..]));
         assert_eq!(p.unknown_comprehension_required(&[]), Some(0x7F01));
@@ -340,12 +399,23 @@ mod tests {
     #[test]
     fn error_code_accessor() {
         let mut buf = [0u8; 128];
-        let mut e = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Error), &TXID).unwrap();
+        let mut e = Encoder::new(
+            &mut buf,
+            MessageType::new(Method::BINDING, Class::Error),
+            &TXID,
+        )
+        .unwrap();
         e.error_code(420, "Unknown Attribute").unwrap();
         let n = e.fingerprint().unwrap();
         let p = Message::parse(&buf[..n]).unwrap();
         assert_eq!(p.class(), Class::Error);
-        assert_eq!(p.error_code(), Some(Ok(ErrorCode { code: 420, reason: "Unknown Attribute" })));
+        assert_eq!(
+            p.error_code(),
+            Some(Ok(ErrorCode {
+                code: 420,
+                reason: "Unknown Attribute"
+            }))
+        );
     }
 
     /// Deterministic xorshift64.
@@ -362,9 +432,16 @@ mod tests {
     /// Calls every accessor so that none of them can hide a panic.
     fn exercise(bytes: &[u8]) -> bool {
         let _ = looks_like_stun(bytes);
-        let Ok(p) = Message::parse(bytes) else { return false };
+        let Ok(p) = Message::parse(bytes) else {
+            return false;
+        };
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
-        let _ = (p.message_type(), p.transaction_id(), p.len(), p.has_fingerprint());
+        let _ = (
+            p.message_type(),
+            p.transaction_id(),
+            p.len(),
+            p.has_fingerprint(),
+        );
         let _ = p.attributes().count();
         let _ = (p.xor_mapped_address(), p.mapped_address(), p.error_code());
         let _ = p.unknown_comprehension_required(&[1, 2, 3]);
@@ -376,13 +453,22 @@ mod tests {
     fn every_truncation_is_an_error() {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
         let mut buf = [0u8; 256];
-        let mut e = Encoder::new(&mut buf, MessageType::new(Method(0xF01), Class::Success), &TXID).unwrap();
-        e.xor_mapped_address("[2001:db8::1]:9".parse().unwrap()).unwrap();
+        let mut e = Encoder::new(
+            &mut buf,
+            MessageType::new(Method(0xF01), Class::Success),
+            &TXID,
+        )
+        .unwrap();
+        e.xor_mapped_address("[2001:db8::1]:9".parse().unwrap())
+            .unwrap();
         e.error_code(401, "Unauthorized").unwrap();
         e.attribute(attr::SOFTWARE, b"odd").unwrap();
         e.message_integrity_sha256(&key).unwrap();
         let n = e.fingerprint().unwrap();
-        let samples = [build(&[(attr::SOFTWARE, b"abcdefg"), (0x7F01, &[7; 33])], true), buf[..n].to_vec()];
+        let samples = [
+            build(&[(attr::SOFTWARE, b"abcdefg"), (0x7F01, &[7; 33])], true),
+            buf[..n].to_vec(),
+        ];
         for s in &samples {
             assert!(exercise(s));
             for cut in 0..s.len() {
@@ -421,7 +507,11 @@ mod tests {
                         let l = (rng.next() % 12) as usize;
                         buf[off + 2..off + 4].copy_from_slice(&(l as u16).to_be_bytes());
                         if rng.next() & 7 == 0 {
-                            let t = [attr::XOR_MAPPED_ADDRESS, attr::ERROR_CODE, attr::MAPPED_ADDRESS][i % 3];
+                            let t = [
+                                attr::XOR_MAPPED_ADDRESS,
+                                attr::ERROR_CODE,
+                                attr::MAPPED_ADDRESS,
+                            ][i % 3];
                             buf[off..off + 2].copy_from_slice(&t.to_be_bytes());
                         }
                         off += 4 + ((l + 3) & !3);
@@ -434,6 +524,9 @@ mod tests {
                 exercise(&buf[..len]);
             }
         }
-        assert!(parsed > 100, "the generator reaches the attribute-level code ({parsed})");
+        assert!(
+            parsed > 100,
+            "the generator reaches the attribute-level code ({parsed})"
+        );
     }
 }

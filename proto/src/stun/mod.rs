@@ -15,9 +15,13 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub use attr::{decode_address, decode_error_code, decode_xor_address, Attributes, ErrorCode, RawAttribute};
+pub use attr::{
+    decode_address, decode_error_code, decode_xor_address, Attributes, ErrorCode, RawAttribute,
+};
 pub use encode::Encoder;
 pub use error::{EncodeError, IntegrityError, ParseError};
-pub use header::{looks_like_stun, Class, MessageType, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE};
+pub use header::{
+    looks_like_stun, Class, MessageType, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE,
+};
 pub use integrity::{FINGERPRINT_XOR, INTEGRITY_SHA256_LEN};
 pub use message::Message;

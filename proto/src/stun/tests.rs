@@ -60,7 +60,9 @@ const SAMPLE_IPV6_RESPONSE: [u8; 92] = [
     0xc8, 0xfb, 0x0b, 0x4c,
 ];
 
-const RFC5769_TXID: TransactionId = [0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae];
+const RFC5769_TXID: TransactionId = [
+    0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+];
 /// The short-term password of RFC 5769 §2.
 const RFC5769_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
 /// Attribute type of the HMAC-SHA1 MESSAGE-INTEGRITY, which this codec treats as opaque.
@@ -78,18 +80,46 @@ fn check_sha1_integrity(msg: &[u8]) {
 #[test]
 fn rfc5769_sample_request() {
     let m = Message::parse(&SAMPLE_REQUEST).unwrap();
-    assert_eq!(m.message_type(), MessageType::new(Method::BINDING, Class::Request));
+    assert_eq!(
+        m.message_type(),
+        MessageType::new(Method::BINDING, Class::Request)
+    );
     assert_eq!(m.transaction_id(), &RFC5769_TXID);
     assert!(m.has_fingerprint(), "FINGERPRINT verified by parse");
     assert_eq!(m.len(), 108);
     assert_eq!(m.get(attr::SOFTWARE), Some(&b"STUN test client"[..]));
-    assert_eq!(m.get(0x0024), Some(&[0x6e, 0x00, 0x01, 0xff][..]), "PRIORITY");
-    assert_eq!(m.get(0x0006), Some(&b"evtj:h6vY"[..]), "USERNAME without its padding");
-    assert_eq!(m.get(MESSAGE_INTEGRITY_SHA1).map(<[u8]>::len), Some(20), "opaque HMAC-SHA1");
+    assert_eq!(
+        m.get(0x0024),
+        Some(&[0x6e, 0x00, 0x01, 0xff][..]),
+        "PRIORITY"
+    );
+    assert_eq!(
+        m.get(0x0006),
+        Some(&b"evtj:h6vY"[..]),
+        "USERNAME without its padding"
+    );
+    assert_eq!(
+        m.get(MESSAGE_INTEGRITY_SHA1).map(<[u8]>::len),
+        Some(20),
+        "opaque HMAC-SHA1"
+    );
     let types: Vec<u16> = m.attributes().map(|a| a.typ).collect();
-    assert_eq!(types, [attr::SOFTWARE, 0x0024, 0x8029, 0x0006, MESSAGE_INTEGRITY_SHA1, attr::FINGERPRINT]);
+    assert_eq!(
+        types,
+        [
+            attr::SOFTWARE,
+            0x0024,
+            0x8029,
+            0x0006,
+            MESSAGE_INTEGRITY_SHA1,
+            attr::FINGERPRINT
+        ]
+    );
     assert!(!m.has_integrity_sha256());
-    assert_eq!(m.unknown_comprehension_required(&[0x0024, 0x0006]), Some(MESSAGE_INTEGRITY_SHA1));
+    assert_eq!(
+        m.unknown_comprehension_required(&[0x0024, 0x0006]),
+        Some(MESSAGE_INTEGRITY_SHA1)
+    );
     assert!(looks_like_stun(&SAMPLE_REQUEST));
     check_sha1_integrity(&SAMPLE_REQUEST);
 }
@@ -97,7 +127,10 @@ fn rfc5769_sample_request() {
 #[test]
 fn rfc5769_ipv4_response() {
     let m = Message::parse(&SAMPLE_IPV4_RESPONSE).unwrap();
-    assert_eq!(m.message_type(), MessageType::new(Method::BINDING, Class::Success));
+    assert_eq!(
+        m.message_type(),
+        MessageType::new(Method::BINDING, Class::Success)
+    );
     assert!(m.has_fingerprint());
     assert_eq!(m.get(attr::SOFTWARE), Some(&b"test vector"[..]));
     let expected: SocketAddr = "192.0.2.1:32853".parse().unwrap();
@@ -110,7 +143,9 @@ fn rfc5769_ipv4_response() {
 fn rfc5769_ipv6_response() {
     let m = Message::parse(&SAMPLE_IPV6_RESPONSE).unwrap();
     assert!(m.has_fingerprint());
-    let expected: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap();
+    let expected: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+        .parse()
+        .unwrap();
     assert_eq!(m.xor_mapped_address(), Some(Ok(expected)));
     check_sha1_integrity(&SAMPLE_IPV6_RESPONSE);
     assert_reencoded(expected, &SAMPLE_IPV6_RESPONSE[36..60]);
@@ -119,7 +154,12 @@ fn rfc5769_ipv6_response() {
 /// Encoding `addr` with the vectors' transaction id gives the vector's attribute bytes.
 fn assert_reencoded(addr: SocketAddr, attribute: &[u8]) {
     let mut buf = [0u8; 64];
-    let mut e = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Success), &RFC5769_TXID).unwrap();
+    let mut e = Encoder::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Success),
+        &RFC5769_TXID,
+    )
+    .unwrap();
     e.xor_mapped_address(addr).unwrap();
     let n = e.finish();
     assert_eq!(&buf[HEADER_LEN..n], attribute);
@@ -127,13 +167,20 @@ fn assert_reencoded(addr: SocketAddr, attribute: &[u8]) {
 
 #[test]
 fn rfc5769_vectors_reject_every_truncation_and_tamper() {
-    for v in [&SAMPLE_REQUEST[..], &SAMPLE_IPV4_RESPONSE, &SAMPLE_IPV6_RESPONSE] {
+    for v in [
+        &SAMPLE_REQUEST[..],
+        &SAMPLE_IPV4_RESPONSE,
+        &SAMPLE_IPV6_RESPONSE,
+    ] {
         for cut in 0..v.len() {
             assert!(Message::parse(&v[..cut]).is_err());
         }
         let mut t = v.to_vec();
         t[30] ^= 0x01; // inside SOFTWARE
-        assert_eq!(Message::parse(&t).map(|_| ()), Err(ParseError::BadFingerprint));
+        assert_eq!(
+            Message::parse(&t).map(|_| ()),
+            Err(ParseError::BadFingerprint)
+        );
     }
 }
 

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use flock_proto::identity;
-use flock_proto::login::wire::{method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody};
+use flock_proto::login::wire::{
+    method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
+};
 use flock_proto::login::{Command, Event, SessionId, SessionNonce};
 use flock_proto::server::{FlockConfig, Keys, Server, ServerConfig};
 use flock_proto::stun::{Class, Message};
@@ -30,12 +32,20 @@ pub fn server_addr(i: usize) -> SocketAddr {
 }
 
 pub fn flock(me: usize, digest: [u8; 32]) -> FlockConfig {
-    FlockConfig { me, servers: (0..3).map(server_addr).collect(), digest, peer_secret: SECRET }
+    FlockConfig {
+        me,
+        servers: (0..3).map(server_addr).collect(),
+        digest,
+        peer_secret: SECRET,
+    }
 }
 
 /// A name that server `owner` of three owns.
 pub fn name_owned_by(owner: usize, tag: &str) -> Name {
-    (0..).map(|i| format!("{tag}{i}").parse::<Name>().unwrap()).find(|n| n.hash().server_index(3) == owner).unwrap()
+    (0..)
+        .map(|i| format!("{tag}{i}").parse::<Name>().unwrap())
+        .find(|n| n.hash().server_index(3) == owner)
+        .unwrap()
 }
 
 /// Answers log-ins as an appliance would; with `only_known`, drops datagrams from addresses it
@@ -76,7 +86,14 @@ impl Appliance {
         let (nonce, _) = self.session.unwrap();
         let mut buf = [0u8; 1500];
         let txid = [0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, self.next_seq as u8];
-        let n = Signal { name: self.name, session: nonce, seq: self.next_seq, body }.encode(&mut buf, &txid).unwrap();
+        let n = Signal {
+            name: self.name,
+            session: nonce,
+            seq: self.next_seq,
+            body,
+        }
+        .encode(&mut buf, &txid)
+        .unwrap();
         self.next_seq += 1;
         buf[..n].to_vec()
     }
@@ -108,21 +125,47 @@ impl Appliance {
                 let r = PersonasRequest::parse(&m).unwrap();
                 assert!(r.from_flock(&flock_pk));
                 let sum: [u8; 32] = Sha256::digest(LIST).into();
-                let data = if r.known == Some(sum) { &[][..] } else { &LIST[r.offset as usize..] };
-                let c = PersonasChunk { name: r.name, checksum: sum, total: LIST.len() as u32, offset: r.offset, credentials_required: false, data };
+                let data = if r.known == Some(sum) {
+                    &[][..]
+                } else {
+                    &LIST[r.offset as usize..]
+                };
+                let c = PersonasChunk {
+                    name: r.name,
+                    checksum: sum,
+                    total: LIST.len() as u32,
+                    offset: r.offset,
+                    credentials_required: false,
+                    data,
+                };
                 let n = c.encode(&mut buf, m.transaction_id()).unwrap();
                 out.push((src, buf[..n].to_vec()));
             }
             (x, Class::Request) if x == method::CONNECT => {
                 let c = Connect::parse(&m).unwrap();
                 assert!(c.from_flock(&flock_pk));
-                let n = Ack { method: method::CONNECT, name: c.name, session: c.session, seq: None, error: None }.encode(&mut buf, m.transaction_id()).unwrap();
+                let n = Ack {
+                    method: method::CONNECT,
+                    name: c.name,
+                    session: c.session,
+                    seq: None,
+                    error: None,
+                }
+                .encode(&mut buf, m.transaction_id())
+                .unwrap();
                 out.push((src, buf[..n].to_vec()));
                 if self.session.is_none() {
                     self.session = Some((c.session, src));
                     let sdp = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n";
-                    let offer = self.signal(SignalBody::Sdp { offset: 0, total: sdp.len() as u32, data: sdp });
-                    let cand = self.signal(SignalBody::Candidate { candidate: "candidate:1 1 udp 1 192.0.2.7 50000 typ host", mid: Some("0") });
+                    let offer = self.signal(SignalBody::Sdp {
+                        offset: 0,
+                        total: sdp.len() as u32,
+                        data: sdp,
+                    });
+                    let cand = self.signal(SignalBody::Candidate {
+                        candidate: "candidate:1 1 udp 1 192.0.2.7 50000 typ host",
+                        mid: Some("0"),
+                    });
                     let end = self.signal(SignalBody::EndOfCandidates);
                     self.queue.extend([offer, cand, end]);
                     out.extend(self.next_signal());
@@ -134,7 +177,15 @@ impl Appliance {
                 if !self.signals_in.contains(&s.seq) {
                     self.signals_in.push(s.seq);
                 }
-                let n = Ack { method: method::SIGNAL, name: s.name, session: s.session, seq: Some(s.seq), error: None }.encode(&mut buf, m.transaction_id()).unwrap();
+                let n = Ack {
+                    method: method::SIGNAL,
+                    name: s.name,
+                    session: s.session,
+                    seq: Some(s.seq),
+                    error: None,
+                }
+                .encode(&mut buf, m.transaction_id())
+                .unwrap();
                 out.push((src, buf[..n].to_vec()));
             }
             (x, Class::Success) if x == method::SIGNAL => {
@@ -165,15 +216,35 @@ pub struct Net {
 }
 
 pub fn keys() -> Keys {
-    Keys { proof: ProofKeys::from_secret(b"server secret"), flock: Arc::new(keypair(200)) }
+    Keys {
+        proof: ProofKeys::from_secret(b"server secret"),
+        flock: Arc::new(keypair(200)),
+    }
 }
 
 impl Net {
     pub fn new(appliance: Appliance, digests: [[u8; 32]; 3]) -> Net {
         let servers = (0..3)
-            .map(|i| Server::new(ServerConfig { flock: flock(i, digests[i]), ..ServerConfig::default() }, keys(), XorShift(0x9E37_79B9 + i as u64)))
+            .map(|i| {
+                Server::new(
+                    ServerConfig {
+                        flock: flock(i, digests[i]),
+                        ..ServerConfig::default()
+                    },
+                    keys(),
+                    XorShift(0x9E37_79B9 + i as u64),
+                )
+            })
             .collect();
-        Net { now: T0, servers, appliance, down: HashSet::new(), queue: VecDeque::new(), log: vec![], events: vec![] }
+        Net {
+            now: T0,
+            servers,
+            appliance,
+            down: HashSet::new(),
+            queue: VecDeque::new(),
+            log: vec![],
+            events: vec![],
+        }
     }
 
     /// Registers the appliance at server `owner`.
@@ -185,7 +256,9 @@ impl Net {
             let txid = d.txid();
             let bytes = d.register_bytes(self.now.0, &txid);
             let mut reply = [0u8; 1500];
-            let a = s.handle(self.now, src, &bytes, &mut reply).map(|n| Answer::read(&reply[..n]));
+            let a = s
+                .handle(self.now, src, &bytes, &mut reply)
+                .map(|n| Answer::read(&reply[..n]));
             match a {
                 Some(a @ Answer::Error(_)) => d.absorb(&a),
                 Some(Answer::Registered(_)) => {
@@ -223,7 +296,9 @@ impl Net {
                     self.events.push((i, id, e));
                 }
             }
-            let Some((from, to, bytes)) = self.queue.pop_front() else { return };
+            let Some((from, to, bytes)) = self.queue.pop_front() else {
+                return;
+            };
             if to == self.appliance.addr {
                 for (dst, b) in self.appliance.handle(from, &bytes) {
                     let a = self.appliance.addr;
@@ -273,14 +348,26 @@ impl Net {
 
     /// Events of session `id` at `server` so far (taken).
     pub fn take(&mut self, server: usize, id: SessionId) -> Vec<Event> {
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events).into_iter().partition(|(s, i, _)| *s == server && *i == id);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
+            .into_iter()
+            .partition(|(s, i, _)| *s == server && *i == id);
         self.events = rest;
         mine.into_iter().map(|(_, _, e)| e).collect()
     }
 
     /// Datagrams sent from `from` to `to` so far, with a given STUN method.
-    pub fn count(&self, from: SocketAddr, to: SocketAddr, method: flock_proto::stun::Method) -> usize {
-        self.log.iter().filter(|(f, t, b)| *f == from && *t == to && Message::parse(b).is_ok_and(|m| m.method() == method)).count()
+    pub fn count(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        method: flock_proto::stun::Method,
+    ) -> usize {
+        self.log
+            .iter()
+            .filter(|(f, t, b)| {
+                *f == from && *t == to && Message::parse(b).is_ok_and(|m| m.method() == method)
+            })
+            .count()
     }
 
     /// A whole log-in at `server` for session `id`: personas, login, signalling both ways, done.
@@ -290,17 +377,44 @@ impl Net {
         self.run_for(5_000);
         let ev = self.take(server, id);
         assert!(matches!(ev.as_slice(), [Event::Personas(_)]), "{ev:?}");
-        self.command(server, id, Command::Login { persona: "alice".into(), credential: "pwd:x".into() });
+        self.command(
+            server,
+            id,
+            Command::Login {
+                persona: "alice".into(),
+                credential: "pwd:x".into(),
+            },
+        );
         self.run_for(5_000);
         let ev = self.take(server, id);
         assert!(matches!(ev.first(), Some(Event::Accepted)), "{ev:?}");
-        assert!(ev.iter().any(|e| matches!(e, Event::Offer { .. })), "{ev:?}");
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::Offer { .. })),
+            "{ev:?}"
+        );
         assert!(matches!(ev.last(), Some(Event::EndOfCandidates)), "{ev:?}");
-        self.command(server, id, Command::Answer { sdp: "v=0\r\n".into() });
-        self.command(server, id, Command::Candidate(flock_proto::login::Candidate { candidate: "candidate:2 1 udp 1 192.0.2.9 1 typ host".into(), mid: None }));
+        self.command(
+            server,
+            id,
+            Command::Answer {
+                sdp: "v=0\r\n".into(),
+            },
+        );
+        self.command(
+            server,
+            id,
+            Command::Candidate(flock_proto::login::Candidate {
+                candidate: "candidate:2 1 udp 1 192.0.2.9 1 typ host".into(),
+                mid: None,
+            }),
+        );
         self.command(server, id, Command::EndOfCandidates);
         self.run_for(5_000);
         assert_eq!(self.take(server, id), vec![Event::Done]);
-        assert_eq!(self.appliance.signals_in, vec![0, 1, 2], "the browser's answer, candidate and end arrived");
+        assert_eq!(
+            self.appliance.signals_in,
+            vec![0, 1, 2],
+            "the browser's answer, candidate and end arrived"
+        );
     }
 }

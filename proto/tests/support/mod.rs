@@ -1,8 +1,8 @@
 //! A simulated server and hand-driven appliances for the sans-IO tests.
 #![allow(dead_code)]
 
-pub use flock_proto::testing::{keypair, Answer, Device, XorShift};
 use flock_proto::server::{Keys, Server, ServerConfig};
+pub use flock_proto::testing::{keypair, Answer, Device, XorShift};
 use flock_proto::token::ProofKeys;
 use flock_proto::Time;
 use std::net::SocketAddr;
@@ -11,11 +11,18 @@ use std::sync::Arc;
 pub const T0: Time = Time(1_700_000_000_000);
 
 pub fn keys(secret: &[u8]) -> Keys {
-    Keys { proof: ProofKeys::from_secret(secret), flock: Arc::new(keypair(200)) }
+    Keys {
+        proof: ProofKeys::from_secret(secret),
+        flock: Arc::new(keypair(200)),
+    }
 }
 
 pub fn server(config: ServerConfig) -> Server<XorShift> {
-    Server::new(config, keys(b"server secret"), XorShift(0x9E37_79B9_7F4A_7C15))
+    Server::new(
+        config,
+        keys(b"server secret"),
+        XorShift(0x9E37_79B9_7F4A_7C15),
+    )
 }
 
 pub fn addr(s: &str) -> SocketAddr {
@@ -23,12 +30,21 @@ pub fn addr(s: &str) -> SocketAddr {
 }
 
 /// Feeds one datagram, returns the immediate answer (checking it is never larger).
-pub fn exchange(server: &mut Server<XorShift>, now: Time, src: SocketAddr, datagram: &[u8]) -> Answer {
+pub fn exchange(
+    server: &mut Server<XorShift>,
+    now: Time,
+    src: SocketAddr,
+    datagram: &[u8],
+) -> Answer {
     let mut reply = [0u8; 1500];
     match server.handle(now, src, datagram, &mut reply) {
         None => Answer::Silent,
         Some(n) => {
-            assert!(n <= datagram.len(), "answer of {n} bytes to a {}-byte request", datagram.len());
+            assert!(
+                n <= datagram.len(),
+                "answer of {n} bytes to a {}-byte request",
+                datagram.len()
+            );
             Answer::read(&reply[..n])
         }
     }
@@ -58,7 +74,12 @@ pub fn advance(server: &mut Server<XorShift>, until: Time) -> Vec<(Time, SocketA
 }
 
 /// REGISTER from `src`, doing the nonce round trip when needed.
-pub fn register(d: &mut Device, server: &mut Server<XorShift>, now: Time, src: SocketAddr) -> Answer {
+pub fn register(
+    d: &mut Device,
+    server: &mut Server<XorShift>,
+    now: Time,
+    src: SocketAddr,
+) -> Answer {
     for _ in 0..2 {
         let txid = d.txid();
         let a = exchange(server, now, src, &d.register_bytes(now.0, &txid));
@@ -72,7 +93,12 @@ pub fn register(d: &mut Device, server: &mut Server<XorShift>, now: Time, src: S
 }
 
 /// KEEPALIVE from `src`.
-pub fn keepalive(d: &mut Device, server: &mut Server<XorShift>, now: Time, src: SocketAddr) -> Answer {
+pub fn keepalive(
+    d: &mut Device,
+    server: &mut Server<XorShift>,
+    now: Time,
+    src: SocketAddr,
+) -> Answer {
     let txid = d.txid();
     let a = exchange(server, now, src, &d.keepalive_bytes(&txid));
     d.absorb(&a);

@@ -26,15 +26,21 @@ pub struct Closed {
 
 impl Browser {
     pub async fn connect(gateway: SocketAddr) -> Browser {
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(format!("ws://{gateway}/ws")))
-            .await
-            .expect("websocket handshake in time")
-            .expect("websocket handshake");
+        let (ws, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::connect_async(format!("ws://{gateway}/ws")),
+        )
+        .await
+        .expect("websocket handshake in time")
+        .expect("websocket handshake");
         Browser { ws }
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.expect("send");
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_raw(&mut self, m: Message) {
@@ -42,19 +48,27 @@ impl Browser {
     }
 
     pub async fn open(&mut self, appliance: &str) {
-        self.send(json!({"type": "open", "appliance": appliance})).await;
+        self.send(json!({"type": "open", "appliance": appliance}))
+            .await;
     }
 
     pub async fn login(&mut self, persona: &str, password: &str) {
-        self.send(json!({"type": "login", "persona": persona, "credential": format!("pwd:{password}")})).await;
+        self.send(
+            json!({"type": "login", "persona": persona, "credential": format!("pwd:{password}")}),
+        )
+        .await;
     }
 
     /// The next JSON message; panics on close, timeout or a non-text frame.
     pub async fn recv(&mut self) -> Value {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a message in time");
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message in time");
             match m {
-                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON from the flock"),
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(&t).expect("JSON from the flock")
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a JSON message, got {other:?}"),
             }
@@ -77,10 +91,18 @@ impl Browser {
 
     /// Waits for the flock's close frame (skipping nothing: any other message is a failure).
     pub async fn closed(&mut self) -> Closed {
-        let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close in time");
+        let m = tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("close in time");
         match m {
-            Some(Ok(Message::Close(Some(f)))) => Closed { code: u16::from(f.code), reason: f.reason.to_string() },
-            Some(Ok(Message::Close(None))) => Closed { code: u16::from(CloseCode::Status), reason: String::new() },
+            Some(Ok(Message::Close(Some(f)))) => Closed {
+                code: u16::from(f.code),
+                reason: f.reason.to_string(),
+            },
+            Some(Ok(Message::Close(None))) => Closed {
+                code: u16::from(CloseCode::Status),
+                reason: String::new(),
+            },
             other => panic!("expected a close, got {other:?}"),
         }
     }
@@ -93,7 +115,10 @@ use tokio::sync::mpsc;
 #[derive(Clone)]
 pub enum Behaviour {
     /// Sends `offer`, the candidates, then end-of-candidates.
-    Signal { offer: String, candidates: Vec<Candidate> },
+    Signal {
+        offer: String,
+        candidates: Vec<Candidate>,
+    },
     /// Accepts, then never signals anything.
     Mute,
 }
@@ -101,7 +126,11 @@ pub enum Behaviour {
 /// Runs an SDK appliance's application side on a task: accepts `persona` with `password`
 /// (anything else is a bad credential; `deny` is refused by policy) and reacts to accepted
 /// log-ins per `behaviour`. Every event is forwarded to the returned channel.
-pub fn run_appliance(mut h: ApplianceHandle, list: &[u8], behaviour: Behaviour) -> mpsc::UnboundedReceiver<Event> {
+pub fn run_appliance(
+    mut h: ApplianceHandle,
+    list: &[u8],
+    behaviour: Behaviour,
+) -> mpsc::UnboundedReceiver<Event> {
     h.set_personas(Some(list.to_vec())).unwrap();
     h.set_authenticator(|r| match (r.persona, r.credential) {
         ("deny", _) => Decision::Deny,
@@ -112,7 +141,9 @@ pub fn run_appliance(mut h: ApplianceHandle, list: &[u8], behaviour: Behaviour) 
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(e) = h.next_event().await {
-            if let (Event::LoginAccepted { session, .. }, Behaviour::Signal { offer, candidates }) = (&e, &behaviour) {
+            if let (Event::LoginAccepted { session, .. }, Behaviour::Signal { offer, candidates }) =
+                (&e, &behaviour)
+            {
                 h.send_offer(*session, offer.clone()).unwrap();
                 for c in candidates {
                     h.add_candidate(*session, c.clone()).unwrap();
@@ -129,7 +160,11 @@ pub fn run_appliance(mut h: ApplianceHandle, list: &[u8], behaviour: Behaviour) 
 }
 
 /// Waits for the first event matching `want` from `run_appliance`'s channel.
-pub async fn next_matching(rx: &mut mpsc::UnboundedReceiver<Event>, what: &str, want: impl Fn(&Event) -> bool) -> Event {
+pub async fn next_matching(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    what: &str,
+    want: impl Fn(&Event) -> bool,
+) -> Event {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = vec![];
     loop {
@@ -142,10 +177,14 @@ pub async fn next_matching(rx: &mut mpsc::UnboundedReceiver<Event>, what: &str, 
     }
 }
 
-pub const LIST: &[u8] = br#"[{"id":"alice","name":"Alice"},{"id":"deny","name":"Refused by policy"}]"#;
+pub const LIST: &[u8] =
+    br#"[{"id":"alice","name":"Alice"},{"id":"deny","name":"Refused by policy"}]"#;
 
 pub fn candidate(port: u16) -> Candidate {
-    Candidate { candidate: format!("candidate:{port} 1 udp 2130706431 127.0.0.1 {port} typ host"), mid: Some("0".into()) }
+    Candidate {
+        candidate: format!("candidate:{port} 1 udp 2130706431 127.0.0.1 {port} typ host"),
+        mid: Some("0".into()),
+    }
 }
 
 /// A synthetic offer long enough to need two SIGNAL chunks.

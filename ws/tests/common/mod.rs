@@ -39,7 +39,11 @@ impl CoreLink for FakeLink {
             return None;
         }
         let last = s.bytes().last().unwrap_or(b'0');
-        Some(if last.is_ascii_digit() { (last - b'0') as usize % self.cores } else { 0 })
+        Some(if last.is_ascii_digit() {
+            (last - b'0') as usize % self.cores
+        } else {
+            0
+        })
     }
 
     fn send(&self, core: usize, msg: ToCore) -> Result<(), ToCore> {
@@ -60,7 +64,10 @@ pub struct Cores {
 impl Cores {
     /// The next command any core received.
     pub async fn next(&mut self) -> (usize, ToCore) {
-        tokio::time::timeout(WAIT, self.rx.recv()).await.expect("no command reached a core").expect("link gone")
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("no command reached a core")
+            .expect("link gone")
     }
 
     /// Expects an `open` for `name` and returns (core, session, sink).
@@ -70,7 +77,11 @@ impl Cores {
             Command::Open { name: got } => assert_eq!(got.as_str(), name),
             other => panic!("expected Open, got {other:?}"),
         }
-        (core, msg.session, msg.events.expect("Open carries the event sink"))
+        (
+            core,
+            msg.session,
+            msg.events.expect("Open carries the event sink"),
+        )
     }
 
     /// Expects `command` for `session`.
@@ -95,31 +106,51 @@ pub fn start(cores: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> (GatewayHa
 }
 
 /// As [`start`], consulting `policy`.
-pub fn start_with_policy(cores: usize, policy: Arc<dyn flock_ws::Policy>, tweak: impl FnOnce(&mut GatewayConfig)) -> (GatewayHandle, Cores) {
-    let mut config = GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..GatewayConfig::default() };
+pub fn start_with_policy(
+    cores: usize,
+    policy: Arc<dyn flock_ws::Policy>,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> (GatewayHandle, Cores) {
+    let mut config = GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..GatewayConfig::default()
+    };
     tweak(&mut config);
     let (tx, rx) = mpsc::unbounded_channel();
-    let link = Arc::new(FakeLink { cores, full: (0..cores).map(|_| AtomicBool::new(false)).collect(), tx });
+    let link = Arc::new(FakeLink {
+        cores,
+        full: (0..cores).map(|_| AtomicBool::new(false)).collect(),
+        tx,
+    });
     let gw = Gateway::start_with_policy(config, link.clone(), policy).expect("gateway starts");
     (gw, Cores { link, rx })
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {
-    let (ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(format!("ws://{addr}/ws")))
-        .await
-        .expect("handshake in time")
-        .expect("websocket opens");
+    let (ws, resp) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("websocket opens");
     assert_eq!(resp.status(), 101);
     ws
 }
 
 /// Tries a websocket with extra request headers; Ok(()) on 101, Err(status) on an HTTP refusal.
-pub async fn try_connect(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<Client, u16> {
+pub async fn try_connect(
+    addr: SocketAddr,
+    headers: &[(&'static str, &str)],
+) -> Result<Client, u16> {
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
     for (k, v) in headers {
         req.headers_mut().insert(*k, v.parse().unwrap());
     }
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await.expect("answer in time") {
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("answer in time")
+    {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
         Err(e) => panic!("unexpected handshake error: {e}"),
@@ -133,7 +164,10 @@ pub async fn send(ws: &mut Client, v: Value) {
 /// The next JSON message from the gateway.
 pub async fn recv(ws: &mut Client) -> Value {
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time")
+        {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected a text message, got {other:?}"),
@@ -143,12 +177,18 @@ pub async fn recv(ws: &mut Client) -> Value {
 
 /// Expects the close frame (code, reason) and then the end of the stream.
 pub async fn expect_close(ws: &mut Client) -> (u16, String) {
-    let frame = match tokio::time::timeout(WAIT, ws.next()).await.expect("close in time") {
+    let frame = match tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("close in time")
+    {
         Some(Ok(Message::Close(Some(f)))) => (u16::from(f.code), f.reason.to_string()),
         other => panic!("expected a close frame, got {other:?}"),
     };
     // Our close reply goes out as we read on; the server then ends the TCP stream.
-    if let Some(Ok(m)) = tokio::time::timeout(WAIT, ws.next()).await.expect("end in time") {
+    if let Some(Ok(m)) = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("end in time")
+    {
         panic!("message after close: {m:?}");
     }
     frame
@@ -159,16 +199,26 @@ pub async fn expect_error(ws: &mut Client, code: &str, close: u16) {
     let msg = recv(ws).await;
     assert_eq!(msg["type"], "error", "{msg}");
     assert_eq!(msg["code"], code, "{msg}");
-    assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()), "{msg}");
+    assert!(
+        msg["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{msg}"
+    );
     assert_eq!(expect_close(ws).await, (close, code.to_string()));
 }
 
 /// Opens a session on `name` and answers with a persona list; returns (session, sink).
-pub async fn open_with_personas(ws: &mut Client, cores: &mut Cores, name: &str) -> (u64, EventSink) {
+pub async fn open_with_personas(
+    ws: &mut Client,
+    cores: &mut Cores,
+    name: &str,
+) -> (u64, EventSink) {
     send(ws, json!({"type": "open", "appliance": name})).await;
     let (_, session, sink) = cores.expect_open(name).await;
     let list = br#"[{"id":"alice","name":"Alice","extra":1},{"id":"guest","name":"Guest"}]"#;
-    sink.try_send(Event::Personas(flock_proto::login::Personas::List(Arc::from(&list[..])))).unwrap();
+    sink.try_send(Event::Personas(flock_proto::login::Personas::List(
+        Arc::from(&list[..]),
+    )))
+    .unwrap();
     assert_eq!(
         recv(ws).await,
         json!({"type":"personas","personas":[{"id":"alice","name":"Alice"},{"id":"guest","name":"Guest"}]})
@@ -181,7 +231,10 @@ pub async fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("answer in time").expect("read");
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
     let text = String::from_utf8_lossy(&out).to_string();
     let (head, _) = text.split_once("\r\n\r\n").expect("a complete head");
     let body = out[head.len() + 4..].to_vec();

@@ -24,7 +24,12 @@ impl Plugin for Allowlist {
                 [name, fp] if fp.len() == 64 && fp.bytes().all(|b| b.is_ascii_hexdigit()) => {
                     keys.insert(name.to_ascii_lowercase(), fp.to_ascii_lowercase());
                 }
-                _ => return Err(format!("{config}:{}: expected `name fingerprint-hex`", n + 1)),
+                _ => {
+                    return Err(format!(
+                        "{config}:{}: expected `name fingerprint-hex`",
+                        n + 1
+                    ))
+                }
             }
         }
         Ok(Allowlist { keys })

@@ -26,20 +26,34 @@ impl Plugin for RateLimit {
         let (mut per_ip, mut burst, mut per_appliance, mut appliance_burst, mut max) =
             (5.0 / 60.0, 3.0, 20.0 / 60.0, 10.0, 65536);
         for item in config.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (key, value) = item.split_once('=').ok_or_else(|| format!("`{item}`: expected key=value"))?;
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("`{item}`: expected key=value"))?;
             match key.trim() {
                 "per_ip" => per_ip = rate(value)?,
                 "per_appliance" => per_appliance = rate(value)?,
                 "burst" => burst = size(value).ok_or("burst: a number ≥ 1")?,
-                "appliance_burst" => appliance_burst = size(value).ok_or("appliance_burst: a number ≥ 1")?,
+                "appliance_burst" => {
+                    appliance_burst = size(value).ok_or("appliance_burst: a number ≥ 1")?
+                }
                 "max_entries" => {
-                    max = value.trim().parse().ok().filter(|m| *m > 0).ok_or("max_entries: a count > 0")?
+                    max = value
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|m| *m > 0)
+                        .ok_or("max_entries: a count > 0")?
                 }
                 other => return Err(format!("unknown setting `{other}`")),
             }
         }
-        let tables = (Buckets::new(per_ip, burst, max), Buckets::new(per_appliance, appliance_burst, max));
-        Ok(RateLimit { tables: Mutex::new(tables) })
+        let tables = (
+            Buckets::new(per_ip, burst, max),
+            Buckets::new(per_appliance, appliance_burst, max),
+        );
+        Ok(RateLimit {
+            tables: Mutex::new(tables),
+        })
     }
 
     fn authorize_login(&self, l: &LoginAttempt) -> Verdict {
@@ -87,7 +101,10 @@ fn rate(s: &str) -> Result<f64, String> {
         "h" => 3600.0,
         _ => return Err(bad()),
     };
-    number(n).filter(|n| *n > 0.0).map(|n| n / secs).ok_or_else(bad)
+    number(n)
+        .filter(|n| *n > 0.0)
+        .map(|n| n / secs)
+        .ok_or_else(bad)
 }
 
 struct Bucket {
@@ -107,7 +124,13 @@ struct Buckets<K> {
 
 impl<K: Hash + Eq> Buckets<K> {
     fn new(rate: f64, burst: f64, max: usize) -> Self {
-        Buckets { rate, burst, max, map: HashMap::new(), swept: None }
+        Buckets {
+            rate,
+            burst,
+            max,
+            map: HashMap::new(),
+            swept: None,
+        }
     }
 
     fn level(&self, b: &Bucket, now: Instant) -> f64 {
@@ -128,16 +151,30 @@ impl<K: Hash + Eq> Buckets<K> {
     }
 
     fn take(&mut self, key: K, now: Instant) {
-        let level = self.map.get(&key).map_or(self.burst, |b| self.level(b, now));
-        self.map.insert(key, Bucket { tokens: level - 1.0, at: now });
+        let level = self
+            .map
+            .get(&key)
+            .map_or(self.burst, |b| self.level(b, now));
+        self.map.insert(
+            key,
+            Bucket {
+                tokens: level - 1.0,
+                at: now,
+            },
+        );
     }
 
     /// Full: forget the buckets that refilled (at most once a second: it walks the table).
     fn has_room(&mut self, now: Instant) -> bool {
-        if self.map.len() >= self.max && self.swept.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        if self.map.len() >= self.max
+            && self
+                .swept
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
             self.swept = Some(now);
             let (rate, burst) = (self.rate, self.burst);
-            self.map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+            self.map
+                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
         }
         self.map.len() < self.max
     }

@@ -201,6 +201,9 @@ pub(crate) struct Login {
     /// for every other request (fixed timers gave lossy links too few tries within the
     /// flock's give-up bound).
     rto: Rto,
+    /// The appliance name's core hint, put into every SIGNAL's transaction id
+    /// ([`NameHash::steer`](flock_proto::NameHash::steer)).
+    core_hint: [u8; 4],
 }
 
 #[derive(Clone, Copy)]
@@ -222,12 +225,14 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
 
 impl Login {
     pub fn new(
+        name: &Name,
         answer_burst: u32,
         answer_refill: Duration,
         rto_initial: Duration,
         rto_max: Duration,
     ) -> Login {
         Login {
+            core_hint: name.hash().core_hint(),
             rto: Rto {
                 initial: rto_initial,
                 max: rto_max.max(rto_initial),
@@ -566,7 +571,7 @@ impl Login {
             conn.queue.pop_front();
             conn.piece = 0;
         }
-        conn.kick(now, self.rto, cx.entropy);
+        conn.kick(now, self.rto, self.core_hint, cx.entropy);
         self.finish_if_done(i, now, cx.stats, cx.events);
         true
     }
@@ -607,7 +612,7 @@ impl Login {
         item: Outbound,
         entropy: &mut dyn Entropy,
     ) -> Result<(), SignalError> {
-        let rto = self.rto;
+        let (rto, hint) = (self.rto, self.core_hint);
         let c = self
             .conns
             .iter_mut()
@@ -637,7 +642,7 @@ impl Login {
         c.offer_queued = true;
         c.end_queued |= matches!(item, Outbound::EndOfCandidates);
         c.queue.push_back(item);
-        c.kick(now, rto, entropy);
+        c.kick(now, rto, hint, entropy);
         Ok(())
     }
 
@@ -758,12 +763,13 @@ impl Connection {
     }
 
     /// Puts the next piece in flight if none is (stop-and-wait).
-    fn kick(&mut self, now: Time, rto: Rto, entropy: &mut dyn Entropy) {
+    fn kick(&mut self, now: Time, rto: Rto, core_hint: [u8; 4], entropy: &mut dyn Entropy) {
         if self.outstanding.is_some() || self.queue.is_empty() {
             return;
         }
         let mut txid = [0; 12];
         entropy.fill(&mut txid);
+        txid[..4].copy_from_slice(&core_hint);
         self.outstanding = Some(Outstanding {
             txid,
             started: now,

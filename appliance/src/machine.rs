@@ -417,6 +417,8 @@ pub struct Appliance {
     config: ApplianceConfig,
     key: Ed25519KeyPair,
     fingerprint: Fingerprint,
+    /// Our name's core hint, the first 4 bytes of every transaction id we start.
+    core_hint: [u8; 4],
     /// The server registered with: the configured one, or the owner it sent us to.
     server: SocketAddr,
     /// 300s followed since the last registration or pause.
@@ -458,6 +460,7 @@ impl Appliance {
     ) -> Appliance {
         let fingerprint = Fingerprint::of(&identity::public_key(&key));
         let login = Login::new(
+            &config.name,
             config.login_answer_burst,
             config.login_answer_refill,
             config.rto_initial,
@@ -468,6 +471,7 @@ impl Appliance {
             server: config.server,
             redirects: 0,
             known_peers: VecDeque::new(),
+            core_hint: config.name.hash().core_hint(),
             config,
             key,
             fingerprint,
@@ -793,9 +797,12 @@ impl Appliance {
         tx.started + self.config.give_up_after
     }
 
+    /// A fresh transaction id, steered to the core that owns our name
+    /// ([`NameHash::steer`](flock_proto::NameHash::steer)).
     fn txid(&mut self) -> TransactionId {
         let mut t = [0; 12];
         self.entropy.fill(&mut t);
+        t[..4].copy_from_slice(&self.core_hint);
         t
     }
 

@@ -47,7 +47,7 @@ pub struct Sock {
 /// Settings of one phase, shared by its threads.
 #[derive(Clone, Debug)]
 pub struct LoopConfig {
-    pub magic: u32,
+    pub magic: u16,
     pub rate_per_thread: Option<f64>,
     pub gso: bool,
     pub busy_poll: bool,
@@ -350,7 +350,7 @@ struct Receiver<'a> {
     index: usize,
     rx: &'a mut RxBatch,
     reply: &'a mut [u8; MAX_DGRAM],
-    magic: u32,
+    magic: u16,
     warm: u64,
     /// Count receive calls (after the warm-up).
     measured: bool,

@@ -1,14 +1,16 @@
 //! Requests in flight on one socket: a fixed table of slots addressed by the transaction id.
 //!
-//! The transaction id is `run magic (4) ‖ socket (2) ‖ slot (2) ‖ sequence (4)`; an answer is
-//! matched by slot and sequence, so a late answer to a slot reused since does not count.
+//! The transaction id is `free (4) ‖ run magic (2) ‖ socket (2) ‖ slot (2) ‖ sequence (2)`; an
+//! answer is matched by slot and sequence, so a late answer to a slot reused since does not
+//! count. The first 4 bytes are not used for matching: they carry varying filler, or an
+//! appliance name's core hint (which core of a multi-core server owns it), as real senders do.
 
 use flock_proto::stun::TransactionId;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Slot {
     /// 0 when free.
-    pub seq: u32,
+    pub seq: u16,
     /// Workload's tag (e.g. which appliance).
     pub tag: u32,
     /// Send time, ns since the phase's base instant.
@@ -18,28 +20,28 @@ pub struct Slot {
 pub struct Inflight {
     slots: Vec<Slot>,
     free: Vec<u16>,
-    next_seq: u32,
+    next_seq: u16,
 }
 
-/// Builds a transaction id.
-pub fn txid(magic: u32, socket: u16, slot: u16, seq: u32) -> TransactionId {
+/// Builds a transaction id; its first 4 bytes are a mix of the others (so that servers which
+/// steer by them see them vary, as with random ids), unless the request overwrites them.
+pub fn txid(magic: u16, socket: u16, slot: u16, seq: u16) -> TransactionId {
     let mut t = [0; 12];
-    t[..4].copy_from_slice(&magic.to_be_bytes());
-    t[4..6].copy_from_slice(&socket.to_be_bytes());
-    t[6..8].copy_from_slice(&slot.to_be_bytes());
-    t[8..].copy_from_slice(&seq.to_be_bytes());
+    let mix =
+        (u32::from(socket) << 16 | u32::from(slot)) ^ u32::from(seq).wrapping_mul(0x9E37_79B1);
+    t[..4].copy_from_slice(&mix.wrapping_mul(0x85EB_CA6B).to_be_bytes());
+    t[4..6].copy_from_slice(&magic.to_be_bytes());
+    t[6..8].copy_from_slice(&socket.to_be_bytes());
+    t[8..10].copy_from_slice(&slot.to_be_bytes());
+    t[10..].copy_from_slice(&seq.to_be_bytes());
     t
 }
 
-/// Splits a transaction id into (magic, socket, slot, seq).
-pub fn split_txid(t: &[u8]) -> Option<(u32, u16, u16, u32)> {
+/// Splits a transaction id into (magic, socket, slot, seq); the first 4 bytes are ignored.
+pub fn split_txid(t: &[u8]) -> Option<(u16, u16, u16, u16)> {
     let t: &[u8; 12] = t.try_into().ok()?;
-    Some((
-        u32::from_be_bytes([t[0], t[1], t[2], t[3]]),
-        u16::from_be_bytes([t[4], t[5]]),
-        u16::from_be_bytes([t[6], t[7]]),
-        u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
-    ))
+    let u = |i: usize| u16::from_be_bytes([t[i], t[i + 1]]);
+    Some((u(4), u(6), u(8), u(10)))
 }
 
 impl Inflight {
@@ -62,7 +64,7 @@ impl Inflight {
     }
 
     /// Takes a free slot: (slot, seq).
-    pub fn acquire(&mut self, tag: u32, sent: u64) -> Option<(u16, u32)> {
+    pub fn acquire(&mut self, tag: u32, sent: u64) -> Option<(u16, u16)> {
         let slot = self.free.pop()?;
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
@@ -85,7 +87,7 @@ impl Inflight {
     }
 
     /// The slot an answer refers to, freed; `None` if unknown or already done.
-    pub fn complete(&mut self, slot: u16, seq: u32) -> Option<Slot> {
+    pub fn complete(&mut self, slot: u16, seq: u16) -> Option<Slot> {
         let s = self.slots.get(slot as usize)?;
         if s.seq == 0 || s.seq != seq {
             return None;
@@ -123,7 +125,12 @@ mod tests {
         t.expire(250, |s| expired.push(s.tag));
         assert_eq!(expired, vec![8]);
         assert_eq!(t.free(), 2);
-        let id = txid(0xAABBCCDD, 3, 1, 42);
-        assert_eq!(split_txid(&id), Some((0xAABBCCDD, 3, 1, 42)));
+        let id = txid(0xAABB, 3, 1, 42);
+        assert_eq!(split_txid(&id), Some((0xAABB, 3, 1, 42)));
+        // The first 4 bytes vary from request to request and do not take part in matching.
+        assert_ne!(txid(0xAABB, 3, 1, 43)[..4], id[..4]);
+        let mut steered = id;
+        steered[..4].copy_from_slice(&[9, 9, 9, 9]);
+        assert_eq!(split_txid(&steered), split_txid(&id));
     }
 }

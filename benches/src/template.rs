@@ -9,6 +9,9 @@ const FINGERPRINT: u16 = 0x8028;
 pub struct Template {
     bytes: Vec<u8>,
     fingerprint: bool,
+    /// First 4 bytes of every transaction id written (the appliance name's core hint, as
+    /// appliances send it), instead of the generator's.
+    core_hint: Option<[u8; 4]>,
 }
 
 impl Template {
@@ -19,7 +22,15 @@ impl Template {
         Template {
             bytes: bytes.to_vec(),
             fingerprint,
+            core_hint: None,
         }
+    }
+
+    /// Steers every write to the core owning `name` (the first 4 bytes of the transaction id,
+    /// see `NameHash::steer`); the generator's id bytes 4..12 stay.
+    pub fn steered(mut self, name: &flock_proto::Name) -> Template {
+        self.core_hint = Some(name.hash().core_hint());
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -43,6 +54,9 @@ impl Template {
         };
         out.copy_from_slice(&self.bytes);
         out[8..20].copy_from_slice(txid);
+        if let Some(h) = self.core_hint {
+            out[8..12].copy_from_slice(&h);
+        }
         if self.fingerprint {
             let crc = crc32fast::hash(&out[..n - 8]) ^ FINGERPRINT_XOR;
             out[n - 4..].copy_from_slice(&crc.to_be_bytes());
@@ -82,5 +96,21 @@ mod tests {
         assert_eq!(&out[..n], &binding(&[7; 12])[..]);
         assert!(Message::parse(&out[..n]).unwrap().has_fingerprint());
         assert_eq!(t.write(&[7; 12], &mut [0u8; 8]), 0);
+    }
+
+    #[test]
+    fn a_steered_template_keeps_the_names_core_hint() {
+        let name = flock_proto::Name::normalize(b"bench-7").unwrap();
+        let t = Template::new(&binding(&[1; 12])).steered(&name);
+        let mut out = [0u8; 128];
+        let n = t.write(&[7; 12], &mut out);
+        let mut want = [7; 12];
+        name.hash().steer(&mut want);
+        assert_eq!(
+            &out[..n],
+            &binding(&want)[..],
+            "hint, then the generator's bytes 4..12"
+        );
+        assert!(Message::parse(&out[..n]).unwrap().has_fingerprint());
     }
 }

@@ -1,6 +1,7 @@
 //! What the engine is asked to do: where to listen, on which CPUs, with which buffer sizes.
 
 use crate::clock::ClockSource;
+use crate::steering::Steering;
 use std::io;
 use std::net::SocketAddr;
 
@@ -46,6 +47,9 @@ pub struct EngineConfig {
     pub command_capacity: usize,
     /// Where `now` comes from.
     pub clock: ClockSource,
+    /// Have the kernel hand each datagram to the core its payload names (see [`Steering`]);
+    /// `None`: the kernel's flow hash. With one core there is nothing to steer.
+    pub steering: Option<Steering>,
 }
 
 impl EngineConfig {
@@ -61,6 +65,7 @@ impl EngineConfig {
             mesh_capacity: 1024,
             command_capacity: 4096,
             clock: ClockSource::System,
+            steering: None,
         }
     }
 

@@ -10,7 +10,7 @@ use crate::commands::{CommandQueues, Commander};
 use crate::config::EngineConfig;
 use crate::core_loop::{self, CoreSetup};
 use crate::shared::Shared;
-use crate::socket::{bind_group, SocketBuffers};
+use crate::socket::{bind_group, SocketBuffers, SteeringState};
 use crate::stats::CoreStats;
 use crate::Shard;
 use glommio::{
@@ -50,6 +50,7 @@ impl Engine {
             cores,
             config.recv_buffer_bytes,
             config.send_buffer_bytes,
+            config.steering.as_ref(),
         )?;
         let shared = Arc::new(Shared::new(cores, config.mesh_capacity));
         let commands = Arc::new(CommandQueues::<S::Command>::new(
@@ -61,6 +62,7 @@ impl Engine {
         let mut handle = EngineHandle {
             local_addr: group.local_addr,
             buffers: group.buffers,
+            steering: group.steering,
             shared: shared.clone(),
             threads: Vec::with_capacity(cores),
             commander: Box::new(Commander::new(commands.clone(), shared.clone())),
@@ -119,6 +121,7 @@ impl Engine {
             pinned = config.pin,
             recv_buffer = handle.buffers.recv_bytes,
             send_buffer = handle.buffers.send_bytes,
+            steering = ?handle.steering,
             "engine serving"
         );
         Ok(handle)
@@ -155,6 +158,7 @@ impl Drop for Ready {
 pub struct EngineHandle {
     local_addr: SocketAddr,
     buffers: SocketBuffers,
+    steering: SteeringState,
     shared: Arc<Shared>,
     threads: Vec<CoreHandle>,
     /// A `Commander<S::Command>`, typed again by [`commander`](Self::commander).
@@ -174,6 +178,11 @@ impl EngineHandle {
 
     pub fn cores(&self) -> usize {
         self.shared.cores.len()
+    }
+
+    /// Whether the kernel steers datagrams to their cores.
+    pub fn steering(&self) -> &SteeringState {
+        &self.steering
     }
 
     /// Effective socket buffer sizes (core 0's; all cores are configured alike).

@@ -3,8 +3,9 @@
 //!
 //! The packet path, one file per step:
 //!
-//! 1. `socket`: every core binds its own socket to the same address and port; the kernel's
-//!    reuseport hash picks the socket (so the core) that reads each datagram.
+//! 1. `socket`: every core binds its own socket to the same address and port; the kernel picks
+//!    the socket (so the core) that reads each datagram: with [`Steering`], a classic BPF
+//!    program reads the owning core from the datagram (`steering`), otherwise its flow hash.
 //! 2. `core_loop`: the core parks until its socket is readable (a one-byte glommio peek), then
 //!    drains it with `recvmmsg` into preallocated `batch` buffers.
 //! 3. [`Shard::route`] names the core that owns the datagram. Datagrams another core owns travel
@@ -31,11 +32,13 @@ pub mod shard;
 mod shared;
 mod socket;
 pub mod stats;
+mod steering;
 
 pub use clock::{ClockSource, SystemClock};
 pub use commands::Commander;
 pub use config::{CpuChoice, EngineConfig, MAX_DATAGRAM, MESH_PAYLOAD};
 pub use engine::{Engine, EngineHandle, ShutdownHandle};
 pub use shard::Shard;
-pub use socket::SocketBuffers;
+pub use socket::{SocketBuffers, SteeringState};
 pub use stats::CoreStats;
+pub use steering::Steering;

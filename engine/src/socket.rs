@@ -4,6 +4,7 @@
 //! All sockets are bound on the thread calling `Engine::start`, before any executor exists, so a
 //! bind failure comes back from `start` as an error naming the address.
 
+use crate::steering::Steering;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::mem::size_of;
@@ -37,15 +38,30 @@ pub(crate) struct BoundGroup {
     pub sockets: Vec<Socket>,
     pub local_addr: SocketAddr,
     pub buffers: SocketBuffers,
+    pub steering: SteeringState,
 }
 
-/// Binds `count` SO_REUSEPORT sockets to `addr`. With port 0, the first socket picks the port and
-/// the others bind to it.
+/// Whether datagrams are steered to cores by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SteeringState {
+    /// Not asked for, or one core (nothing to steer).
+    Off,
+    /// The BPF program is attached to the group.
+    On,
+    /// Asked for, but the kernel refused the program (the reason): the flow hash spreads
+    /// datagrams and cores forward what is not theirs, as without steering.
+    Failed(String),
+}
+
+/// Binds `count` SO_REUSEPORT sockets to `addr`, in order (socket `i` is core `i`), and attaches
+/// the `steering` program to the group. With port 0, the first socket picks the port and the
+/// others bind to it.
 pub(crate) fn bind_group(
     addr: SocketAddr,
     count: usize,
     recv_bytes: usize,
     send_bytes: usize,
+    steering: Option<&Steering>,
 ) -> io::Result<BoundGroup> {
     let mut sockets = Vec::with_capacity(count);
     let mut buffers = None;
@@ -65,10 +81,18 @@ pub(crate) fn bind_group(
         sockets.push(socket);
     }
     let buffers = buffers.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no cores"))?;
+    let steering = match steering {
+        Some(s) if count > 1 => match s.attach(sockets[0].as_raw_fd(), count) {
+            Ok(()) => SteeringState::On,
+            Err(e) => SteeringState::Failed(e.to_string()),
+        },
+        _ => SteeringState::Off,
+    };
     Ok(BoundGroup {
         sockets,
         local_addr,
         buffers,
+        steering,
     })
 }
 
@@ -200,7 +224,8 @@ mod tests {
 
     #[test]
     fn group_shares_one_port() {
-        let g = bind_group("127.0.0.1:0".parse().unwrap(), 3, 1 << 20, 1 << 20).unwrap();
+        let g = bind_group("127.0.0.1:0".parse().unwrap(), 3, 1 << 20, 1 << 20, None).unwrap();
+        assert_eq!(g.steering, SteeringState::Off);
         assert_ne!(g.local_addr.port(), 0);
         for s in &g.sockets {
             assert_eq!(s.local_addr().unwrap().as_socket().unwrap(), g.local_addr);
@@ -211,10 +236,119 @@ mod tests {
 
     #[test]
     fn bind_error_names_the_address() {
-        let err = bind_group("192.0.2.1:9".parse().unwrap(), 1, 0, 0)
+        let err = bind_group("192.0.2.1:9".parse().unwrap(), 1, 0, 0, None)
             .err()
             .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
         assert!(err.to_string().contains("192.0.2.1:9"), "{err}");
+    }
+
+    const STUN: Steering = Steering {
+        min_len: 20,
+        match_offset: 4,
+        match_value: 0x2112_A442,
+        hint_offset: 8,
+    };
+
+    /// Which socket of the group each datagram reached (non-blocking reads after the sends).
+    fn arrivals(g: &BoundGroup) -> Vec<(usize, Vec<u8>)> {
+        let mut got = Vec::new();
+        for (i, s) in g.sockets.iter().enumerate() {
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [std::mem::MaybeUninit::new(0u8); 64];
+            while let Ok(n) = s.recv(&mut buf) {
+                // SAFETY: recv initialized the first n bytes.
+                let bytes = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
+                got.push((i, bytes));
+            }
+        }
+        got
+    }
+
+    fn stun_with_hint(hint: u32) -> Vec<u8> {
+        let mut d = vec![0u8; 20];
+        d[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+        d[8..12].copy_from_slice(&hint.to_be_bytes());
+        d
+    }
+
+    #[test]
+    fn steering_sends_each_datagram_to_the_core_its_hint_names() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let g = bind_group(addr.parse().unwrap(), 3, 1 << 20, 1 << 20, Some(&STUN)).unwrap();
+            assert_eq!(g.steering, SteeringState::On, "{addr}");
+            // From one source socket (one flow, which the hash would put on one core) and from
+            // many: the hint alone decides.
+            let one = std::net::UdpSocket::bind(if addr.starts_with('[') {
+                "[::1]:0"
+            } else {
+                "127.0.0.1:0"
+            })
+            .unwrap();
+            let mut sent = Vec::new();
+            for hint in 0..30u32 {
+                let d = stun_with_hint(hint.wrapping_mul(0x9E37_79B1));
+                one.send_to(&d, g.local_addr).unwrap();
+                let other =
+                    std::net::UdpSocket::bind(one.local_addr().unwrap().ip().to_string() + ":0")
+                        .unwrap();
+                other.send_to(&d, g.local_addr).unwrap();
+                sent.push(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let got = arrivals(&g);
+            assert_eq!(got.len(), 60, "{addr}: all delivered");
+            for (core, d) in &got {
+                assert_eq!(Some(*core), STUN.pick(d, 3), "{addr}: {d:?}");
+            }
+            // Every core got some.
+            for core in 0..3 {
+                assert!(got.iter().any(|(c, _)| *c == core), "{addr}: core {core}");
+            }
+        }
+    }
+
+    #[test]
+    fn datagrams_without_a_hint_still_arrive() {
+        let g = bind_group(
+            "127.0.0.1:0".parse().unwrap(),
+            2,
+            1 << 20,
+            1 << 20,
+            Some(&STUN),
+        )
+        .unwrap();
+        assert_eq!(g.steering, SteeringState::On);
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut not_stun = stun_with_hint(1);
+        not_stun[4] = 0;
+        for d in [&b"x"[..], &not_stun, &stun_with_hint(1)[..19]] {
+            c.send_to(d, g.local_addr).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let got = arrivals(&g);
+        assert_eq!(
+            got.len(),
+            3,
+            "short and unmatched datagrams go by the flow hash: {got:?}"
+        );
+        // One flow, so the hash puts them all on one socket.
+        assert!(got.iter().all(|(c, _)| *c == got[0].0));
+    }
+
+    #[test]
+    fn one_core_needs_no_program_and_bad_offsets_are_reported() {
+        let g = bind_group("127.0.0.1:0".parse().unwrap(), 1, 0, 0, Some(&STUN)).unwrap();
+        assert_eq!(g.steering, SteeringState::Off);
+        let bad = Steering { min_len: 4, ..STUN };
+        let g = bind_group("127.0.0.1:0".parse().unwrap(), 2, 0, 0, Some(&bad)).unwrap();
+        assert!(
+            matches!(g.steering, SteeringState::Failed(ref e) if e.contains("min_len")),
+            "{:?}",
+            g.steering
+        );
     }
 }

@@ -180,6 +180,10 @@ pub struct Socket {
     pub send_buffer: usize,
     /// Datagrams read per system call.
     pub batch: usize,
+    /// With several cores: have the kernel hand each datagram to the core owning its name (a
+    /// reuseport BPF program reading the core hint in the transaction id) instead of the core
+    /// its flow hashes to, saving the cross-core hop.
+    pub steering: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -250,6 +254,7 @@ impl Default for Socket {
             recv_buffer: 8 << 20,
             send_buffer: 4 << 20,
             batch: 32,
+            steering: true,
         }
     }
 }

@@ -12,7 +12,9 @@ mod shard;
 
 use clap::Parser;
 use config::Config;
-use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, EngineHandle};
+use flock_engine::{
+    CoreStats, CpuChoice, Engine, EngineConfig, EngineHandle, Steering, SteeringState,
+};
 use flock_proto::server::{FlockConfig, Keys};
 use flock_proto::token::ProofKeys;
 use std::net::SocketAddr;
@@ -55,6 +57,10 @@ struct Args {
     /// Do not pin executors to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Let the kernel's flow hash pick the core for each datagram (cores then forward what
+    /// another owns) instead of steering it to its owner ([socket] steering = false).
+    #[arg(long)]
+    no_steering: bool,
     /// Registration lifetime after the last keep-alive, e.g. "60s".
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     entry_lifetime: Option<Duration>,
@@ -83,6 +89,17 @@ struct Args {
 /// argument and would hand the parser's `Vec` to the wrong accessor.
 #[derive(Clone, Debug)]
 struct CpuList(Vec<usize>);
+
+/// The kernel steering rule for flock datagrams: a STUN header (magic cookie at byte 4) whose
+/// transaction id starts with the core hint of the name it is about (PROTOCOL.md §2).
+fn steering() -> Steering {
+    Steering {
+        min_len: flock_proto::stun::HEADER_LEN as u32,
+        match_offset: 4,
+        match_value: flock_proto::stun::MAGIC_COOKIE,
+        hint_offset: flock_proto::name::CORE_HINT_OFFSET as u32,
+    }
+}
 
 fn parse_cpus(s: &str) -> Result<CpuList, String> {
     config::parse_cpu_list(s).map(CpuList)
@@ -128,6 +145,9 @@ fn settings(args: &Args) -> Result<Config, String> {
     }
     if args.no_pin {
         c.pin = false;
+    }
+    if args.no_steering {
+        c.socket.steering = false;
     }
     if let Some(v) = args.entry_lifetime {
         c.timers.entry_lifetime = v;
@@ -220,6 +240,9 @@ fn run(args: Args) -> Result<(), String> {
     engine_config.recv_buffer_bytes = c.socket.recv_buffer;
     engine_config.send_buffer_bytes = c.socket.send_buffer;
     engine_config.batch = c.socket.batch;
+    if c.socket.steering {
+        engine_config.steering = Some(steering());
+    }
     let settings = c.clone();
     let for_cores = core_policy.clone();
     let snapshots = Arc::new(metrics::CoreSnapshots::default());
@@ -286,12 +309,25 @@ fn run(args: Args) -> Result<(), String> {
         .as_ref()
         .map_or("off".to_string(), |g| g.local_addr().to_string());
     let buffers = engine.socket_buffers();
+    let steering = match engine.steering() {
+        SteeringState::On => "on",
+        SteeringState::Off => "off",
+        SteeringState::Failed(why) => {
+            tracing::warn!(
+                error = %why,
+                "the kernel refused the steering program: datagrams reach cores by flow hash and \
+                 cores forward what another owns (set [socket] steering = false to silence this)"
+            );
+            "failed"
+        }
+    };
     tracing::info!(
         udp = %engine.local_addr(),
         ws = %ws_addr,
         plugins = %if names.is_empty() { "none".to_string() } else { names.join(",") },
         cores = engine.cores(),
         recv_buffer = buffers.recv_bytes,
+        steering,
         data_dir = %c.data_dir.display(),
         flock_key = %flock_pub,
         flock_index,

@@ -116,15 +116,33 @@ pub struct NameHash(pub [u8; 32]);
 /// odds of about 10^-10).
 pub type TableKey = [u8; 10];
 
+/// Where the core hint sits in a datagram: the first 4 bytes of the STUN transaction id.
+pub const CORE_HINT_OFFSET: usize = 8;
+
 impl NameHash {
     /// Index of the server that owns the name in a flock of `servers` (≥ 1).
     pub fn server_index(&self, servers: usize) -> usize {
         slice_mod(&self.0[0..8], servers)
     }
 
-    /// Index of the owning core inside a server running `cores` (≥ 1) cores.
+    /// Index of the owning core inside a server running `cores` (≥ 1) cores: the
+    /// [core hint](Self::core_hint) mod `cores`.
     pub fn core_index(&self, cores: usize) -> usize {
-        slice_mod(&self.0[8..16], cores)
+        core_of_hint(self.core_hint(), cores)
+    }
+
+    /// The 4 bytes of the hash that pick the owning core (bytes 8..12, a big-endian u32).
+    pub fn core_hint(&self) -> [u8; 4] {
+        [self.0[8], self.0[9], self.0[10], self.0[11]]
+    }
+
+    /// Puts the core hint into the first 4 bytes of `txid`, the rest staying random. Senders do
+    /// this for every message about the name, so that a server with several cores can have the
+    /// kernel hand the datagram to the owning core (a reuseport BPF program reads it at
+    /// [`CORE_HINT_OFFSET`]) instead of crossing cores in user space. Which core a datagram
+    /// reaches never decides anything: a core re-checks ownership and forwards.
+    pub fn steer(&self, txid: &mut [u8; 12]) {
+        txid[..4].copy_from_slice(&self.core_hint());
     }
 
     /// Key of the name in a registration table.
@@ -133,6 +151,11 @@ impl NameHash {
         k.copy_from_slice(&self.0[16..26]);
         k
     }
+}
+
+/// The core, among `cores` (≥ 1), that a core hint picks.
+pub fn core_of_hint(hint: [u8; 4], cores: usize) -> usize {
+    (u32::from_be_bytes(hint) as u64 % cores.max(1) as u64) as usize
 }
 
 fn slice_mod(bytes: &[u8], n: usize) -> usize {
@@ -188,6 +211,14 @@ mod tests {
         assert_eq!(h.server_index(3), (0xba7816bf8f01cfeau64 % 3) as usize);
         assert_eq!(h.server_index(1), 0);
         assert_eq!(h.core_index(1), 0);
+        // Core hint: bytes 8..12 = 0x414140de.
+        assert_eq!(h.core_hint(), [0x41, 0x41, 0x40, 0xde]);
+        assert_eq!(h.core_index(7), (0x414140deu32 % 7) as usize);
+        let mut txid = [0xee; 12];
+        h.steer(&mut txid);
+        assert_eq!(txid[..4], h.core_hint());
+        assert_eq!(txid[4..], [0xee; 8], "the rest of the id stays random");
+        assert_eq!(core_of_hint(h.core_hint(), 5), h.core_index(5));
     }
 
     #[test]

@@ -135,16 +135,20 @@ impl Workload for Registrar {
             None if s.probing => None,
             None => {
                 let a = &self.fleet.apps[*s.pending.front()? as usize];
-                let n = msg::encode_register(buf, txid, &a.name, &a.key, now_ms(), None).ok()?;
+                let mut txid = *txid;
+                a.name.hash().steer(&mut txid);
+                let n = msg::encode_register(buf, &txid, &a.name, &a.key, now_ms(), None).ok()?;
                 s.probing = true;
                 Some((n, PROBE))
             }
             Some(nonce) => {
                 let i = s.pending.pop_front()?;
                 let a = &mut self.fleet.apps[i as usize];
-                match msg::encode_register(buf, txid, &a.name, &a.key, now_ms(), Some(nonce)) {
+                let mut txid = *txid;
+                a.name.hash().steer(&mut txid);
+                match msg::encode_register(buf, &txid, &a.name, &a.key, now_ms(), Some(nonce)) {
                     Ok(n) => {
-                        a.register = Some(Template::new(&buf[..n]));
+                        a.register = Some(Template::new(&buf[..n]).steered(&a.name));
                         Some((n, i))
                     }
                     Err(_) => {

@@ -36,7 +36,7 @@ fn request(a: &super::appliance::Appliance) -> Option<Template> {
     };
     let mut buf = [0u8; 512];
     let n = ka.encode(&mut buf, &[0; 12]).ok()?;
-    Some(Template::new(&buf[..n]))
+    Some(Template::new(&buf[..n]).steered(&a.name))
 }
 
 impl Keepalives {

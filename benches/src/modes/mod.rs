@@ -102,17 +102,18 @@ pub fn gso(a: &LoadArgs, socks: &ThreadSockets) -> bool {
             .all(|s| sys::gso_supported(&s.udp))
 }
 
-/// A transaction-id prefix unique to this run, so stale answers from an earlier run never match.
-pub fn run_magic() -> u32 {
+/// A transaction-id tag for this run, so stale answers from an earlier run (almost) never match.
+pub fn run_magic() -> u16 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16) ^ std::process::id().rotate_left(8))
-        | 1
+    let x =
+        t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16) ^ std::process::id().rotate_left(8);
+    (x ^ x >> 16) as u16 | 1
 }
 
 /// The measured phase of a load mode.
-pub fn measured(a: &LoadArgs, gso: bool, magic: u32) -> LoopConfig {
+pub fn measured(a: &LoadArgs, gso: bool, magic: u16) -> LoopConfig {
     LoopConfig {
         magic,
         rate_per_thread: a.rate.map(|r| r / a.threads as f64),
@@ -126,7 +127,7 @@ pub fn measured(a: &LoadArgs, gso: bool, magic: u32) -> LoopConfig {
 }
 
 /// A finite setup phase (registrations): no warm-up, ends when the work is done or at `limit`.
-pub fn setup_phase(a: &LoadArgs, gso: bool, magic: u32, limit_secs: f64) -> LoopConfig {
+pub fn setup_phase(a: &LoadArgs, gso: bool, magic: u16, limit_secs: f64) -> LoopConfig {
     LoopConfig {
         warmup: Duration::ZERO,
         duration: Duration::from_secs_f64(limit_secs.clamp(0.1, 3600.0)),

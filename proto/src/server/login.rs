@@ -376,7 +376,7 @@ impl Login {
 
     /// Asks the owner of the session's name where its appliance is (`located` takes the answer).
     fn locate(&mut self, cx: &mut Ctx<'_>, id: SessionId, s: &mut Session) -> Step {
-        let txid = Self::txid(cx);
+        let txid = Self::txid(cx, &s.name);
         let rto = cx.config.rto_initial.max(Duration::from_millis(1));
         let Some((bytes, give_up)) =
             cx.peers
@@ -556,9 +556,11 @@ impl Login {
         }
     }
 
-    fn txid(cx: &mut Ctx<'_>) -> TransactionId {
+    /// A fresh transaction id for a message about `name`, steered to its core.
+    fn txid(cx: &mut Ctx<'_>, name: &Name) -> TransactionId {
         let mut t = [0; 12];
         cx.entropy.fill(&mut t);
+        name.hash().steer(&mut t);
         t
     }
 
@@ -570,7 +572,7 @@ impl Login {
         offset: u32,
         known: Option<[u8; 32]>,
     ) -> Step {
-        let txid = Self::txid(cx);
+        let txid = Self::txid(cx, &s.name);
         let until = (cx.now + cx.config.login.request_validity).0;
         let mut buf = vec![0; wire::MAX_DATAGRAM];
         let Ok(n) = wire::encode_personas_request(
@@ -605,7 +607,7 @@ impl Login {
         if let Where::At { addr, .. } = lookup(&s.name) {
             s.addr = addr;
         }
-        let txid = Self::txid(cx);
+        let txid = Self::txid(cx, &s.name);
         let mut nonce = [0; 16];
         cx.entropy.fill(&mut nonce);
         let until = (cx.now + cx.config.login.request_validity).0;
@@ -688,7 +690,7 @@ impl Login {
         let Some(body) = wire::piece(item, c.piece) else {
             return Step::Fail(Failure::Malformed);
         };
-        let txid = Self::txid(cx);
+        let txid = Self::txid(cx, &s.name);
         let mut buf = vec![0; wire::MAX_DATAGRAM];
         let signal = Signal {
             name: s.name,

@@ -601,6 +601,7 @@ impl<E: Entropy> Server<E> {
         let mut txid = [0; 12];
         let mut challenge = [0; 16];
         self.entropy.fill(&mut txid);
+        name.hash().steer(&mut txid);
         self.entropy.fill(&mut challenge);
         let deadline = now + self.config.check_window;
         let signature = msg::sign_check(&self.keys.flock, name, &challenge, deadline.0);

@@ -314,6 +314,7 @@ impl<E: Entropy> Server<E> {
             .find_map(|r| r.ok().filter(|x| x.hash().server_index(n) == peer))?;
         let mut txid = [0; 12];
         self.entropy.fill(&mut txid);
+        name.hash().steer(&mut txid);
         let len = peer::encode_lookup(buf, &txid, &name, &self.peers.sender).ok()?;
         Some((self.peers.servers[peer], len))
     }

@@ -243,12 +243,7 @@ mod tests {
         assert!(err.to_string().contains("192.0.2.1:9"), "{err}");
     }
 
-    const STUN: Steering = Steering {
-        min_len: 20,
-        match_offset: 4,
-        match_value: 0x2112_A442,
-        hint_offset: 8,
-    };
+    use crate::steering::testing::{datagram as stun_with_hint, STUN};
 
     /// Which socket of the group each datagram reached (non-blocking reads after the sends).
     fn arrivals(g: &BoundGroup) -> Vec<(usize, Vec<u8>)> {
@@ -266,13 +261,6 @@ mod tests {
             }
         }
         got
-    }
-
-    fn stun_with_hint(hint: u32) -> Vec<u8> {
-        let mut d = vec![0u8; 20];
-        d[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
-        d[8..12].copy_from_slice(&hint.to_be_bytes());
-        d
     }
 
     #[test]

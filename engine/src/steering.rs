@@ -124,23 +124,31 @@ impl Steering {
     }
 }
 
+/// The STUN rule flockd uses, and datagrams for it, for the tests here and in `socket`.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::Steering;
 
-    const STUN: Steering = Steering {
+    pub const STUN: Steering = Steering {
         min_len: 20,
         match_offset: 4,
         match_value: 0x2112_A442,
         hint_offset: 8,
     };
 
-    fn datagram(hint: u32) -> Vec<u8> {
+    /// A 20-byte STUN header whose transaction id starts with `hint`.
+    pub fn datagram(hint: u32) -> Vec<u8> {
         let mut d = vec![0u8; 20];
         d[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
         d[8..12].copy_from_slice(&hint.to_be_bytes());
         d
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{datagram, STUN};
+    use super::*;
 
     #[test]
     fn picks_the_hint_mod_cores() {

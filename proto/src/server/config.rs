@@ -69,17 +69,27 @@ impl FlockConfig {
 
     /// Index of the server owning `hash` when it is not this one (never in a flock of one).
     pub fn owner_elsewhere(&self, hash: &crate::NameHash) -> Option<usize> {
-        if self.servers.len() <= 1 {
-            return None;
-        }
-        let owner = self.owner(hash);
-        (owner != self.me).then_some(owner)
+        owner_elsewhere_in(self.servers.len(), self.me, hash)
     }
 
     /// True when this server owns `hash`.
     pub fn owns(&self, hash: &crate::NameHash) -> bool {
         self.owner_elsewhere(hash).is_none()
     }
+}
+
+/// In a flock of `servers` where this server is `me`: the owner of `hash` when it is another
+/// server (never in a flock of one).
+pub(crate) fn owner_elsewhere_in(
+    servers: usize,
+    me: usize,
+    hash: &crate::NameHash,
+) -> Option<usize> {
+    if servers <= 1 {
+        return None;
+    }
+    let owner = hash.server_index(servers);
+    (owner != me).then_some(owner)
 }
 
 /// What the server asks of an operator's policy (plugins). Off by default: every identity may

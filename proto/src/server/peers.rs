@@ -157,11 +157,7 @@ impl Peers {
 
     /// Owner of `name` when it is another server.
     pub(crate) fn owner_elsewhere(&self, name: &Name) -> Option<usize> {
-        if self.servers.len() <= 1 {
-            return None;
-        }
-        let o = name.hash().server_index(self.servers.len());
-        (o != self.me).then_some(o)
+        super::config::owner_elsewhere_in(self.servers.len(), self.me, &name.hash())
     }
 
     /// What the cache says of a name owned by `owner`.

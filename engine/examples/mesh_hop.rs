@@ -1,10 +1,12 @@
 //! The cost of the cross-core hop: a 2-core engine whose shard echoes every datagram, with the
 //! owner core chosen by `ROUTE`:
 //!
-//! - `local`: `route` returns `None`, every datagram is answered by the core that read it;
+//! - `local`: every datagram is answered by the core that read it;
 //! - `forward`: every datagram belongs to the *other* core, so each one crosses the mesh
 //!   (copied into a `Forwarded`, pushed on the owner's inbox, the owner woken, popped, answered
-//!   from the owner's socket);
+//!   from the owner's socket). The engine steers each datagram by the first 4 bytes of its
+//!   transaction id (`EngineConfig::steering`, which flock-bench varies) and the owner is the
+//!   core after that one;
 //! - `half`: the owner is the last transaction-id byte mod 2, so about half cross, as
 //!   keep-alives do on a 2-core flockd (the kernel's reuseport hash and the name hash are
 //!   unrelated).
@@ -17,7 +19,7 @@
 //!
 //! `ADDR` defaults to 127.0.0.1:0 (the ready line on stderr tells the port), `CPUS` to `0,1`
 //! (pinned); `CPUS` = `unpinned` runs 2 unpinned cores.
-use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Shard};
+use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Handled, Shard, Steering};
 use flock_proto::Time;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,32 +34,39 @@ enum Route {
 /// Echoes every datagram; owns what `route` says.
 struct Echo {
     core: usize,
+    cores: usize,
     route: Route,
 }
+
+/// Steers a STUN header by the first 4 bytes of its transaction id, as flockd does.
+const STEERING: Steering = Steering {
+    min_len: 20,
+    match_offset: 4,
+    match_value: 0x2112_A442,
+    hint_offset: 8,
+};
 
 impl Shard for Echo {
     type Command = ();
 
     #[inline]
-    fn route(&self, d: &[u8], cores: usize) -> Option<usize> {
-        match self.route {
+    fn handle(&mut self, _now: Time, _src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
+        let owner = match self.route {
             Route::Local => None,
-            Route::Forward => Some((self.core + 1) % cores),
+            // The core the kernel steered it to (see `STEERING`), plus one.
+            Route::Forward => d
+                .get(8..12)
+                .map(|h| (u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize + 1) % self.cores),
             // A STUN header is 20 bytes: the last byte of the transaction id.
-            Route::Half => d.get(19).map(|&b| b as usize % cores),
+            Route::Half => d.get(19).map(|&b| b as usize % self.cores),
+        };
+        match owner {
+            Some(o) if o != self.core => Handled::Forward(o),
+            _ => {
+                reply[..d.len()].copy_from_slice(d);
+                Handled::Reply(d.len())
+            }
         }
-    }
-
-    #[inline]
-    fn handle(
-        &mut self,
-        _now: Time,
-        _src: SocketAddr,
-        d: &[u8],
-        reply: &mut [u8],
-    ) -> Option<usize> {
-        reply[..d.len()].copy_from_slice(d);
-        Some(d.len())
     }
 
     fn poll_transmit(&mut self, _now: Time, _buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
@@ -129,8 +138,9 @@ fn main() {
                 CpuChoice::List(list.split(',').map(|c| c.parse().expect("CPUS")).collect())
         }
     }
-    let engine =
-        Engine::start(config, move |core, _cores| Echo { core, route }).expect("engine starts");
+    config.steering = Some(STEERING);
+    let engine = Engine::start(config, move |core, cores| Echo { core, cores, route })
+        .expect("engine starts");
     eprintln!(
         "mesh_hop: {route:?} on {} ({} cores)",
         engine.local_addr(),

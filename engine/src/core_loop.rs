@@ -1,4 +1,5 @@
-//! One core's event loop: drain the socket and the mesh inbox, run the shard, send the replies in
+//! One core's event loop: drain the socket and the mesh inbox, run the shard (which answers a
+//! datagram or names the core owning it, which then gets it over the mesh), send the replies in
 //! one sendmmsg, then park until the socket is readable, a peer core forwards a datagram, the
 //! shard's next timer is due, or the engine stops.
 //!
@@ -18,6 +19,7 @@ use crate::clock::Clock;
 use crate::commands::CommandQueues;
 use crate::config::MAX_DATAGRAM;
 use crate::mesh::Forwarded;
+use crate::shard::Handled;
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::Shard;
@@ -250,7 +252,7 @@ impl<S: Shard> Core<S> {
         if n == 0 {
             return Ok(false);
         }
-        let (mut truncated, mut forwarded, mut mesh_full) = (0, 0, 0);
+        let (mut truncated, mut forwarded, mut mesh_full, mut misrouted) = (0, 0, 0, 0);
         for i in 0..n {
             if self.tx.is_full() {
                 self.flush().await;
@@ -261,7 +263,7 @@ impl<S: Shard> Core<S> {
                 truncated += 1;
                 continue;
             }
-            match self.shard.route(d.data, self.cores) {
+            match handle(&mut self.shard, &mut self.tx, now, src, d.data) {
                 Some(owner) if owner != self.index && owner < self.cores => {
                     match Forwarded::new(src, d.data) {
                         None => truncated += 1,
@@ -275,7 +277,8 @@ impl<S: Shard> Core<S> {
                         }
                     }
                 }
-                _ => handle(&mut self.shard, &mut self.tx, now, src, d.data),
+                Some(_) => misrouted += 1,
+                None => {}
             }
         }
         let counters = &self.shared.cores[self.index].counters;
@@ -284,12 +287,13 @@ impl<S: Shard> Core<S> {
         bump(&counters.dropped_truncated, truncated);
         bump(&counters.forwarded_out, forwarded);
         bump(&counters.dropped_mesh_full, mesh_full);
+        bump(&counters.dropped_misrouted, misrouted);
         Ok(n == self.rx.capacity())
     }
 
     /// Handles up to one batch of datagrams forwarded by other cores. True if more are waiting.
     async fn drain_inbox(&mut self, now: Time) -> bool {
-        let mut count = 0;
+        let (mut count, mut misrouted) = (0, 0);
         while count < self.rx.capacity() {
             if self.tx.is_full() {
                 self.flush().await;
@@ -297,11 +301,15 @@ impl<S: Shard> Core<S> {
             let Some(msg) = self.shared.cores[self.index].inbox.pop() else {
                 break;
             };
-            handle(&mut self.shard, &mut self.tx, now, msg.src, msg.data());
+            // Sent here as its owner: never passed on again.
+            if handle(&mut self.shard, &mut self.tx, now, msg.src, msg.data()).is_some() {
+                misrouted += 1;
+            }
             count += 1;
         }
         let me = &self.shared.cores[self.index];
         bump(&me.counters.forwarded_in, count as u64);
+        bump(&me.counters.dropped_misrouted, misrouted);
         !me.inbox.is_empty()
     }
 
@@ -403,11 +411,22 @@ impl<S: Shard> Core<S> {
     }
 }
 
-/// Runs the shard on one datagram this core owns and queues its reply, if any. The caller makes
-/// sure `tx` has room.
+/// Runs the shard on one datagram and queues its reply, if any; returns the owning core when the
+/// shard says another core owns it. The caller makes sure `tx` has room.
 #[inline]
-fn handle<S: Shard>(shard: &mut S, tx: &mut SendBatch, now: Time, src: SocketAddr, data: &[u8]) {
-    if let Some(len) = shard.handle(now, src, data, tx.next_buf()) {
-        tx.commit(src, len, Kind::Reply);
+fn handle<S: Shard>(
+    shard: &mut S,
+    tx: &mut SendBatch,
+    now: Time,
+    src: SocketAddr,
+    data: &[u8],
+) -> Option<usize> {
+    match shard.handle(now, src, data, tx.next_buf()) {
+        Handled::Reply(len) => {
+            tx.commit(src, len, Kind::Reply);
+            None
+        }
+        Handled::Done => None,
+        Handled::Forward(owner) => Some(owner),
     }
 }

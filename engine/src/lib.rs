@@ -8,11 +8,12 @@
 //!    program reads the owning core from the datagram (`steering`), otherwise its flow hash.
 //! 2. `core_loop`: the core parks until its socket is readable (a one-byte glommio peek), then
 //!    drains it with `recvmmsg` into preallocated `batch` buffers.
-//! 3. [`Shard::route`] names the core that owns the datagram. Datagrams another core owns travel
-//!    there through its `mesh` inbox as fixed-size values; the owner's loop wakes up for them.
-//! 4. The owner runs [`Shard::handle`], which writes the reply straight into the send batch;
-//!    timers ([`Shard::handle_timeout`]) and [`Shard::poll_transmit`] add to the same batch.
-//! 5. One `sendmmsg` per drain sends the batch from the owner's socket: same address and port,
+//! 3. [`Shard::handle`] parses the datagram once and either writes the reply straight into the
+//!    send batch or names the core that owns it ([`Handled::Forward`]); such datagrams travel
+//!    there through its `mesh` inbox as fixed-size values, and the owner's loop wakes up for
+//!    them and runs its `handle`. Timers ([`Shard::handle_timeout`]) and
+//!    [`Shard::poll_transmit`] add to the same batch.
+//! 4. One `sendmmsg` per drain sends the batch from the owner's socket: same address and port,
 //!    so the client sees the reply come from where it sent the request.
 //!
 //! Commands from other threads (the websocket gateway) reach a core's shard through a
@@ -38,7 +39,7 @@ pub use clock::{ClockSource, SystemClock};
 pub use commands::Commander;
 pub use config::{CpuChoice, EngineConfig, MAX_DATAGRAM, MESH_PAYLOAD};
 pub use engine::{Engine, EngineHandle, ShutdownHandle};
-pub use shard::Shard;
+pub use shard::{Handled, Shard};
 pub use socket::{SocketBuffers, SteeringState};
 pub use stats::CoreStats;
 pub use steering::Steering;

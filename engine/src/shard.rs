@@ -4,25 +4,29 @@
 use flock_proto::Time;
 use std::net::SocketAddr;
 
+/// What a shard did with one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Answered now: the answer to the datagram's source is the first `n` bytes of `reply`.
+    Reply(usize),
+    /// Taken or dropped; nothing to send now (later datagrams come from `poll_transmit`).
+    Done,
+    /// Core `n` owns it; nothing was changed here.
+    Forward(usize),
+}
+
 /// Per-core protocol state. One instance lives on each executor and is never shared.
 pub trait Shard: 'static {
     /// Requests from other threads (the websocket gateway), delivered through a
     /// [`Commander`](crate::Commander). `()` for shards that take none.
     type Command: Send + 'static;
 
-    /// The core, among `cores`, that owns this datagram, or `None` when any core may answer it
-    /// (stateless requests such as STUN Binding, or input that `handle` will drop anyway).
-    fn route(&self, datagram: &[u8], cores: usize) -> Option<usize>;
-
-    /// Handles one datagram from `src`. An immediate answer to `src` is written to the start of
-    /// `reply` and its length returned.
-    fn handle(
-        &mut self,
-        now: Time,
-        src: SocketAddr,
-        datagram: &[u8],
-        reply: &mut [u8],
-    ) -> Option<usize>;
+    /// Handles one datagram from `src`: answers it (written to the start of `reply`), takes it,
+    /// or, when another core owns it, returns [`Handled::Forward`] untouched. The engine hands a
+    /// forwarded datagram to that core's `handle`, which must then take it: cores agree on
+    /// ownership, and a datagram is forwarded at most once (a second `Forward` is dropped).
+    /// Deciding ownership here, where the datagram is parsed anyway, parses it once.
+    fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Handled;
 
     /// Datagrams the shard wants sent on its own initiative (challenges, retransmissions):
     /// written to `buf`, returned with their destination. Call until `None`.

@@ -16,6 +16,7 @@ pub(crate) struct CoreCounters {
     pub forwarded_out: AtomicU64,
     pub forwarded_in: AtomicU64,
     pub dropped_mesh_full: AtomicU64,
+    pub dropped_misrouted: AtomicU64,
     pub dropped_truncated: AtomicU64,
     pub send_errors: AtomicU64,
     pub recv_errors: AtomicU64,
@@ -52,6 +53,9 @@ pub struct CoreStats {
     pub forwarded_in: u64,
     /// Datagrams dropped because the owner's inbox was full.
     pub dropped_mesh_full: u64,
+    /// Datagrams dropped because the shard named no valid other core as owner, or named another
+    /// one after they had been forwarded to it (shards disagreeing on ownership: a bug).
+    pub dropped_misrouted: u64,
     /// Datagrams dropped because they were longer than the receive slot (kernel MSG_TRUNC) or
     /// than the mesh payload when they had to be forwarded.
     pub dropped_truncated: u64,
@@ -80,6 +84,7 @@ impl CoreCounters {
             forwarded_out: r(&self.forwarded_out),
             forwarded_in: r(&self.forwarded_in),
             dropped_mesh_full: r(&self.dropped_mesh_full),
+            dropped_misrouted: r(&self.dropped_misrouted),
             dropped_truncated: r(&self.dropped_truncated),
             send_errors: r(&self.send_errors),
             recv_errors: r(&self.recv_errors),
@@ -101,6 +106,7 @@ impl CoreStats {
             t.forwarded_out += s.forwarded_out;
             t.forwarded_in += s.forwarded_in;
             t.dropped_mesh_full += s.dropped_mesh_full;
+            t.dropped_misrouted += s.dropped_misrouted;
             t.dropped_truncated += s.dropped_truncated;
             t.send_errors += s.send_errors;
             t.recv_errors += s.recv_errors;

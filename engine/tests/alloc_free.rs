@@ -16,7 +16,7 @@
 mod common;
 
 use common::{config, stats_until, EchoShard};
-use flock_engine::{CoreStats, Engine, EngineHandle, Shard};
+use flock_engine::{CoreStats, Engine, EngineHandle, Handled, Shard};
 use flock_proto::Time;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
@@ -232,10 +232,7 @@ struct TimedEcho {
 
 impl Shard for TimedEcho {
     type Command = ();
-    fn route(&self, d: &[u8], cores: usize) -> Option<usize> {
-        self.echo.route(d, cores)
-    }
-    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Option<usize> {
+    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
         if self.next <= now {
             self.next = Time(now.0 + 1000);
         }
@@ -256,11 +253,11 @@ impl Shard for TimedEcho {
 fn steady_path_does_not_allocate() {
     EXCLUDED.with(|e| e.set(true));
 
-    let engine = Engine::start(config(1), |core, _| EchoShard { core }).unwrap();
+    let engine = Engine::start(config(1), EchoShard::new).unwrap();
     let plain = run("no timers", engine);
 
-    let engine = Engine::start(config(1), |core, _| TimedEcho {
-        echo: EchoShard { core },
+    let engine = Engine::start(config(1), |core, cores| TimedEcho {
+        echo: EchoShard::new(core, cores),
         next: Time(0),
     })
     .unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{client, config};
-use flock_engine::{Engine, Shard};
+use flock_engine::{Engine, Handled, Shard};
 use flock_proto::Time;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,11 +17,8 @@ struct Say {
 
 impl Shard for Say {
     type Command = (SocketAddr, String);
-    fn route(&self, _: &[u8], _: usize) -> Option<usize> {
-        None
-    }
-    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Option<usize> {
-        None
+    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Handled {
+        Handled::Done
     }
     fn poll_transmit(&mut self, _: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         let (dest, text) = self.queued.pop()?;
@@ -87,11 +84,8 @@ struct Slow {
 
 impl Shard for Slow {
     type Command = u32;
-    fn route(&self, _: &[u8], _: usize) -> Option<usize> {
-        None
-    }
-    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Option<usize> {
-        None
+    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Handled {
+        Handled::Done
     }
     fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<(SocketAddr, usize)> {
         None

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{client, config, request, stats_until, EchoShard};
-use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Shard};
+use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Handled, Shard};
 use flock_proto::Time;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn single_core_echo() {
-    let engine = Engine::start(config(1), |core, _| EchoShard { core }).unwrap();
+    let engine = Engine::start(config(1), EchoShard::new).unwrap();
     assert_eq!(engine.cores(), 1);
     let server = engine.local_addr();
     assert_ne!(server.port(), 0);
@@ -30,7 +30,7 @@ fn single_core_echo() {
 
 #[test]
 fn two_cores_answer_from_the_owner_and_the_server_address() {
-    let engine = Engine::start(config(2), |core, _| EchoShard { core }).unwrap();
+    let engine = Engine::start(config(2), EchoShard::new).unwrap();
     let server = engine.local_addr();
     // Many client ports, so the kernel's reuseport hash lands datagrams on both sockets.
     let clients: Vec<UdpSocket> = (0..32).map(|_| client()).collect();
@@ -70,7 +70,7 @@ fn dual_stack_socket_serves_ipv4_clients() {
         addr: "[::]:0".parse().unwrap(),
         ..config(2)
     };
-    let engine = match Engine::start(cfg, |core, _| AddrShard { core }) {
+    let engine = match Engine::start(cfg, |core, cores| AddrShard { core, cores }) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => return, // no IPv6 here
         Err(e) => panic!("{e}"),
@@ -94,18 +94,19 @@ fn dual_stack_socket_serves_ipv4_clients() {
 /// Replies with the source address it was given, as text; routes like EchoShard.
 struct AddrShard {
     core: usize,
+    cores: usize,
 }
 
 impl Shard for AddrShard {
     type Command = ();
-    fn route(&self, d: &[u8], cores: usize) -> Option<usize> {
-        d.first().map(|&b| b as usize % cores)
-    }
-    fn handle(&mut self, _: Time, src: SocketAddr, _: &[u8], reply: &mut [u8]) -> Option<usize> {
-        let _ = self.core;
+    fn handle(&mut self, _: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
+        match d.first().map(|&b| b as usize % self.cores) {
+            Some(owner) if owner != self.core => return Handled::Forward(owner),
+            _ => {}
+        }
         let s = src.to_string();
         reply[..s.len()].copy_from_slice(s.as_bytes());
-        Some(s.len())
+        Handled::Reply(s.len())
     }
     fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<(SocketAddr, usize)> {
         None
@@ -119,6 +120,8 @@ impl Shard for AddrShard {
 /// On "sub", remembers the client and schedules a tick 30 ms later; at the tick it transmits
 /// "tick:<now>" to the client three times, 30 ms apart.
 struct TickShard {
+    /// Core 0 owns every datagram.
+    core: usize,
     subscriber: Option<SocketAddr>,
     next: Option<Time>,
     due: bool,
@@ -127,16 +130,16 @@ struct TickShard {
 
 impl Shard for TickShard {
     type Command = ();
-    fn route(&self, _: &[u8], _: usize) -> Option<usize> {
-        Some(0)
-    }
-    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], _: &mut [u8]) -> Option<usize> {
+    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], _: &mut [u8]) -> Handled {
+        if self.core != 0 {
+            return Handled::Forward(0);
+        }
         if d == b"sub" {
             self.subscriber = Some(src);
             self.next = Some(Time(now.0 + 30));
             self.left = 3;
         }
-        None
+        Handled::Done
     }
     fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         if !std::mem::take(&mut self.due) {
@@ -160,7 +163,8 @@ impl Shard for TickShard {
 
 #[test]
 fn timers_deliver_transmits() {
-    let engine = Engine::start(config(2), |_, _| TickShard {
+    let engine = Engine::start(config(2), |core, _| TickShard {
+        core,
         subscriber: None,
         next: None,
         due: false,
@@ -196,7 +200,7 @@ fn timers_deliver_transmits() {
 
 #[test]
 fn shutdown_stops_every_core_quickly() {
-    let engine = Engine::start(config(2), |core, _| EchoShard { core }).unwrap();
+    let engine = Engine::start(config(2), EchoShard::new).unwrap();
     let stopper = engine.shutdown_handle();
     std::thread::sleep(Duration::from_millis(50)); // let the cores park
     let start = Instant::now();
@@ -210,7 +214,7 @@ fn shutdown_stops_every_core_quickly() {
 
 #[test]
 fn truncated_datagrams_are_dropped_and_counted() {
-    let engine = Engine::start(config(1), |core, _| EchoShard { core }).unwrap();
+    let engine = Engine::start(config(1), EchoShard::new).unwrap();
     let c = client();
     c.send_to(&[1u8; 3000], engine.local_addr()).unwrap();
     let (reply, _) = request(&c, engine.local_addr(), &[1, 2]);
@@ -227,7 +231,7 @@ fn unavailable_address_is_an_error_naming_it() {
         addr: "192.0.2.1:3478".parse().unwrap(),
         ..config(2)
     };
-    let err = Engine::start(cfg, |core, _| EchoShard { core })
+    let err = Engine::start(cfg, EchoShard::new)
         .err()
         .expect("bind must fail");
     assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
@@ -241,7 +245,7 @@ fn port_held_without_reuseport_is_an_error() {
         addr: holder.local_addr().unwrap(),
         ..config(1)
     };
-    let err = Engine::start(cfg, |core, _| EchoShard { core })
+    let err = Engine::start(cfg, EchoShard::new)
         .err()
         .expect("bind must fail");
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
@@ -254,11 +258,11 @@ fn port_held_without_reuseport_is_an_error() {
 
 #[test]
 fn shard_factory_panic_is_an_error() {
-    let err = Engine::start(config(2), |core, _| {
+    let err = Engine::start(config(2), |core, cores| {
         if core == 1 {
             panic!("shard 1 cannot start");
         }
-        EchoShard { core }
+        EchoShard::new(core, cores)
     })
     .err()
     .expect("start must fail");
@@ -273,10 +277,7 @@ fn bad_cpu_list_is_an_error() {
         ..config(1)
     };
     assert_eq!(
-        Engine::start(cfg, |core, _| EchoShard { core })
-            .err()
-            .unwrap()
-            .kind(),
+        Engine::start(cfg, EchoShard::new).err().unwrap().kind(),
         io::ErrorKind::InvalidInput
     );
 }
@@ -297,10 +298,12 @@ struct Fragile(EchoShard);
 
 impl Shard for Fragile {
     type Command = ();
-    fn route(&self, d: &[u8], cores: usize) -> Option<usize> {
-        self.0.route(d, cores)
-    }
-    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Option<usize> {
+    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
+        // Only the owner looks at the datagram.
+        match self.0.owner(d) {
+            Some(owner) if owner != self.0.core => return Handled::Forward(owner),
+            _ => {}
+        }
         assert!(d.first() != Some(&0xEE), "fragile shard got 0xEE");
         self.0.handle(now, src, d, reply)
     }
@@ -315,7 +318,10 @@ impl Shard for Fragile {
 
 #[test]
 fn a_panicking_shard_stops_the_engine_with_an_error() {
-    let engine = Engine::start(config(2), |core, _| Fragile(EchoShard { core })).unwrap();
+    let engine = Engine::start(config(2), |core, cores| {
+        Fragile(EchoShard::new(core, cores))
+    })
+    .unwrap();
     let c = client();
     assert_eq!(request(&c, engine.local_addr(), &[1, 9]).0, vec![1, 1, 9]);
     // 0xEE % 2 == 0: core 0 panics, whichever socket read it; core 1 must stop too.
@@ -334,7 +340,7 @@ fn nonexistent_cpu_is_an_error() {
         pin: true,
         ..config(1)
     };
-    let err = Engine::start(cfg, |core, _| EchoShard { core })
+    let err = Engine::start(cfg, EchoShard::new)
         .err()
         .expect("start must fail");
     eprintln!("start error: {err}");
@@ -347,7 +353,7 @@ fn full_inboxes_drop_and_count_without_stalling() {
         mesh_capacity: 1,
         ..config(2)
     };
-    let engine = Engine::start(cfg, |core, _| EchoShard { core }).unwrap();
+    let engine = Engine::start(cfg, EchoShard::new).unwrap();
     let server = engine.local_addr();
     let clients: Vec<UdpSocket> = (0..16).map(|_| client()).collect();
     // Every datagram belongs to core 1; those the kernel hands to core 0 squeeze through a
@@ -378,4 +384,51 @@ fn handles_can_move_to_other_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<flock_engine::EngineHandle>();
     send_sync::<flock_engine::ShutdownHandle>();
+}
+
+/// Claims every datagram belongs to `to`, whoever reads it.
+struct Misroutes {
+    to: usize,
+}
+
+impl Shard for Misroutes {
+    type Command = ();
+    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Handled {
+        Handled::Forward(self.to)
+    }
+    fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        None
+    }
+    fn handle_timeout(&mut self, _: Time) {}
+}
+
+#[test]
+fn a_shard_naming_no_valid_owner_gets_its_datagrams_dropped_not_bounced() {
+    // Core 1 for every datagram: those core 0 reads cross once, then core 1 (like the ones it
+    // reads itself) names itself as another core's owner, which is no hand-over: dropped, never
+    // bounced back. Core 7 does not exist: dropped where read.
+    for (to, forwarded) in [(1usize, true), (7, false)] {
+        let engine = Engine::start(config(2), move |_, _| Misroutes { to }).unwrap();
+        let c = client();
+        for i in 0..40u8 {
+            // Many flows, so both cores read some.
+            let c = if i % 2 == 0 { &c } else { &client() };
+            c.send_to(&[i], engine.local_addr()).unwrap();
+        }
+        let stats = stats_until(&engine, |s| {
+            let t = CoreStats::total(s);
+            t.received == 40 && t.dropped_misrouted + t.answered == 40
+        });
+        let t = CoreStats::total(&stats);
+        assert_eq!(t.answered, 0, "to {to}");
+        assert_eq!(t.dropped_misrouted, 40, "to {to}: {stats:?}");
+        if !forwarded {
+            assert_eq!(t.forwarded_out, 0);
+        }
+        engine.shutdown();
+        engine.join().unwrap();
+    }
 }

@@ -256,7 +256,7 @@ fn run(args: Args) -> Result<(), String> {
         shard::FlockShard::new(
             config,
             keys.clone(),
-            core,
+            flock_proto::server::CoreSlot { index: core, cores },
             for_cores.clone(),
             for_snapshots.clone(),
         )
@@ -372,6 +372,7 @@ fn run(args: Args) -> Result<(), String> {
         transmitted = t.transmitted,
         forwarded = t.forwarded_out,
         dropped_mesh_full = t.dropped_mesh_full,
+        dropped_misrouted = t.dropped_misrouted,
         dropped_truncated = t.dropped_truncated,
         kernel_drops = t.kernel_drops.unwrap_or(0),
         "stopped"

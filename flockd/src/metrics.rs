@@ -146,9 +146,9 @@ fn render_engine(out: &mut String, stats: &[CoreStats]) {
         "UDP datagrams per core: received from the socket, answered (replies sent), transmitted (other sends), forwarded_out to / forwarded_in from the owning core.",
         "direction", |s| vec![("received", s.received), ("answered", s.answered), ("transmitted", s.transmitted), ("forwarded_out", s.forwarded_out), ("forwarded_in", s.forwarded_in)]);
     per_core(out, &items, "flock_core_drops_total", Counter,
-        "Datagrams dropped by the packet engine, by reason: mesh_full (owner core's inbox full), truncated (too long), kernel (socket receive queue full; absent when the kernel does not say).",
+        "Datagrams dropped by the packet engine, by reason: mesh_full (owner core's inbox full), truncated (too long), misrouted (cores disagreeing on the owner: a bug), kernel (socket receive queue full; absent when the kernel does not say).",
         "reason", |s| {
-            let mut v = vec![("mesh_full", s.dropped_mesh_full), ("truncated", s.dropped_truncated)];
+            let mut v = vec![("mesh_full", s.dropped_mesh_full), ("truncated", s.dropped_truncated), ("misrouted", s.dropped_misrouted)];
             v.extend(s.kernel_drops.map(|k| ("kernel", k)));
             v
         });

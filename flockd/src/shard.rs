@@ -3,10 +3,10 @@
 
 use crate::metrics::{CoreSnapshots, PUBLISH_EVERY};
 use crate::policy::CorePolicy;
-use flock_engine::Shard;
+use flock_engine::{Handled, Shard};
 use flock_proto::identity::Fingerprint;
 use flock_proto::login::{Command, Event, SessionId};
-use flock_proto::server::{self, Entropy, Keys, PeerAlarm, Server, ServerConfig};
+use flock_proto::server::{CoreSlot, Entropy, Keys, Outcome, PeerAlarm, Server, ServerConfig};
 use flock_proto::Name;
 use flock_proto::Time;
 use flock_ws::{EventSink, ToCore};
@@ -45,6 +45,8 @@ const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 pub struct FlockShard {
     server: Server<OsEntropy>,
     core: usize,
+    /// This core among the server's: which names are ours.
+    slot: CoreSlot,
     /// The plugins, when any are loaded.
     policy: Option<Arc<CorePolicy>>,
     /// Where each live session's events go. Bounded by the server's session bound: a session
@@ -62,10 +64,11 @@ impl FlockShard {
     pub fn new(
         config: ServerConfig,
         keys: Keys,
-        core: usize,
+        slot: CoreSlot,
         policy: Option<Arc<CorePolicy>>,
         snapshots: Arc<CoreSnapshots>,
     ) -> FlockShard {
+        let core = slot.index;
         let server = Server::new(config, keys, OsEntropy(SystemRandom::new()));
         // One core probes the peers at start and every minute (a split flock shows as an
         // error in the logs of both sides even when no log-in crosses it).
@@ -73,6 +76,7 @@ impl FlockShard {
         FlockShard {
             server,
             core,
+            slot,
             policy,
             sinks: HashMap::new(),
             snapshots,
@@ -141,18 +145,12 @@ impl FlockShard {
 impl Shard for FlockShard {
     type Command = CoreCmd;
 
-    fn route(&self, datagram: &[u8], cores: usize) -> Option<usize> {
-        server::owner_core(datagram, cores)
-    }
-
-    fn handle(
-        &mut self,
-        now: Time,
-        src: SocketAddr,
-        datagram: &[u8],
-        reply: &mut [u8],
-    ) -> Option<usize> {
-        let answer = self.server.handle(now, src, datagram, reply);
+    fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Handled {
+        let answer = match self.server.handle_on(self.slot, now, src, datagram, reply) {
+            Outcome::Reply(n) => Handled::Reply(n),
+            Outcome::Done => Handled::Done,
+            Outcome::OtherCore(owner) => return Handled::Forward(owner),
+        };
         if !self.sinks.is_empty() {
             self.dispatch(now);
         }

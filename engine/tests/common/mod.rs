@@ -1,7 +1,7 @@
 //! Shards and helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
-use flock_engine::{CpuChoice, EngineConfig, Shard};
+use flock_engine::{CpuChoice, EngineConfig, Handled, Shard};
 use flock_proto::Time;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -10,16 +10,25 @@ use std::time::Duration;
 /// `[core index, original bytes...]`. Allocates nothing.
 pub struct EchoShard {
     pub core: usize,
+    pub cores: usize,
+}
+
+impl EchoShard {
+    pub fn new(core: usize, cores: usize) -> EchoShard {
+        EchoShard { core, cores }
+    }
+
+    /// The core owning `datagram`, or `None` when any core may answer it.
+    pub fn owner(&self, datagram: &[u8]) -> Option<usize> {
+        match datagram.first() {
+            None | Some(0xFF) => None,
+            Some(&b) => Some(b as usize % self.cores),
+        }
+    }
 }
 
 impl Shard for EchoShard {
     type Command = ();
-    fn route(&self, datagram: &[u8], cores: usize) -> Option<usize> {
-        match datagram.first() {
-            None | Some(0xFF) => None,
-            Some(&b) => Some(b as usize % cores),
-        }
-    }
 
     fn handle(
         &mut self,
@@ -27,11 +36,15 @@ impl Shard for EchoShard {
         _src: SocketAddr,
         datagram: &[u8],
         reply: &mut [u8],
-    ) -> Option<usize> {
+    ) -> Handled {
+        match self.owner(datagram) {
+            Some(owner) if owner != self.core => return Handled::Forward(owner),
+            _ => {}
+        }
         let n = datagram.len().min(reply.len() - 1);
         reply[0] = self.core as u8;
         reply[1..1 + n].copy_from_slice(&datagram[..n]);
-        Some(1 + n)
+        Handled::Reply(1 + n)
     }
 
     fn poll_transmit(&mut self, _now: Time, _buf: &mut [u8]) -> Option<(SocketAddr, usize)> {

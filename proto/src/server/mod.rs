@@ -208,7 +208,8 @@ impl<E: Entropy> Server<E> {
         }
     }
 
-    /// Handles one datagram from `src`; an answer for `src` is written to `reply`.
+    /// Handles one datagram from `src`; an answer for `src` is written to `reply`. For a server
+    /// running on one core (every name is this core's); with several, see [`Server::handle_on`].
     pub fn handle(
         &mut self,
         now: Time,
@@ -216,26 +217,126 @@ impl<E: Entropy> Server<E> {
         datagram: &[u8],
         reply: &mut [u8],
     ) -> Option<usize> {
+        match self.dispatch(None, now, src, datagram, reply) {
+            Outcome::Reply(n) => Some(n),
+            Outcome::Done | Outcome::OtherCore(_) => None,
+        }
+    }
+
+    /// Like [`Server::handle`], for the shard on core `core` of a server of several: a datagram
+    /// about a name another core owns comes back as [`Outcome::OtherCore`] with nothing changed
+    /// here, for the host to hand to that core. The name is parsed and hashed once for both.
+    pub fn handle_on(
+        &mut self,
+        core: CoreSlot,
+        now: Time,
+        src: SocketAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+    ) -> Outcome {
+        self.dispatch(
+            Some(core).filter(|c| c.cores > 1),
+            now,
+            src,
+            datagram,
+            reply,
+        )
+    }
+
+    fn dispatch(
+        &mut self,
+        core: Option<CoreSlot>,
+        now: Time,
+        src: SocketAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+    ) -> Outcome {
+        let Ok(msg) = Message::parse(datagram) else {
+            self.stats.received += 1;
+            self.stats.malformed += 1;
+            return Outcome::Done;
+        };
+        let answer = match (msg.method(), msg.class()) {
+            (Method::BINDING, Class::Request) => {
+                self.stats.received += 1;
+                return self
+                    .binding(&msg, src, reply)
+                    .map_or(Outcome::Done, Outcome::Reply);
+            }
+            (method::REGISTER, Class::Request) => {
+                let Ok(req) = Register::parse(&msg) else {
+                    self.stats.received += 1;
+                    self.stats.malformed += 1;
+                    return Outcome::Done;
+                };
+                let hash = req.name.hash();
+                if let Some(other) = core.and_then(|c| c.other_owner(&hash)) {
+                    return Outcome::OtherCore(other);
+                }
+                self.count_received(now);
+                self.register(now, &msg, &req, &hash, src, reply)
+            }
+            (method::KEEPALIVE, Class::Request) => {
+                let Ok(req) = Keepalive::parse(&msg) else {
+                    self.stats.received += 1;
+                    self.stats.malformed += 1;
+                    return Outcome::Done;
+                };
+                let hash = req.name.hash();
+                if let Some(other) = core.and_then(|c| c.other_owner(&hash)) {
+                    return Outcome::OtherCore(other);
+                }
+                self.count_received(now);
+                self.keepalive(now, &msg, &req, &hash, src, reply)
+            }
+            _ => {
+                // Check answers, log-in and peer messages go to the core owning their name.
+                if let Some(core) = core {
+                    let owner = msg::request_name(&msg).map(|n| n.hash());
+                    if let Some(other) = owner.and_then(|h| core.other_owner(&h)) {
+                        return Outcome::OtherCore(other);
+                    }
+                }
+                self.count_received(now);
+                self.other(now, &msg, src, reply)
+            }
+        };
+        let Some(answer) = answer else {
+            return Outcome::Done;
+        };
+        // Nothing proves `src` is who it claims before it has answered us: never send more.
+        if answer > datagram.len() {
+            self.stats.amplification_suppressed += 1;
+            return Outcome::Done;
+        }
+        Outcome::Reply(answer)
+    }
+
+    /// Counts a datagram this core handles (not one it passes to another core).
+    fn count_received(&mut self, now: Time) {
         self.stats.received += 1;
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.sweep_step_interval());
         }
-        let Ok(msg) = Message::parse(datagram) else {
-            self.stats.malformed += 1;
-            return None;
-        };
-        let answer = match (msg.method(), msg.class()) {
-            (Method::BINDING, Class::Request) => return self.binding(&msg, src, reply),
-            (method::REGISTER, Class::Request) => self.register(now, &msg, src, reply),
-            (method::KEEPALIVE, Class::Request) => self.keepalive(now, &msg, src, reply),
+    }
+
+    /// Everything but Binding, REGISTER and KEEPALIVE requests.
+    fn other(
+        &mut self,
+        now: Time,
+        msg: &Message<'_>,
+        src: SocketAddr,
+        reply: &mut [u8],
+    ) -> Option<usize> {
+        match (msg.method(), msg.class()) {
             (method::CHECK, Class::Success | Class::Error) => {
-                self.check_answer(now, &msg, src);
+                self.check_answer(now, msg, src);
                 None
             }
-            _ if crate::peer::is_peer(&msg) => self.peer_message(now, &msg, src, reply),
+            _ if crate::peer::is_peer(msg) => self.peer_message(now, msg, src, reply),
             // The owner relays an appliance's part of a log-in served by another server.
-            _ if lg::wire::is_login(&msg) && self.relay_from_appliance(now, &msg, src) => None,
-            _ if lg::wire::is_login(&msg) => {
+            _ if lg::wire::is_login(msg) && self.relay_from_appliance(now, msg, src) => None,
+            _ if lg::wire::is_login(msg) => {
                 let mut cx = login::Ctx {
                     now,
                     config: &self.config,
@@ -245,19 +346,13 @@ impl<E: Entropy> Server<E> {
                     peers: &self.peers,
                 };
                 self.login
-                    .datagram(&mut cx, &msg, peers::Origin::Addr(src), reply)
+                    .datagram(&mut cx, msg, peers::Origin::Addr(src), reply)
             }
             _ => {
                 self.stats.ignored += 1;
                 None
             }
-        }?;
-        // Nothing proves `src` is who it claims before it has answered us: never send more.
-        if answer > datagram.len() {
-            self.stats.amplification_suppressed += 1;
-            return None;
         }
-        Some(answer)
     }
 
     fn binding(&mut self, msg: &Message<'_>, src: SocketAddr, reply: &mut [u8]) -> Option<usize> {
@@ -316,16 +411,13 @@ impl<E: Entropy> Server<E> {
         &mut self,
         now: Time,
         msg: &Message<'_>,
+        req: &Register<'_>,
+        hash: &NameHash,
         src: SocketAddr,
         reply: &mut [u8],
     ) -> Option<usize> {
         let txid = msg.transaction_id();
-        let Ok(req) = Register::parse(msg) else {
-            self.stats.malformed += 1;
-            return None;
-        };
-        let hash = req.name.hash();
-        if let Some(owner) = self.owner_elsewhere(&hash) {
+        if let Some(owner) = self.owner_elsewhere(hash) {
             return self.try_alternate(reply, method::REGISTER, txid, owner);
         }
         // 1. Return routability: a nonce bound to this source, before any expensive work.
@@ -630,16 +722,13 @@ impl<E: Entropy> Server<E> {
         &mut self,
         now: Time,
         msg: &Message<'_>,
+        req: &Keepalive,
+        hash: &NameHash,
         src: SocketAddr,
         reply: &mut [u8],
     ) -> Option<usize> {
         let txid = msg.transaction_id();
-        let Ok(req) = Keepalive::parse(msg) else {
-            self.stats.malformed += 1;
-            return None;
-        };
-        let hash = req.name.hash();
-        if let Some(owner) = self.owner_elsewhere(&hash) {
+        if let Some(owner) = self.owner_elsewhere(hash) {
             return self.try_alternate(reply, method::KEEPALIVE, txid, owner);
         }
         if self
@@ -932,6 +1021,32 @@ impl<E: Entropy> Server<E> {
 /// Unix seconds `d` after `now`, rounded down (so a lifetime is never exceeded).
 fn secs_after(now: Time, d: core::time::Duration) -> u32 {
     (now + d).as_secs().min(u32::MAX as u64) as u32
+}
+
+/// Which core of a server's `cores` a shard runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreSlot {
+    pub index: usize,
+    pub cores: usize,
+}
+
+impl CoreSlot {
+    /// The core owning `hash` when it is not this one.
+    pub fn other_owner(&self, hash: &NameHash) -> Option<usize> {
+        let owner = hash.core_index(self.cores);
+        (owner != self.index).then_some(owner)
+    }
+}
+
+/// What [`Server::handle_on`] did with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The answer is the first `n` bytes of `reply`.
+    Reply(usize),
+    /// Taken or dropped; nothing to send now.
+    Done,
+    /// Core `n` owns the name: hand the datagram there; nothing changed here.
+    OtherCore(usize),
 }
 
 /// The core that owns a datagram: the owner of its name for flock requests and check answers,

@@ -44,7 +44,6 @@ const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct FlockShard {
     server: Server<OsEntropy>,
-    core: usize,
     /// This core among the server's: which names are ours.
     slot: CoreSlot,
     /// The plugins, when any are loaded.
@@ -68,14 +67,12 @@ impl FlockShard {
         policy: Option<Arc<CorePolicy>>,
         snapshots: Arc<CoreSnapshots>,
     ) -> FlockShard {
-        let core = slot.index;
         let server = Server::new(config, keys, OsEntropy(SystemRandom::new()));
         // One core probes the peers at start and every minute (a split flock shows as an
         // error in the logs of both sides even when no log-in crosses it).
-        let next_probe = (core == 0).then_some(Time::ZERO);
+        let next_probe = (slot.index == 0).then_some(Time::ZERO);
         FlockShard {
             server,
-            core,
             slot,
             policy,
             sinks: HashMap::new(),
@@ -88,7 +85,7 @@ impl FlockShard {
     /// Copies the server's counters and table sizes where `/metrics` reads them.
     fn publish(&mut self, now: Time) {
         self.next_publish = now + PUBLISH_EVERY;
-        self.snapshots.publish(self.core, &self.server);
+        self.snapshots.publish(self.slot.index, &self.server);
     }
 
     /// Logs what a peer told us that an operator must fix (another membership list).
@@ -115,7 +112,7 @@ impl FlockShard {
     fn dispatch_policy(&mut self) {
         if let Some(p) = &self.policy {
             while let Some(e) = self.server.poll_policy() {
-                p.dispatch(self.core, e);
+                p.dispatch(self.slot.index, e);
             }
         }
     }

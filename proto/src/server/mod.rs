@@ -252,9 +252,7 @@ impl<E: Entropy> Server<E> {
         reply: &mut [u8],
     ) -> Outcome {
         let Ok(msg) = Message::parse(datagram) else {
-            self.stats.received += 1;
-            self.stats.malformed += 1;
-            return Outcome::Done;
+            return self.malformed();
         };
         let answer = match (msg.method(), msg.class()) {
             (Method::BINDING, Class::Request) => {
@@ -265,35 +263,30 @@ impl<E: Entropy> Server<E> {
             }
             (method::REGISTER, Class::Request) => {
                 let Ok(req) = Register::parse(&msg) else {
-                    self.stats.received += 1;
-                    self.stats.malformed += 1;
-                    return Outcome::Done;
+                    return self.malformed();
                 };
-                let hash = req.name.hash();
-                if let Some(other) = core.and_then(|c| c.other_owner(&hash)) {
-                    return Outcome::OtherCore(other);
-                }
+                let hash = match claim(core, &req.name) {
+                    Ok(hash) => hash,
+                    Err(other) => return Outcome::OtherCore(other),
+                };
                 self.count_received(now);
                 self.register(now, &msg, &req, &hash, src, reply)
             }
             (method::KEEPALIVE, Class::Request) => {
                 let Ok(req) = Keepalive::parse(&msg) else {
-                    self.stats.received += 1;
-                    self.stats.malformed += 1;
-                    return Outcome::Done;
+                    return self.malformed();
                 };
-                let hash = req.name.hash();
-                if let Some(other) = core.and_then(|c| c.other_owner(&hash)) {
-                    return Outcome::OtherCore(other);
-                }
+                let hash = match claim(core, &req.name) {
+                    Ok(hash) => hash,
+                    Err(other) => return Outcome::OtherCore(other),
+                };
                 self.count_received(now);
                 self.keepalive(now, &msg, &req, &hash, src, reply)
             }
             _ => {
                 // Check answers, log-in and peer messages go to the core owning their name.
-                if let Some(core) = core {
-                    let owner = msg::request_name(&msg).map(|n| n.hash());
-                    if let Some(other) = owner.and_then(|h| core.other_owner(&h)) {
+                if let Some(name) = core.and_then(|_| msg::request_name(&msg)) {
+                    if let Err(other) = claim(core, &name) {
                         return Outcome::OtherCore(other);
                     }
                 }
@@ -310,6 +303,13 @@ impl<E: Entropy> Server<E> {
             return Outcome::Done;
         }
         Outcome::Reply(answer)
+    }
+
+    /// Counts a datagram dropped as malformed.
+    fn malformed(&mut self) -> Outcome {
+        self.stats.received += 1;
+        self.stats.malformed += 1;
+        Outcome::Done
     }
 
     /// Counts a datagram this core handles (not one it passes to another core).
@@ -1035,6 +1035,16 @@ impl CoreSlot {
     pub fn other_owner(&self, hash: &NameHash) -> Option<usize> {
         let owner = hash.core_index(self.cores);
         (owner != self.index).then_some(owner)
+    }
+}
+
+/// The hash of `name` when this core (or a one-core server: `None`) owns it, else the owning
+/// core.
+fn claim(core: Option<CoreSlot>, name: &Name) -> Result<NameHash, usize> {
+    let hash = name.hash();
+    match core.and_then(|c| c.other_owner(&hash)) {
+        Some(other) => Err(other),
+        None => Ok(hash),
     }
 }
 

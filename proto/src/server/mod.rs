@@ -305,6 +305,19 @@ impl<E: Entropy> Server<E> {
         Outcome::Reply(answer)
     }
 
+    /// The log-in state machine and what it needs of the server, borrowed apart.
+    fn login_parts(&mut self, now: Time) -> (&mut login::Login, login::Ctx<'_>) {
+        let cx = login::Ctx {
+            now,
+            config: &self.config,
+            flock: &self.keys.flock,
+            entropy: &mut self.entropy,
+            stats: &mut self.stats,
+            peers: &self.peers,
+        };
+        (&mut self.login, cx)
+    }
+
     /// Counts a datagram dropped as malformed.
     fn malformed(&mut self) -> Outcome {
         self.stats.received += 1;
@@ -337,16 +350,8 @@ impl<E: Entropy> Server<E> {
             // The owner relays an appliance's part of a log-in served by another server.
             _ if lg::wire::is_login(msg) && self.relay_from_appliance(now, msg, src) => None,
             _ if lg::wire::is_login(msg) => {
-                let mut cx = login::Ctx {
-                    now,
-                    config: &self.config,
-                    flock: &self.keys.flock,
-                    entropy: &mut self.entropy,
-                    stats: &mut self.stats,
-                    peers: &self.peers,
-                };
-                self.login
-                    .datagram(&mut cx, msg, peers::Origin::Addr(src), reply)
+                let (login, mut cx) = self.login_parts(now);
+                login.datagram(&mut cx, msg, peers::Origin::Addr(src), reply)
             }
             _ => {
                 self.stats.ignored += 1;
@@ -935,15 +940,8 @@ impl<E: Entropy> Server<E> {
     /// Retransmits checks and log-in requests, ends checks whose window closed and sessions
     /// that gave up, sweeps expired registrations.
     pub fn handle_timeout(&mut self, now: Time) {
-        let mut cx = login::Ctx {
-            now,
-            config: &self.config,
-            flock: &self.keys.flock,
-            entropy: &mut self.entropy,
-            stats: &mut self.stats,
-            peers: &self.peers,
-        };
-        self.login.handle_timeout(&mut cx);
+        let (login, mut cx) = self.login_parts(now);
+        login.handle_timeout(&mut cx);
         while let Some(key) = self.checks.pop_due(now) {
             let Some(p) = self.checks.get(&key) else {
                 continue;

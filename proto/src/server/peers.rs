@@ -8,7 +8,7 @@
 //! failing them is dropped silently and counted. A digest mismatch is counted, raised as a
 //! [`PeerAlarm`] (one per peer per minute), and a LOOKUP request gets error 470.
 
-use super::{login, Outgoing, Server, Stats};
+use super::{Outgoing, Server, Stats};
 use crate::entropy::Entropy;
 use crate::msg::request_name;
 use crate::name::{Name, TableKey};
@@ -430,14 +430,7 @@ impl<E: Entropy> Server<E> {
     }
 
     fn located(&mut self, now: Time, txid: &TransactionId, from: usize, located: Located) {
-        let mut cx = login::Ctx {
-            now,
-            config: &self.config,
-            flock: &self.keys.flock,
-            entropy: &mut self.entropy,
-            stats: &mut self.stats,
-            peers: &self.peers,
-        };
-        self.login.located(&mut cx, txid, from, located);
+        let (login, mut cx) = self.login_parts(now);
+        login.located(&mut cx, txid, from, located);
     }
 }

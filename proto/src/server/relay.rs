@@ -8,7 +8,7 @@
 //! for sessions, refreshed by use).
 
 use super::peers::Origin;
-use super::{login, Server};
+use super::Server;
 use crate::entropy::Entropy;
 use crate::login::wire::attr::SESSION;
 use crate::login::SessionNonce;
@@ -118,16 +118,8 @@ impl<E: Entropy> Server<E> {
         // The session's answer (a SIGNAL ack) goes back the same way, wrapped.
         let mut inner = [0u8; crate::peer::MAX_INNER];
         let n = {
-            let mut cx = login::Ctx {
-                now,
-                config: &self.config,
-                flock: &self.keys.flock,
-                entropy: &mut self.entropy,
-                stats: &mut self.stats,
-                peers: &self.peers,
-            };
-            self.login
-                .datagram(&mut cx, &relay.inner, Origin::Owner(from), &mut inner)?
+            let (login, mut cx) = self.login_parts(now);
+            login.datagram(&mut cx, &relay.inner, Origin::Owner(from), &mut inner)?
         };
         let n = crate::peer::encode_relay(reply, &inner[..n], &self.peers.sender).ok()?;
         self.stats.relayed_from_appliance += 1;

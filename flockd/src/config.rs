@@ -277,6 +277,13 @@ impl Config {
                 *k = dir.join(&*k);
             }
         }
+        if let Some(tls) = &mut c.ws.tls {
+            for file in [&mut tls.cert, &mut tls.key] {
+                if file.is_relative() && !file.as_os_str().is_empty() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
         Ok(c)
     }
 

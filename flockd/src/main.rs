@@ -42,6 +42,17 @@ struct Args {
     /// Serve no websocket (UDP only).
     #[arg(long)]
     no_ws: bool,
+    /// Serve https/wss with this PEM certificate chain (with --tls-key; [ws.tls] cert).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "no_ws"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert: PKCS#8, SEC1 or PKCS#1 ([ws.tls] key).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Origin a browser may connect from (repeatable; "*" for any) [default: same host only].
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
@@ -132,6 +143,10 @@ fn settings(args: &Args) -> Result<Config, String> {
     }
     if !args.allow_origin.is_empty() {
         c.ws.allowed_origins = args.allow_origin.clone();
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = c.ws.tls.get_or_insert_with(Default::default);
+        (tls.cert, tls.key) = (cert.clone(), key.clone());
     }
     if let Some(v) = &args.data_dir {
         c.data_dir = v.clone();
@@ -408,17 +423,36 @@ fn join_engine(mut engine: Arc<EngineHandle>) -> std::io::Result<()> {
 
 /// SIGHUP: re-reads `--config` (flags still override it) and applies what can change live —
 /// the plugins' settings (each `init` run again, the new chain swapped in whole; on a failure
-/// the old chain stays) and the gateway's settings but `ws.listen`/`ws.threads`. Nothing
-/// else is touched: registrations, log-ins, caches and sockets stay. Settings that need a
-/// restart are named in a warning and keep their running values.
+/// the old chain stays) and the gateway's settings but `ws.listen`/`ws.threads` — and, with
+/// or without `--config`, re-reads the TLS certificate and key. Nothing else is touched:
+/// registrations, log-ins, caches and sockets stay. Settings that need a restart are named in
+/// a warning and keep their running values.
 fn reload(
     args: &Args,
     running: &mut Config,
     runner: &flock_plugins::Runner,
     gateway: Option<&flock_ws::GatewayHandle>,
 ) {
+    if args.config.is_some() {
+        reload_config(args, running, runner, gateway);
+    } else {
+        tracing::info!("SIGHUP: flockd was started without --config: no settings to reload");
+    }
+    match gateway.and_then(|g| g.reload_tls()) {
+        Some(flock_ws::Reload::Replaced) => tracing::info!("SIGHUP: new TLS certificate in use"),
+        Some(flock_ws::Reload::Unchanged) => tracing::info!("SIGHUP: TLS certificate unchanged"),
+        // Logged by the gateway, naming the file.
+        Some(flock_ws::Reload::Failed(_)) | None => {}
+    }
+}
+
+fn reload_config(
+    args: &Args,
+    running: &mut Config,
+    runner: &flock_plugins::Runner,
+    gateway: Option<&flock_ws::GatewayHandle>,
+) {
     let Some(path) = &args.config else {
-        tracing::info!("SIGHUP: flockd was started without --config: nothing to reload");
         return;
     };
     let new = match settings(args) {

@@ -1,6 +1,7 @@
 //! The gateway's configuration. Every field has a default, so flockd can embed it as a TOML
 //! table (`[ws]`) where any key may be left out; durations are human strings ("60s", "3min").
 
+use crate::tls::TlsConfig;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -52,8 +53,19 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     /// Client networks that may read `/metrics`, as CIDRs (`"10.0.0.0/8"`, `"::1/128"`) or
     /// single addresses. The default is loopback only; `[]` turns `/metrics` off (404).
-    /// Others get 403. IPv4-mapped IPv6 clients count as their IPv4 address.
+    /// Others get 403. IPv4-mapped IPv6 clients count as their IPv4 address. Judged on the
+    /// client's address (see `trusted_proxies`).
     pub metrics_allow: Vec<String>,
+    /// Serve https/wss (`[ws.tls]`); absent = plain HTTP/ws.
+    pub tls: Option<TlsConfig>,
+    /// Reverse proxies and load balancers (CIDRs or addresses) whose word is taken for the
+    /// client's address: their PROXY header (with `proxy_protocol`), then `Forwarded` or
+    /// `X-Forwarded-For`, and `X-Forwarded-Proto` for the origin check. Empty: every
+    /// connection is its own client and those headers are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` must start with a PROXY protocol header (v1 or v2);
+    /// one from any other source is refused.
+    pub proxy_protocol: bool,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +85,9 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             metrics_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            tls: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -111,6 +126,17 @@ impl GatewayConfig {
         for net in &self.metrics_allow {
             Net::parse(net).map_err(|e| format!("ws: metrics_allow: {e}"))?;
         }
+        for net in &self.trusted_proxies {
+            Net::parse(net).map_err(|e| format!("ws: trusted_proxies: {e}"))?;
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(
+                "ws: proxy_protocol needs trusted_proxies (who may send the header)".into(),
+            );
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         Ok(())
     }
 
@@ -123,16 +149,29 @@ impl GatewayConfig {
         if self.threads != new.threads {
             changed.push("ws.threads");
         }
+        if self.tls.is_some() != new.tls.is_some() {
+            changed.push("ws.tls");
+        }
+        let redirect = |c: &GatewayConfig| c.tls.as_ref().and_then(|t| t.redirect_listen);
+        if self.tls.is_some() && new.tls.is_some() && redirect(self) != redirect(new) {
+            changed.push("ws.tls.redirect_listen");
+        }
         changed
     }
 
     /// The parsed `metrics_allow` (skipping bad entries: `validate` refuses them).
     pub(crate) fn metrics_nets(&self) -> Vec<Net> {
-        self.metrics_allow
-            .iter()
-            .filter_map(|n| Net::parse(n).ok())
-            .collect()
+        nets(&self.metrics_allow)
     }
+
+    /// The parsed `trusted_proxies`.
+    pub(crate) fn trusted_nets(&self) -> Vec<Net> {
+        nets(&self.trusted_proxies)
+    }
+}
+
+fn nets(list: &[String]) -> Vec<Net> {
+    list.iter().filter_map(|n| Net::parse(n).ok()).collect()
 }
 
 /// An IP network: an address and a prefix length.

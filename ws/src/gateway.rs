@@ -1,31 +1,31 @@
 //! The gateway's runtime: its own tokio threads, the listener, and one task per connection
 //! (request head → page, refusal or websocket → session).
 
+use crate::client::Trusted;
 use crate::config::{GatewayConfig, Net};
-use crate::http::{self, Response, Route};
-use crate::limits::{Limits, Refusal, Running, Slot};
+use crate::connection::{accept_loop, redirect_loop};
+use crate::http::Response;
+use crate::limits::{Limits, Refusal, Running};
 use crate::policy::{AllowAll, Policy};
 use crate::replay::Replay;
-use crate::stats::{bump, Counters, GatewayStats, MetricsSource};
-use crate::{session, CoreLink};
+use crate::stats::{bump, Counters, GatewayStats, MetricsSource, TlsStats};
+use crate::stream::Stream;
+use crate::tls::{CertStore, Reload};
+use crate::CoreLink;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::WebSocketStream;
 
 /// Refused connections answered at once (429/503); past this, extra ones are just closed, so a
 /// flood over the bounds costs no memory.
 const MAX_REFUSALS_IN_FLIGHT: usize = 256;
-/// Time to read a refused connection's request head before answering it.
-const REFUSAL_BUDGET: Duration = Duration::from_secs(1);
 /// TCP backlog of the listener (std's 128 is short for reconnect storms).
 const BACKLOG: i32 = 1024;
 
@@ -35,7 +35,9 @@ pub(crate) struct Live {
     pub config: GatewayConfig,
     /// Who may read `/metrics` (the parsed `config.metrics_allow`).
     metrics_allow: Vec<Net>,
-    ws_config: WebSocketConfig,
+    /// The parsed `config.trusted_proxies`.
+    pub trusted: Trusted,
+    pub ws_config: WebSocketConfig,
 }
 
 impl Live {
@@ -49,6 +51,7 @@ impl Live {
             .max_frame_size(Some(config.max_message));
         Live {
             metrics_allow: config.metrics_nets(),
+            trusted: Trusted::new(config.trusted_nets()),
             config,
             ws_config,
         }
@@ -70,12 +73,77 @@ pub(crate) struct Shared {
     pub draining: watch::Receiver<bool>,
     /// Turns true once, at shutdown (after the drain): every websocket gets 1001.
     pub shutdown: watch::Receiver<bool>,
-    refusals: Arc<Semaphore>,
+    /// Refusals being answered now (bounded by `MAX_REFUSALS_IN_FLIGHT`).
+    pub refusals: Arc<Semaphore>,
+    /// Set when `[ws.tls]` is: every connection is TLS.
+    pub tls: Option<Tls>,
+    /// TLS handshakes under way (bounded by `tls.max_handshakes`).
+    handshakes: AtomicUsize,
+}
+
+/// The gateway's TLS side: the certificate and the acceptor that asks it.
+pub(crate) struct Tls {
+    pub store: Arc<CertStore>,
+    acceptor: TlsAcceptor,
+}
+
+/// A place among the TLS handshakes under way; dropping it frees the place.
+struct Handshaking<'a>(&'a AtomicUsize);
+
+impl Drop for Handshaking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Shared {
     fn stats(&self) -> GatewayStats {
-        self.counters.snapshot(self.limits.open())
+        let mut stats = self.counters.snapshot(self.limits.open());
+        stats.tls = self.tls.as_ref().map(|t| TlsStats {
+            cert_not_after: t.store.not_after(),
+            cert_reloads: t.store.reloads(),
+            cert_reload_failures: t.store.failures(),
+        });
+        stats
+    }
+
+    /// Counts a refusal over the socket bounds; the HTTP status that says it.
+    pub fn count_refusal(&self, refusal: Refusal) -> u16 {
+        let (counter, status) = match refusal {
+            Refusal::PerIp => (&self.counters.refused_per_ip, 429),
+            Refusal::Full => (&self.counters.refused_full, 503),
+        };
+        bump(counter);
+        status
+    }
+
+    /// The connection's stream: as it is without TLS, else after a TLS handshake, which
+    /// takes one of `max_handshakes` places (none free: closed at once, no TLS work done).
+    pub async fn secure(&self, tcp: Replay<TcpStream>, live: &Live) -> Option<Stream> {
+        let Some(tls) = &self.tls else {
+            return Some(Stream::Plain(tcp));
+        };
+        let max = live.config.tls.as_ref().map_or(1, |t| t.max_handshakes);
+        if self
+            .handshakes
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            bump(&self.counters.refused_handshakes);
+            return None;
+        }
+        let _place = Handshaking(&self.handshakes);
+        match tls.acceptor.accept(tcp).await {
+            Ok(stream) => {
+                bump(&self.counters.tls_handshakes);
+                Some(Stream::Tls(Box::new(stream)))
+            }
+            Err(e) => {
+                bump(&self.counters.tls_handshake_failures);
+                tracing::debug!(error = %e, "websocket gateway: TLS handshake failed");
+                None
+            }
+        }
     }
 
     /// The settings for a connection accepted now.
@@ -90,13 +158,13 @@ impl Shared {
         *self.draining.borrow()
     }
 
-    /// The answer to `GET /metrics` from `peer`: 404 when `metrics_allow` is empty, 403 from
+    /// The answer to `GET /metrics` from `client`: 404 when `metrics_allow` is empty, 403 from
     /// outside it, else the gateway's counters and then the source's, rendered now.
-    fn metrics(&self, peer: SocketAddr, live: &Live) -> Response {
+    pub fn metrics(&self, client: SocketAddr, live: &Live) -> Response {
         if live.metrics_allow.is_empty() {
             return Response::status(404);
         }
-        if !live.metrics_allow.iter().any(|n| n.contains(peer.ip())) {
+        if !live.metrics_allow.iter().any(|n| n.contains(client.ip())) {
             return Response::metrics_forbidden();
         }
         let mut out = String::with_capacity(16 * 1024);
@@ -114,6 +182,7 @@ pub struct Gateway;
 /// A running gateway; dropping it stops it abruptly (prefer [`GatewayHandle::shutdown`]).
 pub struct GatewayHandle {
     local_addr: SocketAddr,
+    redirect_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     drain: watch::Sender<bool>,
     stop: watch::Sender<bool>,
@@ -171,16 +240,32 @@ impl Gateway {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => {
+                let store = Arc::new(
+                    CertStore::open(&t.cert, &t.key)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                );
+                let acceptor = TlsAcceptor::from(store.server_config(t.session_cache));
+                Some(Tls { store, acceptor })
+            }
+        };
         let listener = bind(config.listen)?;
         let local_addr = listener.local_addr()?;
+        let redirect = match config.tls.as_ref().and_then(|t| t.redirect_listen) {
+            Some(addr) => Some(bind(addr)?),
+            None => None,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads)
             .thread_name("flock-ws")
             .enable_all()
             .build()?;
-        let listener = {
+        let (listener, redirect) = {
             let _in_runtime = runtime.enter();
-            TcpListener::from_std(listener)?
+            let redirect = redirect.map(TcpListener::from_std).transpose()?;
+            (TcpListener::from_std(listener)?, redirect)
         };
         let (stop, shutdown) = watch::channel(false);
         let (drain, draining) = watch::channel(false);
@@ -195,11 +280,22 @@ impl Gateway {
             draining,
             shutdown,
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+            tls,
+            handshakes: AtomicUsize::new(0),
         });
         runtime.spawn(accept_loop(listener, shared.clone()));
-        tracing::info!(%local_addr, "websocket gateway listening");
+        let redirect_addr = redirect.as_ref().map(TcpListener::local_addr).transpose()?;
+        if let Some(redirect) = redirect {
+            tracing::info!(addr = ?redirect_addr, "websocket gateway: plain HTTP redirects to https");
+            runtime.spawn(redirect_loop(redirect, local_addr.port(), shared.clone()));
+        }
+        if shared.tls.is_some() {
+            runtime.spawn(watch_certificate(shared.clone()));
+        }
+        tracing::info!(%local_addr, tls = shared.tls.is_some(), "websocket gateway listening");
         Ok(GatewayHandle {
             local_addr,
+            redirect_addr,
             shared,
             drain,
             stop,
@@ -213,8 +309,24 @@ impl GatewayHandle {
         self.local_addr
     }
 
+    /// The plain-HTTP redirect listener's address (`[ws.tls] redirect_listen`), if any.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
+    }
+
     pub fn stats(&self) -> GatewayStats {
         self.shared.stats()
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP): new handshakes get them when they are
+    /// good; else the running certificate stays and the failure is logged and counted.
+    /// `None` without TLS.
+    pub fn reload_tls(&self) -> Option<Reload> {
+        Some(self.tls_store()?.reload(None, true))
+    }
+
+    fn tls_store(&self) -> Option<&CertStore> {
+        self.shared.tls.as_ref().map(|t| &*t.store)
     }
 
     /// The settings in use now (the last [`reconfigure`](Self::reconfigure)d ones).
@@ -237,6 +349,9 @@ impl GatewayHandle {
         let old = &slot.config;
         let need_restart = old.restart_only_changes(&new);
         (new.listen, new.threads) = (old.listen, old.threads);
+        if need_restart.iter().any(|k| k.starts_with("ws.tls")) {
+            new.tls = old.tls.clone();
+        }
         let mut applied = vec![];
         macro_rules! diff {
             ($($key:ident),*) => {$(
@@ -257,8 +372,14 @@ impl GatewayHandle {
             events_queue,
             drain_timeout,
             shutdown_grace,
-            metrics_allow
+            metrics_allow,
+            trusted_proxies,
+            proxy_protocol,
+            tls
         );
+        if let (Some(store), Some(t)) = (self.tls_store(), &new.tls) {
+            store.reload(Some((&t.cert, &t.key)), true);
+        }
         self.shared
             .limits
             .set_bounds(new.max_sockets, new.max_sockets_per_ip);
@@ -341,113 +462,32 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Until the drain (or shutdown) starts; returning drops, so closes, the listener.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let (mut shutdown, mut draining) = (shared.shutdown.clone(), shared.draining.clone());
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            _ = draining.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors or memory: back off instead of spinning.
-                    tracing::warn!(error = %e, "websocket gateway: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        bump(&shared.counters.accepted);
-        match shared.limits.admit(peer.ip()) {
-            Ok(slot) => {
-                tokio::spawn(connection(stream, peer, slot, shared.clone()));
-            }
-            Err(refusal) => {
-                let (counter, status) = match refusal {
-                    Refusal::PerIp => (&shared.counters.refused_per_ip, 429),
-                    Refusal::Full => (&shared.counters.refused_full, 503),
-                };
-                bump(counter);
-                if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let _ = timeout(REFUSAL_BUDGET, refuse(stream, status)).await;
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Reads the request (so that closing does not reset the connection under the answer) and
-/// answers `status`.
-async fn refuse(mut stream: TcpStream, status: u16) {
-    let _ = http::read_head(&mut stream).await;
-    respond(&mut stream, Response::status(status)).await;
-}
-
-async fn respond(stream: &mut TcpStream, response: Response) {
-    if stream.write_all(&response.to_bytes()).await.is_ok() {
-        let _ = stream.shutdown().await;
-    }
-}
-
-/// One connection, from accept to close; `_slot` holds its place under the socket bounds.
-async fn connection(stream: TcpStream, peer: SocketAddr, _slot: Slot, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let live = shared.live();
+/// Checks the certificate files every `tls.watch_interval` (read live, "0s" = never) and
+/// reloads them when their content changed.
+async fn watch_certificate(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
-    let deadline = Instant::now() + live.config.handshake_timeout;
-    let ws = tokio::select! {
-        _ = shutdown.changed() => return,
-        ws = timeout_at(deadline, handshake(stream, peer, &shared, &live)) => match ws {
-            Ok(Some(ws)) => ws,
-            _ => return,
-        },
-    };
-    let _gauge = shared.counters.websocket_opened();
-    session::run(ws.0, peer, ws.1, &shared, &live.config).await;
-}
-
-/// Reads the request head and either answers it or opens the websocket.
-/// The websocket and the page's `Origin` header, if any.
-async fn handshake(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    live: &Live,
-) -> Option<(WebSocketStream<Replay<TcpStream>>, Option<String>)> {
-    let route = match http::read_head(&mut stream).await {
-        Ok(Some(head)) => (http::route(&head, &live.config.allowed_origins), head),
-        Ok(None) => (Route::Respond(Response::status(400)), Vec::new()),
-        Err(_) => return None,
-    };
-    match route {
-        (Route::WebSocket, head) => {
-            // tungstenite validates the handshake again and writes the 101.
-            let origin = http::header_value(&head, "Origin");
-            let ws = tokio_tungstenite::accept_async_with_config(
-                Replay::new(head, stream),
-                Some(live.ws_config),
-            )
-            .await
-            .ok()?;
-            Some((ws, origin))
+    loop {
+        let interval = shared
+            .live()
+            .config
+            .tls
+            .as_ref()
+            .map_or(Duration::ZERO, |t| t.watch_interval);
+        let wait = if interval.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            interval
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(wait) => {}
         }
-        (Route::Metrics, _) => {
-            respond(&mut stream, shared.metrics(peer, live)).await;
-            None
+        if interval.is_zero() {
+            continue;
         }
-        (Route::Respond(response), _) => {
-            match response.status {
-                400 => bump(&shared.counters.bad_requests),
-                403 => bump(&shared.counters.refused_origin),
-                _ => {}
-            }
-            respond(&mut stream, response).await;
-            None
+        if let Some(tls) = &shared.tls {
+            let store = tls.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.reload(None, false)).await;
         }
     }
 }

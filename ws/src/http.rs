@@ -33,7 +33,7 @@ pub struct Response {
     content_type: &'static str,
     body: Cow<'static, str>,
     /// Extra header lines, each ending in CRLF.
-    headers: &'static str,
+    headers: Cow<'static, str>,
 }
 
 impl Response {
@@ -57,7 +57,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: Cow::Borrowed(body),
-            headers,
+            headers: Cow::Borrowed(headers),
         }
     }
 
@@ -66,7 +66,7 @@ impl Response {
             status: 200,
             content_type,
             body: Cow::Borrowed(body),
-            headers: "",
+            headers: Cow::Borrowed(""),
         }
     }
 
@@ -76,7 +76,7 @@ impl Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: Cow::Owned(body),
-            headers: "",
+            headers: Cow::Borrowed(""),
         }
     }
 
@@ -86,13 +86,24 @@ impl Response {
             status: 403,
             content_type: "text/plain; charset=utf-8",
             body: Cow::Borrowed("metrics not served to this address\n"),
-            headers: "",
+            headers: Cow::Borrowed(""),
+        }
+    }
+
+    /// 308 to `location` (the redirect listener's answer).
+    fn redirect(location: String) -> Response {
+        Response {
+            status: 308,
+            content_type: "text/plain; charset=utf-8",
+            body: Cow::Borrowed("use https\n"),
+            headers: Cow::Owned(format!("Location: {location}\r\n")),
         }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
+            308 => "Permanent Redirect",
             400 => "Bad Request",
             403 => "Forbidden",
             404 => "Not Found",
@@ -152,8 +163,62 @@ pub fn header_value(head: &[u8], name: &str) -> Option<String> {
     std::str::from_utf8(h.value).ok().map(str::to_owned)
 }
 
-/// Decides what a complete (or malformed) request head asks for.
-pub fn route(head: &[u8], allowed_origins: &[String]) -> Route {
+/// Every value of header `name` in a complete request head, in order.
+pub fn header_values<'h>(head: &'h [u8], name: &str) -> Vec<&'h str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return Vec::new();
+    }
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .collect()
+}
+
+/// The redirect listener's answer to `head`: 308 to the same host and path over https on
+/// `port` (written unless 443); 400 without a usable `Host`.
+pub fn redirect_to_https(head: &[u8], port: u16) -> Response {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return Response::status(400);
+    }
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Host"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+        .unwrap_or("");
+    // The host without its port: a bracketed IPv6 literal, or up to the colon.
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(a, _)| format!("[{a}]")),
+        None => host.split(':').next().map(str::to_owned),
+    };
+    let path = req.path.unwrap_or("/");
+    let usable = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    match name {
+        Some(name) if usable(&name) && path.starts_with('/') && !path.starts_with("//") => {
+            let port = if port == 443 {
+                String::new()
+            } else {
+                format!(":{port}")
+            };
+            Response::redirect(format!("https://{name}{port}{path}"))
+        }
+        _ => Response::status(400),
+    }
+}
+
+/// Decides what a complete (or malformed) request head asks for; `scheme` is how the browser
+/// reached the port (for the origin check).
+pub fn route(head: &[u8], allowed_origins: &[String], scheme: &str) -> Route {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
@@ -189,7 +254,7 @@ pub fn route(head: &[u8], allowed_origins: &[String]) -> Route {
                 Response::status(400)
             } else if header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
                 Response::status(426)
-            } else if !origin::allowed(allowed_origins, header("Origin"), header("Host")) {
+            } else if !origin::allowed(allowed_origins, header("Origin"), header("Host"), scheme) {
                 Response::status(403)
             } else {
                 return Route::WebSocket;
@@ -204,7 +269,7 @@ mod tests {
     use super::*;
 
     fn status(head: &str) -> u16 {
-        match route(head.as_bytes(), &[]) {
+        match route(head.as_bytes(), &[], "http") {
             Route::Respond(r) => r.status,
             Route::WebSocket => 101,
             Route::Metrics => 0,
@@ -230,6 +295,44 @@ mod tests {
             status(&format!("{}\r\n", ws.replace("Version: 13", "Version: 8"))),
             426
         );
+    }
+
+    #[test]
+    fn redirects_keep_host_and_path() {
+        let location = |head: &str, port| {
+            let r = redirect_to_https(head.as_bytes(), port);
+            let bytes = String::from_utf8(r.to_bytes()).unwrap();
+            (
+                r.status,
+                bytes
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Location: ").map(str::to_owned)),
+            )
+        };
+        assert_eq!(
+            location("GET /a?b=1 HTTP/1.1\r\nHost: flock.example:80\r\n\r\n", 443),
+            (308, Some("https://flock.example/a?b=1".into()))
+        );
+        assert_eq!(
+            location("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 8443),
+            (308, Some("https://[::1]:8443/".into()))
+        );
+        assert_eq!(location("GET / HTTP/1.1\r\n\r\n", 443).0, 400, "no Host");
+        assert_eq!(
+            location("GET //evil.example/ HTTP/1.1\r\nHost: f\r\n\r\n", 443).0,
+            400
+        );
+        assert_eq!(location("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 443).0, 400);
+    }
+
+    #[test]
+    fn all_values_of_a_header() {
+        let head = b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: f\r\nx-forwarded-for: 2.2.2.2, 3.3.3.3\r\n\r\n";
+        assert_eq!(
+            header_values(head, "X-Forwarded-For"),
+            ["1.1.1.1", "2.2.2.2, 3.3.3.3"]
+        );
+        assert!(header_values(head, "Forwarded").is_empty());
     }
 
     #[tokio::test]

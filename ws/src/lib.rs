@@ -26,8 +26,10 @@
 //! takes messages up to `max_message`, and fails after `idle_timeout` without a frame or
 //! `session_timeout` in all.
 
+mod client;
 mod code;
 mod config;
+mod connection;
 mod gateway;
 mod http;
 mod json;
@@ -37,12 +39,18 @@ pub mod policy;
 mod replay;
 mod session;
 mod stats;
+mod stream;
+mod tls;
 
 pub use config::{human as human_duration, GatewayConfig};
 pub use gateway::{DrainReport, Gateway, GatewayHandle, Reconfigured};
 pub use json::Persona;
 pub use policy::{AllowAll, LoginAttempt, Outcome, Policy, Verdict};
-pub use stats::{write_metric, GatewayStats, MetricKind, MetricsSource};
+pub use stats::{write_metric, GatewayStats, MetricKind, MetricsSource, TlsStats};
+pub use tls::{Reload, TlsConfig};
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The browser-message parsers, for the fuzz targets in `fuzz/` only: not a stable API.
 #[doc(hidden)]

@@ -35,7 +35,8 @@ struct Table {
 /// One live socket; dropping it frees the place.
 pub struct Slot {
     limits: Arc<Limits>,
-    key: IpAddr,
+    /// The client it counts against, once known (see [`Limits::admit_total`]).
+    key: Option<IpAddr>,
 }
 
 impl Limits {
@@ -54,21 +55,24 @@ impl Limits {
         self.max_per_ip.store(max_per_ip, Relaxed);
     }
 
+    /// A place for a connection from `ip`, under both bounds.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
-        let key = key(ip);
+        let mut slot = self.admit_total()?;
+        slot.claim_ip(ip)?;
+        Ok(slot)
+    }
+
+    /// A place under the total bound only, for a connection from a trusted proxy whose
+    /// client is not known yet: [`Slot::claim_ip`] once it is.
+    pub fn admit_total(self: &Arc<Self>) -> Result<Slot, Refusal> {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if t.total >= self.max_total.load(Relaxed) {
             return Err(Refusal::Full);
         }
-        let n = t.per_ip.entry(key).or_insert(0);
-        if *n >= self.max_per_ip.load(Relaxed) {
-            return Err(Refusal::PerIp);
-        }
-        *n += 1;
         t.total += 1;
         Ok(Slot {
             limits: self.clone(),
-            key,
+            key: None,
         })
     }
 
@@ -95,14 +99,37 @@ impl Limits {
     }
 }
 
+impl Slot {
+    /// Counts this connection against client `ip` (once; a second call changes nothing).
+    pub fn claim_ip(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.key.is_some() {
+            return Ok(());
+        }
+        let key = key(ip);
+        let mut t = self.limits.table.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.per_ip.entry(key).or_insert(0);
+        if *n >= self.limits.max_per_ip.load(Relaxed) {
+            if *n == 0 {
+                t.per_ip.remove(&key);
+            }
+            return Err(Refusal::PerIp);
+        }
+        *n += 1;
+        self.key = Some(key);
+        Ok(())
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut t = self.limits.table.lock().unwrap_or_else(|e| e.into_inner());
         t.total -= 1;
-        if let Some(n) = t.per_ip.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                t.per_ip.remove(&self.key);
+        if let Some(key) = self.key {
+            if let Some(n) = t.per_ip.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    t.per_ip.remove(&key);
+                }
             }
         }
         if t.total == 0 {
@@ -227,6 +254,28 @@ mod tests {
             one.admit(a).err(),
             Some(Refusal::PerIp),
             "v4-mapped is the v4 address"
+        );
+    }
+
+    #[test]
+    fn a_proxied_connection_counts_against_its_client_once_known() {
+        let l = Arc::new(Limits::new(3, 1));
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut s1 = l.admit_total().unwrap();
+        let mut s2 = l.admit_total().unwrap();
+        assert_eq!(l.open(), 2);
+        s1.claim_ip(client).unwrap();
+        s1.claim_ip(client).unwrap();
+        assert_eq!(s2.claim_ip(client).err(), Some(Refusal::PerIp));
+        s2.claim_ip("203.0.113.10".parse().unwrap()).unwrap();
+        let _s3 = l.admit_total().unwrap();
+        assert_eq!(l.admit_total().err(), Some(Refusal::Full));
+        drop(s1);
+        assert!(l.admit(client).is_ok(), "its place is free again");
+        drop(s2);
+        assert!(
+            l.table.lock().unwrap().per_ip.len() <= 1,
+            "no empty entries left"
         );
     }
 

@@ -25,6 +25,31 @@ pub struct GatewayStats {
     pub refused_full: u64,
     /// Malformed or over-long request heads (400).
     pub bad_requests: u64,
+    /// Connections that did not reach an answer or a websocket within `handshake_timeout`.
+    pub handshake_timeouts: u64,
+    /// Connections closed for their PROXY header: missing from a trusted proxy, or sent by
+    /// another source.
+    pub refused_proxy: u64,
+    /// TLS connections closed before any TLS work, over `tls.max_handshakes`.
+    pub refused_handshakes: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed (not TLS, no common parameters, a client refusing the
+    /// certificate).
+    pub tls_handshake_failures: u64,
+    /// With TLS on: the certificate's state.
+    pub tls: Option<TlsStats>,
+}
+
+/// The certificate in use and its reloads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsStats {
+    /// Unix time the certificate in use expires (its notAfter).
+    pub cert_not_after: u64,
+    /// Certificates swapped in since start.
+    pub cert_reloads: u64,
+    /// Reloads that found files they could not use (the old certificate stayed).
+    pub cert_reload_failures: u64,
 }
 
 #[derive(Default)]
@@ -38,6 +63,11 @@ pub(crate) struct Counters {
     pub refused_per_ip: AtomicU64,
     pub refused_full: AtomicU64,
     pub bad_requests: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+    pub refused_proxy: AtomicU64,
+    pub refused_handshakes: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -65,6 +95,12 @@ impl Counters {
             refused_per_ip: self.refused_per_ip.load(Relaxed),
             refused_full: self.refused_full.load(Relaxed),
             bad_requests: self.bad_requests.load(Relaxed),
+            handshake_timeouts: self.handshake_timeouts.load(Relaxed),
+            refused_proxy: self.refused_proxy.load(Relaxed),
+            refused_handshakes: self.refused_handshakes.load(Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
+            tls: None,
         }
     }
 }
@@ -176,13 +212,50 @@ impl GatewayStats {
             out,
             "flock_ws_refused_total",
             Counter,
-            "HTTP requests and connections refused, by reason: origin (403), per_ip (429), full (503), bad_request (400).",
+            "HTTP requests and connections refused, by reason: origin (403), per_ip (429), full (503), bad_request (400), proxy_header (PROXY header missing from a trusted proxy or sent by another source), handshakes (over tls.max_handshakes), timeout (no answer or websocket within handshake_timeout).",
             [
                 (&[("reason", "origin")][..], self.refused_origin),
                 (&[("reason", "per_ip")][..], self.refused_per_ip),
                 (&[("reason", "full")][..], self.refused_full),
                 (&[("reason", "bad_request")][..], self.bad_requests),
+                (&[("reason", "proxy_header")][..], self.refused_proxy),
+                (&[("reason", "handshakes")][..], self.refused_handshakes),
+                (&[("reason", "timeout")][..], self.handshake_timeouts),
             ],
+        );
+        let Some(tls) = self.tls else {
+            return;
+        };
+        write_metric(
+            out,
+            "flock_ws_tls_handshakes_total",
+            Counter,
+            "TLS handshakes, by outcome: ok, or failed.",
+            [
+                (&[("outcome", "ok")][..], self.tls_handshakes),
+                (&[("outcome", "failed")][..], self.tls_handshake_failures),
+            ],
+        );
+        write_metric(
+            out,
+            "flock_ws_tls_cert_expiry_timestamp_seconds",
+            Gauge,
+            "Unix time the certificate in use expires (its notAfter).",
+            one(tls.cert_not_after),
+        );
+        write_metric(
+            out,
+            "flock_ws_tls_cert_reloads_total",
+            Counter,
+            "Certificates swapped in since start (SIGHUP or the files changing).",
+            one(tls.cert_reloads),
+        );
+        write_metric(
+            out,
+            "flock_ws_tls_cert_reload_failures_total",
+            Counter,
+            "Reloads that found certificate or key files they could not use; the running certificate stayed.",
+            one(tls.cert_reload_failures),
         );
     }
 }
@@ -218,5 +291,21 @@ mod tests {
             out.contains("flock_ws_sessions_ended_total{outcome=\"done\"} 1\n"),
             "{out}"
         );
+        assert!(
+            !out.contains("flock_ws_tls"),
+            "no TLS families without TLS: {out}"
+        );
+        let mut out = String::new();
+        GatewayStats {
+            tls: Some(TlsStats {
+                cert_not_after: 1_900_000_000,
+                cert_reloads: 2,
+                cert_reload_failures: 1,
+            }),
+            ..GatewayStats::default()
+        }
+        .render(&mut out);
+        assert!(out.contains("flock_ws_tls_cert_expiry_timestamp_seconds 1900000000\n"));
+        assert!(out.contains("flock_ws_tls_cert_reload_failures_total 1\n"));
     }
 }

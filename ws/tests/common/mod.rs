@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -157,12 +157,12 @@ pub async fn try_connect(
     }
 }
 
-pub async fn send(ws: &mut Client, v: Value) {
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, v: Value) {
     ws.send(Message::text(v.to_string())).await.expect("send");
 }
 
 /// The next JSON message from the gateway.
-pub async fn recv(ws: &mut Client) -> Value {
+pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
     loop {
         match tokio::time::timeout(WAIT, ws.next())
             .await
@@ -207,8 +207,8 @@ pub async fn expect_error(ws: &mut Client, code: &str, close: u16) {
 }
 
 /// Opens a session on `name` and answers with a persona list; returns (session, sink).
-pub async fn open_with_personas(
-    ws: &mut Client,
+pub async fn open_with_personas<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
     cores: &mut Cores,
     name: &str,
 ) -> (u64, EventSink) {

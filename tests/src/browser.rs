@@ -31,6 +31,12 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and headless Chromium. Panics (never skips) if either is missing.
     pub async fn start() -> Browser {
+        Browser::start_with_args(&[]).await
+    }
+
+    /// As [`Browser::start`], with extra Chromium flags (e.g. a pinned test certificate:
+    /// `--ignore-certificate-errors-spki-list=…`, honoured with a `--user-data-dir`).
+    pub async fn start_with_args(extra: &[String]) -> Browser {
         for (bin, pkg) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(bin).exists(),
@@ -70,7 +76,8 @@ impl Browser {
         });
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let profile = dir.0.join("profile");
-        let args = [
+        let user_data = format!("--user-data-dir={}", profile.display());
+        let mut args = vec![
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -80,11 +87,12 @@ impl Browser {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
+            &user_data,
             // WebRTC over loopback only: gather 127.0.0.1 and show real IPs, not mDNS names.
             "--allow-loopback-in-peer-connection",
             "--disable-features=WebRtcHideLocalIpsWithMdns",
         ];
+        args.extend(extra.iter().map(String::as_str));
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args },

@@ -6,7 +6,8 @@
 use flock_appliance::{Candidate, Decision, Event};
 use flock_tests::browser::Browser;
 use flock_tests::webrtc_peer::WebRtcPeer;
-use flock_tests::{appliance, wait_event, Flockd};
+use flock_tests::{appliance, wait_event, Flockd, TempDir};
+use flock_ws::testing::TestCa;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,32 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_logs_in_and_opens_a_data_channel_to_the_appliance() {
     let server = Flockd::start(&[]);
-    let mut h = appliance(&server, "webrtc-box", 7);
+    let url = format!("http://{}/", server.ws.unwrap());
+    log_in_and_open_a_data_channel(&server, &url, Browser::start().await).await;
+}
+
+/// The same over https and wss: flockd serves a certificate from a CA made here, which
+/// Chromium is told to accept (its key pinned); the page, `/flock.js` and the websocket all
+/// go over TLS (an https page may not open a plain ws).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_does_the_same_over_https_and_wss() {
+    let ca = TestCa::new();
+    let files = TempDir::new("tls-browser");
+    let leaf = ca.leaf(1);
+    let (cert, key) = leaf.write(&files.0);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let server = Flockd::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("https://localhost:{}/", server.ws.unwrap().port());
+    let pin = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        leaf.spki_sha256_base64
+    );
+    let browser = Browser::start_with_args(&[pin]).await;
+    log_in_and_open_a_data_channel(&server, &url, browser).await;
+}
+
+async fn log_in_and_open_a_data_channel(server: &Flockd, url: &str, b: Browser) {
+    let mut h = appliance(server, "webrtc-box", 7);
     wait_event(&mut h, WAIT, "registration", |e| {
         matches!(e, Event::Registered { .. })
     })
@@ -74,8 +100,7 @@ async fn chromium_logs_in_and_opens_a_data_channel_to_the_appliance() {
         panic!("appliance stopped before the session was done")
     });
 
-    let b = Browser::start().await;
-    b.goto(&format!("http://{}/", server.ws.unwrap())).await;
+    b.goto(url).await;
     b.fill("appliance", "webrtc-box").await;
     b.click("open").await;
     b.wait_text(

@@ -377,8 +377,11 @@ impl GatewayHandle {
             proxy_protocol,
             tls
         );
-        if let (Some(store), Some(t)) = (self.tls_store(), &new.tls) {
-            store.reload(Some((&t.cert, &t.key)), true);
+        // New paths are read now; the same paths at the SIGHUP's own `reload_tls`.
+        if let (Some(store), Some(t), Some(o)) = (self.tls_store(), &new.tls, &old.tls) {
+            if (&t.cert, &t.key) != (&o.cert, &o.key) {
+                store.reload(Some((&t.cert, &t.key)), true);
+            }
         }
         self.shared
             .limits

@@ -93,25 +93,39 @@ async fn proxy_protocol_names_the_client_for_the_per_ip_bound() {
     });
     let addr = gw.local_addr();
     // Client A through the proxy, by v1 and by v2: two places, then 429.
-    let _a1 = ws_via(PROXY, addr, &v1("203.0.113.7", 4001), &[]).await.unwrap();
-    let _a2 = ws_via(PROXY, addr, &v2([203, 0, 113, 7], 4002), &[]).await.unwrap();
+    let _a1 = ws_via(PROXY, addr, &v1("203.0.113.7", 4001), &[])
+        .await
+        .unwrap();
+    let _a2 = ws_via(PROXY, addr, &v2([203, 0, 113, 7], 4002), &[])
+        .await
+        .unwrap();
     assert_eq!(
-        ws_via(PROXY, addr, &v1("203.0.113.7", 4003), &[]).await.err(),
+        ws_via(PROXY, addr, &v1("203.0.113.7", 4003), &[])
+            .await
+            .err(),
         Some(429)
     );
     // Client B through the same proxy is not affected, nor is the proxy's own address.
-    let _b = ws_via(PROXY, addr, &v2([203, 0, 113, 8], 4004), &[]).await.unwrap();
-    let _b2 = ws_via(PROXY, addr, &v1("203.0.113.8", 4005), &[]).await.unwrap();
+    let _b = ws_via(PROXY, addr, &v2([203, 0, 113, 8], 4004), &[])
+        .await
+        .unwrap();
+    let _b2 = ws_via(PROXY, addr, &v1("203.0.113.8", 4005), &[])
+        .await
+        .unwrap();
     // A trusted proxy must send the header.
     assert_eq!(ws_via(PROXY, addr, b"", &[]).await.err(), Some(0));
     // Anyone else may not: refused (closed), counted.
     let before = gw.stats().refused_proxy;
     assert_eq!(
-        ws_via(STRANGER, addr, &v1("203.0.113.9", 1), &[]).await.err(),
+        ws_via(STRANGER, addr, &v1("203.0.113.9", 1), &[])
+            .await
+            .err(),
         Some(0)
     );
     assert_eq!(
-        ws_via(STRANGER, addr, &v2([203, 0, 113, 9], 1), &[]).await.err(),
+        ws_via(STRANGER, addr, &v2([203, 0, 113, 9], 1), &[])
+            .await
+            .err(),
         Some(0)
     );
     assert_eq!(gw.stats().refused_proxy, before + 2);
@@ -142,10 +156,16 @@ async fn forwarding_headers_count_from_trusted_hops_only() {
         .await
         .unwrap();
     // From an untrusted source the header is ignored: it counts as itself.
-    let _s1 = ws_via(STRANGER, addr, b"", &xff("203.0.113.50")).await.unwrap();
-    let _s2 = ws_via(STRANGER, addr, b"", &xff("203.0.113.51")).await.unwrap();
+    let _s1 = ws_via(STRANGER, addr, b"", &xff("203.0.113.50"))
+        .await
+        .unwrap();
+    let _s2 = ws_via(STRANGER, addr, b"", &xff("203.0.113.51"))
+        .await
+        .unwrap();
     assert_eq!(
-        ws_via(STRANGER, addr, b"", &xff("203.0.113.52")).await.err(),
+        ws_via(STRANGER, addr, b"", &xff("203.0.113.52"))
+            .await
+            .err(),
         Some(429)
     );
 }
@@ -159,10 +179,16 @@ async fn metrics_allow_and_origin_scheme_use_the_client() {
     let addr = gw.local_addr();
     let metrics = |xff: &str| format!("GET /metrics HTTP/1.1\r\nX-Forwarded-For: {xff}\r\n\r\n");
     // Through the proxy for a client outside metrics_allow: 403 (the proxy is loopback).
-    assert_eq!(get_via(PROXY, addr, b"", &metrics("203.0.113.7")).await, 403);
+    assert_eq!(
+        get_via(PROXY, addr, b"", &metrics("203.0.113.7")).await,
+        403
+    );
     assert_eq!(get_via(PROXY, addr, b"", &metrics("10.9.1.1")).await, 200);
     // A direct loopback client's forged header does not lock it out, nor let others in.
-    assert_eq!(get_via(STRANGER, addr, b"", &metrics("203.0.113.7")).await, 200);
+    assert_eq!(
+        get_via(STRANGER, addr, b"", &metrics("203.0.113.7")).await,
+        200
+    );
 
     // The scheme for the origin check: X-Forwarded-Proto from the proxy only.
     let upgrade = |proto: &str| {

@@ -6,15 +6,20 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A plain or TLS connection.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct Browser {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Box<dyn Io>>,
 }
 
 /// How the flock ended the websocket.
@@ -26,13 +31,31 @@ pub struct Closed {
 
 impl Browser {
     pub async fn connect(gateway: SocketAddr) -> Browser {
-        let (ws, _) = tokio::time::timeout(
-            WAIT,
-            tokio_tungstenite::connect_async(format!("ws://{gateway}/ws")),
+        let tcp = TcpStream::connect(gateway).await.expect("connect");
+        Browser::over(Box::new(tcp), format!("ws://{gateway}/ws")).await
+    }
+
+    /// Over wss, as `localhost`, trusting what `tls` trusts.
+    pub async fn connect_tls(
+        gateway: SocketAddr,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Browser {
+        let stream = tokio::time::timeout(WAIT, flock_ws::testing::TestCa::connect(tls, gateway))
+            .await
+            .expect("TLS in time")
+            .expect("TLS handshake");
+        Browser::over(
+            Box::new(stream),
+            format!("wss://localhost:{}/ws", gateway.port()),
         )
         .await
-        .expect("websocket handshake in time")
-        .expect("websocket handshake");
+    }
+
+    async fn over(stream: Box<dyn Io>, url: String) -> Browser {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+            .await
+            .expect("websocket handshake in time")
+            .expect("websocket handshake");
         Browser { ws }
     }
 

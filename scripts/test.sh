@@ -8,6 +8,9 @@ need_apt=()
 # The browser end-to-end tests drive Debian's headless Chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The reverse-proxy test puts Debian's HAProxy in front of flockd; TLS tests use openssl.
+[ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
   echo "==> installing Debian packages: ${need_apt[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

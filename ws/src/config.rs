@@ -152,9 +152,13 @@ impl GatewayConfig {
         if self.tls.is_some() != new.tls.is_some() {
             changed.push("ws.tls");
         }
-        let redirect = |c: &GatewayConfig| c.tls.as_ref().and_then(|t| t.redirect_listen);
-        if self.tls.is_some() && new.tls.is_some() && redirect(self) != redirect(new) {
-            changed.push("ws.tls.redirect_listen");
+        if let (Some(old), Some(new)) = (&self.tls, &new.tls) {
+            if old.redirect_listen != new.redirect_listen {
+                changed.push("ws.tls.redirect_listen");
+            }
+            if old.session_cache != new.session_cache {
+                changed.push("ws.tls.session_cache");
+            }
         }
         changed
     }

@@ -349,7 +349,9 @@ impl GatewayHandle {
         let old = &slot.config;
         let need_restart = old.restart_only_changes(&new);
         (new.listen, new.threads) = (old.listen, old.threads);
-        if need_restart.iter().any(|k| k.starts_with("ws.tls")) {
+        if let (Some(old), Some(new)) = (&old.tls, &mut new.tls) {
+            (new.redirect_listen, new.session_cache) = (old.redirect_listen, old.session_cache);
+        } else {
             new.tls = old.tls.clone();
         }
         let mut applied = vec![];

@@ -41,6 +41,9 @@ pub enum Command {
     Login(crate::ws::LoginArgs),
     /// Opens N idle websockets and reports flockd's resident memory per socket.
     WsIdle(crate::ws::IdleArgs),
+    /// Full or resumed TLS handshakes per second on flockd's browser port, with flockd's CPU
+    /// per handshake.
+    TlsHandshakes(crate::tls::HandshakeArgs),
     /// Reads `--json` results and writes a bar chart (SVG) and/or a markdown table of the
     /// medians per server (`--label`) and mode, with ratios to a baseline.
     Chart(ChartArgs),

@@ -24,4 +24,5 @@ pub mod runner;
 pub mod stalls;
 pub mod sys;
 pub mod template;
+pub mod tls;
 pub mod ws;

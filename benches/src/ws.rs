@@ -50,6 +50,9 @@ pub struct IdleArgs {
     /// bounds sockets per client IP).
     #[arg(long, default_value_t = 200)]
     pub sources: u8,
+    /// Open wss (TLS) websockets, trusting this PEM certificate (server name `localhost`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -60,6 +63,10 @@ pub struct LoginArgs {
     /// flockd's UDP address (the appliances register there).
     #[arg(long, value_name = "ADDR")]
     pub udp: SocketAddr,
+    /// Log in over wss (TLS), trusting this PEM certificate (server name `localhost`); each
+    /// log-in is a new connection and a full handshake.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// The flock public key, hex (`flockd --print-flock-key`).
     #[arg(
         long,
@@ -140,6 +147,11 @@ fn rss_kib(pid: u32) -> Result<u64, String> {
 /// `ws-idle`: opens `count` websockets and reports flockd's resident memory per socket.
 pub async fn idle(a: IdleArgs) -> Result<(), String> {
     check_loopback(a.target)?;
+    let tls = a
+        .tls_ca
+        .as_deref()
+        .map(|ca| crate::tls::client(ca, false))
+        .transpose()?;
     let before = rss_kib(a.pid)?;
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(a.count);
@@ -157,7 +169,11 @@ pub async fn idle(a: IdleArgs) -> Result<(), String> {
             .connect(a.target)
             .await
             .map_err(|e| format!("socket {i}: connect: {e}"))?;
-        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", a.target), stream)
+        let stream = crate::tls::wrap(stream, tls.as_ref())
+            .await
+            .map_err(|e| format!("socket {i}: {e}"))?;
+        let url = crate::tls::ws_url(a.target, tls.is_some());
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .map_err(|e| format!("socket {i}: handshake: {e}"))?;
         sockets.push(ws);
@@ -281,6 +297,11 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
     if a.appliances == 0 || a.concurrency == 0 {
         return Err("--appliances and --concurrency must be at least 1".into());
     }
+    let tls = a
+        .tls_ca
+        .as_deref()
+        .map(|ca| crate::tls::client(ca, false))
+        .transpose()?;
     let names = Arc::new(start_appliances(&a, flock_key).await?);
     let start = Instant::now();
     let measure_start = start + a.warmup;
@@ -288,7 +309,7 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
     let progress = Arc::new(Progress::default());
     let mut tasks = vec![];
     for c in 0..a.concurrency {
-        let (names, progress) = (names.clone(), progress.clone());
+        let (names, progress, tls) = (names.clone(), progress.clone(), tls.clone());
         let (ws, stride, timeout) = (a.target, a.concurrency, a.login_timeout);
         tasks.push(tokio::spawn(async move {
             let mut b = Browser {
@@ -306,7 +327,7 @@ pub async fn login(a: LoginArgs) -> Result<Report, String> {
                 let counted = t >= measure_start;
                 progress.started.fetch_add(1, Relaxed);
                 let ok = matches!(
-                    tokio::time::timeout(timeout, one_login(ws, name)).await,
+                    tokio::time::timeout(timeout, one_login(ws, tls.as_ref(), name)).await,
                     Ok(Ok(()))
                 );
                 let end = Instant::now();
@@ -496,8 +517,17 @@ pub fn login_summary(r: &Report, appliances: usize) -> String {
 }
 
 /// One whole log-in, as a browser does it.
-async fn one_login(ws: SocketAddr, name: &str) -> Result<(), String> {
-    let (mut s, _) = tokio_tungstenite::connect_async(format!("ws://{ws}/ws"))
+async fn one_login(
+    ws: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    name: &str,
+) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect(ws)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let stream = crate::tls::wrap(tcp, tls).await?;
+    let (mut s, _) = tokio_tungstenite::client_async(crate::tls::ws_url(ws, tls.is_some()), stream)
         .await
         .map_err(|e| e.to_string())?;
     let send = |v: Value| Message::text(v.to_string());

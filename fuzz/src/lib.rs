@@ -651,6 +651,12 @@ pub fn ws_json(data: &[u8]) {
     }
 }
 
+/// What the gateway reads before a websocket: PROXY headers, request heads, forwarding headers
+/// and the redirect listener's answer (their promises are checked in flock-ws).
+pub fn ws_preface(data: &[u8]) {
+    flock_ws::fuzzing::connection_preface(data);
+}
+
 /// TOML for the config sections that have a library type: the gateway's `[ws]` section and a
 /// `[[plugins.load]]` entry. flockd's own `Config` lives in the binary crate (its unit tests cover it).
 pub fn config_toml(data: &[u8]) {

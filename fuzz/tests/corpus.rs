@@ -6,11 +6,12 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("stun_parse", flock_fuzz::stun_parse),
     ("flock_messages", flock_fuzz::flock_messages),
     ("server_handle", flock_fuzz::server_handle),
     ("ws_json", flock_fuzz::ws_json),
+    ("ws_preface", flock_fuzz::ws_preface),
     ("config_toml", flock_fuzz::config_toml),
 ];
 

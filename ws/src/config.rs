@@ -36,7 +36,8 @@ pub struct GatewayConfig {
     /// Open TCP connections from one IP address (IPv6: one /64).
     pub max_sockets_per_ip: usize,
     /// Read buffer per websocket, bytes (tungstenite's default of 128 KiB costs ~1.3 GB per
-    /// 10 k idle sockets).
+    /// 10 k idle sockets). Over TLS the socket is read into rustls's record buffer and the
+    /// websocket takes the decrypted bytes at most 512 at a time.
     pub read_buffer: usize,
     /// From accept to an open websocket (or an answered HTTP request).
     #[serde(with = "human")]

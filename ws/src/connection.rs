@@ -219,10 +219,14 @@ async fn open(
     match http::route(&head, &live.config.allowed_origins, scheme) {
         Route::WebSocket => {
             let origin = http::header_value(&head, "Origin");
+            let ws_config = match stream {
+                Stream::Plain(_) => live.ws_config,
+                Stream::Tls(_) => live.wss_config,
+            };
             // tungstenite validates the handshake again and writes the 101.
             let ws = tokio_tungstenite::accept_async_with_config(
                 Replay::new(head, stream),
-                Some(live.ws_config),
+                Some(ws_config),
             )
             .await
             .ok()?;

@@ -56,6 +56,48 @@ pub mod testing;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::json::{decode_personas, parse, Request};
+
+    /// Everything the gateway reads from a connection before the websocket, on `data`: the
+    /// PROXY header (trusted and untrusted source), then the request head as the router, the
+    /// forwarding-header walk and the redirect listener read it. Panics on a broken promise.
+    pub fn connection_preface(data: &[u8]) {
+        use crate::client::{self, Trusted};
+        use crate::config::Net;
+        use futures_util::FutureExt;
+        let proxy: std::net::SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let mut input = data;
+        if let Some(Ok((_, rest))) = client::read_proxy_header(&mut input, proxy).now_or_never() {
+            assert!(rest.len() <= data.len());
+        }
+        let mut input = data;
+        if let Some(Ok(first)) = client::refuse_proxy_header(&mut input).now_or_never() {
+            assert!(data.starts_with(&first));
+        }
+        let allowed = ["https://flock.example".to_string()];
+        for scheme in ["http", "https"] {
+            let _ = crate::http::route(data, &[], scheme);
+            let _ = crate::http::route(data, &allowed, scheme);
+        }
+        let trusted = Trusted::new(vec![Net::parse("10.0.0.0/8").unwrap()]);
+        let values = |name| crate::http::header_values(data, name);
+        let (_, scheme) = client::from_forwarding(
+            proxy.ip(),
+            &trusted,
+            &values("Forwarded"),
+            &values("X-Forwarded-For"),
+            &values("X-Forwarded-Proto"),
+        );
+        assert!(scheme.is_none_or(|s| s == "http" || s == "https"));
+        let answer = crate::http::redirect_to_https(data, 8443).to_bytes();
+        let head = String::from_utf8_lossy(&answer);
+        if let Some(location) = head.lines().find_map(|l| l.strip_prefix("Location: ")) {
+            assert!(location.starts_with("https://"));
+            assert!(
+                location.bytes().all(|b| b.is_ascii_graphic()),
+                "{location:?}"
+            );
+        }
+    }
 }
 
 use flock_proto::login::{Command, Event, SessionId};

@@ -44,6 +44,9 @@ fn main() -> ExitCode {
             })
         }
         Command::WsIdle(i) => flock_benches::ws::block_on(None, flock_benches::ws::idle(i.clone())),
+        Command::TlsHandshakes(t) => {
+            flock_benches::ws::block_on(t.cpu, flock_benches::tls::handshakes(t.clone()))
+        }
         Command::Chart(c) => flock_benches::chart::run(c),
         Command::Stalls(a) => stalls(a),
     };

@@ -436,7 +436,7 @@ fn reload(
     if args.config.is_some() {
         reload_config(args, running, runner, gateway);
     } else {
-        tracing::info!("SIGHUP: flockd was started without --config: no settings to reload");
+        tracing::info!("SIGHUP: flockd was started without --config: nothing to reload but the TLS certificate, if any");
     }
     match gateway.and_then(|g| g.reload_tls()) {
         Some(flock_ws::Reload::Replaced) => tracing::info!("SIGHUP: new TLS certificate in use"),

@@ -11,10 +11,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const WAIT: Duration = Duration::from_secs(10);
@@ -88,35 +84,7 @@ fn haproxy(
     (proxy, addrs[0], addrs[1])
 }
 
-async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.unwrap()
-}
-
-/// A websocket from `source` to `addr` (optionally after `preface` bytes and with extra
-/// headers): Ok on 101, Err(status), or Err(0) when closed without an answer.
-async fn ws(
-    source: &str,
-    addr: SocketAddr,
-    preface: &[u8],
-    headers: &[(&'static str, &str)],
-) -> Result<WebSocketStream<TcpStream>, u16> {
-    let mut tcp = connect_from(source, addr).await;
-    tcp.write_all(preface).await.unwrap();
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(*k, v.parse().unwrap());
-    }
-    match tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("answer in time")
-    {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
-        Err(_) => Err(0),
-    }
-}
+use flock_ws::testing::{connect_from, websocket_from as ws};
 
 async fn get(source: &str, addr: SocketAddr, path: &str) -> u16 {
     let mut tcp = connect_from(source, addr).await;

@@ -10,20 +10,9 @@ use flock_ws::{LoginAttempt, Outcome, Persona, Policy, Verdict};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
 
 const PROXY: &str = "127.0.0.1";
 const STRANGER: &str = "127.0.0.2";
-
-/// A TCP connection to `addr` from `source`.
-async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.unwrap()
-}
 
 fn v1(client: &str, port: u16) -> Vec<u8> {
     format!("PROXY TCP4 {client} 127.0.0.1 {port} 8080\r\n").into_bytes()
@@ -39,29 +28,7 @@ fn v2(client: [u8; 4], port: u16) -> Vec<u8> {
     h
 }
 
-/// A websocket from `source` that first sends `preface`, with `headers`: Ok on 101,
-/// Err(status) on an HTTP refusal, Err(0) when the connection was just closed.
-async fn ws_via(
-    source: &str,
-    addr: SocketAddr,
-    preface: &[u8],
-    headers: &[(&'static str, &str)],
-) -> Result<WebSocketStream<TcpStream>, u16> {
-    let mut tcp = connect_from(source, addr).await;
-    tcp.write_all(preface).await.unwrap();
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(*k, v.parse().unwrap());
-    }
-    match tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("answer in time")
-    {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
-        Err(_) => Err(0),
-    }
-}
+use flock_ws::testing::{connect_from, websocket_from as ws_via};
 
 /// One raw HTTP request from `source` after `preface`; the status, 0 if closed unanswered.
 async fn get_via(source: &str, addr: SocketAddr, preface: &[u8], request: &str) -> u16 {

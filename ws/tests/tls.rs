@@ -6,11 +6,11 @@ mod common;
 
 use common::*;
 use flock_proto::login::Command;
-use flock_ws::testing::{peer_serial, Leaf, TestCa};
+use flock_ws::testing::{peer_serial, Leaf, TempDir, TestCa};
 use flock_ws::{GatewayConfig, Reload, TlsConfig};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,25 +18,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("flock-ws-tls-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn tls_config(cert: &Path, key: &Path) -> TlsConfig {
     TlsConfig {
@@ -113,7 +94,7 @@ async fn wait_serial(ca: &TestCa, addr: SocketAddr, serial: u64) {
 #[tokio::test]
 async fn serves_everything_over_tls_1_2_and_1_3() {
     let ca = TestCa::new();
-    let dir = Dir::new("serve");
+    let dir = TempDir::new("serve");
     let leaf = ca.leaf(7);
     let (gw, mut cores) = start_tls(&leaf, &dir.0, |_| {});
     let addr = gw.local_addr();
@@ -205,7 +186,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 #[tokio::test]
 async fn takes_pkcs8_sec1_and_pkcs1_keys() {
-    let dir = Dir::new("keys");
+    let dir = TempDir::new("keys");
     let d = &dir.0;
     // SEC1 (EC PRIVATE KEY), PKCS#1 (RSA PRIVATE KEY) and PKCS#8 (PRIVATE KEY, Ed25519).
     openssl(
@@ -277,7 +258,7 @@ async fn takes_pkcs8_sec1_and_pkcs1_keys() {
 #[tokio::test]
 async fn refuses_to_start_on_bad_files() {
     let ca = TestCa::new();
-    let dir = Dir::new("bad");
+    let dir = TempDir::new("bad");
     let (cert, key) = ca.leaf(1).write(&dir.0);
     let other = ca.leaf(2);
     let config = |cert: &Path, key: &Path| GatewayConfig {
@@ -312,7 +293,7 @@ fn cores_link() -> Arc<dyn flock_ws::CoreLink> {
 #[tokio::test]
 async fn rotation_keeps_open_sessions_and_refuses_broken_files() {
     let ca = TestCa::new();
-    let dir = Dir::new("rotate");
+    let dir = TempDir::new("rotate");
     let (gw, mut cores) = start_tls(&ca.leaf(1), &dir.0, |c| {
         c.tls.as_mut().unwrap().watch_interval = Duration::from_millis(100);
     });
@@ -410,7 +391,7 @@ async fn closed_silently(mut s: TcpStream) -> bool {
 #[tokio::test]
 async fn bounds_apply_before_tls_work() {
     let ca = TestCa::new();
-    let dir = Dir::new("bounds");
+    let dir = TempDir::new("bounds");
     let leaf = ca.leaf(1);
     let (gw, _cores) = start_tls(&leaf, &dir.0, |c| c.max_sockets_per_ip = 1);
     let addr = gw.local_addr();
@@ -429,7 +410,7 @@ async fn bounds_apply_before_tls_work() {
     drop(gw);
 
     // Concurrent handshakes have their own bound.
-    let dir = Dir::new("handshakes");
+    let dir = TempDir::new("handshakes");
     let (gw, _cores) = start_tls(&leaf, &dir.0, |c| {
         c.tls.as_mut().unwrap().max_handshakes = 1
     });
@@ -448,7 +429,7 @@ async fn bounds_apply_before_tls_work() {
     drop(gw);
 
     // The handshake timeout covers the TLS handshake.
-    let dir = Dir::new("timeout");
+    let dir = TempDir::new("timeout");
     let (gw, _cores) = start_tls(&leaf, &dir.0, |c| {
         c.handshake_timeout = Duration::from_millis(300)
     });
@@ -466,7 +447,7 @@ async fn bounds_apply_before_tls_work() {
 #[tokio::test]
 async fn origins_over_tls_are_https() {
     let ca = TestCa::new();
-    let dir = Dir::new("origin");
+    let dir = TempDir::new("origin");
     let (gw, _cores) = start_tls(&ca.leaf(1), &dir.0, |_| {});
     let addr = gw.local_addr();
     let upgrade = |origin: &str| {
@@ -513,7 +494,7 @@ async fn origins_over_tls_are_https() {
 #[tokio::test]
 async fn redirect_listener_sends_browsers_to_https() {
     let ca = TestCa::new();
-    let dir = Dir::new("redirect");
+    let dir = TempDir::new("redirect");
     let (gw, _cores) = start_tls(&ca.leaf(1), &dir.0, |c| {
         c.tls.as_mut().unwrap().redirect_listen = Some("127.0.0.1:0".parse().unwrap())
     });

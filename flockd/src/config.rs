@@ -141,6 +141,8 @@ impl Default for Login {
 pub struct Limits {
     /// Registrations the server holds (split evenly over the cores).
     pub max_registrations: usize,
+    /// Names whose last REGISTER is remembered against replays (split over the cores).
+    pub max_replay_records: usize,
     /// Address-change checks running at once (split over the cores).
     pub max_pending_checks: usize,
     pub checks_per_ip_burst: u32,
@@ -223,6 +225,7 @@ impl Default for Limits {
         let s = ServerConfig::default();
         Limits {
             max_registrations: 4 << 20,
+            max_replay_records: 1 << 20,
             max_pending_checks: 16 << 10,
             checks_per_ip_burst: s.checks_per_ip_burst,
             checks_per_ip_per_minute: s.checks_per_ip_per_minute,
@@ -291,10 +294,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.timers;
         let l = &self.login;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
             (
                 self.limits.max_registrations > 0,
                 "limits.max_registrations must be at least 1",
+            ),
+            (
+                self.limits.max_replay_records > 0,
+                "limits.max_replay_records must be at least 1",
             ),
             (
                 self.limits.max_pending_checks > 0,
@@ -422,6 +429,7 @@ impl Config {
             nonce_lifetime: t.nonce_lifetime,
             timestamp_tolerance: t.timestamp_tolerance,
             max_registrations: split(self.limits.max_registrations),
+            max_replay_records: split(self.limits.max_replay_records),
             max_pending_checks: split(self.limits.max_pending_checks),
             checks_per_ip_burst: self.limits.checks_per_ip_burst,
             checks_per_ip_per_minute: self.limits.checks_per_ip_per_minute,

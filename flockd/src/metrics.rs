@@ -218,10 +218,11 @@ fn render_cores(out: &mut String, snaps: &[(usize, CoreSnapshot)]) {
         |s| s.stats.registered,
     );
     per_core(out, &items, "flock_server_registrations_refused_total", Counter,
-        "REGISTERs refused, by reason: bad_signature, clock_skew, name_taken, capacity (server full), admission_denied (plugins said no), admission_full (too many admissions waiting).",
+        "REGISTERs refused, by reason: bad_signature, clock_skew, name_taken, capacity (server full), admission_denied (plugins said no), admission_full (too many admissions waiting), replayed (taken before: a retransmission or a replay), replay_full (the replay guard at its bound).",
         "reason", |s| vec![
             ("bad_signature", s.stats.bad_signature), ("clock_skew", s.stats.clock_skew), ("name_taken", s.stats.name_taken),
             ("capacity", s.stats.capacity_refused), ("admission_denied", s.stats.admissions_denied), ("admission_full", s.stats.admissions_full),
+            ("replayed", s.stats.register_replays), ("replay_full", s.stats.replay_full),
         ]);
     one(
         out,

@@ -72,6 +72,8 @@ pub struct Device {
     pub key: Ed25519KeyPair,
     pub nonce: Option<Nonce>,
     pub token: Option<Token>,
+    /// The last REGISTER timestamp [`Device::stamp`] handed out.
+    pub last_timestamp: u64,
     next_txid: u64,
 }
 
@@ -82,6 +84,7 @@ impl Device {
             key: keypair(seed),
             nonce: None,
             token: None,
+            last_timestamp: 0,
             next_txid: seed as u64 * 1_000_000,
         }
     }
@@ -96,6 +99,13 @@ impl Device {
         let mut t = [0; 12];
         t[4..].copy_from_slice(&self.next_txid.to_be_bytes());
         t
+    }
+
+    /// A timestamp for a new REGISTER at `now_ms`: later than every one handed out before, as
+    /// an appliance signs them (the server takes a name's REGISTERs in timestamp order only).
+    pub fn stamp(&mut self, now_ms: u64) -> u64 {
+        self.last_timestamp = now_ms.max(self.last_timestamp + 1);
+        self.last_timestamp
     }
 
     pub fn register_bytes(&self, timestamp_ms: u64, txid: &TransactionId) -> Vec<u8> {

@@ -6,7 +6,9 @@
 //! - [`Nonce`]: handed to any source that sends a REGISTER without a fresh one; a registration
 //!   is only verified (Ed25519) when it carries a nonce bound to its source address. That proves
 //!   return routability before any expensive work and makes a captured registration useless
-//!   from any other address.
+//!   from any other address. Its key is bound to the server's *boot* ([`ProofKeys::for_boot`]):
+//!   a restarted server refuses every nonce it issued before, so the in-memory record of the
+//!   REGISTERs it took (the replay guard, `server::replay`) never has to survive a restart.
 //!
 //! Both are `expiry (u32 BE, Unix seconds) || HMAC-SHA256(key, context || fields)[..n]`.
 
@@ -52,6 +54,24 @@ impl ProofKeys {
         ProofKeys {
             token: derive(b"flock token key v1"),
             nonce: derive(b"flock nonce key v1"),
+        }
+    }
+
+    /// The same keys with the nonce key bound to `boot`: random bytes a server draws when it
+    /// starts and never stores. Tokens are unchanged (they survive restarts, by design); nonces
+    /// issued under another boot are refused as forged.
+    /// `K_nonce(boot) = HMAC(K_nonce, "flock nonce boot v1" ‖ boot)`.
+    pub fn for_boot(&self, boot: &[u8; 16]) -> ProofKeys {
+        let key = self
+            .nonce
+            .clone()
+            .chain_update(b"flock nonce boot v1")
+            .chain_update(boot)
+            .finalize()
+            .into_bytes();
+        ProofKeys {
+            token: self.token.clone(),
+            nonce: mac_with_key(&key),
         }
     }
 
@@ -282,6 +302,20 @@ mod tests {
         assert_eq!(
             keys.verify_nonce("192.0.2.2:4000".parse().unwrap(), &n, 0),
             Err(ProofError::Forged)
+        );
+        let rebooted = keys.for_boot(&[1; 16]);
+        assert_eq!(
+            rebooted.verify_nonce(addr, &n, 0),
+            Err(ProofError::Forged),
+            "a nonce from another boot is refused"
+        );
+        let again = keys.for_boot(&[1; 16]).issue_nonce(addr, 50);
+        assert_eq!(rebooted.verify_nonce(addr, &again, 0), Ok(()));
+        let t = keys.issue_token(&"box".parse().unwrap(), &Fingerprint([7; 32]), addr, 50);
+        assert_eq!(
+            rebooted.verify_token(&"box".parse().unwrap(), &Fingerprint([7; 32]), addr, &t, 0),
+            Ok(()),
+            "tokens survive a restart"
         );
         assert!(Token::from_bytes(&[0; 19]).is_none());
         assert!(Nonce::from_bytes(&[0; 17]).is_none());

@@ -207,18 +207,25 @@ fn refingerprint(bytes: &mut [u8]) {
 }
 
 #[test]
-fn retransmitted_register_is_idempotent() {
+fn a_retransmitted_register_is_taken_once_and_the_appliance_re_signs() {
     let mut s = server(ServerConfig::default());
     let mut d = Device::new("box", 1);
     let src = addr("198.51.100.7:40000");
     register(&mut d, &mut s, T0, src);
     let txid = d.txid();
-    let bytes = d.register_bytes(T0.0, &txid);
+    let ts = d.stamp(T0.0);
+    let bytes = d.register_bytes(ts, &txid);
     let a = exchange(&mut s, T0, src, &bytes);
+    assert!(matches!(a, Answer::Registered(_)));
+    // Its answer was lost: the retransmission is not taken again (no second token: it could be
+    // a replay), but answered with a fresh nonce, and the appliance's new REGISTER is taken.
     let b = exchange(&mut s, T0 + Duration::from_millis(500), src, &bytes);
+    assert_eq!(b.code(), Some(code::STALE_NONCE));
+    d.absorb(&b);
     assert!(matches!(
-        (a, b),
-        (Answer::Registered(_), Answer::Registered(_))
+        register(&mut d, &mut s, T0 + Duration::from_millis(500), src),
+        Answer::Registered(_)
     ));
     assert_eq!(s.occupancy(), (1, 0));
+    assert_eq!(s.stats().registered, 3);
 }

@@ -226,7 +226,8 @@ pub fn free_udp_port() -> u16 {
 pub fn register_over(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> Answer {
     for _ in 0..2 {
         let txid = d.txid();
-        let req = d.register_bytes(now_ms(), &txid);
+        let ts = d.stamp(now_ms());
+        let req = d.register_bytes(ts, &txid);
         let bytes = request(sock, server, &req).expect("an answer to REGISTER");
         assert!(
             bytes.len() <= req.len(),

@@ -23,6 +23,8 @@ pub(crate) struct Pending {
     pub new_addr: SocketAddr,
     /// Transaction id of the latest REGISTER from `new_addr`, to answer it once moved.
     pub register_txid: TransactionId,
+    /// That REGISTER's signed timestamp: its retransmissions join this check.
+    pub register_ts: u64,
     /// The CHECK's transaction id and challenge; an answer must echo the first and sign the second.
     pub txid: TransactionId,
     pub challenge: [u8; 16],
@@ -30,6 +32,9 @@ pub(crate) struct Pending {
     pub deadline: Time,
     pub next_send: Time,
     pub rto: Duration,
+    /// When the check next needs attention: its next retransmission, or the end of the old
+    /// registration if that comes first (the name moves at once then).
+    pub wake: Time,
 }
 
 /// Pending checks with a deadline queue. The heap holds one live item per check (the time of its
@@ -66,7 +71,7 @@ impl Checks {
     }
 
     pub(crate) fn start(&mut self, key: TableKey, p: Pending) {
-        self.timers.push(Reverse((p.next_send, key)));
+        self.timers.push(Reverse((p.wake, key)));
         self.pending.insert(key, p);
     }
 
@@ -86,19 +91,35 @@ impl Checks {
                 return None;
             }
             self.timers.pop();
-            if self.pending.get(&key).is_some_and(|p| p.next_send == t) {
+            if self.pending.get(&key).is_some_and(|p| p.wake == t) {
                 return Some(key);
             }
         }
         None
     }
 
-    /// Schedules the next retransmission of `key` (RTO doubling, capped, never past the deadline).
-    pub(crate) fn reschedule(&mut self, key: &TableKey, now: Time, rto_max: Duration) {
+    /// Schedules the next retransmission of `key` (RTO doubling, capped, never past the
+    /// deadline), waking earlier if the old registration ends at `old_end` before it.
+    pub(crate) fn reschedule(
+        &mut self,
+        key: &TableKey,
+        now: Time,
+        rto_max: Duration,
+        old_end: Time,
+    ) {
         if let Some(p) = self.pending.get_mut(key) {
             p.next_send = (now + p.rto).min(p.deadline);
             p.rto = (p.rto * 2).min(rto_max);
-            self.timers.push(Reverse((p.next_send, *key)));
+        }
+        self.rearm(key, old_end);
+    }
+
+    /// Wakes `key` at its next retransmission or at `old_end` (the old registration's end),
+    /// whichever comes first.
+    pub(crate) fn rearm(&mut self, key: &TableKey, old_end: Time) {
+        if let Some(p) = self.pending.get_mut(key) {
+            p.wake = p.next_send.min(old_end);
+            self.timers.push(Reverse((p.wake, *key)));
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct ServerConfig {
     pub timestamp_tolerance: Duration,
     /// Most registrations held; past it new names get CAPACITY, known ones keep working.
     pub max_registrations: usize,
+    /// Names (per key) whose last REGISTER is remembered against replays (see
+    /// `server::replay`), for at most `nonce_lifetime` each; past it REGISTERs of other names
+    /// and keys get CAPACITY.
+    pub max_replay_records: usize,
     /// Most address-change checks running at once.
     pub max_pending_checks: usize,
     /// Checks a single source IP may start in a burst, and per minute after that.
@@ -173,6 +177,7 @@ impl Default for ServerConfig {
             nonce_lifetime: Duration::from_secs(600),
             timestamp_tolerance: Duration::from_secs(600),
             max_registrations: 1 << 20,
+            max_replay_records: 1 << 18,
             max_pending_checks: 4096,
             checks_per_ip_burst: 8,
             checks_per_ip_per_minute: 6,

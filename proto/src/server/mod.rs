@@ -17,6 +17,7 @@ mod persona_cache;
 mod policy;
 mod ratelimit;
 mod relay;
+mod replay;
 mod table;
 
 pub use crate::entropy::Entropy;
@@ -67,6 +68,11 @@ pub struct Stats {
     pub keepalives: u64,
     pub tokens_refused: u64,
     pub capacity_refused: u64,
+    /// Verified REGISTERs refused as taken before (a retransmission or a replay: signed no
+    /// later than the last one taken for the name), answered 438 with a fresh nonce or 409.
+    pub register_replays: u64,
+    /// REGISTERs refused (508) because the replay guard was at its bound.
+    pub replay_full: u64,
     pub checks_started: u64,
     pub checks_rate_limited: u64,
     pub checks_full: u64,
@@ -163,6 +169,14 @@ enum Outgoing {
     Probe(usize),
 }
 
+/// A verified REGISTER about to be taken: its timestamp and how long the replay guard keeps it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Taken {
+    guard: replay::GuardKey,
+    ts: u64,
+    forget_at: u32,
+}
+
 /// One shard of a flock server.
 pub struct Server<E: Entropy> {
     config: ServerConfig,
@@ -170,11 +184,14 @@ pub struct Server<E: Entropy> {
     entropy: E,
     table: Table,
     checks: Checks,
+    replays: replay::Replays,
     rates: RateTable,
     outgoing: VecDeque<Outgoing>,
     admissions: policy::Admissions,
     policy_events: VecDeque<PolicyEvent>,
     next_sweep: Option<Time>,
+    /// The first time the shard was given: its start, for token revival.
+    started: Option<Time>,
     stats: Stats,
     login: login::Login,
     peers: peers::Peers,
@@ -182,12 +199,16 @@ pub struct Server<E: Entropy> {
 }
 
 impl<E: Entropy> Server<E> {
-    pub fn new(config: ServerConfig, keys: Keys, mut entropy: E) -> Server<E> {
+    pub fn new(config: ServerConfig, mut keys: Keys, mut entropy: E) -> Server<E> {
         let mut seed = [0; 16];
         entropy.fill(&mut seed);
+        // This boot's nonces: a restarted shard refuses the ones it issued before (its replay
+        // guard is gone with its memory). The same random bytes key the rate table's slots.
+        keys.proof = keys.proof.for_boot(&seed);
         Server {
             table: Table::new(config.max_registrations),
             checks: Checks::new(config.max_pending_checks),
+            replays: replay::Replays::new(config.max_replay_records),
             rates: RateTable::new(
                 config.rate_table_slots,
                 config.checks_per_ip_burst,
@@ -198,6 +219,7 @@ impl<E: Entropy> Server<E> {
             admissions: policy::Admissions::new(config.policy.max_admissions),
             policy_events: VecDeque::new(),
             next_sweep: None,
+            started: None,
             stats: Stats::default(),
             login: login::Login::new(&config),
             peers: peers::Peers::new(&config.flock),
@@ -330,6 +352,7 @@ impl<E: Entropy> Server<E> {
         self.stats.received += 1;
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.sweep_step_interval());
+            self.started.get_or_insert(now);
         }
     }
 
@@ -455,30 +478,93 @@ impl<E: Entropy> Server<E> {
         }
         let fp = req.fingerprint();
         let key = hash.table_key();
-        // 4. The table.
+        let ts = req.timestamp_ms;
+        let guard = replay::guard_key(&key, &fp);
+        // 4. Taken before? A retransmission of the REGISTER a running check is for joins it;
+        // anything signed no later than the last REGISTER taken for the name is refused.
+        if let Some(p) = self.checks.get_mut(&key) {
+            if p.fp == fp && p.new_addr == src && p.register_ts == ts {
+                p.register_txid = *txid;
+                self.stats.silent_while_checking += 1;
+                return None;
+            }
+        }
+        if let Some(r) = self.replays.get(&guard, now).filter(|r| ts <= r.ts) {
+            self.stats.register_replays += 1;
+            if r.kept && r.ts == ts {
+                // The check it started found the name's appliance at its address: same answer.
+                return self.error(reply, method::REGISTER, txid, code::NAME_TAKEN, None);
+            }
+            self.stats.nonces_issued += 1;
+            let nonce = self
+                .keys
+                .proof
+                .issue_nonce(src, secs_after(now, self.config.nonce_lifetime));
+            return self.error(
+                reply,
+                method::REGISTER,
+                txid,
+                code::STALE_NONCE,
+                Some(nonce),
+            );
+        }
+        if self.replays.room_for(&guard, now).is_err() {
+            self.stats.replay_full += 1;
+            return self.error(reply, method::REGISTER, txid, code::CAPACITY, None);
+        }
+        // Remembered while this REGISTER could pass the checks above: until its nonce expires
+        // or its timestamp leaves the tolerance.
+        let stale_at =
+            ts.saturating_add(self.config.timestamp_tolerance.as_millis() as u64) / 1000 + 1;
+        let taken = Taken {
+            guard,
+            ts,
+            forget_at: req
+                .nonce
+                .map_or(0, |n| n.expiry)
+                .min(stale_at.min(u64::from(u32::MAX)) as u32),
+        };
+        // 5. The table.
         if let Some(p) = self.checks.get_mut(&key) {
             if p.fp == fp && !self.table.get(&key, now).is_some_and(|e| e.same_addr(src)) {
                 // Still checking the old address: stay silent; follow the latest new address.
                 p.new_addr = src;
                 p.register_txid = *txid;
+                p.register_ts = ts;
+                self.take(taken, now);
                 self.stats.silent_while_checking += 1;
                 return None;
             }
         }
         let held = self.table.get(&key, now).copied();
         if self.config.policy.admission && held.is_none_or(|e| e.fp != fp.prefix()) {
-            return self.admit(now, key, &req.name, fp, src, txid, held.is_some(), reply);
+            return self.admit(
+                now,
+                key,
+                &req.name,
+                fp,
+                src,
+                txid,
+                taken,
+                held.is_some(),
+                reply,
+            );
         }
         match held {
             Some(e) if e.fp != fp.prefix() => {
+                self.take(taken, now);
                 self.stats.name_taken += 1;
                 self.error(reply, method::REGISTER, txid, code::NAME_TAKEN, None)
             }
             Some(e) if !e.same_addr(src) => {
-                self.start_check(now, key, &req.name, fp, e.addr(), src, txid);
+                let old = (e.addr(), Time::from_secs(u64::from(e.expires)));
+                if self.start_check(now, key, &req.name, fp, old, src, (*txid, ts)) {
+                    self.take(taken, now);
+                }
                 None
             }
             _ => {
+                self.take(taken, now);
                 let expires = secs_after(now, self.config.entry_lifetime);
                 if self
                     .table
@@ -501,6 +587,12 @@ impl<E: Entropy> Server<E> {
         }
     }
 
+    /// Remembers a REGISTER as taken (the replay guard had room: checked before).
+    fn take(&mut self, taken: Taken, now: Time) {
+        self.replays
+            .record(taken.guard, taken.ts, taken.forget_at, now);
+    }
+
     /// A verified REGISTER for a free name, or with a new key for a held one, under an
     /// admission policy: answered now from a cached verdict, or later by [`Self::admission`].
     #[allow(clippy::too_many_arguments)]
@@ -512,11 +604,13 @@ impl<E: Entropy> Server<E> {
         fp: Fingerprint,
         src: SocketAddr,
         txid: &TransactionId,
+        taken: Taken,
         key_change: bool,
         reply: &mut [u8],
     ) -> Option<usize> {
         match self.admissions.check(now, &key, &fp) {
             policy::Admission::Allowed => {
+                self.take(taken, now);
                 let expires = secs_after(now, self.config.entry_lifetime);
                 if self
                     .table
@@ -535,6 +629,7 @@ impl<E: Entropy> Server<E> {
                 self.registered(now, name, &fp, src, txid, reply)
             }
             policy::Admission::Denied => {
+                self.take(taken, now);
                 self.stats.admissions_denied += 1;
                 let code = if key_change {
                     code::NAME_TAKEN
@@ -556,6 +651,7 @@ impl<E: Entropy> Server<E> {
                         fp,
                         addr: src,
                         txid: *txid,
+                        taken,
                         key_change,
                     },
                 );
@@ -588,6 +684,19 @@ impl<E: Entropy> Server<E> {
             return; // nobody waits, or another identity does: the verdict is only cached
         }
         let w = self.admissions.waiting.remove(&key).expect("just checked");
+        if !self.replays.fresh(&w.taken.guard, w.taken.ts, now) {
+            return; // a later REGISTER of the name was taken meanwhile
+        }
+        if self.replays.room_for(&w.taken.guard, now).is_err() {
+            self.stats.replay_full += 1;
+            self.outgoing.push_back(Outgoing::Refused {
+                dst: w.addr,
+                txid: w.txid,
+                code: code::CAPACITY,
+            });
+            return;
+        }
+        self.take(w.taken, now);
         if !allow {
             self.stats.admissions_denied += 1;
             let code = if w.key_change {
@@ -676,6 +785,8 @@ impl<E: Entropy> Server<E> {
         .ok()
     }
 
+    /// Starts the address-change check of `key` (old address and the end of its registration
+    /// in `old`); false when it is not started (checks full, or the source IP's budget spent).
     #[allow(clippy::too_many_arguments)]
     fn start_check(
         &mut self,
@@ -683,17 +794,17 @@ impl<E: Entropy> Server<E> {
         key: TableKey,
         name: &Name,
         fp: Fingerprint,
-        old: SocketAddr,
+        old: (SocketAddr, Time),
         new: SocketAddr,
-        register_txid: &TransactionId,
-    ) {
+        register: (TransactionId, u64),
+    ) -> bool {
         if self.checks.is_full() {
             self.stats.checks_full += 1;
-            return;
+            return false;
         }
         if !self.rates.allow(now, new) {
             self.stats.checks_rate_limited += 1;
-            return;
+            return false;
         }
         let mut txid = [0; 12];
         let mut challenge = [0; 16];
@@ -703,24 +814,28 @@ impl<E: Entropy> Server<E> {
         let deadline = now + self.config.check_window;
         let signature = msg::sign_check(&self.keys.flock, name, &challenge, deadline.0);
         let rto = self.config.rto_initial;
+        let next_send = (now + rto).min(deadline);
         self.checks.start(
             key,
             Pending {
                 name: *name,
                 fp,
-                old_addr: old,
+                old_addr: old.0,
                 new_addr: new,
-                register_txid: *register_txid,
+                register_txid: register.0,
+                register_ts: register.1,
                 txid,
                 challenge,
                 signature,
                 deadline,
-                next_send: (now + rto).min(deadline),
+                next_send,
                 rto: (rto * 2).min(self.config.rto_max),
+                wake: next_send.min(old.1),
             },
         );
         self.outgoing.push_back(Outgoing::Check(key));
         self.stats.checks_started += 1;
+        true
     }
 
     fn keepalive(
@@ -763,9 +878,19 @@ impl<E: Entropy> Server<E> {
                 self.stats.tokens_refused += 1;
                 return self.error(reply, method::KEEPALIVE, txid, code::REREGISTER, None);
             }
+            None if self
+                .started
+                .is_some_and(|t| now >= t + self.config.entry_lifetime) =>
+            {
+                // Every registration from before our start would have ended by now: this one
+                // ended here, and a token (a bearer proof, replayable from its address) does
+                // not bring it back. Moving back needs a signed REGISTER.
+                self.stats.tokens_refused += 1;
+                return self.error(reply, method::KEEPALIVE, txid, code::REREGISTER, None);
+            }
             None => {
-                // The token proves we verified this identity here before (a restart, or the
-                // entry expired): take it back without a signature.
+                // Just after a start (a restart: the table is empty), the token proves we
+                // verified this identity here before: take it back without a signature.
                 let entry = table::Entry::new(key, src, req.identity.prefix(), expires);
                 if self.table.insert(entry, now) == Insert::Full {
                     self.stats.capacity_refused += 1;
@@ -806,12 +931,22 @@ impl<E: Entropy> Server<E> {
         let proven = msg.class() == Class::Success
             && CheckAnswer::parse(msg).is_ok_and(|a| a.proves(&p.fp.prefix(), &p.challenge));
         if proven && canonical(src) == canonical(p.old_addr) {
-            // The registered appliance is alive where it was: the name stays.
-            self.checks.remove(&key);
+            // The registered appliance is alive where it was: the name stays, and the REGISTER
+            // from the new address is refused (409, also to its retransmissions).
+            let Some(p) = self.checks.remove(&key) else {
+                return;
+            };
             let expires = secs_after(now, self.config.entry_lifetime);
             if let Some(e) = self.table.get_mut(&key, now) {
                 e.expires = e.expires.max(expires);
             }
+            self.replays
+                .mark_kept(&replay::guard_key(&key, &p.fp), p.register_ts, now);
+            self.outgoing.push_back(Outgoing::Refused {
+                dst: p.new_addr,
+                txid: p.register_txid,
+                code: code::NAME_TAKEN,
+            });
             self.stats.checks_kept_old += 1;
         } else {
             // Wrong identity at the old address, or the right one answering from elsewhere:
@@ -940,18 +1075,28 @@ impl<E: Entropy> Server<E> {
     /// Retransmits checks and log-in requests, ends checks whose window closed and sessions
     /// that gave up, sweeps expired registrations.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.started.get_or_insert(now);
         let (login, mut cx) = self.login_parts(now);
         login.handle_timeout(&mut cx);
         while let Some(key) = self.checks.pop_due(now) {
             let Some(p) = self.checks.get(&key) else {
                 continue;
             };
-            let old_gone = self.table.get(&key, now).is_none();
-            if now >= p.deadline || old_gone {
-                self.move_name(now, key);
-            } else {
-                self.outgoing.push_back(Outgoing::Check(key));
-                self.checks.reschedule(&key, now, self.config.rto_max);
+            // The old registration's end wakes the check too: the name moves at once then.
+            let old_end = self
+                .table
+                .get(&key, now)
+                .map(|e| Time::from_secs(e.expires.into()));
+            match old_end {
+                Some(end) if now < p.deadline && now < p.next_send => {
+                    // Woken by the old registration's end, which a keep-alive pushed back.
+                    self.checks.rearm(&key, end);
+                }
+                Some(end) if now < p.deadline => {
+                    self.outgoing.push_back(Outgoing::Check(key));
+                    self.checks.reschedule(&key, now, self.config.rto_max, end);
+                }
+                _ => self.move_name(now, key),
             }
         }
         if self.next_sweep.is_some_and(|t| now >= t) {
@@ -969,6 +1114,7 @@ impl<E: Entropy> Server<E> {
             } else {
                 self.stats.swept += self.table.sweep_step(now) as u64;
             }
+            self.replays.sweep_step(now);
             self.relays.sweep(now);
             self.peers.sweep(now);
             self.next_sweep = Some(now + self.sweep_step_interval());
@@ -998,6 +1144,11 @@ impl<E: Entropy> Server<E> {
     /// Registrations held (dead ones not yet swept included) and checks running.
     pub fn occupancy(&self) -> (usize, usize) {
         (self.table.len(), self.checks.len())
+    }
+
+    /// REGISTERs remembered by the replay guard (dead ones not yet swept included).
+    pub fn replay_records(&self) -> usize {
+        self.replays.len()
     }
 
     /// Sizes of the log-in tables.

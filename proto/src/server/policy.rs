@@ -54,6 +54,8 @@ pub(crate) struct Waiting {
     pub fp: Fingerprint,
     pub addr: SocketAddr,
     pub txid: TransactionId,
+    /// The REGISTER's timestamp, recorded against replays once the verdict is in.
+    pub taken: super::Taken,
     pub key_change: bool,
 }
 

@@ -82,7 +82,8 @@ pub fn register(
 ) -> Answer {
     for _ in 0..2 {
         let txid = d.txid();
-        let a = exchange(server, now, src, &d.register_bytes(now.0, &txid));
+        let ts = d.stamp(now.0);
+        let a = exchange(server, now, src, &d.register_bytes(ts, &txid));
         d.absorb(&a);
         match &a {
             Answer::Error(e) if e.nonce.is_some() => continue,

@@ -7,6 +7,13 @@
 //!   *connection* named by the session nonce, whose flock end is the CONNECT's source. Decisions
 //!   are remembered by nonce for as long as the CONNECT could pass the freshness check, so a
 //!   retransmitted (or replayed) CONNECT gets the same answer and never a second connection.
+//!   The memory is bounded (`ApplianceConfig::login_memory`): when it is full, the decision
+//!   whose CONNECT expires first is forgotten and every CONNECT valid no longer than that one is
+//!   refused from then on (508), so a forgotten CONNECT can never be decided again.
+//! - Answers to PERSONAS and CONNECT are rate limited (`ApplianceConfig::login_answer_*`:
+//!   burst 8, then one per second); past the limit the request is answered 508 (busy) at
+//!   once, so the log-in fails fast (`appliance-busy` for the browser), from a bucket of its
+//!   own four times as large and fast; past that too, nothing.
 //! - SIGNAL, per connection, both ways: an ordered stream sent stop-and-wait (SDP offer in
 //!   chunks, candidates, end-of-candidates) and the flock's stream taken in order. Once both
 //!   ends' end-of-candidates are through, the session is done and forgotten.
@@ -16,7 +23,8 @@
 use crate::machine::{ApplianceConfig, Bucket, Event, Events, Stats, CLOCK_SKEW_MS};
 use flock_proto::entropy::Entropy;
 use flock_proto::login::wire::{
-    self, code, method, Ack, Connect, Outbound, PersonasChunk, PersonasRequest, Signal, SignalBody,
+    self, code, method, Ack, Connect, Outbound, PersonasChunk, PersonasRefused, PersonasRequest,
+    Signal, SignalBody,
 };
 pub use flock_proto::login::{Candidate, SessionNonce};
 use flock_proto::stun::{Class, Message, TransactionId};
@@ -31,21 +39,18 @@ use std::time::Duration;
 pub const MAX_SDP: usize = 32 * 1024;
 /// Items queued on one connection's outbound stream (offer, candidates, end-of-candidates).
 pub const MAX_QUEUED: usize = 128;
-/// CONNECT decisions remembered while the CONNECT could pass the freshness check. When full, the
-/// oldest refusal is forgotten (a replay of it can only be refused again, at worst after a
-/// second authenticator call); when all are fresh acceptances, new log-ins are answered BUSY
-/// rather than forgetting one that could be replayed into a second connection.
-const MAX_DECISIONS: usize = 256;
 /// Finished sessions whose duplicate SIGNALs (their ack was lost) are still acknowledged.
 const MAX_FINISHED: usize = 32;
 const FINISHED_LINGER: Duration = Duration::from_secs(30);
 /// Answers (PERSONAS chunks, CONNECT decisions, SIGNAL acks) waiting for `poll_transmit`.
 const MAX_PENDING: usize = 64;
 // Answers to PERSONAS and CONNECT, and (in a bucket of their own, since anyone can provoke
-// them) 481 errors, are rate limited: by default a burst of 16, then four a second
-// (`ApplianceConfig::login_answer_*`). A persona list comes in ~900-byte chunks, one per round
-// trip, so a real fetch is rarely held back, while requests replayed or made up from spoofed
-// sources cannot make the appliance a reflector.
+// them) 481 errors, are rate limited: by default a burst of 8, then one a second
+// (`ApplianceConfig::login_answer_*`), so requests replayed or made up from spoofed sources
+// cannot make the appliance a reflector. Past the limit a PERSONAS or CONNECT gets a small 508
+// instead (its own bucket, `REFUSAL_FACTOR` times the burst and the rate), so a real log-in
+// fails at once instead of waiting for retransmissions.
+const REFUSAL_FACTOR: u32 = 4;
 
 /// A log-in attempt, as the [`Authenticator`] sees it.
 pub struct LoginRequest<'a> {
@@ -137,6 +142,8 @@ impl fmt::Display for SessionFailure {
 struct Decided {
     nonce: SessionNonce,
     error: Option<u16>,
+    /// The CONNECT's signed valid-until (ms).
+    valid_until: u64,
     /// Past this the CONNECT is stale for us, so it can be forgotten.
     keep_until: Time,
 }
@@ -192,11 +199,18 @@ pub(crate) struct Login {
     checksum: [u8; 32],
     auth: Authenticator,
     decided: VecDeque<Decided>,
+    /// Most decisions remembered.
+    memory: usize,
+    /// CONNECTs valid until no later than this (ms) are refused: their decisions may have been
+    /// forgotten to make room.
+    forgotten_until: u64,
     conns: Vec<Connection>,
     finished: VecDeque<Finished>,
     pending: VecDeque<(SocketAddr, Vec<u8>)>,
     bucket: Bucket,
     unknown_bucket: Bucket,
+    /// 508s for PERSONAS and CONNECT over the answer rate.
+    refusal_bucket: Bucket,
     /// SIGNAL retransmission: `ApplianceConfig::rto_initial`, doubling up to `rto_max`, as
     /// for every other request (fixed timers gave lossy links too few tries within the
     /// flock's give-up bound).
@@ -226,8 +240,8 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
 impl Login {
     pub fn new(
         name: &Name,
-        answer_burst: u32,
-        answer_refill: Duration,
+        (answer_burst, answer_refill): (u32, Duration),
+        memory: usize,
         rto_initial: Duration,
         rto_max: Duration,
     ) -> Login {
@@ -241,11 +255,17 @@ impl Login {
             checksum: sha256(b""),
             auth: Box::new(|_| Decision::Deny),
             decided: VecDeque::new(),
+            memory: memory.max(1),
+            forgotten_until: 0,
             conns: Vec::new(),
             finished: VecDeque::new(),
             pending: VecDeque::new(),
             bucket: Bucket::new(answer_burst, answer_refill),
             unknown_bucket: Bucket::new(answer_burst, answer_refill),
+            refusal_bucket: Bucket::new(
+                answer_burst.saturating_mul(REFUSAL_FACTOR),
+                answer_refill / REFUSAL_FACTOR,
+            ),
         }
     }
 
@@ -314,7 +334,18 @@ impl Login {
             return true;
         }
         if !self.bucket.take(now) {
-            cx.stats.login_dropped += 1;
+            let busy = PersonasRefused {
+                name: cx.config.name,
+                code: code::BUSY,
+            };
+            let mut buf = [0; wire::MAX_DATAGRAM];
+            match busy.encode(&mut buf, m.transaction_id()) {
+                Ok(n) if self.refusal_bucket.take(now) => {
+                    cx.stats.login_busy += 1;
+                    self.queue(src, buf[..n].to_vec(), cx.stats);
+                }
+                _ => cx.stats.login_dropped += 1,
+            }
             return true;
         }
         let list = self.personas.as_deref().unwrap_or_default();
@@ -352,10 +383,6 @@ impl Login {
             cx.stats.login_ignored += 1;
             return true;
         }
-        if !self.bucket.take(now) {
-            cx.stats.login_dropped += 1;
-            return true;
-        }
         let ack = |error| Ack {
             method: method::CONNECT,
             name: cx.config.name,
@@ -364,40 +391,51 @@ impl Login {
             error,
         };
         if let Some(d) = self.decided.iter().find(|d| d.nonce == c.session) {
+            // A retransmission (or a replay): the same answer, within the answer rate.
             let a = ack(d.error);
-            self.answer_ack(src, a, m.transaction_id(), cx.stats);
+            if self.bucket.take(now) || (a.error.is_some() && self.refusal_bucket.take(now)) {
+                self.answer_ack(src, a, m.transaction_id(), cx.stats);
+            } else {
+                cx.stats.login_dropped += 1;
+            }
             return true;
         }
-        self.decided.retain(|d| d.keep_until >= now);
-        if self.decided.len() >= MAX_DECISIONS {
-            if let Some(i) = self.decided.iter().position(|d| d.error.is_some()) {
-                self.decided.remove(i);
+        let rate_ok = self.bucket.take(now);
+        if !rate_ok || c.valid_until_ms <= self.forgotten_until {
+            // Over the answer rate, or possibly decided before and forgotten: busy, at once.
+            if self.refusal_bucket.take(now) {
+                cx.stats.login_busy += 1;
+                self.answer_ack(src, ack(Some(code::BUSY)), m.transaction_id(), cx.stats);
+            } else {
+                cx.stats.login_dropped += 1;
             }
+            if c.valid_until_ms <= self.forgotten_until {
+                return true;
+            }
+            // Remembered as refused, so that a retransmission gets the same answer.
+            self.remember(now, &c, Some(code::BUSY));
+            cx.stats.logins_refused += 1;
+            cx.events.push(Event::LoginRefused {
+                session: c.session,
+                persona: c.persona.into(),
+                code: code::BUSY,
+            });
+            return true;
         }
-        let error = if self.decided.len() >= MAX_DECISIONS {
+        let error = if self.conns.len() >= cx.config.max_connections {
             Some(code::BUSY)
         } else {
-            let error = if self.conns.len() >= cx.config.max_connections {
-                Some(code::BUSY)
-            } else {
-                match (self.auth)(&LoginRequest {
-                    persona: c.persona,
-                    credential: c.credential,
-                    from: src,
-                }) {
-                    Decision::Accept => None,
-                    Decision::BadCredentials => Some(code::BAD_CREDENTIALS),
-                    Decision::Deny => Some(code::DENIED),
-                }
-            };
-            let keep_until = Time(c.valid_until_ms.saturating_add(CLOCK_SKEW_MS));
-            self.decided.push_back(Decided {
-                nonce: c.session,
-                error,
-                keep_until,
-            });
-            error
+            match (self.auth)(&LoginRequest {
+                persona: c.persona,
+                credential: c.credential,
+                from: src,
+            }) {
+                Decision::Accept => None,
+                Decision::BadCredentials => Some(code::BAD_CREDENTIALS),
+                Decision::Deny => Some(code::DENIED),
+            }
         };
+        self.remember(now, &c, error);
         match error {
             None => {
                 self.conns.push(Connection::new(
@@ -422,6 +460,24 @@ impl Login {
         }
         self.answer_ack(src, ack(error), m.transaction_id(), cx.stats);
         true
+    }
+
+    /// Remembers the decision on `c` until it is stale; when the memory is full, forgets the
+    /// decision whose CONNECT expires first and refuses every CONNECT valid no longer than it.
+    fn remember(&mut self, now: Time, c: &Connect<'_>, error: Option<u16>) {
+        self.decided.retain(|d| d.keep_until >= now);
+        if self.decided.len() >= self.memory {
+            if let Some(i) = (0..self.decided.len()).min_by_key(|&i| self.decided[i].valid_until) {
+                let gone = self.decided.remove(i).expect("in range");
+                self.forgotten_until = self.forgotten_until.max(gone.valid_until);
+            }
+        }
+        self.decided.push_back(Decided {
+            nonce: c.session,
+            error,
+            valid_until: c.valid_until_ms,
+            keep_until: Time(c.valid_until_ms.saturating_add(CLOCK_SKEW_MS)),
+        });
     }
 
     fn on_signal(

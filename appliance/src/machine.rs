@@ -73,6 +73,10 @@ const CHECK_ANSWER_REFILL: Duration = Duration::from_secs(1);
 pub const MAX_REDIRECTS: u32 = 3;
 /// Peers remembered for `only_known_peers` (the servers, and whoever we answered).
 const MAX_KNOWN_PEERS: usize = 16;
+/// Default of [`ApplianceConfig::login_memory`]: at the default answer rate (8, then one a
+/// second) more CONNECTs than this cannot arrive within their ~10 min freshness window, so
+/// with sane clocks the bound is never what refuses a log-in.
+pub const DEFAULT_LOGIN_MEMORY: usize = 1024;
 /// Shortest keep-alive interval taken from a server (a broken one must not make us spin).
 pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -109,9 +113,17 @@ pub struct ApplianceConfig {
     /// A session not done this long after its CONNECT was accepted fails.
     pub session_timeout: Duration,
     /// Answers to PERSONAS and CONNECT (signed by the flock, but replayable from spoofed
-    /// sources) allowed in a burst, then one per `login_answer_refill`.
+    /// sources) allowed in a burst, then one per `login_answer_refill` (8, then one a second).
+    /// Past it a request is answered 508 at once (from a bucket four times as large and
+    /// fast), so the browser gets `appliance-busy` instead of waiting.
     pub login_answer_burst: u32,
     pub login_answer_refill: Duration,
+    /// Log-in decisions (CONNECT session nonces, about 40 bytes each) remembered so that a
+    /// retransmitted or replayed CONNECT gets its first answer again and never opens a second
+    /// connection. One is kept until its CONNECT is stale (valid-until plus 10 min of clock
+    /// skew); when this many are kept, the one expiring first is forgotten and every CONNECT
+    /// valid no longer than it is answered 508 from then on.
+    pub login_memory: usize,
     /// Drop every datagram from an address we have not sent to ourselves, as a restrictive NAT
     /// (endpoint-dependent filtering) would: a server that did not get our registration cannot
     /// reach us. Off by default; tests use it to force a relay through the owning server.
@@ -140,8 +152,9 @@ impl ApplianceConfig {
             max_connections: 32,
             signal_give_up_after: Duration::from_secs(15),
             session_timeout: Duration::from_secs(120),
-            login_answer_burst: 16,
-            login_answer_refill: Duration::from_millis(250),
+            login_answer_burst: 8,
+            login_answer_refill: Duration::from_secs(1),
+            login_memory: DEFAULT_LOGIN_MEMORY,
             only_known_peers: false,
         }
     }
@@ -320,6 +333,9 @@ pub struct Stats {
     /// Log-in answers not sent: answer rate exceeded, too many waiting, or a 481 that would
     /// have been larger than the SIGNAL it answers.
     pub login_dropped: u64,
+    /// PERSONAS and CONNECT answered 508 because the answer rate was exceeded, or because
+    /// the CONNECT may have been decided before and forgotten (`login_memory`).
+    pub login_busy: u64,
     pub signals_sent: u64,
     pub signals_retransmitted: u64,
     pub sessions_done: u64,
@@ -429,6 +445,9 @@ pub struct Appliance {
     phase: Phase,
     nonce: Option<Nonce>,
     token: Option<Token>,
+    /// The last REGISTER timestamp signed: each new one is later (a server takes a name's
+    /// REGISTERs in timestamp order only, so a retransmission or replay is never taken twice).
+    last_signed: Time,
     mapped: Option<SocketAddr>,
     keepalive_interval: Duration,
     /// Consecutive refusals and give-ups (sets the pause).
@@ -461,8 +480,8 @@ impl Appliance {
         let fingerprint = Fingerprint::of(&identity::public_key(&key));
         let login = Login::new(
             &config.name,
-            config.login_answer_burst,
-            config.login_answer_refill,
+            (config.login_answer_burst, config.login_answer_refill),
+            config.login_memory,
             config.rto_initial,
             config.rto_max,
         );
@@ -479,6 +498,7 @@ impl Appliance {
             phase: Phase::Starting,
             nonce: None,
             token: None,
+            last_signed: Time::ZERO,
             mapped: None,
             failures: 0,
             answers: VecDeque::new(),
@@ -823,13 +843,20 @@ impl Appliance {
         d.mul_f64(1.0 + j * (2.0 * u - 1.0))
     }
 
+    /// The timestamp for new REGISTER content at `now`: later than any signed before.
+    fn signing_time(&mut self, now: Time) -> Time {
+        self.last_signed = now.max(Time(self.last_signed.0 + 1));
+        self.last_signed
+    }
+
     fn start_registering(&mut self, now: Time) {
         let txid = self.txid();
         let mut txids = VecDeque::with_capacity(4);
         txids.push_back(txid);
+        let timestamp = self.signing_time(now);
         self.phase = Phase::Registering(Attempt {
             tx: Transaction::start(txid, now, self.config.rto_initial, self.config.rto_max),
-            timestamp: now,
+            timestamp,
             txids,
             nonce_retries: 0,
         });
@@ -839,10 +866,11 @@ impl Appliance {
     /// transmission schedule is the caller's business.
     fn new_register_content(&mut self, now: Time) {
         let txid = self.txid();
+        let timestamp = self.signing_time(now);
         if let Phase::Registering(a) = &mut self.phase {
             a.tx.txid = txid;
             a.tx.is_retransmission = false;
-            a.timestamp = now;
+            a.timestamp = timestamp;
             if a.txids.len() >= MAX_TXIDS_PER_ATTEMPT {
                 a.txids.pop_front();
             }

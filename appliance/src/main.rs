@@ -55,6 +55,11 @@ Personas file (TOML):
   password = \"wonderland\"        # the credential is \"pwd:wonderland\"
   deny = false                   # optional: right password, but policy refuses this persona
 
+Log-ins: each appliance answers the flock's persona and log-in requests at a limited rate (a
+burst of 8, then one per second, as PROTOCOL.md §4.4 says); a log-in past it is answered 508
+at once and the browser gets `appliance-busy` (try again shortly). So is a log-in past 32
+accepted sessions signalling at once, or one refused by the replay memory (--login-memory).
+
 Exit status: 0 on success or Ctrl-C; 1 if an appliance gives up or is refused (with
 --exit-after-register) or a socket or key file fails; 2 on bad arguments.";
 
@@ -111,6 +116,17 @@ struct Args {
     /// Without it every log-in is denied.
     #[arg(long, value_name = "FILE", value_parser = parse_personas_file)]
     personas: Option<Personas>,
+
+    /// Log-in decisions each appliance remembers (about 40 bytes each), so that a retransmitted
+    /// or replayed CONNECT gets its first answer again and never opens a second connection. A
+    /// decision is kept until its CONNECT is stale: the request's valid-until (10 s after the
+    /// flock sent it, by default) plus 10 minutes of allowed clock skew. When N are kept, the
+    /// one expiring first is forgotten and every CONNECT valid no longer than it is refused
+    /// (508: the browser sees `appliance-busy`). The default is more than the answer rate
+    /// lets in within that time (log-in answers: a burst of 8, then one per second; past it a
+    /// log-in is answered 508 at once, `appliance-busy`).
+    #[arg(long, value_name = "N", default_value_t = flock_appliance::machine::DEFAULT_LOGIN_MEMORY, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |n| n as usize))]
+    login_memory: usize,
 
     /// Diagnostics on stderr: a tracing filter such as "warn", "debug",
     /// "flock_appliance=debug".
@@ -454,6 +470,7 @@ fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
         }
         let mut config = ApplianceConfig::new(name, args.server, args.flock_key.0);
         config.give_up_after = Duration::from_secs(args.give_up_after);
+        config.login_memory = args.login_memory;
         plans.push(Plan {
             config,
             key,

@@ -4,7 +4,8 @@ mod support;
 
 use flock_proto::identity;
 use flock_proto::login::wire::{
-    self, code, method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
+    self, code, method, Ack, Connect, PersonasChunk, PersonasRefused, PersonasRequest, Signal,
+    SignalBody,
 };
 use flock_proto::login::{Candidate, Command, Event, Failure, Personas, SessionId, SessionNonce};
 use flock_proto::server::{LoginConfig, Server, ServerConfig};
@@ -609,7 +610,7 @@ fn denied_and_busy() {
     let (mut s, _d) = setup(LoginConfig::default());
     for (id, err, fail) in [
         (1, code::DENIED, Failure::Denied),
-        (2, code::BUSY, Failure::Busy),
+        (2, code::BUSY, Failure::ApplianceBusy),
     ] {
         open(&mut s, T0, id);
         s.command(
@@ -1272,4 +1273,38 @@ fn random_traffic_never_panics_and_tables_stay_bounded() {
         (occ.sessions, occ.outstanding, occ.nonces, occ.events),
         (0, 0, 0, 0)
     );
+}
+
+#[test]
+fn an_appliance_busy_with_personas_fails_the_log_in_at_once() {
+    let (mut s, _d) = setup(LoginConfig::default());
+    s.command(T0, 1, Command::Open { name: name() });
+    let req = one(&mut s, T0);
+    let m = Message::parse(&req).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = PersonasRefused {
+        name: name(),
+        code: code::BUSY,
+    }
+    .encode(&mut buf, m.transaction_id())
+    .unwrap();
+    assert!(n < req.len());
+    assert!(feed(&mut s, T0 + ms(5), HOME, &buf[..n]).is_none());
+    assert_eq!(only(&mut s, 1), [Event::Failed(Failure::ApplianceBusy)]);
+    assert!(
+        sent(&mut s, T0 + ms(600)).is_empty(),
+        "no retransmission: the session is over"
+    );
+    // From another address it counts for nothing.
+    s.command(T0, 2, Command::Open { name: name() });
+    let req = one(&mut s, T0);
+    let m = Message::parse(&req).unwrap();
+    let n = PersonasRefused {
+        name: name(),
+        code: code::BUSY,
+    }
+    .encode(&mut buf, m.transaction_id())
+    .unwrap();
+    feed(&mut s, T0, "192.0.2.99:1", &buf[..n]);
+    assert!(events(&mut s).is_empty());
 }

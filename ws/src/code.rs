@@ -13,6 +13,8 @@ pub enum Code {
     TooLarge,
     Timeout,
     Busy,
+    /// The appliance has no room for this log-in now (it answered 508).
+    ApplianceBusy,
     OwnerDown,
     /// The policy says not now; the error carries `retry_after_ms`.
     RateLimited,
@@ -29,6 +31,7 @@ impl Code {
             Code::TooLarge => "too-large",
             Code::Timeout => "timeout",
             Code::Busy => "busy",
+            Code::ApplianceBusy => "appliance-busy",
             Code::OwnerDown => "owner-down",
             Code::RateLimited => "rate-limited",
         }
@@ -42,7 +45,7 @@ impl Code {
             }
             Code::TooLarge => CloseCode::Size,
             Code::ApplianceUnreachable | Code::OwnerDown | Code::Timeout => CloseCode::Error,
-            Code::Busy | Code::RateLimited => CloseCode::Again,
+            Code::Busy | Code::ApplianceBusy | Code::RateLimited => CloseCode::Again,
         }
     }
 
@@ -60,6 +63,10 @@ impl Code {
             Failure::Busy => (
                 Code::Busy,
                 "the server is at its session bound; try again later",
+            ),
+            Failure::ApplianceBusy => (
+                Code::ApplianceBusy,
+                "the appliance is busy (too many log-ins at once); try again later",
             ),
             Failure::Malformed => (Code::Malformed, "the request made no sense in this state"),
             Failure::OwnerDown => (

@@ -17,6 +17,7 @@ async fn each_failure_maps_to_its_code() {
         (Failure::Denied, "denied", 1008),
         (Failure::Timeout, "timeout", 1011),
         (Failure::Busy, "busy", 1013),
+        (Failure::ApplianceBusy, "appliance-busy", 1013),
         (Failure::Malformed, "malformed", 1008),
     ];
     for (failure, code, close) in cases {
@@ -27,7 +28,7 @@ async fn each_failure_maps_to_its_code() {
         expect_error(&mut ws, code, close).await;
         cores.expect(session, Command::Close).await;
     }
-    assert_eq!(gw.stats().session_errors, 7);
+    assert_eq!(gw.stats().session_errors, 8);
 }
 
 #[tokio::test]

@@ -106,8 +106,11 @@ pub enum Failure {
     Denied,
     /// The appliance went silent after accepting, or the session outlived its limit.
     Timeout,
-    /// The core is at its session bound.
+    /// The core is at its session bound (the server is busy).
     Busy,
+    /// The appliance answered 508: it has no room for another log-in now (too many
+    /// connections, or log-ins over its answer rate).
+    ApplianceBusy,
     /// The command made no sense in this state, or the appliance sent something unusable.
     Malformed,
     /// Another server of the flock owns the name and did not answer (or refused us).

@@ -63,7 +63,8 @@ pub mod code {
     pub const DENIED: u16 = 461;
     /// SIGNAL: no such session (ended, or never accepted).
     pub const UNKNOWN_SESSION: u16 = 481;
-    /// CONNECT: the appliance has no room for another connection.
+    /// PERSONAS or CONNECT: the appliance is busy (too many connections, or log-in answers
+    /// over its rate); the browser sees `appliance-busy`.
     pub const BUSY: u16 = 508;
 
     pub fn reason(code: u16) -> &'static str {
@@ -268,6 +269,35 @@ impl<'a> PersonasChunk<'a> {
         if !self.data.is_empty() {
             e.attribute(attr::DATA, self.data)?;
         }
+        e.fingerprint()
+    }
+}
+
+/// PERSONAS error: ERROR-CODE, NAME, FINGERPRINT. The appliance sends 508 when its answer rate
+/// is exceeded, so the log-in fails at once instead of after retransmissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PersonasRefused {
+    pub name: Name,
+    pub code: u16,
+}
+
+impl PersonasRefused {
+    pub fn parse(msg: &Message<'_>) -> Result<PersonasRefused, MsgError> {
+        expect(msg, method::PERSONAS, Class::Error)?;
+        let code = msg
+            .error_code()
+            .ok_or(MsgError::Missing(stun::attr::ERROR_CODE))??
+            .code;
+        Ok(PersonasRefused {
+            name: name_attr(msg)?,
+            code,
+        })
+    }
+
+    pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
+        let mut e = Encoder::new(buf, typ(method::PERSONAS, Class::Error), txid)?;
+        e.error_code(self.code, code::reason(self.code))?;
+        e.attribute(base::NAME, self.name.as_bytes())?;
         e.fingerprint()
     }
 }

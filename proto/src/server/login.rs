@@ -12,7 +12,8 @@ use super::persona_cache::PersonaCache;
 use super::{ServerConfig, Stats};
 use crate::entropy::Entropy;
 use crate::login::wire::{
-    self, code, method, Ack, Outbound, PersonasChunk, SdpAssembly, Signal, SignalBody,
+    self, code, method, Ack, Outbound, PersonasChunk, PersonasRefused, SdpAssembly, Signal,
+    SignalBody,
 };
 use crate::login::{Candidate, Command, Event, Failure, Personas, SessionId, SessionNonce};
 use crate::name::{Name, TableKey};
@@ -737,12 +738,33 @@ impl Login {
         let step = if !src.is(s.addr, s.owner) || matches!(s.phase, Phase::Locating) {
             cx.stats.ignored += 1;
             Step::Keep
+        } else if msg.method() == method::PERSONAS && msg.class() == Class::Error {
+            self.personas_refused(cx, &mut s, msg)
         } else if msg.method() == method::PERSONAS {
             self.personas_answer(cx, id, &mut s, msg)
         } else {
             self.ack(cx, id, &mut s, msg)
         };
         self.settle(cx, id, s, step);
+    }
+
+    /// A PERSONAS error: 508 is the appliance saying it is busy (the log-in fails at once);
+    /// anything else is a refusal.
+    fn personas_refused(&mut self, cx: &mut Ctx<'_>, s: &mut Session, msg: &Message<'_>) -> Step {
+        let Ok(r) = PersonasRefused::parse(msg) else {
+            cx.stats.malformed += 1;
+            return Step::Keep;
+        };
+        if r.name != s.name || !matches!(s.phase, Phase::Personas(_)) {
+            cx.stats.ignored += 1;
+            return Step::Keep;
+        }
+        self.clear_request(s);
+        Step::Fail(if r.code == code::BUSY {
+            Failure::ApplianceBusy
+        } else {
+            Failure::Denied
+        })
     }
 
     fn personas_answer(
@@ -818,7 +840,7 @@ impl Login {
                         ));
                         Step::Keep
                     }
-                    Some(code::BUSY) => Step::Fail(Failure::Busy),
+                    Some(code::BUSY) => Step::Fail(Failure::ApplianceBusy),
                     // DENIED, or a refusal we have no better word for.
                     Some(_) => Step::Fail(Failure::Denied),
                 }

@@ -4,7 +4,8 @@
 //! - `server.secret`: 32 random bytes, hex. Keys the keep-alive tokens and nonces: keep it
 //!   across restarts, or every appliance must register again.
 //! - `flock.key`: the flock's Ed25519 key pair (PKCS#8 v2, DER). Shared by all servers of a flock;
-//!   with `[flock] key_file` that file is read instead (and never created).
+//!   with `[flock] key_file` that file is read instead (and never created). Either file may be
+//!   PKCS#8 v1 or v2, DER or PEM (`openssl genpkey -algorithm ed25519` writes v1 PEM).
 //! - `flock.pub`: its public key, hex; appliances pin it (`flock-appliance --flock-key @flock.pub`).
 
 use flock_proto::identity::{from_hex, public_key, to_hex};
@@ -54,8 +55,14 @@ impl Secrets {
             write_private(&key_path, der.as_ref())?;
             der.as_ref().to_vec()
         };
-        let flock_key = Ed25519KeyPair::from_pkcs8(&der)
-            .map_err(|e| format!("{} is not an Ed25519 PKCS#8 key: {e}", key_path.display()))?;
+        let der = key_der(&der).map_err(|e| format!("{}: {e}", key_path.display()))?;
+        // v1 (no public key: computed from the private one) or v2 (checked against it).
+        let flock_key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
+            format!(
+                "{} is not an Ed25519 PKCS#8 key (v1 or v2, DER or PEM): {e}",
+                key_path.display()
+            )
+        })?;
         let peer_secret = flock_proto::flock::peer_secret(&der);
         let pub_path = dir.join("flock.pub");
         let pub_hex = format!("{}\n", to_hex(&public_key(&flock_key)));
@@ -69,6 +76,35 @@ impl Secrets {
             peer_secret,
         })
     }
+}
+
+/// The DER bytes of a PKCS#8 key file: the file itself, or the body of its PEM
+/// `PRIVATE KEY` block (base64 between `-----BEGIN PRIVATE KEY-----` and `-----END PRIVATE
+/// KEY-----`).
+fn key_der(file: &[u8]) -> Result<Vec<u8>, String> {
+    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+    const END: &str = "-----END PRIVATE KEY-----";
+    let Some(text) = std::str::from_utf8(file)
+        .ok()
+        .filter(|t| t.trim_start().starts_with("-----BEGIN "))
+    else {
+        return Ok(file.to_vec());
+    };
+    let start = text
+        .find(BEGIN)
+        .ok_or("a PEM file without a PRIVATE KEY block (an unencrypted PKCS#8 key is needed)")?
+        + BEGIN.len();
+    let len = text[start..]
+        .find(END)
+        .ok_or("a PEM PRIVATE KEY block without its END line")?;
+    let body: String = text[start..start + len]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| format!("the PEM PRIVATE KEY block is not base64: {e}"))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -144,6 +180,26 @@ mod tests {
             fs::read_to_string(a.join("flock.pub")).unwrap().trim(),
             to_hex(&public_key(&x.flock_key))
         );
+        // The same key as PEM: the same key pair and, since the peer secret is derived from the
+        // DER bytes, the same peer secret.
+        use base64::Engine as _;
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der.as_ref())
+        );
+        fs::write(&shared, pem).unwrap();
+        let z = Secrets::load_or_create(&b, Some(&shared)).unwrap();
+        assert_eq!(public_key(&z.flock_key), public_key(&x.flock_key));
+        assert_eq!(z.peer_secret, x.peer_secret);
+        fs::write(
+            &shared,
+            "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(Secrets::load_or_create(&a, Some(&shared))
+            .err()
+            .expect("bad base64")
+            .contains("not base64"));
         fs::write(&shared, b"junk").unwrap();
         assert!(Secrets::load_or_create(&a, Some(&shared))
             .err()

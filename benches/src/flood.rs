@@ -194,7 +194,14 @@ pub fn prepare(
         d.name = name.parse().unwrap();
         d.nonce = Some(nonces[sock]);
         n += 1;
-        d.register_bytes(now, &txid(kind, n))
+        // A move is signed after the registration it moves (the server takes a name's
+        // REGISTERs in timestamp order).
+        let ts = if matches!(kind, Kind::Move) {
+            now + 1
+        } else {
+            now
+        };
+        d.register_bytes(ts, &txid(kind, n))
     };
     let mut keys: Vec<Device> = (0..8).map(|k| Device::new("flood-key", 100 + k)).collect();
     let spoofed = (0..4u8)

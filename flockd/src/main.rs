@@ -238,8 +238,13 @@ fn run(args: Args) -> Result<(), String> {
         flock_proto::identity::to_hex(&flock.digest[..4])
     };
     let (flock_index, flock_servers) = (flock.me, flock.size());
+    // This start's nonces (PROTOCOL.md §6): those issued before a restart are refused, so the
+    // cores' replay guards (in memory) never need to outlive the process.
+    let mut boot = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut boot)
+        .map_err(|_| "system random generator failed".to_string())?;
     let keys = Keys {
-        proof: ProofKeys::from_secret(&secrets.server_secret),
+        proof: ProofKeys::from_secret(&secrets.server_secret).for_boot(&boot),
         flock: Arc::new(secrets.flock_key),
     };
     let cpus = if !c.cpus.is_empty() {

@@ -108,6 +108,12 @@ impl Device {
         self.last_timestamp
     }
 
+    /// A REGISTER signed anew at `now_ms`: [`Device::stamp`], then [`Device::register_bytes`].
+    pub fn new_register(&mut self, now_ms: u64, txid: &TransactionId) -> Vec<u8> {
+        let ts = self.stamp(now_ms);
+        self.register_bytes(ts, txid)
+    }
+
     pub fn register_bytes(&self, timestamp_ms: u64, txid: &TransactionId) -> Vec<u8> {
         let mut buf = [0u8; 1200];
         let n = msg::encode_register(

@@ -6,9 +6,10 @@
 //! - [`Nonce`]: handed to any source that sends a REGISTER without a fresh one; a registration
 //!   is only verified (Ed25519) when it carries a nonce bound to its source address. That proves
 //!   return routability before any expensive work and makes a captured registration useless
-//!   from any other address. Its key is bound to the server's *boot* ([`ProofKeys::for_boot`]):
-//!   a restarted server refuses every nonce it issued before, so the in-memory record of the
-//!   REGISTERs it took (the replay guard, `server::replay`) never has to survive a restart.
+//!   from any other address. Its key is bound to the server's *boot* ([`ProofKeys::for_boot`],
+//!   random bytes drawn once per start, shared by all its cores): a restarted server refuses
+//!   every nonce it issued before, so the in-memory record of the REGISTERs it took (the replay
+//!   guard, `server::replay`) never has to survive a restart.
 //!
 //! Both are `expiry (u32 BE, Unix seconds) || HMAC-SHA256(key, context || fields)[..n]`.
 

@@ -107,7 +107,7 @@ fn a_restarted_server_with_the_same_secret_refuses_nonces_from_before() {
     // and so is every nonce issued before.
     let mut restarted = flock_proto::server::Server::new(
         ServerConfig::default(),
-        keys(b"server secret"),
+        keys_for_boot(b"server secret", &[0xb1; 16]),
         XorShift(0x1234_5678_9abc_def1),
     );
     let later = T0 + Duration::from_secs(61);

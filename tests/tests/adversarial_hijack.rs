@@ -71,14 +71,14 @@ fn keepalive_code(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> Optio
 /// answer once the name moves.
 fn register_from_new_address(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> [u8; 12] {
     let txid = d.txid();
-    let bytes = request(sock, server, &d.register_bytes(now_ms(), &txid))
+    let bytes = request(sock, server, &d.new_register(now_ms(), &txid))
         .expect("a nonce for the new address");
     let a = Answer::read(&bytes);
     assert_eq!(a.code(), Some(code::NONCE_REQUIRED), "{a:?}");
     d.absorb(&a);
     let txid = d.txid();
     assert!(
-        request(sock, server, &d.register_bytes(now_ms(), &txid)).is_none(),
+        request(sock, server, &d.new_register(now_ms(), &txid)).is_none(),
         "silent while the old address is checked"
     );
     txid
@@ -230,7 +230,7 @@ fn a_captured_register_replayed_from_elsewhere_moves_nothing_and_checks_nobody(f
         register_over(&mut owner, &owner_sock, server.udp),
         Answer::Registered(_)
     ));
-    let captured = owner.register_bytes(now_ms(), &[0xc0; 12]);
+    let captured = owner.new_register(now_ms(), &[0xc0; 12]);
     // It is genuine: from the owner's own address it refreshes the registration.
     let a = Answer::read(&request(&owner_sock, server.udp, &captured).expect("refresh"));
     assert!(matches!(a, Answer::Registered(_)), "{a:?}");

@@ -199,12 +199,12 @@ pub struct Server<E: Entropy> {
 }
 
 impl<E: Entropy> Server<E> {
-    pub fn new(config: ServerConfig, mut keys: Keys, mut entropy: E) -> Server<E> {
+    /// `keys.proof` should be bound to this start of the server (`ProofKeys::for_boot`, the same
+    /// for all its shards): the replay guard lives in memory, and a restarted server must not
+    /// accept the nonces of the previous one.
+    pub fn new(config: ServerConfig, keys: Keys, mut entropy: E) -> Server<E> {
         let mut seed = [0; 16];
         entropy.fill(&mut seed);
-        // This boot's nonces: a restarted shard refuses the ones it issued before (its replay
-        // guard is gone with its memory). The same random bytes key the rate table's slots.
-        keys.proof = keys.proof.for_boot(&seed);
         Server {
             table: Table::new(config.max_registrations),
             checks: Checks::new(config.max_pending_checks),

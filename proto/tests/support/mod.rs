@@ -10,9 +10,16 @@ use std::sync::Arc;
 
 pub const T0: Time = Time(1_700_000_000_000);
 
+/// The boot bytes of the simulated servers (`keys`); a restart is `keys_for_boot` with others.
+pub const BOOT: [u8; 16] = [0xb0; 16];
+
 pub fn keys(secret: &[u8]) -> Keys {
+    keys_for_boot(secret, &BOOT)
+}
+
+pub fn keys_for_boot(secret: &[u8], boot: &[u8; 16]) -> Keys {
     Keys {
-        proof: ProofKeys::from_secret(secret),
+        proof: ProofKeys::from_secret(secret).for_boot(boot),
         flock: Arc::new(keypair(200)),
     }
 }

@@ -207,7 +207,8 @@ pub struct KeepaliveArgs {
 pub struct RegisterArgs {
     #[command(flatten)]
     pub load: LoadArgs,
-    /// Distinct names (PREFIX and an index; name i on socket i mod K), each signed once and replayed.
+    /// Distinct names (PREFIX and an index; name i on socket i mod K), each signed once and
+    /// replayed (the server verifies each and refuses it as taken before: 438).
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub appliances: usize,
     #[arg(long, value_name = "PREFIX", default_value = "bench-reg-")]

@@ -185,23 +185,17 @@ fn the_replay_guard_is_bounded_and_the_server_stays_up() {
     assert_eq!(s.stats().replay_full, 1);
     assert!(s.lookup(T0, &late.name).is_none(), "refused without effect");
     // Names already remembered keep working; keep-alives never need the guard.
-    let d = &mut devices[0];
+    let (d, home, t) = (
+        &mut devices[0],
+        addr("192.0.2.1:1000"),
+        T0 + Duration::from_secs(1),
+    );
     assert!(matches!(
-        register(
-            d,
-            &mut s,
-            T0 + Duration::from_secs(1),
-            addr("192.0.2.1:1000")
-        ),
+        register(d, &mut s, t, home),
         Answer::Registered(_)
     ));
     assert!(matches!(
-        keepalive(
-            d,
-            &mut s,
-            T0 + Duration::from_secs(2),
-            addr("192.0.2.1:1000")
-        ),
+        keepalive(d, &mut s, t, home),
         Answer::KeptAlive(_)
     ));
     // Records are forgotten with their nonces (10 min): then there is room again.

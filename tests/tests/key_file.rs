@@ -34,6 +34,17 @@ fn openssl_public_key(key: &Path, form: &str) -> [u8; 32] {
     spki[spki.len() - 32..].try_into().unwrap()
 }
 
+/// A new Ed25519 key from `openssl genpkey` (PKCS#8 v1, PEM) at `path`.
+fn genpkey(path: &Path) {
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        path.to_str().unwrap(),
+    ]);
+}
+
 fn config_with_key(dir: &Path, key: &Path) -> std::path::PathBuf {
     let conf = dir.join("flockd.toml");
     std::fs::write(
@@ -69,13 +80,7 @@ fn openssl_pem_and_der_keys_are_accepted() {
     let dir = TempDir::new("keyfile");
     let pem = dir.0.join("flock.pem");
     let der = dir.0.join("flock.der");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "ed25519",
-        "-out",
-        pem.to_str().unwrap(),
-    ]);
+    genpkey(&pem);
     openssl(&[
         "pkey",
         "-in",
@@ -110,13 +115,7 @@ fn openssl_pem_and_der_keys_are_accepted() {
 async fn flockd_serves_with_an_openssl_key() {
     let dir = TempDir::new("keyfile-serve");
     let pem = dir.0.join("flock.pem");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "ed25519",
-        "-out",
-        pem.to_str().unwrap(),
-    ]);
+    genpkey(&pem);
     let conf = config_with_key(&dir.0, &pem);
     let server = Flockd::start(&["--config", conf.to_str().unwrap()]);
     assert_eq!(server.flock_public_key, openssl_public_key(&pem, "PEM"));

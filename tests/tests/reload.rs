@@ -7,7 +7,7 @@ mod ws_client;
 
 use flock_appliance::Event;
 use flock_plugins::testing::plugin_lib;
-use flock_tests::{appliance, field, wait_event, Flockd, TempDir};
+use flock_tests::{field, wait_event, Flockd, TempDir};
 use std::path::Path;
 use std::time::Duration;
 use ws_client::*;
@@ -52,7 +52,19 @@ async fn sighup_applies_a_stricter_rate_limit_and_keeps_registrations() {
     let file = dir.0.join("flockd.toml");
     write_config(&file, "", "per_ip=600/min,burst=100");
     let mut server = Flockd::start(&["--config", file.to_str().unwrap()]);
-    let mut h = appliance(&server, "my-box", 1);
+    // Log-ins back to back: more than an appliance answers by default (8, then one a second).
+    let mut cfg = flock_appliance::ApplianceConfig::new(
+        "my-box".parse().unwrap(),
+        server.udp,
+        server.flock_public_key,
+    );
+    cfg.login_answer_burst = 64;
+    let mut h = flock_appliance::spawn(
+        cfg,
+        flock_proto::testing::keypair(1),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
     wait_event(&mut h, WAIT, "registration", |e| {
         matches!(e, Event::Registered { .. })
     })

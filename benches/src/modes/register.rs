@@ -1,10 +1,12 @@
 //! `register` mode: each name's signed REGISTER (from the registration phase, with its
-//! socket's nonce) re-sent round-robin; every one costs the server a signature check.
+//! socket's nonce) re-sent round-robin; every one costs the server a nonce check, a signature
+//! check and its replay guard, and is answered 438 with a fresh nonce (taken before:
+//! PROTOCOL.md §4.2), the same work as a re-registration.
 
 use super::appliance::Fleet;
 use crate::gen::Workload;
 use crate::template::Template;
-use flock_proto::msg::Registered;
+use flock_proto::msg::{code, ErrorAnswer};
 use flock_proto::stun::{Message, TransactionId};
 
 pub struct Reregister {
@@ -48,8 +50,8 @@ impl Workload for Reregister {
     }
 
     fn answer(&mut self, _sock: usize, _tag: u32, d: &[u8]) -> bool {
-        Message::parse(d)
-            .ok()
-            .is_some_and(|m| Registered::parse(&m).is_ok())
+        Message::parse(d).ok().is_some_and(|m| {
+            ErrorAnswer::parse(&m).is_ok_and(|e| e.code == code::STALE_NONCE && e.nonce.is_some())
+        })
     }
 }

@@ -687,41 +687,35 @@ impl<E: Entropy> Server<E> {
         if !self.replays.fresh(&w.taken.guard, w.taken.ts, now) {
             return; // a later REGISTER of the name was taken meanwhile
         }
-        if self.replays.room_for(&w.taken.guard, now).is_err() {
+        let refused = if self.replays.room_for(&w.taken.guard, now).is_err() {
             self.stats.replay_full += 1;
-            self.outgoing.push_back(Outgoing::Refused {
-                dst: w.addr,
-                txid: w.txid,
-                code: code::CAPACITY,
-            });
-            return;
-        }
-        self.take(w.taken, now);
-        if !allow {
-            self.stats.admissions_denied += 1;
-            let code = if w.key_change {
-                code::NAME_TAKEN
+            Some(code::CAPACITY)
+        } else {
+            self.take(w.taken, now);
+            let expires = secs_after(now, self.config.entry_lifetime);
+            if !allow {
+                self.stats.admissions_denied += 1;
+                Some(if w.key_change {
+                    code::NAME_TAKEN
+                } else {
+                    code::NOT_ADMITTED
+                })
+            } else if self
+                .table
+                .insert(table::Entry::new(key, w.addr, w.fp.prefix(), expires), now)
+                == Insert::Full
+            {
+                self.stats.capacity_refused += 1;
+                Some(code::CAPACITY)
             } else {
-                code::NOT_ADMITTED
-            };
+                None
+            }
+        };
+        if let Some(code) = refused {
             self.outgoing.push_back(Outgoing::Refused {
                 dst: w.addr,
                 txid: w.txid,
                 code,
-            });
-            return;
-        }
-        let expires = secs_after(now, self.config.entry_lifetime);
-        if self
-            .table
-            .insert(table::Entry::new(key, w.addr, w.fp.prefix(), expires), now)
-            == Insert::Full
-        {
-            self.stats.capacity_refused += 1;
-            self.outgoing.push_back(Outgoing::Refused {
-                dst: w.addr,
-                txid: w.txid,
-                code: code::CAPACITY,
             });
             return;
         }

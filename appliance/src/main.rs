@@ -56,7 +56,7 @@ Personas file (TOML):
   deny = false                   # optional: right password, but policy refuses this persona
 
 Log-ins: each appliance answers the flock's persona and log-in requests at a limited rate (a
-burst of 8, then one per second, as PROTOCOL.md §4.4 says); a log-in past it is answered 508
+burst of 8, then one per second, as PROTOCOL.md §4.5 says); a log-in past it is answered 508
 at once and the browser gets `appliance-busy` (try again shortly). So is a log-in past 32
 accepted sessions signalling at once, or one refused by the replay memory (--login-memory).
 

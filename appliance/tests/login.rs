@@ -134,6 +134,18 @@ impl Lab {
         credential: &[u8],
         seed: u8,
     ) -> Vec<u8> {
+        self.connect_until(nonce, persona, credential, seed, VALID_UNTIL)
+    }
+
+    /// A CONNECT valid until `valid_until` (ms).
+    fn connect_until(
+        &mut self,
+        nonce: SessionNonce,
+        persona: &str,
+        credential: &[u8],
+        seed: u8,
+        valid_until: u64,
+    ) -> Vec<u8> {
         let txid = self.txid();
         let mut buf = [0u8; 1500];
         let n = wire::encode_connect(
@@ -143,7 +155,7 @@ impl Lab {
             &nonce,
             persona,
             credential,
-            VALID_UNTIL,
+            valid_until,
             &keypair(seed),
         )
         .unwrap();
@@ -573,22 +585,11 @@ fn the_login_memory_is_bounded_and_never_forgets_into_a_second_connection() {
     });
     // Four log-ins, each CONNECT valid a second longer than the one before.
     let connect = |lab: &mut Lab, i: u8| {
-        let txid = lab.txid();
-        let mut buf = [0u8; 1500];
-        let n = wire::encode_connect(
-            &mut buf,
-            &txid,
-            &lab.name(),
-            &[i; 16],
-            "alice",
-            b"pwd:secret",
-            VALID_UNTIL + u64::from(i) * 1000,
-            &keypair(FLOCK_SEED),
-        )
-        .unwrap();
-        let out = lab.deliver(flock(), &buf[..n]);
+        let until = VALID_UNTIL + u64::from(i) * 1000;
+        let c = lab.connect_until([i; 16], "alice", b"pwd:secret", FLOCK_SEED, until);
+        let out = lab.deliver(flock(), &c);
         lab.advance(ms(1_000));
-        (buf[..n].to_vec(), ack(&out[0].1).error)
+        (c, ack(&out[0].1).error)
     };
     let first = connect(&mut lab, 1);
     assert_eq!(first.1, None);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -80,7 +80,7 @@ pub struct HandshakeArgs {
     /// PEM certificate to trust (flockd's, or its CA); the server name is `localhost`.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: PathBuf,
-    /// Resume sessions (tickets) after each connection's first handshake.
+    /// Resume sessions (TLS 1.3 tickets) after each worker's first handshake.
     #[arg(long)]
     pub resume: bool,
     /// Handshakes under way at once.
@@ -97,7 +97,8 @@ pub struct HandshakeArgs {
     pub cpu: Option<usize>,
 }
 
-/// `tls-handshakes`: each worker connects, completes a handshake, closes, and again.
+/// `tls-handshakes`: each worker connects, completes a handshake, asks `/healthz` once, reads
+/// the answer to the end, and again.
 pub async fn handshakes(a: HandshakeArgs) -> Result<(), String> {
     if !a.target.ip().is_loopback() {
         return Err(format!("{} is not a loopback address", a.target));
@@ -134,7 +135,16 @@ pub async fn handshakes(a: HandshakeArgs) -> Result<(), String> {
                         s.get_ref().1.handshake_kind(),
                         Some(rustls::HandshakeKind::Resumed)
                     );
-                    let _ = s.shutdown().await;
+                    // One request, read to the end: a TLS 1.3 server sends its tickets after
+                    // the handshake, so the next connection can resume with them.
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let mut answer = Vec::new();
+                    let _ = s.read_to_end(&mut answer).await;
+                    if !answer.starts_with(b"HTTP/1.1 200") {
+                        return Err("no 200 from /healthz".to_string());
+                    }
                     Ok::<bool, String>(was_resumed)
                 };
                 match tokio::time::timeout(Duration::from_secs(5), outcome).await {

@@ -24,7 +24,7 @@ WS_PORT=${WS_PORT:-38091}
 KEEPALIVE_MS=300
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
-  cargo build --release -q -p flockd -p flock-appliance -p flock-benches --bin flockd --bin flock-appliance --bin flock-flood
+  cargo build --release -q -p flockd -p flock-appliance -p flock-benches --features flock-appliance/webrtc --bin flockd --bin flock-appliance --bin flock-flood
 fi
 BIN=target/release
 TMP=$(mktemp -d /tmp/flock-flood.XXXXXX)

@@ -8,6 +8,9 @@
 //! - [`keys`]: Ed25519 key generation and storage (PKCS#8 DER files, mode 0600).
 //! - [`login`]: browser log-in: persona list, the authenticator, WebRTC signalling with the
 //!   flock (part of [`Appliance`]).
+//! - `webrtc` (cargo feature `webrtc`, str0m, Rust 1.89): a WebRTC peer for an accepted
+//!   log-in: the offer with one data channel, trickled host candidate, an echo of every text
+//!   message; and a bounded set of them. The simulator needs it; the SDK alone does not.
 //!
 //! The `flock-appliance` binary (`src/main.rs`) simulates one or many appliances with them.
 
@@ -15,6 +18,8 @@ pub mod driver;
 pub mod keys;
 pub mod login;
 pub mod machine;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 
 pub use driver::{spawn, ApplianceHandle, Status, SystemEntropy};
 pub use login::{

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use flock_appliance::keys::{self, public_key_from_hex};
+use flock_appliance::webrtc::{PeerEvent, PeerOptions, Peers, WebRtcPeer, CHANNEL_LABEL};
 use flock_appliance::{
     spawn, ApplianceConfig, ApplianceHandle, Candidate, Decision, Event, SessionNonce,
 };
@@ -12,10 +13,10 @@ use flock_proto::Name;
 use ring::signature::Ed25519KeyPair;
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -30,10 +31,19 @@ interval the server asks for, registers again when the server refuses its token,
 address checks signed by the pinned flock key. Every event is printed on stdout, one line each.
 
 With --personas FILE the appliances also let browsers log in through the flock: they serve the
-persona list of FILE (ids and names, never the passwords), accept the credential
-\"pwd:<password>\" for a persona, and on acceptance send a synthetic SDP offer (two chunks), two
-host candidates and end-of-candidates, printing the browser's answer and candidates as they come
-(credentials are never printed). Without it every log-in is denied.";
+persona list of FILE (ids and names, never the passwords) and accept the credential
+\"pwd:<password>\" for a persona. Each accepted log-in gets a real WebRTC peer: an SDP offer
+with one data channel (\"flock\"), its host candidate (its own UDP socket) and
+end-of-candidates; the browser's answer and candidates are applied as they come, and every text
+message on the data channel is answered with \"echo: <message>\". Printed as they happen: the
+log-in, the browser's answer and candidates, \"webrtc connected\", \"data channel open\", each
+message (credentials are never printed) and the peer's end. Without --personas every log-in is
+denied.
+
+The peers' sockets bind the loopback address when --server is a loopback address (then they
+send to loopback addresses only, and the browser must run on this machine), else the --bind IP,
+else the address this machine reaches the server from. At most --max-peers run at once in the
+process (a new log-in closes the oldest), each for at most --peer-lifetime seconds.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -127,6 +137,15 @@ struct Args {
     /// log-in is answered 508 at once, `appliance-busy`).
     #[arg(long, value_name = "N", default_value_t = flock_appliance::machine::DEFAULT_LOGIN_MEMORY, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |n| n as usize))]
     login_memory: usize,
+
+    /// WebRTC peers (one per accepted log-in) running at once in this process; a log-in past
+    /// it closes the oldest peer.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_peers: u32,
+
+    /// Seconds a log-in's WebRTC peer (and its data channel) lives at most.
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    peer_lifetime: u64,
 
     /// Diagnostics on stderr: a tracing filter such as "warn", "debug",
     /// "flock_appliance=debug".
@@ -255,76 +274,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A synthetic but well-formed data-channel + video offer (about 1.5 KB: two SDP chunks).
-fn synthetic_offer(session: &SessionNonce, ip: IpAddr) -> String {
-    let hex = identity::to_hex(session);
-    let fingerprint: Vec<String> = ring::digest::digest(&ring::digest::SHA256, session)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let mut sdp = format!(
-        "v=0\r\no=- {} 2 IN {family} {ip}\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS sim\r\n",
-        u64::from_be_bytes(session[..8].try_into().expect("8 bytes")) >> 1
-    );
-    let common = format!(
-        "c=IN {family} {ip}\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\na=fingerprint:sha-256 {}\r\na=setup:actpass\r\n",
-        &hex[..8],
-        &hex[8..32],
-        fingerprint.join(":")
-    );
-    sdp.push_str("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n");
-    sdp.push_str(&common);
-    sdp.push_str("a=mid:0\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n");
-    sdp.push_str("m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\n");
-    sdp.push_str(&common);
-    sdp.push_str("a=mid:1\r\na=sendonly\r\na=msid:sim camera\r\na=rtcp-mux\r\na=rtcp-rsize\r\n");
-    for (pt, codec) in [(96, "VP8"), (98, "H264")] {
-        let _ = write!(sdp, "a=rtpmap:{pt} {codec}/90000\r\n");
-        for fb in ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"] {
-            let _ = write!(sdp, "a=rtcp-fb:{pt} {fb}\r\n");
-        }
-        let _ = write!(
-            sdp,
-            "a=rtpmap:{rtx} rtx/90000\r\na=fmtp:{rtx} apt={pt}\r\n",
-            rtx = pt + 1
-        );
+/// The IP the WebRTC peers bind (and show as their host candidate): loopback for a loopback
+/// server (nothing leaves the machine), else the --bind IP, else the local address of the route
+/// to the server (a connected UDP socket tells it; nothing is sent).
+fn peer_ip(server: SocketAddr, bind: SocketAddr) -> io::Result<IpAddr> {
+    if server.ip().is_loopback() {
+        return Ok(server.ip());
     }
-    for line in [
-        "a=fmtp:98 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-        "a=ssrc-group:FID 1001 1002",
-        "a=ssrc:1001 cname:sim",
-        "a=ssrc:1002 cname:sim",
-    ] {
-        sdp.push_str(line);
-        sdp.push_str("\r\n");
+    if !bind.ip().is_unspecified() {
+        return Ok(bind.ip());
     }
-    sdp
-}
-
-/// The address a synthetic candidate shows: the socket's, loopback for the unspecified one.
-fn candidate_ip(local: SocketAddr) -> IpAddr {
-    match local.ip() {
-        ip if !ip.is_unspecified() => ip,
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-    }
-}
-
-/// Two host candidates at the appliance's socket address.
-fn synthetic_candidates(local: SocketAddr) -> [Candidate; 2] {
-    let ip = candidate_ip(local);
-    let line = |foundation: u32, priority: u32, port: u16| Candidate {
-        candidate: format!(
-            "candidate:{foundation} 1 udp {priority} {ip} {port} typ host generation 0"
-        ),
-        mid: Some("0".into()),
-    };
-    [
-        line(1, 2_130_706_431, local.port()),
-        line(2, 2_130_706_175, local.port().wrapping_add(1).max(1)),
-    ]
+    let probe = UdpSocket::bind(SocketAddr::new(bind.ip(), 0))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
 }
 
 fn parse_server(s: &str) -> Result<SocketAddr, String> {
@@ -396,7 +358,7 @@ fn main() -> ExitCode {
             .init(),
         Err(e) => return fail(Fail::Usage(format!("bad --log filter {:?}: {e}", args.log))),
     }
-    let (plans, bind) = match prepare(&args) {
+    let (plans, bind, peer_ip) = match prepare(&args) {
         Ok(p) => p,
         Err(f) => return fail(f),
     };
@@ -407,7 +369,14 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(Fail::Runtime(format!("cannot start the runtime: {e}"))),
     };
-    runtime.block_on(run(&args, plans, bind))
+    let webrtc = peer_ip.map(|ip| {
+        Arc::new(Webrtc {
+            ip,
+            lifetime: Duration::from_secs(args.peer_lifetime),
+            peers: Mutex::new(Peers::new(args.max_peers as usize)),
+        })
+    });
+    runtime.block_on(run(&args, plans, bind, webrtc))
 }
 
 fn fail(f: Fail) -> ExitCode {
@@ -423,8 +392,9 @@ fn fail(f: Fail) -> ExitCode {
     }
 }
 
-/// Checks the arguments together and loads (or creates) the keys.
-fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
+/// Checks the arguments together and loads (or creates) the keys. Returns the appliances, the
+/// address their sockets bind, and with --personas the IP of the log-ins' WebRTC peers.
+fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr, Option<IpAddr>), Fail> {
     let bind = match args.bind {
         Some(b) => {
             if b.is_ipv4() != args.server.is_ipv4() && !(b.is_ipv6() && b.ip().is_unspecified()) {
@@ -443,6 +413,15 @@ fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
         }
         None if args.server.is_ipv6() => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
         None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+    };
+    let peer_ip = match &args.personas {
+        Some(_) => Some(peer_ip(args.server, bind).map_err(|e| {
+            Fail::Runtime(format!(
+                "cannot find this machine's address towards {}: {e}",
+                args.server
+            ))
+        })?),
+        None => None,
     };
     let names: Vec<Name> = if args.count == 1 {
         vec![args.name]
@@ -477,7 +456,7 @@ fn prepare(args: &Args) -> Result<(Vec<Plan>, SocketAddr), Fail> {
             personas: args.personas.clone(),
         });
     }
-    Ok((plans, bind))
+    Ok((plans, bind, peer_ip))
 }
 
 /// What the appliance tasks tell the main loop.
@@ -495,9 +474,20 @@ enum Report {
         index: usize,
         error: io::Error,
     },
+    /// What a log-in's WebRTC peer did, or why the signalling could not be applied to it.
+    Peer {
+        index: usize,
+        session: SessionNonce,
+        event: Result<PeerEvent, String>,
+    },
 }
 
-async fn run(args: &Args, plans: Vec<Plan>, bind: SocketAddr) -> ExitCode {
+async fn run(
+    args: &Args,
+    plans: Vec<Plan>,
+    bind: SocketAddr,
+    webrtc: Option<Arc<Webrtc>>,
+) -> ExitCode {
     let count = plans.len();
     let names: Vec<Name> = plans.iter().map(|p| p.config.name).collect();
     let (report_tx, mut reports) = mpsc::channel::<Report>(4096);
@@ -515,6 +505,7 @@ async fn run(args: &Args, plans: Vec<Plan>, bind: SocketAddr) -> ExitCode {
             plan,
             bind,
             delay,
+            webrtc.clone(),
             report_tx.clone(),
             stop_rx.clone(),
         )));
@@ -550,6 +541,11 @@ async fn run(args: &Args, plans: Vec<Plan>, bind: SocketAddr) -> ExitCode {
                 );
                 break ExitCode::FAILURE;
             }
+            Report::Peer {
+                index,
+                session,
+                event,
+            } => out.peer(&names[index], &session, &event),
             Report::Event { index, event } => {
                 out.event(&names[index], &event);
                 match event {
@@ -593,6 +589,7 @@ async fn appliance(
     plan: Plan,
     bind: SocketAddr,
     delay: Duration,
+    webrtc: Option<Arc<Webrtc>>,
     reports: mpsc::Sender<Report>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -618,20 +615,37 @@ async fn appliance(
         local: handle.local_addr(),
         identity: handle.fingerprint().to_hex(),
     };
+    // The peers' events (from their threads), tagged with the session.
+    let (peer_tx, mut peer_events) = mpsc::channel::<(SessionNonce, PeerEvent)>(64);
     if reports.send(started).await.is_ok() {
         loop {
             tokio::select! {
                 event = handle.next_event() => match event {
                     Some(event) => {
-                        if let Event::LoginAccepted { session, .. } = &event {
-                            answer_login(&handle, *session);
-                        }
+                        let errors = match &webrtc {
+                            Some(w) => w.signal(index, &handle, &event, &peer_tx).await,
+                            None => vec![],
+                        };
+                        let session = event_session(&event);
                         if reports.send(Report::Event { index, event }).await.is_err() {
                             break;
+                        }
+                        for e in errors {
+                            let Some(session) = session else { break };
+                            let _ = reports.send(Report::Peer { index, session, event: Err(e) }).await;
                         }
                     }
                     None => break,
                 },
+                Some((session, event)) = peer_events.recv() => {
+                    if let (PeerEvent::Stopped(_), Some(w)) = (&event, &webrtc) {
+                        w.forget(index, &session);
+                    }
+                    let report = Report::Peer { index, session, event: Ok(event) };
+                    if reports.send(report).await.is_err() {
+                        break;
+                    }
+                }
                 _ = stop.changed() => break,
             }
         }
@@ -639,14 +653,124 @@ async fn appliance(
     handle.shutdown().await;
 }
 
-/// Plays the appliance's side of an accepted log-in: offer, candidates, end-of-candidates.
-fn answer_login(handle: &ApplianceHandle, session: SessionNonce) {
-    let local = handle.local_addr();
-    let _ = handle.send_offer(session, synthetic_offer(&session, candidate_ip(local)));
-    for c in synthetic_candidates(local) {
-        let _ = handle.add_candidate(session, c);
+/// The session an event is about, if any.
+fn event_session(event: &Event) -> Option<SessionNonce> {
+    match event {
+        Event::LoginAccepted { session, .. }
+        | Event::LoginRefused { session, .. }
+        | Event::RemoteAnswer { session, .. }
+        | Event::RemoteCandidate { session, .. }
+        | Event::RemoteEndOfCandidates { session }
+        | Event::SessionDone { session }
+        | Event::SessionFailed { session, .. } => Some(*session),
+        _ => None,
     }
-    let _ = handle.end_of_candidates(session);
+}
+
+/// The log-ins' WebRTC peers, shared by the appliances of the process (with --personas).
+struct Webrtc {
+    /// What the peers bind (see [`peer_ip`]).
+    ip: IpAddr,
+    lifetime: Duration,
+    /// Keyed by appliance index and session.
+    peers: Mutex<Peers<(usize, SessionNonce)>>,
+}
+
+impl Webrtc {
+    /// Plays the appliance's side of the signalling for `event`: a peer, its offer, candidate
+    /// and end-of-candidates for an accepted log-in; the browser's answer and candidates to
+    /// its peer. Returns what went wrong (the log-in carries on; the browser sees no channel).
+    async fn signal(
+        &self,
+        index: usize,
+        handle: &ApplianceHandle,
+        event: &Event,
+        peer_events: &mpsc::Sender<(SessionNonce, PeerEvent)>,
+    ) -> Vec<String> {
+        let mut errors = vec![];
+        match event {
+            Event::LoginAccepted { session, .. } => {
+                let (tx, s) = (peer_events.clone(), *session);
+                let options = PeerOptions {
+                    bind: self.ip,
+                    lifetime: self.lifetime,
+                    // A full channel loses the event, not the peer (bounded like the rest).
+                    on_event: Some(Box::new(move |e| {
+                        let _ = tx.try_send((s, e));
+                    })),
+                };
+                match blocking(move || WebRtcPeer::start(options).map_err(|e| e.to_string())).await
+                {
+                    Ok((peer, offer)) => {
+                        let _ = handle.send_offer(s, offer);
+                        for (candidate, mid) in peer.local_candidates() {
+                            let _ = handle.add_candidate(s, Candidate { candidate, mid });
+                        }
+                        let _ = handle.end_of_candidates(s);
+                        let out = self.lock().insert((index, s), Arc::new(peer));
+                        drop_peers(out);
+                    }
+                    Err(e) => errors.push(format!("cannot start a WebRTC peer: {e}")),
+                }
+            }
+            Event::RemoteAnswer { session, sdp } => {
+                if let Some(peer) = self.peer(index, session) {
+                    let sdp = sdp.clone();
+                    if let Err(e) = blocking(move || peer.accept_answer(&sdp)).await {
+                        errors.push(format!("answer not applied: {e}"));
+                    }
+                }
+            }
+            Event::RemoteCandidate { session, candidate } => {
+                if let Some(peer) = self.peer(index, session) {
+                    let c = candidate.clone();
+                    let r =
+                        blocking(move || peer.add_remote_candidate(&c.candidate, c.mid.as_deref()));
+                    if let Err(e) = r.await {
+                        errors.push(format!("candidate not applied: {e}"));
+                    }
+                }
+            }
+            // Signalling failed: a peer that never connected has nothing more to do.
+            Event::SessionFailed { session, .. } => {
+                if let Some(peer) = self.peer(index, session).filter(|p| !p.state().connected) {
+                    peer.close("signalling failed");
+                }
+            }
+            _ => {}
+        }
+        errors
+    }
+
+    fn peer(&self, index: usize, session: &SessionNonce) -> Option<Arc<WebRtcPeer>> {
+        self.lock().get(&(index, *session))
+    }
+
+    /// Drops a peer that stopped.
+    fn forget(&self, index: usize, session: &SessionNonce) {
+        let peer = self.lock().remove(&(index, *session));
+        drop_peers(peer.into_iter().collect());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Peers<(usize, SessionNonce)>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs a blocking peer call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// Dropping a peer joins its thread: not on the async threads.
+fn drop_peers(peers: Vec<Arc<WebRtcPeer>>) {
+    if !peers.is_empty() {
+        tokio::task::spawn_blocking(move || drop(peers));
+    }
 }
 
 /// Event lines on stdout, human or JSON.
@@ -671,6 +795,50 @@ impl Output {
             ])
         } else {
             format!("{name}: started on {local}, identity {identity}")
+        };
+        self.line(&line);
+    }
+
+    /// A line about a log-in's WebRTC peer.
+    fn peer(&mut self, name: &Name, session: &SessionNonce, event: &Result<PeerEvent, String>) {
+        let line = if self.json {
+            let n = ("name", J::S(name.as_str()));
+            let hex = identity::to_hex(session);
+            let s = ("session", J::S(&hex));
+            match event {
+                Ok(PeerEvent::Connected) => json(&[("event", J::S("webrtc_connected")), n, s]),
+                Ok(PeerEvent::ChannelOpen) => json(&[
+                    ("event", J::S("channel_open")),
+                    n,
+                    s,
+                    ("label", J::S(CHANNEL_LABEL)),
+                ]),
+                Ok(PeerEvent::Message(text)) => json(&[
+                    ("event", J::S("channel_message")),
+                    n,
+                    s,
+                    ("text", J::S(shorten(text))),
+                ]),
+                Ok(PeerEvent::Stopped(reason)) => json(&[
+                    ("event", J::S("webrtc_stopped")),
+                    n,
+                    s,
+                    ("reason", J::S(reason)),
+                ]),
+                Err(e) => json(&[("event", J::S("webrtc_error")), n, s, ("error", J::S(e))]),
+            }
+        } else {
+            let what = match event {
+                Ok(PeerEvent::Connected) => "webrtc connected".to_string(),
+                Ok(PeerEvent::ChannelOpen) => format!("data channel {CHANNEL_LABEL:?} open"),
+                Ok(PeerEvent::Message(text)) => format!("message {:?}, echoed", shorten(text)),
+                Ok(PeerEvent::Stopped(reason)) => format!("webrtc peer closed: {reason}"),
+                Err(e) => format!("webrtc: {e}"),
+            };
+            format!(
+                "{name}: session {}: {what}",
+                identity::to_hex(&session[..4])
+            )
         };
         self.line(&line);
     }
@@ -767,6 +935,13 @@ impl Output {
         };
         self.line(&line);
     }
+}
+
+/// A data-channel message as printed: at most 200 characters.
+fn shorten(text: &str) -> &str {
+    text.char_indices()
+        .nth(200)
+        .map_or(text, |(i, _)| &text[..i])
 }
 
 /// A JSON value of an event line.
@@ -946,28 +1121,23 @@ deny = true
     }
 
     #[test]
-    fn synthetic_offer_takes_two_chunks_and_candidates_are_host() {
-        use flock_proto::login::wire::{pieces, Outbound};
-        let sdp = synthetic_offer(&[0xAB; 16], "192.0.2.1".parse().unwrap());
+    fn peers_bind_loopback_for_a_loopback_server() {
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let v6: SocketAddr = "[::1]:3478".parse().unwrap();
         assert_eq!(
-            pieces(&Outbound::Sdp(sdp.clone())),
-            2,
-            "{} bytes",
-            sdp.len()
+            peer_ip("127.0.0.1:3478".parse().unwrap(), any).unwrap(),
+            IpAddr::from([127, 0, 0, 1])
         );
-        assert!(sdp.starts_with("v=0\r\n") && sdp.ends_with("\r\n") && sdp.contains("a=mid:0\r\n"));
-        assert!(
-            sdp.lines().all(|l| l.len() > 2 && l.as_bytes()[1] == b'='),
-            "{sdp}"
-        );
-        let c = synthetic_candidates("0.0.0.0:4000".parse().unwrap());
+        assert_eq!(peer_ip(v6, "[::]:0".parse().unwrap()).unwrap(), v6.ip());
+        // Not loopback: the --bind IP (no route lookup, nothing sent).
         assert_eq!(
-            c[0].candidate,
-            "candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host generation 0"
+            peer_ip(
+                "192.0.2.1:3478".parse().unwrap(),
+                "127.0.0.5:0".parse().unwrap()
+            )
+            .unwrap(),
+            IpAddr::from([127, 0, 0, 5])
         );
-        assert!(c
-            .iter()
-            .all(|c| c.mid.as_deref() == Some("0") && c.candidate.contains(" typ host")));
     }
 
     #[test]

@@ -5,7 +5,7 @@ pub mod browser;
 pub mod flock;
 pub mod lossy_proxy;
 pub mod net;
-pub mod webrtc_peer;
+pub mod simulator;
 
 use flock_proto::identity::from_hex;
 use flock_proto::testing::{Answer, Device};

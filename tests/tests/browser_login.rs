@@ -1,11 +1,13 @@
 //! The whole product in a real browser: headless Chromium loads the demo page that flockd
 //! serves, logs in to an appliance (a wrong password first), and opens a WebRTC data channel to
-//! a real WebRTC appliance (str0m) that registered with flockd over UDP; "ping" goes one way and
-//! "pong" comes back. flockd only relays the signalling; the data flows directly.
+//! a real WebRTC appliance (str0m, the SDK's `webrtc` peer driven by the test as an appliance
+//! application would) that registered with flockd over UDP; the page's "hello" goes one way and
+//! "echo: hello" comes back. flockd only relays the signalling; the data flows directly.
+//! `browser_demo.rs` does the same with the `flock-appliance` simulator binary.
 
+use flock_appliance::webrtc::{PeerOptions, WebRtcPeer};
 use flock_appliance::{Candidate, Decision, Event};
 use flock_tests::browser::Browser;
-use flock_tests::webrtc_peer::WebRtcPeer;
 use flock_tests::{appliance, wait_event, Flockd, TempDir};
 use flock_ws::testing::TestCa;
 use std::sync::{Arc, Mutex};
@@ -68,9 +70,11 @@ async fn log_in_and_open_a_data_channel(server: &Flockd, url: &str, b: Browser) 
             match e {
                 Event::LoginRefused { .. } => refused += 1,
                 Event::LoginAccepted { session, .. } => {
-                    let (p, offer) = tokio::task::spawn_blocking(WebRtcPeer::start)
-                        .await
-                        .unwrap();
+                    let (p, offer) =
+                        tokio::task::spawn_blocking(|| WebRtcPeer::start(PeerOptions::default()))
+                            .await
+                            .unwrap()
+                            .expect("webrtc peer");
                     h.send_offer(session, offer).unwrap();
                     for (candidate, mid) in p.local_candidates() {
                         h.add_candidate(session, Candidate { candidate, mid })
@@ -116,7 +120,7 @@ async fn log_in_and_open_a_data_channel(server: &Flockd, url: &str, b: Browser) 
     b.fill("password", "wonderland").await;
     b.click("login").await;
     b.wait_text("channel", |t| t == "open", WAIT).await;
-    b.wait_text("received", |t| t == "pong", WAIT).await;
+    b.wait_text("received", |t| t == "echo: hello", WAIT).await;
 
     let refused = tokio::time::timeout(WAIT, app)
         .await
@@ -125,7 +129,7 @@ async fn log_in_and_open_a_data_channel(server: &Flockd, url: &str, b: Browser) 
     assert_eq!(refused, 1, "one wrong password");
     let p = peer.lock().unwrap().take().expect("a peer was made");
     assert!(
-        p.received().contains(&"ping".to_string()),
+        p.received().contains(&"hello".to_string()),
         "{:?}",
         p.state()
     );

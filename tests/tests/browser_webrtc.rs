@@ -2,8 +2,8 @@
 //! `ws/web` page and `flock.js` with a fake flock websocket server (defined here) in between.
 //! No flockd involved: this proves the browser side of the JSON protocol and WebRTC setup.
 
+use flock_appliance::webrtc::{PeerOptions, WebRtcPeer, CHANNEL_LABEL};
 use flock_tests::browser::Browser;
-use flock_tests::webrtc_peer::{WebRtcPeer, CHANNEL_LABEL};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -139,7 +139,7 @@ fn is_loopback_candidate(c: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn str0m_peer_exchanges_ping_pong_with_chromium() {
+async fn str0m_peer_echoes_chromium() {
     bounded(async {
         let (addr, _ws) = serve(vec![(
             "/",
@@ -149,7 +149,7 @@ async fn str0m_peer_exchanges_ping_pong_with_chromium() {
         .await;
         let b = Browser::start().await;
         b.goto(&format!("http://{addr}/")).await;
-        let (peer, offer) = WebRtcPeer::start();
+        let (peer, offer) = WebRtcPeer::start(PeerOptions::default()).expect("webrtc peer");
 
         let r = b.exec_async(PAGE_ANSWER, vec![json!(offer)]).await;
         let Some(sdp) = r["sdp"].as_str() else {
@@ -182,10 +182,10 @@ async fn str0m_peer_exchanges_ping_pong_with_chromium() {
         }
 
         let r = b.exec_async(PAGE_PING, vec![]).await;
-        if r["reply"] != "pong" {
+        if r["reply"] != "echo: ping" {
             let stats = b.exec_async(&stats_js("window.pc"), vec![]).await;
             b.fail(&format!(
-                "ping/pong failed: {r}\npeer: {:?}\nstats: {stats:#}",
+                "ping/echo failed: {r}\npeer: {:?}\nstats: {stats:#}",
                 peer.state()
             ))
             .await;
@@ -236,7 +236,7 @@ async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
 }
 
 /// Plays flock's role for one websocket: appliance "home" has personas and password
-/// "secret" and the str0m peer behind it; "locked" wants credentials (carol / pw) and then
+/// "secret" and the str0m peer (which echoes) behind it; "locked" wants credentials (carol / pw) and then
 /// turns out unreachable; anything else is unknown.
 async fn fake_flock(mut ws: Ws, seen: SharedSeen) -> Result<(), String> {
     let open = recv(&mut ws, &seen).await?;
@@ -286,7 +286,7 @@ async fn fake_flock(mut ws: Ws, seen: SharedSeen) -> Result<(), String> {
         return close(ws, &seen).await;
     }
 
-    let (peer, offer) = WebRtcPeer::start();
+    let (peer, offer) = WebRtcPeer::start(PeerOptions::default()).map_err(|e| e.to_string())?;
     let peer = Arc::new(peer);
     seen.lock().unwrap().peer = Some(peer.clone());
     // The candidate goes before the offer on purpose: flock.js must queue it.
@@ -353,7 +353,7 @@ async fn serve_page(seen: SharedSeen) -> String {
 const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn page_logs_in_and_gets_pong_from_the_appliance() {
+async fn page_logs_in_and_gets_the_echo_from_the_appliance() {
     bounded(async {
         let seen = SharedSeen::default();
         let url = serve_page(seen.clone()).await;
@@ -374,11 +374,11 @@ async fn page_logs_in_and_gets_pong_from_the_appliance() {
         b.click("login").await;
         b.wait_text("channel", |s| s == "open", 15 * SECOND).await;
         let end = Instant::now() + 5 * SECOND;
-        while b.text("received").await != "pong" {
+        while b.text("received").await != "echo: hello" {
             if Instant::now() > end {
                 let stats = b.exec_async(&stats_js("window.flockSession.pc"), vec![]).await;
                 let peer = seen.lock().unwrap().peer.as_ref().map(|p| p.state());
-                b.fail(&format!("no pong after 5 s\npeer: {peer:?}\nstats: {stats:#}")).await;
+                b.fail(&format!("no echo after 5 s\npeer: {peer:?}\nstats: {stats:#}")).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -399,7 +399,7 @@ async fn page_logs_in_and_gets_pong_from_the_appliance() {
         assert_eq!(types.last(), Some(&"end-of-candidates"), "{types:?}");
         assert!(seen.closed_normally);
         let received = seen.peer.as_ref().expect("peer started").received();
-        assert!(!received.is_empty() && received.iter().all(|m| m == "ping"), "{received:?}");
+        assert!(!received.is_empty() && received.iter().all(|m| m == "hello"), "{received:?}");
     })
     .await;
 }
@@ -413,7 +413,7 @@ async fn page_shows_errors_and_logs_in_by_user_name() {
         b.goto(&url).await;
         b.fill("appliance", "nowhere").await;
         b.click("open").await;
-        b.wait_text("status", |s| s == "error: unknown-appliance", 5 * SECOND).await;
+        b.wait_text("status", |s| s == "error: unknown-appliance (no such appliance)", 5 * SECOND).await;
 
         b.fill("appliance", "locked").await;
         b.click("open").await;
@@ -429,7 +429,7 @@ async fn page_shows_errors_and_logs_in_by_user_name() {
         b.fill("password", "pw").await;
         b.click("login").await;
         // Accepted, then the server reports the appliance unreachable.
-        b.wait_text("status", |s| s == "error: appliance-unreachable", 5 * SECOND).await;
+        b.wait_text("status", |s| s == "error: appliance-unreachable (gone)", 5 * SECOND).await;
         let login = seen.lock().unwrap().from_browser.iter().find(|m| m["type"] == "login").cloned();
         assert_eq!(login, Some(json!({"type": "login", "persona": "carol", "credential": "pwd:pw"})));
         b.close().await;

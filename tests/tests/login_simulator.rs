@@ -1,14 +1,13 @@
 //! Black box: flockd and the `flock-appliance` simulator as separate processes, its personas and
-//! passwords from a `--personas` file; a websocket browser logs in and the simulator reports the
-//! browser's answer, candidate and the session's end.
+//! passwords from a `--personas` file; a websocket browser logs in, gets the simulator's real
+//! WebRTC offer and loopback host candidate, and the simulator reports the browser's answer (which
+//! its WebRTC peer refuses: this browser is no WebRTC peer), candidate and the session's end.
+//! `browser_demo.rs` runs the simulator with a real browser, through to the data channel.
 mod ws_client;
 
-use flock_tests::{workspace_bin, Flockd, TempDir};
+use flock_tests::simulator::Simulator;
+use flock_tests::{Flockd, TempDir};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 use ws_client::*;
 
 const PERSONAS: &str = "[[persona]]\nid = \"alice\"\nname = \"Alice\"\npassword = \"wonderland\"\n";
@@ -19,50 +18,14 @@ async fn simulator_serves_a_browser_log_in() {
     let dir = TempDir::new("simulator");
     let personas = dir.0.join("personas.toml");
     std::fs::write(&personas, PERSONAS).unwrap();
-    let mut sim = Command::new(workspace_bin("flock-appliance"))
-        .args([
-            "--server",
-            &server.udp.to_string(),
-            "--name",
-            "sim-box",
-            "--bind",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--flock-key",
-            &flock_proto::identity::to_hex(&server.flock_public_key),
-        ])
-        .arg("--key-dir")
-        .arg(&dir.0)
-        .arg("--personas")
-        .arg(&personas)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn flock-appliance");
-    let (tx, lines) = mpsc::channel();
-    let stdout = sim.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let mut seen = vec![];
-    let mut wait_line = |needle: &str| {
-        let deadline = Instant::now() + WAIT;
-        while !seen.iter().any(|l: &String| l.contains(needle)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left.max(Duration::from_millis(1))) {
-                Ok(l) => seen.push(l),
-                Err(_) => panic!(
-                    "simulator never printed {needle:?}; printed:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-        seen.join("\n")
-    };
-    wait_line("registered");
+    let mut sim = Simulator::start(
+        &server,
+        "sim-box",
+        &dir.0,
+        &personas,
+        &["--bind", "127.0.0.1"],
+    );
+    sim.wait_line("registered", WAIT);
 
     let mut b = Browser::connect(server.ws.unwrap()).await;
     b.open("sim-box").await;
@@ -72,28 +35,43 @@ async fn simulator_serves_a_browser_log_in() {
     );
     b.login("alice", "wonderland").await;
     b.expect("accepted").await;
-    assert!(b.expect("offer").await["sdp"]
-        .as_str()
-        .unwrap()
-        .starts_with("v=0"));
-    b.expect("candidate").await;
-    b.expect("candidate").await;
+    let offer = b.expect("offer").await["sdp"].as_str().unwrap().to_string();
+    assert!(
+        offer.starts_with("v=0")
+            && offer.contains("webrtc-datachannel")
+            && offer.contains("a=fingerprint:"),
+        "{offer}"
+    );
+    // One host candidate: the peer's own socket, on loopback since the server is.
+    let cand = b.expect("candidate").await;
+    let line = cand["candidate"].as_str().unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((fields[4], fields[7]), ("127.0.0.1", "host"), "{line}");
+    let port: u16 = fields[5].parse().unwrap();
+    assert!(port != 0, "{line}");
     b.expect("end-of-candidates").await;
     b.send(json!({"type": "answer", "sdp": "v=0\r\na=x-browser\r\n"}))
         .await;
-    b.send(json!({"type": "candidate", "candidate": "candidate:9 1 udp 1 127.0.0.1 9999 typ host", "sdpMid": "0"})).await;
+    // A port of ours, so the peer's checks (if any) go nowhere else.
+    let decoy_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let decoy = decoy_socket.local_addr().unwrap().port();
+    let candidate = format!("candidate:9 1 udp 1 127.0.0.1 {decoy} typ host");
+    b.send(json!({"type": "candidate", "candidate": candidate, "sdpMid": "0"}))
+        .await;
     b.send(json!({"type": "end-of-candidates"})).await;
     assert_eq!(b.closed().await.code, 1000);
 
-    let out = wait_line(" done");
+    let out = sim.wait_line(" done", WAIT);
     assert!(
         out.contains("remote answer") && out.contains("candidate:9"),
+        "{out}"
+    );
+    assert!(
+        out.contains("webrtc: answer not applied: bad answer sdp"),
         "{out}"
     );
     assert!(
         !out.contains("wonderland"),
         "the simulator printed a credential:\n{out}"
     );
-    let _ = sim.kill();
-    let _ = sim.wait();
 }

@@ -6,6 +6,8 @@
 //   // s.personas: [{id, name}, …], or null when the appliance wants a user name
 //   await s.login(s.personas ? s.personas[0].id : "bob", "pwd:secret");
 //   const channel = await s.channel; // an open RTCDataChannel
+//
+// To show the steps as they happen, pass `{ onsignal: (direction, message) => … }` to open().
 
 /**
  * @typedef {{id: string, name: string}} Persona
@@ -34,11 +36,15 @@ export class FlockSession {
    * @param {string} wsUrl e.g. `ws://host:port/ws`
    * @param {string} appliance
    * @param {RTCConfiguration} [rtcConfig] for the RTCPeerConnection (e.g. iceServers)
+   * @param {{onsignal?: (direction: "in" | "out", message: object) => void}} [options]
+   *   `onsignal` sees every message of the session as it is received ("in") or sent ("out"),
+   *   from this `open` on; a `login` is shown without its credential
    * @returns {Promise<FlockSession>} `.personas` is the list to pick from, or null when
    *   credentials are required (login with the user name as persona)
    */
-  static async open(wsUrl, appliance, rtcConfig = {}) {
+  static async open(wsUrl, appliance, rtcConfig = {}, options = {}) {
     const s = new FlockSession(wsUrl, rtcConfig);
+    if (options.onsignal) s.#onsignal = options.onsignal;
     try {
       await s.#request({ type: "open", appliance });
     } catch (e) {
@@ -66,6 +72,7 @@ export class FlockSession {
   #channelDone;
   #opened; // the websocket's open, so a send never races it
   #fatal = null; // the error that ended the session
+  #onsignal = () => {};
 
   /** @private use FlockSession.open */
   constructor(wsUrl, rtcConfig) {
@@ -83,7 +90,8 @@ export class FlockSession {
       else channel.addEventListener("open", () => this.#channelDone.resolve(channel), { once: true });
     };
     this.pc.onconnectionstatechange = () => {
-      if (this.pc.connectionState === "failed") this.#fail(new FlockError("webrtc", "peer connection failed"));
+      if (this.pc.connectionState === "failed")
+        this.#fail(new FlockError("webrtc", "peer connection failed: no pair of the candidates exchanged connects"));
     };
   }
 
@@ -117,7 +125,17 @@ export class FlockSession {
 
   async #send(msg) {
     await this.#opened;
-    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(msg));
+    if (this.#ws.readyState !== WebSocket.OPEN) return;
+    this.#ws.send(JSON.stringify(msg));
+    this.#signal("out", msg.type === "login" ? { type: "login", persona: msg.persona } : msg);
+  }
+
+  #signal(direction, msg) {
+    try {
+      this.#onsignal(direction, msg);
+    } catch (e) {
+      console.error("onsignal:", e); // the caller's bug must not break the session
+    }
   }
 
   #settle(err) {
@@ -143,6 +161,7 @@ export class FlockSession {
     } catch {
       return this.#fail(new FlockError("malformed", "server sent invalid JSON"));
     }
+    this.#signal("in", m);
     try {
       switch (m.type) {
         case "personas":

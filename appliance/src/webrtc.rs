@@ -189,9 +189,15 @@ impl WebRtcPeer {
     }
 
     /// Adds a trickled remote candidate (`candidate:…`, with or without `a=`). The mid is
-    /// not needed: everything is bundled on one transport.
+    /// not needed: everything is bundled on one transport. A candidate whose address is an mDNS
+    /// name (`….local`: a browser hiding its address) is skipped, as Ok: there is no resolver
+    /// here, and the browser's connectivity checks show its address anyway (peer-reflexive).
     pub fn add_remote_candidate(&self, candidate: &str, _mid: Option<&str>) -> Result<(), String> {
-        self.call(|r| Cmd::Candidate(candidate.trim_start_matches("a=").to_string(), r))
+        let line = candidate.trim_start_matches("a=");
+        if is_mdns(line) {
+            return Ok(());
+        }
+        self.call(|r| Cmd::Candidate(line.to_string(), r))
     }
 
     fn call(
@@ -272,6 +278,13 @@ impl Drop for WebRtcPeer {
     }
 }
 
+/// The candidate's address (its fifth field) is an mDNS name.
+fn is_mdns(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(4)
+        .is_some_and(|a| a.ends_with(".local"))
+}
+
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     shared.0.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -346,7 +359,7 @@ impl Driver {
                         Cmd::Candidate(line, reply) => {
                             let res = Candidate::from_sdp_string(&line)
                                 .map(|c| self.rtc.add_remote_candidate(c))
-                                .map_err(|e| format!("bad candidate {line:?}: {e}"));
+                                .map_err(|e| format!("bad candidate: {e}"));
                             (res, reply)
                         }
                     };
@@ -591,6 +604,9 @@ mod tests {
             .unwrap_err()
             .contains("bad answer"));
         assert!(p.add_remote_candidate("candidate:nonsense", None).is_err());
+        let mdns = "candidate:1 1 udp 2113937151 1f69-e8.local 37656 typ host generation 0";
+        assert_eq!(p.add_remote_candidate(mdns, None), Ok(()), "skipped");
+        assert!(is_mdns(mdns) && !is_mdns("candidate:1 1 udp 1 127.0.0.1 9 typ host"));
         assert!(!p.is_stopped());
     }
 

@@ -26,17 +26,30 @@ pub struct Browser {
     driver: Child,
     _dir: TempDir, // the Chromium profile and chromedriver's log
     log: Mutex<Vec<String>>,
+    /// Started by [`Browser::start_stock`].
+    stock: bool,
 }
 
 impl Browser {
-    /// Starts chromedriver and headless Chromium. Panics (never skips) if either is missing.
+    /// Starts chromedriver and headless Chromium set up for loopback WebRTC (see below).
+    /// Panics (never skips) if either is missing.
     pub async fn start() -> Browser {
-        Browser::start_with_args(&[]).await
+        Browser::launch(false, &[]).await
     }
 
     /// As [`Browser::start`], with extra Chromium flags (e.g. a pinned test certificate:
     /// `--ignore-certificate-errors-spki-list=…`, honoured with a `--user-data-dir`).
     pub async fn start_with_args(extra: &[String]) -> Browser {
+        Browser::launch(false, extra).await
+    }
+
+    /// Like [`Browser::start`], but WebRTC as in a Chromium anyone runs: no loopback
+    /// candidates, local addresses behind mDNS names, and no media permission for any page.
+    pub async fn start_stock() -> Browser {
+        Browser::launch(true, &[]).await
+    }
+
+    async fn launch(stock: bool, extra: &[String]) -> Browser {
         for (bin, pkg) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(bin).exists(),
@@ -88,10 +101,12 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             &user_data,
-            // WebRTC over loopback only: gather 127.0.0.1 and show real IPs, not mDNS names.
-            "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns",
         ];
+        if !stock {
+            // WebRTC over loopback only: gather 127.0.0.1 and show real IPs, not mDNS names.
+            args.push("--allow-loopback-in-peer-connection");
+            args.push("--disable-features=WebRtcHideLocalIpsWithMdns");
+        }
         args.extend(extra.iter().map(String::as_str));
         let caps = json!({
             "browserName": "chrome",
@@ -124,6 +139,7 @@ impl Browser {
             driver: guard.0.take().unwrap(),
             _dir: dir,
             log: Mutex::default(),
+            stock,
         };
         let r = b.client.update_timeouts(limits).await;
         b.check(r, "set WebDriver timeouts").await;
@@ -131,10 +147,11 @@ impl Browser {
     }
 
     /// Navigates and waits for the page load (WebDriver's default strategy). An http(s)
-    /// origin first gets media permissions, so its WebRTC can use loopback (see below).
+    /// origin first gets media permissions, so its WebRTC can use loopback (see below), unless
+    /// the browser is [stock](Browser::start_stock).
     pub async fn goto(&self, url: &str) {
         if let Ok(u) = url::Url::parse(url) {
-            if matches!(u.scheme(), "http" | "https") {
+            if !self.stock && matches!(u.scheme(), "http" | "https") {
                 self.grant_media_permissions(&u.origin().ascii_serialization())
                     .await;
             }

@@ -2,8 +2,10 @@
 //! personas file, and headless Chromium on the demo page flockd serves. Wrong passwords end in
 //! `bad-credentials` (this flockd allows two attempts): the page shows the server's words and
 //! resets; after opening again, the right password opens a data channel to the simulator's WebRTC
-//! peer, whose echo of the page's greeting and of a typed message shows on the page. All on
-//! loopback: the simulator's peer binds 127.0.0.1 because its server is there.
+//! peer, whose echo of the page's greeting and of a typed message shows on the page. The second
+//! test submits every form with Enter, in a stock Chromium (no loopback candidates, mDNS names,
+//! no media permission), as a newcomer following the README would. All on loopback: the
+//! simulator's peer binds 127.0.0.1 because its server is there, and sends nowhere else.
 
 use flock_tests::browser::Browser;
 use flock_tests::simulator::Simulator;
@@ -146,11 +148,11 @@ async fn demo_page_resets_after_bad_credentials_then_echoes_through_the_simulato
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enter_submits_every_form_of_the_demo_page() {
+async fn enter_submits_every_form_of_the_demo_page_in_a_stock_chromium() {
     bounded(async {
         let dir = TempDir::new("demo-enter");
         let (server, _sim) = demo(&dir);
-        let b = Browser::start().await;
+        let b = Browser::start_stock().await;
         b.goto(&format!("http://{}/", server.ws.unwrap())).await;
 
         b.fill("appliance", &format!("demo-box{ENTER}")).await;

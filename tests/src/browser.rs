@@ -201,6 +201,12 @@ impl Browser {
         v.as_str().unwrap_or_default().to_string()
     }
 
+    /// `[value, text]` of each option of the select `#id`, as JSON.
+    pub async fn options(&self, id: &str) -> Value {
+        let js = "return [...document.querySelectorAll(`#${arguments[0]} option`)].map(o => [o.value, o.text]);";
+        self.exec(js, vec![json!(id)]).await
+    }
+
     /// Polls `#id`'s text every 50 ms until `pred` holds; panics with diagnostics after `timeout`.
     pub async fn wait_text(
         &self,

@@ -31,6 +31,20 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 
 pub use flock_ws::testing::TempDir;
 
+/// The lines of `from` (a child's stdout or stderr), read on a thread of their own until it
+/// ends or the receiver is dropped.
+pub fn lines_of(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// A running `flockd` on 127.0.0.1, killed on drop.
 pub struct Flockd {
     child: Option<Child>,
@@ -68,14 +82,7 @@ impl Flockd {
             .spawn()
             .expect("spawn flockd");
         let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let log = lines_of(stderr);
         let mut d = Flockd {
             child: Some(child),
             udp: "0.0.0.0:0".parse().unwrap(),

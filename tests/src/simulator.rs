@@ -1,9 +1,8 @@
 //! The `flock-appliance` simulator binary as a child process (killed on drop), with its stdout
 //! lines collected for assertions. Every wait is bounded.
 
-use crate::{workspace_bin, Flockd};
+use crate::{lines_of, workspace_bin, Flockd};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -43,15 +42,7 @@ impl Simulator {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn flock-appliance");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().unwrap());
         Simulator {
             child,
             lines,

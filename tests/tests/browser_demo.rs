@@ -70,19 +70,23 @@ async fn demo_page_resets_after_bad_credentials_then_echoes_through_the_simulato
 
         b.fill("appliance", "demo-box").await;
         b.click("open").await;
-        b.wait_text("status", |s| s == "choose a persona", WAIT).await;
-        let options = b
-            .exec("return [...document.querySelectorAll('#personas option')].map(o => [o.value, o.text]);", vec![])
+        b.wait_text("status", |s| s == "choose a persona", WAIT)
             .await;
+        let options = b.options("personas").await;
         assert_eq!(options, json!([["alice", "Alice"], ["bob", "Bob"]]));
 
         b.fill("password", "guess").await;
         b.click("login").await;
-        b.wait_text("status", |s| s == "rejected (1 attempt left)", WAIT).await;
+        b.wait_text("status", |s| s == "rejected (1 attempt left)", WAIT)
+            .await;
         b.fill("password", "guess again").await;
         b.click("login").await;
-        b.wait_text("status", |s| s == "error: bad-credentials (too many wrong credentials)", WAIT)
-            .await;
+        b.wait_text(
+            "status",
+            |s| s == "error: bad-credentials (too many wrong credentials)",
+            WAIT,
+        )
+        .await;
         // Reset: nothing to log in to until the appliance is opened again.
         let state = b
             .exec(
@@ -99,12 +103,15 @@ async fn demo_page_resets_after_bad_credentials_then_echoes_through_the_simulato
         );
         let steps = items(&b, "steps").await;
         assert!(
-            steps.iter().any(|s| s == "error: bad-credentials (too many wrong credentials)"),
+            steps
+                .iter()
+                .any(|s| s == "error: bad-credentials (too many wrong credentials)"),
             "{steps:?}"
         );
 
         b.click("open").await;
-        b.wait_text("status", |s| s == "choose a persona", WAIT).await;
+        b.wait_text("status", |s| s == "choose a persona", WAIT)
+            .await;
         b.fill("password", "wonderland").await;
         b.click("login").await;
         b.wait_text("channel", |s| s == "open", WAIT).await;
@@ -112,7 +119,8 @@ async fn demo_page_resets_after_bad_credentials_then_echoes_through_the_simulato
         assert_eq!(b.text("status").await, "connected");
         b.fill("message", "how are you?").await;
         b.click("send").await;
-        b.wait_text("received", |s| s == "echo: how are you?", WAIT).await;
+        b.wait_text("received", |s| s == "echo: how are you?", WAIT)
+            .await;
 
         // Each step was shown as it happened: these in this order (each caused the next)...
         let steps = items(&b, "steps").await;
@@ -133,18 +141,42 @@ async fn demo_page_resets_after_bad_credentials_then_echoes_through_the_simulato
             }
         }
         // ...and these after the acceptance, in whatever order they came.
-        let accepted = steps.iter().position(|s| s == "accepted by the appliance").unwrap();
-        for w in ["appliance candidate 127.0.0.1:", "browser candidate ", "ICE connected", "connection connected"] {
-            assert!(steps[accepted..].iter().any(|s| s.starts_with(w)), "no step {w:?} in {steps:#?}");
+        let accepted = steps
+            .iter()
+            .position(|s| s == "accepted by the appliance")
+            .unwrap();
+        for w in [
+            "appliance candidate 127.0.0.1:",
+            "browser candidate ",
+            "ICE connected",
+            "connection connected",
+        ] {
+            assert!(
+                steps[accepted..].iter().any(|s| s.starts_with(w)),
+                "no step {w:?} in {steps:#?}"
+            );
         }
         let messages = items(&b, "messages").await;
-        assert_eq!(messages.first().map(String::as_str), Some("you: hello"), "{messages:?}");
-        assert!(messages.contains(&"appliance: echo: how are you?".to_string()), "{messages:?}");
+        assert_eq!(
+            messages.first().map(String::as_str),
+            Some("you: hello"),
+            "{messages:?}"
+        );
+        assert!(
+            messages.contains(&"appliance: echo: how are you?".to_string()),
+            "{messages:?}"
+        );
 
         // The simulator's side of it, and no password in its output.
         let out = sim.wait_line("message \"how are you?\", echoed", WAIT);
-        assert!(out.contains("webrtc connected") && out.contains("data channel \"flock\" open"), "{out}");
-        assert!(!out.contains("wonderland") && !out.contains("guess"), "{out}");
+        assert!(
+            out.contains("webrtc connected") && out.contains("data channel \"flock\" open"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("wonderland") && !out.contains("guess"),
+            "{out}"
+        );
         b.close().await;
     })
     .await;

@@ -361,24 +361,29 @@ async fn page_logs_in_and_gets_the_echo_from_the_appliance() {
         b.goto(&url).await;
         b.fill("appliance", "home").await;
         b.click("open").await;
-        b.wait_text("status", |s| s == "choose a persona", 5 * SECOND).await;
-        let options = b
-            .exec("return [...document.querySelectorAll('#personas option')].map(o => [o.value, o.text]);", vec![])
+        b.wait_text("status", |s| s == "choose a persona", 5 * SECOND)
             .await;
+        let options = b.options("personas").await;
         assert_eq!(options, json!([["alice", "Alice"], ["bob", "Bob"]]));
 
         b.fill("password", "wrong").await;
         b.click("login").await;
-        b.wait_text("status", |s| s == "rejected (2 attempts left)", 5 * SECOND).await;
+        b.wait_text("status", |s| s == "rejected (2 attempts left)", 5 * SECOND)
+            .await;
         b.fill("password", "secret").await;
         b.click("login").await;
         b.wait_text("channel", |s| s == "open", 15 * SECOND).await;
         let end = Instant::now() + 5 * SECOND;
         while b.text("received").await != "echo: hello" {
             if Instant::now() > end {
-                let stats = b.exec_async(&stats_js("window.flockSession.pc"), vec![]).await;
+                let stats = b
+                    .exec_async(&stats_js("window.flockSession.pc"), vec![])
+                    .await;
                 let peer = seen.lock().unwrap().peer.as_ref().map(|p| p.state());
-                b.fail(&format!("no echo after 5 s\npeer: {peer:?}\nstats: {stats:#}")).await;
+                b.fail(&format!(
+                    "no echo after 5 s\npeer: {peer:?}\nstats: {stats:#}"
+                ))
+                .await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -386,7 +391,11 @@ async fn page_logs_in_and_gets_the_echo_from_the_appliance() {
         b.close().await;
 
         let seen = seen.lock().unwrap();
-        let logins: Vec<_> = seen.from_browser.iter().filter(|m| m["type"] == "login").collect();
+        let logins: Vec<_> = seen
+            .from_browser
+            .iter()
+            .filter(|m| m["type"] == "login")
+            .collect();
         assert_eq!(
             logins,
             [
@@ -394,12 +403,22 @@ async fn page_logs_in_and_gets_the_echo_from_the_appliance() {
                 &json!({"type": "login", "persona": "alice", "credential": "pwd:secret"})
             ]
         );
-        let types: Vec<&str> = seen.from_browser.iter().filter_map(|m| m["type"].as_str()).collect();
-        assert!(types.contains(&"answer") && types.contains(&"candidate"), "{types:?}");
+        let types: Vec<&str> = seen
+            .from_browser
+            .iter()
+            .filter_map(|m| m["type"].as_str())
+            .collect();
+        assert!(
+            types.contains(&"answer") && types.contains(&"candidate"),
+            "{types:?}"
+        );
         assert_eq!(types.last(), Some(&"end-of-candidates"), "{types:?}");
         assert!(seen.closed_normally);
         let received = seen.peer.as_ref().expect("peer started").received();
-        assert!(!received.is_empty() && received.iter().all(|m| m == "hello"), "{received:?}");
+        assert!(
+            !received.is_empty() && received.iter().all(|m| m == "hello"),
+            "{received:?}"
+        );
     })
     .await;
 }

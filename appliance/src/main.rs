@@ -36,9 +36,11 @@ persona list of FILE (ids and names, never the passwords) and accept the credent
 with one data channel (\"flock\"), its host candidate (its own UDP socket) and
 end-of-candidates; the browser's answer and candidates are applied as they come, and every text
 message on the data channel is answered with \"echo: <message>\". Printed as they happen: the
-log-in, the browser's answer and candidates, \"webrtc connected\", \"data channel open\", each
-message (credentials are never printed) and the peer's end. Without --personas every log-in is
-denied.
+log-in, the browser's answer and candidates, then the peer's 'webrtc connected', 'data channel
+\"flock\" open', 'message \"hi\", echoed' and 'webrtc peer closed: <reason>' (with --json the
+events webrtc_connected, channel_open, channel_message and webrtc_stopped); 'webrtc: …'
+(webrtc_error) says why the browser's answer or a candidate was not applied. Credentials are
+never printed. Without --personas every log-in is denied.
 
 The peers' sockets bind the loopback address when --server is a loopback address (then they
 send to loopback addresses only, and the browser must run on this machine), else the --bind IP,

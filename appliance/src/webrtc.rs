@@ -496,7 +496,7 @@ impl<K: PartialEq> Peers<K> {
 
     /// Adds `peer` under `key`. Returns the peers taken out to make room: those that had
     /// stopped, and the oldest running one when `max` were running (it is told to close,
-    /// "replaced by a newer log-in"). Dropping a peer joins its thread (up to 20 ms): in
+    /// "replaced by a newer log-in (`max` at most)"). Dropping a peer joins its thread (up to 20 ms): in
     /// async code, drop them from `spawn_blocking`.
     pub fn insert(&mut self, key: K, peer: Arc<WebRtcPeer>) -> Vec<Arc<WebRtcPeer>> {
         let mut out = vec![];
@@ -513,7 +513,7 @@ impl<K: PartialEq> Peers<K> {
                 break;
             };
             oldest.close(&format!(
-                "replaced by a newer log-in (at most {} peers)",
+                "replaced by a newer log-in ({} at most)",
                 self.max
             ));
             out.push(oldest);
@@ -620,7 +620,7 @@ mod tests {
         let st = out[0].wait_for(|s| s.stopped.is_some(), Duration::from_secs(5));
         assert_eq!(
             st.unwrap().stopped.as_deref(),
-            Some("replaced by a newer log-in (at most 2 peers)")
+            Some("replaced by a newer log-in (2 at most)")
         );
         assert!(peers.get(&1).is_none() && peers.get(&2).is_some() && peers.get(&3).is_some());
         // A stopped peer makes room without closing a running one.

@@ -2,6 +2,7 @@
 //! passwords from a `--personas` file; a websocket browser logs in, gets the simulator's real
 //! WebRTC offer and loopback host candidate, and the simulator reports the browser's answer (which
 //! its WebRTC peer refuses: this browser is no WebRTC peer), candidate and the session's end.
+//! A second log-in's peer replaces the first (--max-peers) and ends at --peer-lifetime.
 //! `browser_demo.rs` runs the simulator with a real browser, through to the data channel.
 mod ws_client;
 
@@ -18,13 +19,16 @@ async fn simulator_serves_a_browser_log_in() {
     let dir = TempDir::new("simulator");
     let personas = dir.0.join("personas.toml");
     std::fs::write(&personas, PERSONAS).unwrap();
-    let mut sim = Simulator::start(
-        &server,
-        "sim-box",
-        &dir.0,
-        &personas,
-        &["--bind", "127.0.0.1"],
-    );
+    // One peer at a time, for 5 s: the second log-in below replaces the first one's peer.
+    let extra = [
+        "--bind",
+        "127.0.0.1",
+        "--max-peers",
+        "1",
+        "--peer-lifetime",
+        "5",
+    ];
+    let mut sim = Simulator::start(&server, "sim-box", &dir.0, &personas, &extra);
     sim.wait_line("registered", WAIT);
 
     let mut b = Browser::connect(server.ws.unwrap()).await;
@@ -74,4 +78,17 @@ async fn simulator_serves_a_browser_log_in() {
         !out.contains("wonderland"),
         "the simulator printed a credential:\n{out}"
     );
+
+    // A second log-in: its peer replaces the first (--max-peers 1), then ends at its lifetime.
+    let mut b = Browser::connect(server.ws.unwrap()).await;
+    b.open("sim-box").await;
+    b.expect("personas").await;
+    b.login("alice", "wonderland").await;
+    b.expect("accepted").await;
+    b.expect("offer").await;
+    sim.wait_line(
+        "webrtc peer closed: replaced by a newer log-in (1 at most)",
+        WAIT,
+    );
+    sim.wait_line("webrtc peer closed: lifetime over", WAIT);
 }

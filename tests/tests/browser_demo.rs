@@ -208,3 +208,66 @@ async fn enter_submits_every_form_of_the_demo_page_in_a_stock_chromium() {
     })
     .await;
 }
+
+/// The README's https variant, as written: its openssl command makes the certificate (in a
+/// scratch directory standing for the repository root), flockd starts with the README's TLS
+/// flags, and a Chromium that accepts the self-signed certificate (as the README tells the
+/// reader to) logs in over https and wss and sees the simulator's echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_https_demo_runs_as_written() {
+    bounded(async {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        let section = readme
+            .split("**Over https.**")
+            .nth(1)
+            .expect("the README's https section");
+        let block = section
+            .split("```sh\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("its commands");
+        let mut lines = block.lines();
+        let (make_cert, run) = (lines.next().unwrap(), lines.next().unwrap());
+        assert!(make_cert.contains("openssl req"), "{make_cert}");
+        let root = TempDir::new("demo-https");
+        let made = std::process::Command::new("sh")
+            .args(["-c", make_cert])
+            .current_dir(&root.0)
+            .output()
+            .expect("sh runs");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let flags: Vec<String> = run
+            .split_once(" -- ")
+            .expect("flockd's flags after --")
+            .1
+            .split_whitespace()
+            .map(|a| match a.starts_with("flock-data/") {
+                true => root.0.join(a).display().to_string(),
+                false => a.to_string(),
+            })
+            .collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        assert_eq!(flags[0], "--tls-cert");
+        let server = Flockd::start(&flags);
+        let personas = root.0.join("personas.toml");
+        std::fs::write(&personas, PERSONAS).unwrap();
+        let mut sim = Simulator::start(&server, "demo-box", &root.0, &personas, &[]);
+        sim.wait_line("registered", WAIT);
+
+        let b = Browser::start_with_args(&["--ignore-certificate-errors".into()]).await;
+        let port = server.ws.unwrap().port();
+        b.goto(&format!("https://localhost:{port}/")).await;
+        b.fill("appliance", "demo-box").await;
+        b.click("open").await;
+        b.wait_text("status", |s| s == "choose a persona", WAIT)
+            .await;
+        b.fill("password", "wonderland").await;
+        b.click("login").await;
+        b.wait_text("received", |s| s == "echo: hello", WAIT).await;
+        let scheme = b.exec("return location.protocol;", vec![]).await;
+        assert_eq!(scheme, json!("https:"));
+        b.close().await;
+    })
+    .await;
+}

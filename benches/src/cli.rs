@@ -95,7 +95,7 @@ pub struct ChartArgs {
 pub struct CpuList(pub Vec<usize>);
 
 fn parse_cpus(s: &str) -> Result<CpuList, String> {
-    crate::sys::parse_cpu_list(s).map(CpuList)
+    flock_udp::parse_cpu_list(s).map(CpuList)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -4,17 +4,18 @@
 //! request gets a Binding success instead of its own bytes back.
 
 use crate::cli::{EchoMode, EchoServerArgs};
-use crate::mmsg::{ReplyBatch, RxBatch};
-use crate::sys;
 use flock_proto::stun::{
     Class, Encoder, MessageType, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE,
 };
+use flock_udp::{RecvBatch, SendBatch, Sent};
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 const BATCH: usize = 32;
+/// Largest datagram answered (longer ones are truncated, as the generator's).
+const SLOT: usize = 2048;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EchoStats {
@@ -48,10 +49,10 @@ pub fn stun_answer(req: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize>
 /// Binds, prints `echo-server ready udp=ADDR` on stderr, and serves until the duration ends.
 pub fn serve(a: &EchoServerArgs) -> io::Result<EchoStats> {
     if let Some(cpu) = a.cpu {
-        sys::pin_current_thread(cpu)?;
+        flock_udp::pin_current_thread(cpu)?;
     }
     let sock = UdpSocket::bind(a.addr)?;
-    let rcvbuf = sys::set_buffers(&sock, a.sock_buf)?;
+    let rcvbuf = flock_udp::set_buffer_sizes(&sock, a.sock_buf, a.sock_buf)?.recv_bytes;
     // Blocking, with a timeout so the loop sees its deadline.
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mode = match a.mode {
@@ -73,30 +74,48 @@ pub fn serve(a: &EchoServerArgs) -> io::Result<EchoStats> {
 
 fn serve_mmsg(sock: &UdpSocket, stun: bool, deadline: Instant) -> io::Result<EchoStats> {
     let fd = sock.as_raw_fd();
-    let mut rx = RxBatch::new(BATCH, true);
-    let mut tx = ReplyBatch::new(BATCH);
+    let mut rx = RecvBatch::new(BATCH, SLOT);
+    let mut tx = SendBatch::<()>::new(BATCH, SLOT);
     let mut st = EchoStats::default();
     while Instant::now() < deadline {
         let n = rx.recv(fd, libc::MSG_WAITFORONE)?;
         st.received += n as u64;
         for i in 0..n {
-            let d = rx.datagram(i);
-            if stun {
-                let Some(src) = rx.source(i) else { continue };
-                tx.push(rx.raw_source(i), |out| stun_answer(d, src, out));
+            let d = rx.get(i);
+            let Some(src) = d.src else { continue };
+            let out = tx.next_buf();
+            let len = if stun {
+                stun_answer(d.data, src, out)
             } else {
-                tx.push(rx.raw_source(i), |out| {
-                    out[..d.len()].copy_from_slice(d);
-                    Some(d.len())
-                });
+                out[..d.data.len()].copy_from_slice(d.data);
+                Some(d.data.len())
+            };
+            if let Some(len) = len {
+                tx.commit_to(src, len, ());
             }
         }
         if !tx.is_empty() {
-            // A send error (e.g. a peer's buffer full) drops the batch, as UDP would.
-            st.answered += tx.flush(fd).unwrap_or(0) as u64;
+            st.answered += flush(&mut tx, fd) as u64;
         }
     }
     Ok(st)
+}
+
+/// Sends everything queued on the blocking socket (a few tries on a short count), then clears.
+/// A send error (e.g. a peer's buffer full) drops the rest, as UDP would.
+fn flush(tx: &mut SendBatch, fd: std::os::fd::RawFd) -> usize {
+    let mut done = 0;
+    for _ in 0..8 {
+        if done == tx.len() {
+            break;
+        }
+        match tx.send(fd, done, 0) {
+            Sent::Count(k) => done += k,
+            Sent::WouldBlock | Sent::Failed(_) => break,
+        }
+    }
+    tx.clear();
+    done
 }
 
 fn serve_plain(sock: &UdpSocket, stun: bool, deadline: Instant) -> io::Result<EchoStats> {

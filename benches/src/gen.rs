@@ -9,9 +9,9 @@
 
 use crate::hist::Histogram;
 use crate::inflight::{split_txid, txid, Inflight};
-use crate::mmsg::{RxBatch, TxBatch, MAX_DGRAM};
 use crate::sys;
 use flock_proto::stun::TransactionId;
+use flock_udp::{RecvBatch, SendBatch, Sent};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -100,6 +100,8 @@ impl Counts {
 }
 
 /// Most datagrams per recvmmsg and per socket per round.
+/// Largest datagram the generator builds or accepts.
+pub const MAX_DGRAM: usize = 2048;
 const RX_BATCH: usize = 64;
 const RX_ROUNDS: usize = 4;
 /// Longest block in epoll (bounds how late expiry and the deadline are seen).
@@ -173,8 +175,11 @@ pub fn run<W: Workload>(
         .map(|s| s.inflight.free() + s.inflight.in_flight())
         .max()
         .unwrap_or(1);
-    let mut tx = TxBatch::new(window, cfg.gso);
-    let mut rx = RxBatch::new(RX_BATCH, false).with_timestamps();
+    let mut tx = SendBatch::<()>::new(window, MAX_DGRAM);
+    if cfg.gso {
+        tx = tx.with_gso();
+    }
+    let mut rx = RecvBatch::new(RX_BATCH, MAX_DGRAM).with_timestamps();
     let mut reply = [0u8; MAX_DGRAM];
     let mut pending: Vec<u16> = Vec::with_capacity(window);
     let Ok(mut ep) = sys::Epoll::new(socks.len().min(64)) else {
@@ -191,7 +196,7 @@ pub fn run<W: Workload>(
     }
     let ns = |d: Duration| d.as_nanos() as u64;
     // Maps the kernel's receive timestamps (CLOCK_REALTIME) onto this loop's clock.
-    let realtime_at_start = sys::realtime_ns() - ns(start.elapsed()) as i64;
+    let realtime_at_start = flock_udp::realtime_ns() - ns(start.elapsed()) as i64;
     let (warm, end) = (ns(cfg.warmup), ns(cfg.warmup + cfg.duration));
     let timeout = ns(cfg.timeout);
     let hard_end = end + timeout;
@@ -240,14 +245,14 @@ pub fn run<W: Workload>(
             }
             tx.clear();
             pending.clear();
-            while pending.len() < room && tx.has_room() {
+            while pending.len() < room && !tx.is_full() {
                 let Some((slot, seq)) = s.inflight.acquire(0, now) else {
                     break;
                 };
                 let id = txid(cfg.magic, s.global, slot, seq);
-                match wl.next(i, &id, tx.space()) {
+                match wl.next(i, &id, tx.next_buf()) {
                     Some((len, tag)) if len > 0 && len <= MAX_DGRAM => {
-                        tx.commit(len);
+                        tx.commit(len, ());
                         s.inflight.set_tag(slot, tag);
                         pending.push(slot);
                     }
@@ -263,9 +268,12 @@ pub fn run<W: Workload>(
             if now >= warm {
                 c.send_calls += 1;
             }
-            let went = match tx.send(s.udp.as_raw_fd()) {
-                Ok(k) => k,
-                Err(e) => {
+            let went = match tx.send(s.udp.as_raw_fd(), 0, libc::MSG_DONTWAIT) {
+                Sent::Count(k) => k,
+                // A full socket buffer (or device queue): these are lost, not errors.
+                Sent::WouldBlock => 0,
+                Sent::Failed(e) if e.raw_os_error() == Some(libc::ENOBUFS) => 0,
+                Sent::Failed(e) => {
                     c.errors += 1;
                     let gso_refused = matches!(
                         e.raw_os_error(),
@@ -348,7 +356,7 @@ pub fn run<W: Workload>(
 struct Receiver<'a> {
     sock: &'a mut Sock,
     index: usize,
-    rx: &'a mut RxBatch,
+    rx: &'a mut RecvBatch,
     reply: &'a mut [u8; MAX_DGRAM],
     magic: u16,
     warm: u64,
@@ -373,7 +381,8 @@ impl Receiver<'_> {
                     0
                 });
             for d in 0..got {
-                let dgram = self.rx.datagram(d);
+                let got = self.rx.get(d);
+                let dgram = got.data;
                 let ours = match dgram.get(8..20).and_then(split_txid) {
                     Some((m, g, slot, seq)) if m == self.magic && g == s.global => {
                         Some(s.inflight.complete(slot, seq))
@@ -383,7 +392,7 @@ impl Receiver<'_> {
                 match ours {
                     Some(Some(slot)) => {
                         matched_total += 1;
-                        let ok = !self.rx.truncated(d) && wl.answer(i, slot.tag, dgram);
+                        let ok = !got.truncated && wl.answer(i, slot.tag, dgram);
                         if slot.sent >= self.warm {
                             if ok {
                                 c.answered += 1;

@@ -2,7 +2,7 @@
 //! UDP echo server as the kernel baseline.
 //!
 //! The pieces: [`gen`] is the per-thread send/receive loop, driven by a [`gen::Workload`]
-//! from [`modes`]; [`runner`] runs a phase on all threads and samples CPU use; [`mmsg`] does
+//! from [`modes`]; [`runner`] runs a phase on all threads and samples CPU use; `flock-udp` does
 //! the batched I/O (sendmmsg + UDP GSO, recvmmsg); [`inflight`] matches answers to requests;
 //! [`hist`] keeps latencies; [`report`] prints and serializes the results; [`chart`] turns
 //! several results into a markdown table and an SVG bar chart. [`ws`] is the websocket side:
@@ -16,7 +16,6 @@ pub mod flood;
 pub mod gen;
 pub mod hist;
 pub mod inflight;
-pub mod mmsg;
 pub mod modes;
 pub mod proc_stat;
 pub mod report;

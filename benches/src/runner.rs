@@ -72,7 +72,7 @@ pub fn run_phase<W: Workload>(
 ) -> PhaseResult {
     // Keep this (mostly sleeping) thread off the target's CPU too.
     if let Some(cpu) = workers.first().and_then(|w| w.cpu) {
-        let _ = sys::pin_current_thread(cpu);
+        let _ = flock_udp::pin_current_thread(cpu);
     }
     let start = Instant::now() + Duration::from_millis(20);
     let progress: Vec<Progress> = workers.iter().map(|_| Progress::default()).collect();
@@ -87,7 +87,7 @@ pub fn run_phase<W: Workload>(
             .map(|(w, p)| {
                 scope.spawn(move || {
                     if let Some(cpu) = w.cpu {
-                        if let Err(e) = sys::pin_current_thread(cpu) {
+                        if let Err(e) = flock_udp::pin_current_thread(cpu) {
                             eprintln!("flock-bench: cannot pin to CPU {cpu}: {e}");
                         }
                     }

@@ -4,7 +4,6 @@
 //! other tasks). On a shared virtual machine these pauses reach milliseconds and set a floor
 //! under every server's tail latency, so `benches/compare.sh` records them beside its results.
 
-use crate::sys;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -80,7 +79,7 @@ pub fn spin(cpu: Option<usize>, duration: Duration) -> CpuStalls {
         ..CpuStalls::default()
     };
     if let Some(c) = cpu {
-        if let Err(e) = sys::pin_current_thread(c) {
+        if let Err(e) = flock_udp::pin_current_thread(c) {
             eprintln!("flock-bench: cannot pin to CPU {c}: {e}");
             s.cpu = None;
         }

@@ -1,12 +1,10 @@
-//! Thin libc wrappers: CPU pinning, socket buffers, CPU time, epoll, address conversion.
+//! Thin libc wrappers the benchmarks alone use: CPU time, epoll, the loopback check. The socket
+//! side (batches, buffers, timestamps, GSO, CPU lists and pinning) is `flock-udp`'s.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
 use std::time::Duration;
-
-const SO_SNDBUFFORCE: libc::c_int = 32;
-const SO_RCVBUFFORCE: libc::c_int = 33;
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -14,130 +12,6 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(rc)
     }
-}
-
-/// Pins the calling thread to one CPU.
-pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks nothing, so the
-    // CPU number is checked against the set's capacity first.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "CPU number too large",
-            ));
-        }
-        libc::CPU_SET(cpu, &mut set);
-        check(libc::sched_setaffinity(
-            0,
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &set,
-        ))?;
-    }
-    Ok(())
-}
-
-/// Parses a CPU list such as "0", "0,2" or "1-3".
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("bad CPU list {s:?}");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b || b - a > 1024 {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if out.is_empty() {
-        return Err(format!("empty CPU list {s:?}"));
-    }
-    Ok(out)
-}
-
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: a pointer to a live c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    check(rc).map(drop)
-}
-
-fn getsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a pointer to a live c_int and its size.
-    check(unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            opt,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(v)
-}
-
-/// Sets SO_RCVBUF and SO_SNDBUF (the FORCE variants first, which need CAP_NET_ADMIN);
-/// returns the effective receive buffer.
-pub fn set_buffers(sock: &UdpSocket, bytes: usize) -> io::Result<usize> {
-    let fd = sock.as_raw_fd();
-    let want = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-    for (force, plain) in [
-        (SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        if setsockopt_int(fd, libc::SOL_SOCKET, force, want).is_err() {
-            setsockopt_int(fd, libc::SOL_SOCKET, plain, want)?;
-        }
-    }
-    Ok(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)? as usize)
-}
-
-/// Asks the kernel to stamp each datagram received on `sock` with its arrival time
-/// (`SO_TIMESTAMPNS`, CLOCK_REALTIME), read back by [`RxBatch::rx_time_ns`](crate::mmsg::RxBatch::rx_time_ns).
-pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
-    setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
-}
-
-/// CLOCK_REALTIME in nanoseconds: the clock of the kernel's receive timestamps.
-pub fn realtime_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    timespec_ns(&ts)
-}
-
-/// A timespec in nanoseconds.
-#[allow(clippy::unnecessary_cast)] // time_t and c_long are narrower than i64 on some targets
-pub fn timespec_ns(ts: &libc::timespec) -> i64 {
-    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
-}
-
-/// True when the kernel accepts UDP_SEGMENT (UDP GSO) on this socket.
-pub fn gso_supported(sock: &UdpSocket) -> bool {
-    getsockopt_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT).is_ok()
 }
 
 /// User + system CPU time of this process (`RUSAGE_SELF`) or thread (`RUSAGE_THREAD`).
@@ -202,25 +76,6 @@ impl Drop for Epoll {
     }
 }
 
-/// Reads a socket address written by the kernel (IPv4 or IPv6).
-pub fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match sa.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let a = unsafe { &*(sa as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a = unsafe { &*(sa as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
-            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(a.sin6_port)))
-        }
-        _ => None,
-    }
-}
-
 /// Whether an address may be loaded without `--allow-remote`.
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     match addr.ip() {
@@ -234,15 +89,6 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
-        assert_eq!(parse_cpu_list("0,2").unwrap(), vec![0, 2]);
-        assert_eq!(parse_cpu_list("1-3").unwrap(), vec![1, 2, 3]);
-        assert!(parse_cpu_list("").is_err());
-        assert!(parse_cpu_list("3-1").is_err());
-    }
 
     #[test]
     fn loopback_only() {

@@ -117,7 +117,7 @@ pub fn block_on<T>(
     f: impl std::future::Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
     if let Some(cpu) = cpu {
-        sys::pin_current_thread(cpu).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
+        flock_udp::pin_current_thread(cpu).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -1,7 +1,7 @@
 //! What the engine is asked to do: where to listen, on which CPUs, with which buffer sizes.
 
 use crate::clock::ClockSource;
-use crate::steering::Steering;
+use flock_udp::{allowed_cpus, Steering};
 use std::io;
 use std::net::SocketAddr;
 
@@ -120,25 +120,6 @@ impl EngineConfig {
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
-/// CPU ids in this process's affinity mask (honours taskset and cgroup cpusets).
-fn allowed_cpus() -> io::Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set. sched_getaffinity writes at most
-    // size_of::<cpu_set_t>() bytes into it, and CPU_ISSET only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect();
-        if cpus.is_empty() {
-            return Err(invalid("empty CPU affinity mask".into()));
-        }
-        Ok(cpus)
-    }
 }
 
 #[cfg(test)]

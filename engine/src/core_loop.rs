@@ -14,7 +14,6 @@
 //! sockets. The peek future is kept across wake-ups caused by the inbox or the timer instead of
 //! being dropped, which would cancel and later resubmit the io_uring op.
 
-use crate::batch::{Kind, RecvBatch, SendBatch, Sent};
 use crate::clock::Clock;
 use crate::commands::CommandQueues;
 use crate::config::MAX_DATAGRAM;
@@ -24,6 +23,7 @@ use crate::shared::Shared;
 use crate::stats::bump;
 use crate::Shard;
 use flock_proto::Time;
+use flock_udp::{RecvBatch, SendBatch, Sent};
 use glommio::net::UdpSocket;
 use glommio::timer::Timer;
 use std::future::{poll_fn, Future};
@@ -36,6 +36,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
+
+/// What a queued datagram is, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Reply,
+    Transmit,
+}
 
 /// Everything a core needs besides its shard; built on the starting thread.
 pub(crate) struct CoreSetup {
@@ -63,7 +70,7 @@ struct Core<S: Shard> {
     socket: Rc<UdpSocket>,
     fd: RawFd,
     rx: RecvBatch,
-    tx: SendBatch,
+    tx: SendBatch<Kind>,
     clock: Clock,
     shared: Arc<Shared>,
     commands: Arc<CommandQueues<S::Command>>,
@@ -92,7 +99,11 @@ pub(crate) async fn run<S: Shard>(
         socket,
         fd,
         rx: RecvBatch::new(setup.batch, MAX_DATAGRAM),
-        tx: SendBatch::new(setup.batch, MAX_DATAGRAM, v6),
+        tx: if v6 {
+            SendBatch::new(setup.batch, MAX_DATAGRAM).v4_mapped()
+        } else {
+            SendBatch::new(setup.batch, MAX_DATAGRAM)
+        },
         clock: setup.clock,
         shared: setup.shared,
         commands,
@@ -237,7 +248,7 @@ impl<S: Shard> Core<S> {
     /// One recvmmsg; routes every datagram. True if the batch was full (more may be waiting).
     async fn drain_socket(&mut self, now: Time) -> io::Result<bool> {
         let counters = &self.shared.cores[self.index].counters;
-        let n = match self.rx.recv(self.fd) {
+        let n = match self.rx.recv(self.fd, libc::MSG_DONTWAIT) {
             Ok(n) => n,
             Err(e) => {
                 bump(&counters.recv_errors, 1);
@@ -344,7 +355,7 @@ impl<S: Shard> Core<S> {
                 self.flush().await;
             }
             match self.shard.poll_transmit(now, self.tx.next_buf()) {
-                Some((dest, len)) => self.tx.commit(dest, len, Kind::Transmit),
+                Some((dest, len)) => self.tx.commit_to(dest, len, Kind::Transmit),
                 None => break,
             }
         }
@@ -381,23 +392,25 @@ impl<S: Shard> Core<S> {
         };
         let mut i = 0;
         while i < queued {
-            match self.tx.send(self.fd, i) {
+            match self.tx.send(self.fd, i, libc::MSG_DONTWAIT) {
                 Sent::Count(k) => {
                     for j in i..i + k {
-                        count(self.tx.get(j).2);
+                        count(self.tx.get(j).tag);
                     }
                     i += k;
                 }
                 Sent::WouldBlock => {
-                    let (dest, data, kind) = self.tx.get(i);
-                    match self.socket.send_to(data, dest).await {
-                        Ok(_) => count(kind),
+                    let q = self.tx.get(i);
+                    // Every datagram is queued with `commit_to`.
+                    let dest = q.dest.expect("a destination");
+                    match self.socket.send_to(q.data, dest).await {
+                        Ok(_) => count(q.tag),
                         Err(_) => errors += 1,
                     }
                     i += 1;
                 }
                 Sent::Failed(e) => {
-                    tracing::debug!(core = self.index, dest = %self.tx.get(i).0, error = %e, "send failed");
+                    tracing::debug!(core = self.index, dest = ?self.tx.get(i).dest, error = %e, "send failed");
                     errors += 1;
                     i += 1;
                 }
@@ -416,14 +429,14 @@ impl<S: Shard> Core<S> {
 #[inline]
 fn handle<S: Shard>(
     shard: &mut S,
-    tx: &mut SendBatch,
+    tx: &mut SendBatch<Kind>,
     now: Time,
     src: SocketAddr,
     data: &[u8],
 ) -> Option<usize> {
     match shard.handle(now, src, data, tx.next_buf()) {
         Handled::Reply(len) => {
-            tx.commit(src, len, Kind::Reply);
+            tx.commit_to(src, len, Kind::Reply);
             None
         }
         Handled::Done => None,

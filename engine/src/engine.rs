@@ -10,9 +10,9 @@ use crate::commands::{CommandQueues, Commander};
 use crate::config::EngineConfig;
 use crate::core_loop::{self, CoreSetup};
 use crate::shared::Shared;
-use crate::socket::{bind_group, SocketBuffers, SteeringState};
 use crate::stats::CoreStats;
 use crate::Shard;
+use flock_udp::{bind_group, SocketBuffers, SteeringState};
 use glommio::{
     BuilderErrorKind, ExecutorJoinHandle, GlommioError, LocalExecutorBuilder, Placement,
 };

@@ -2,7 +2,6 @@
 //! its mesh inbox and (for the kernel drop counter) its socket descriptor.
 
 use crate::mesh::{Forwarded, Inbox};
-use crate::socket::kernel_drops;
 use crate::stats::{CoreCounters, CoreStats};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +49,7 @@ impl Shared {
             .map(|(i, c)| {
                 let drops = {
                     let fd = c.fd.lock().unwrap_or_else(|p| p.into_inner());
-                    fd.and_then(kernel_drops)
+                    fd.and_then(|fd| flock_udp::kernel_drops(&fd))
                 };
                 c.counters.snapshot(i, drops)
             })

@@ -505,31 +505,6 @@ pub fn same_plugin_list(a: &[flock_plugins::PluginSpec], b: &[flock_plugins::Plu
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.path == y.path)
 }
 
-/// Parses "1,3" or "0-3" or "0-1,4" into CPU ids.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
-    let mut cpus = vec![];
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("invalid CPU list {s:?}: expected e.g. \"1\", \"0-3\" or \"0,2\"");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b {
-                    return Err(bad());
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if cpus.is_empty() {
-        return Err(format!("invalid CPU list {s:?}: empty"));
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Ok(cpus)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,14 +633,5 @@ mod tests {
                 "ws.threads"
             ]
         );
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("1").unwrap(), [1]);
-        assert_eq!(parse_cpu_list("0-2,5").unwrap(), [0, 1, 2, 5]);
-        assert!(parse_cpu_list("3-1").is_err());
-        assert!(parse_cpu_list("x").is_err());
-        assert!(parse_cpu_list("").is_err());
     }
 }

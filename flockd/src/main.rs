@@ -62,7 +62,8 @@ struct Args {
     /// Number of cores to use [default: all].
     #[arg(long, value_name = "N", conflicts_with = "cpus")]
     cores: Option<usize>,
-    /// Exact CPUs to run on, e.g. "1" or "2-3" (keeps a load generator off the server's CPUs).
+    /// Exact CPUs to run on, core 0 on the first, e.g. "1", "2-3" or "3,1" (keeps a load generator
+    /// off the server's CPUs).
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
     cpus: Option<CpuList>,
     /// Do not pin executors to CPUs.
@@ -113,7 +114,7 @@ fn steering() -> Steering {
 }
 
 fn parse_cpus(s: &str) -> Result<CpuList, String> {
-    config::parse_cpu_list(s).map(CpuList)
+    flock_udp::parse_cpu_list(s).map(CpuList)
 }
 
 fn main() -> ExitCode {

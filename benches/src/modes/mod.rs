@@ -79,9 +79,9 @@ pub fn open_sockets(a: &LoadArgs) -> Result<ThreadSockets, String> {
     for g in 0..a.sockets {
         let err = |e: std::io::Error| format!("source socket {g}: {e}");
         let udp = UdpSocket::bind(local).map_err(err)?;
-        sys::set_buffers(&udp, a.sock_buf).map_err(err)?;
+        flock_udp::set_buffer_sizes(&udp, a.sock_buf, a.sock_buf).map_err(err)?;
         // Best effort: without stamps, answers are timed when the generator reads them.
-        let _ = sys::enable_rx_timestamps(&udp);
+        let _ = flock_udp::enable_rx_timestamps(&udp);
         udp.connect(a.target).map_err(err)?;
         udp.set_nonblocking(true).map_err(err)?;
         out[place(g, a.threads).0].1.push(Sock {
@@ -99,7 +99,7 @@ pub fn gso(a: &LoadArgs, socks: &ThreadSockets) -> bool {
         && socks
             .iter()
             .flat_map(|(_, s)| s.first())
-            .all(|s| sys::gso_supported(&s.udp))
+            .all(|s| flock_udp::gso_supported(&s.udp))
 }
 
 /// A transaction-id tag for this run, so stale answers from an earlier run (almost) never match.

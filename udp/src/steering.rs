@@ -1,4 +1,4 @@
-//! Kernel-side steering: a classic BPF program on the SO_REUSEPORT group picks, for each
+//! Reuseport steering: a classic BPF program on the SO_REUSEPORT group picks, for each
 //! datagram, the socket (and so the core) from bytes of its payload. A datagram that names the
 //! core owning its state then reaches that core directly, instead of the core the kernel's flow
 //! hash picks, which would forward it over the mesh (a cross-core hop costs more than handling
@@ -6,7 +6,7 @@
 //! is not its own, so a wrong or forged hint costs one hop, never a wrong answer.
 //!
 //! Socket `i` of the group is core `i`: the kernel numbers a group's sockets in bind order, and
-//! `bind_group` binds them in core order. The program (for `cores` sockets):
+//! [`bind_group`](crate::bind_group) binds them in core order. The program (for `cores` sockets):
 //!
 //! ```text
 //!     A = payload length;        if A < min_len goto hash
@@ -124,7 +124,7 @@ impl Steering {
     }
 }
 
-/// The STUN rule flockd uses, and datagrams for it, for the tests here and in `socket`.
+/// The STUN rule flockd uses, and datagrams for it, for the tests here and in `reuseport`.
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Steering;

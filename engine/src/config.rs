@@ -53,14 +53,15 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults: every CPU, pinned, 4 MiB receive and 1 MiB send buffers, batches of 32.
+    /// Defaults (flockd's, docs/CONFIG.md `[socket]`): every CPU, pinned, 8 MiB receive and
+    /// 4 MiB send buffers, batches of 32.
     pub fn new(addr: SocketAddr) -> EngineConfig {
         EngineConfig {
             addr,
             cpus: CpuChoice::All,
             pin: true,
-            recv_buffer_bytes: 4 << 20,
-            send_buffer_bytes: 1 << 20,
+            recv_buffer_bytes: 8 << 20,
+            send_buffer_bytes: 4 << 20,
             batch: 32,
             mesh_capacity: 1024,
             command_capacity: 4096,

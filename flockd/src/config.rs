@@ -1,5 +1,10 @@
 //! flockd's configuration: embedded defaults, then a TOML file, then command-line flags.
+//!
+//! Each default is defined once, by the library that uses the setting (`ServerConfig`,
+//! `LoginConfig`, `EngineConfig`, `GatewayConfig`); only flockd's own keys are defined here.
+//! `config/doc_check.rs` checks docs/CONFIG.md against them.
 
+use flock_engine::EngineConfig;
 use flock_proto::flock::{Member, Membership};
 use flock_proto::server::{LoginConfig, PolicyConfig, ServerConfig};
 use serde::Deserialize;
@@ -9,8 +14,6 @@ use std::time::Duration;
 
 /// Default UDP port (the STUN port, so appliances can also use it for Binding).
 pub const DEFAULT_UDP: &str = "0.0.0.0:3478";
-/// Default websocket address (the demo page, `/healthz` and `/ws`).
-pub const DEFAULT_WS: &str = "0.0.0.0:8080";
 /// Default data directory (secrets live here).
 pub const DEFAULT_DATA_DIR: &str = "flock-data";
 
@@ -123,8 +126,8 @@ impl Default for Login {
     fn default() -> Self {
         let l = LoginConfig::default();
         Login {
-            max_sessions: 16 << 10,
-            persona_cache_bytes: 16 << 20,
+            max_sessions: l.max_sessions,
+            persona_cache_bytes: l.persona_cache_bytes,
             max_personas_bytes: l.max_personas_bytes,
             max_sdp_bytes: l.max_sdp_bytes,
             max_candidates: l.max_candidates,
@@ -195,10 +198,14 @@ pub struct Stun {
     pub answer_small_binding: bool,
 }
 
+fn default_udp() -> SocketAddr {
+    DEFAULT_UDP.parse().expect("valid default")
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
-            udp: DEFAULT_UDP.parse().expect("valid default"),
+            udp: default_udp(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             cores: 0,
             cpus: vec![],
@@ -210,10 +217,7 @@ impl Default for Config {
             stun: Stun::default(),
             login: Login::default(),
             ws_enabled: true,
-            ws: flock_ws::GatewayConfig {
-                listen: DEFAULT_WS.parse().expect("valid default"),
-                ..Default::default()
-            },
+            ws: flock_ws::GatewayConfig::default(),
             plugins: Plugins::default(),
             flock: Flock::default(),
         }
@@ -224,9 +228,9 @@ impl Default for Limits {
     fn default() -> Self {
         let s = ServerConfig::default();
         Limits {
-            max_registrations: 4 << 20,
-            max_replay_records: 1 << 20,
-            max_pending_checks: 16 << 10,
+            max_registrations: s.max_registrations,
+            max_replay_records: s.max_replay_records,
+            max_pending_checks: s.max_pending_checks,
             checks_per_ip_burst: s.checks_per_ip_burst,
             checks_per_ip_per_minute: s.checks_per_ip_per_minute,
             rate_table_slots: s.rate_table_slots,
@@ -253,10 +257,11 @@ impl Default for Timers {
 
 impl Default for Socket {
     fn default() -> Self {
+        let e = EngineConfig::new(default_udp());
         Socket {
-            recv_buffer: 8 << 20,
-            send_buffer: 4 << 20,
-            batch: 32,
+            recv_buffer: e.recv_buffer_bytes,
+            send_buffer: e.send_buffer_bytes,
+            batch: e.batch,
             steering: true,
         }
     }
@@ -504,6 +509,9 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
 pub fn same_plugin_list(a: &[flock_plugins::PluginSpec], b: &[flock_plugins::PluginSpec]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.path == y.path)
 }
+
+#[cfg(test)]
+mod doc_check;
 
 #[cfg(test)]
 mod tests {

@@ -72,7 +72,7 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             threads: 2,
             allowed_origins: Vec::new(),
             max_message: 64 * 1024,

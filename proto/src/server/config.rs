@@ -1,9 +1,11 @@
-//! Knobs of a server shard. Defaults follow DESIGN.md; tests shorten the timers.
+//! Knobs of a server shard. The defaults are flockd's documented ones (docs/CONFIG.md) for a
+//! server of one core: flockd reads them from here and splits the bounds over its cores; tests
+//! shorten the timers.
 
 use core::time::Duration;
 
-/// Settings of one shard (one core). Bounds are per shard: a server with `k` cores holds `k`
-/// times as many.
+/// Settings of one shard (one core). Bounds are per shard: flockd divides its configured
+/// bounds by its core count, so the defaults are those of a one-core server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// A registration lives this long after the last valid registration or keep-alive.
@@ -152,8 +154,8 @@ pub struct LoginConfig {
 impl Default for LoginConfig {
     fn default() -> Self {
         LoginConfig {
-            max_sessions: 4096,
-            persona_cache_bytes: 4 << 20,
+            max_sessions: 16 << 10,
+            persona_cache_bytes: 16 << 20,
             max_personas_bytes: 64 << 10,
             max_sdp_bytes: 32 << 10,
             max_candidates: 64,
@@ -176,9 +178,9 @@ impl Default for ServerConfig {
             token_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(600),
             timestamp_tolerance: Duration::from_secs(600),
-            max_registrations: 1 << 20,
-            max_replay_records: 1 << 18,
-            max_pending_checks: 4096,
+            max_registrations: 4 << 20,
+            max_replay_records: 1 << 20,
+            max_pending_checks: 16 << 10,
             checks_per_ip_burst: 8,
             checks_per_ip_per_minute: 6,
             rate_table_slots: 4096,

@@ -10,10 +10,10 @@ pub struct EngineLink {
 }
 
 impl CoreLink for EngineLink {
-    fn core_for(&self, name: &Name) -> Option<usize> {
-        // One server for now: every name is ours; the owning core is picked by the name's hash,
-        // as for its UDP traffic, so the session lives beside the registration.
-        Some(name.hash().core_index(self.commander.cores()))
+    fn core_for(&self, name: &Name) -> usize {
+        // The core that owns the name's UDP traffic, so the session lives beside the
+        // registration; for a name another server owns, that core talks to the owner.
+        name.hash().core_index(self.commander.cores())
     }
 
     #[allow(clippy::result_large_err)] // the trait's shape: a refused command comes back whole

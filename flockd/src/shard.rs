@@ -9,12 +9,11 @@ use flock_proto::login::{Command, Event, SessionId};
 use flock_proto::server::{CoreSlot, Entropy, Keys, Outcome, PeerAlarm, Server, ServerConfig};
 use flock_proto::Name;
 use flock_proto::Time;
-use flock_ws::{EventSink, ToCore};
+use flock_ws::{EventSink, ToCore, Undelivered};
 use hashbrown::HashMap;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::mpsc::error::TrySendError;
 
 /// Randomness from the operating system (used when a check or a log-in starts: rare).
 pub struct OsEntropy(SystemRandom);
@@ -127,7 +126,7 @@ impl FlockShard {
             };
             let delivered = match sink.try_send(event) {
                 Ok(()) => true,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
+                Err(Undelivered::Full(_) | Undelivered::Closed(_)) => false,
             };
             if last || !delivered {
                 self.sinks.remove(&session);

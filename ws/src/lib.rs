@@ -38,6 +38,7 @@ mod origin;
 pub mod policy;
 mod replay;
 mod session;
+mod sink;
 mod stats;
 mod stream;
 mod tls;
@@ -46,6 +47,7 @@ pub use config::{human as human_duration, GatewayConfig};
 pub use gateway::{DrainReport, Gateway, GatewayHandle, Reconfigured};
 pub use json::Persona;
 pub use policy::{AllowAll, LoginAttempt, Outcome, Policy, Verdict};
+pub use sink::{EventSink, Undelivered};
 pub use stats::{write_metric, GatewayStats, MetricKind, MetricsSource, TlsStats};
 pub use tls::{Reload, TlsConfig};
 
@@ -100,7 +102,7 @@ pub mod fuzzing {
     }
 }
 
-use flock_proto::login::{Command, Event, SessionId};
+use flock_proto::login::{Command, SessionId};
 use flock_proto::Name;
 
 /// One request for the core that owns an appliance.
@@ -108,13 +110,10 @@ use flock_proto::Name;
 pub struct ToCore {
     pub session: SessionId,
     pub command: Command,
-    /// Set on [`Command::Open`] only: where the core sends the session's events.
+    /// Set on [`Command::Open`] only: where the core sends the session's events. Bounded
+    /// (`events_queue`): the core fails the session when it is full or closed.
     pub events: Option<EventSink>,
 }
-
-/// Where the core sends a session's events. Bounded (`events_queue`): the core uses
-/// `try_send` and fails the session when it is full or closed (closed = the websocket ended).
-pub type EventSink = tokio::sync::mpsc::Sender<Event>;
 
 /// The gateway's way to the cores (implemented by the server over its engine).
 ///
@@ -122,9 +121,10 @@ pub type EventSink = tokio::sync::mpsc::Sender<Event>;
 /// reason the gateway sends [`Command::Close`] (best effort: if that core's queue is full,
 /// the core learns of it from the closed [`EventSink`]).
 pub trait CoreLink: Send + Sync + 'static {
-    /// The core that owns `name` on this server, or `None` when another server of the flock
-    /// owns it (the browser gets `owner-down`).
-    fn core_for(&self, name: &Name) -> Option<usize>;
+    /// The core that serves log-ins to `name` on this server. A name another server of the
+    /// flock owns is served here too (the core asks the owner, or relays through it; it
+    /// reports `owner-down` itself when the owner cannot be reached).
+    fn core_for(&self, name: &Name) -> usize;
     /// Queues `msg` for `core`; `Err(msg)` when its queue is full (the browser gets `busy`).
     // The message comes back by value (Name is inline, ~280 bytes): no allocation per command.
     #[allow(clippy::result_large_err)]

@@ -8,6 +8,7 @@ use crate::gateway::Shared;
 use crate::json::{self, Reply, Request};
 use crate::limits::RunningGuard;
 use crate::policy::{LoginAttempt, Outcome, Verdict};
+use crate::sink::{event_queue, EventQueue};
 use crate::stats::bump;
 use crate::{EventSink, ToCore};
 use flock_proto::login::{Candidate, Command, Event, Personas, SessionId};
@@ -18,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -73,7 +73,7 @@ struct Session<'a> {
     state: State,
     /// The core chosen at `open`; every later command goes there.
     core: Option<usize>,
-    events: Option<mpsc::Receiver<Event>>,
+    events: Option<EventQueue>,
     shared: &'a Shared,
     /// The settings in force when the connection was accepted.
     config: &'a GatewayConfig,
@@ -140,7 +140,7 @@ impl Session<'_> {
             let input = tokio::select! {
                 biased;
                 _ = shutdown.changed() => Input::Shutdown,
-                ev = recv(&mut self.events) => Input::Event(ev),
+                ev = recv(&self.events) => Input::Event(ev),
                 frame = ws.next() => Input::Frame(frame),
                 _ = &mut idle => Input::Idle,
                 _ = &mut deadline => Input::Deadline,
@@ -373,13 +373,8 @@ impl Session<'_> {
         let name = Name::normalize(appliance.as_bytes())
             .map_err(|e| error(Code::Malformed, format!("bad appliance name: {e}")))?;
         self.appliance = name.as_str().to_owned();
-        let core = self.shared.link.core_for(&name).ok_or_else(|| {
-            error(
-                Code::OwnerDown,
-                "the server that owns this appliance cannot be reached",
-            )
-        })?;
-        let (sink, events) = mpsc::channel(self.config.events_queue);
+        let core = self.shared.link.core_for(&name);
+        let (sink, events) = event_queue(self.config.events_queue);
         self.send_to(core, Command::Open { name }, Some(sink))?;
         bump(&self.shared.counters.sessions);
         self.core = Some(core);
@@ -408,9 +403,9 @@ impl Session<'_> {
     }
 }
 
-async fn recv(events: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
+async fn recv(events: &Option<EventQueue>) -> Option<Event> {
     match events {
-        Some(rx) => rx.recv().await,
+        Some(queue) => queue.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -1,5 +1,5 @@
 //! Every failure the core reports reaches the browser as its typed error and close code; so
-//! do the gateway's own: another server owns the name, a bad persona list, a dropped session.
+//! do the gateway's own: a bad persona list, a dropped session.
 mod common;
 
 use common::*;
@@ -16,6 +16,7 @@ async fn each_failure_maps_to_its_code() {
         (Failure::BadCredentials, "bad-credentials", 1008),
         (Failure::Denied, "denied", 1008),
         (Failure::Timeout, "timeout", 1011),
+        (Failure::OwnerDown, "owner-down", 1011),
         (Failure::Busy, "busy", 1013),
         (Failure::ApplianceBusy, "appliance-busy", 1013),
         (Failure::Malformed, "malformed", 1008),
@@ -28,18 +29,7 @@ async fn each_failure_maps_to_its_code() {
         expect_error(&mut ws, code, close).await;
         cores.expect(session, Command::Close).await;
     }
-    assert_eq!(gw.stats().session_errors, 8);
-}
-
-#[tokio::test]
-async fn another_servers_name_is_owner_down() {
-    let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
-    send(&mut ws, json!({"type":"open","appliance":"remote-box"})).await;
-    expect_error(&mut ws, "owner-down", 1011).await;
-    cores
-        .expect_none(std::time::Duration::from_millis(100))
-        .await;
+    assert_eq!(gw.stats().session_errors, 9);
 }
 
 #[tokio::test]

@@ -23,8 +23,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Fake cores: names starting with "remote" belong to another server; otherwise a name's last
-/// character, if a digit, picks the core (mod the number of cores). Every command lands in one
+/// Fake cores: a name's last character, if a digit, picks the core (mod the number of cores). Every command lands in one
 /// queue that the test reads, tagged with its core.
 pub struct FakeLink {
     cores: usize,
@@ -33,17 +32,13 @@ pub struct FakeLink {
 }
 
 impl CoreLink for FakeLink {
-    fn core_for(&self, name: &Name) -> Option<usize> {
-        let s = name.as_str();
-        if s.starts_with("remote") {
-            return None;
-        }
-        let last = s.bytes().last().unwrap_or(b'0');
-        Some(if last.is_ascii_digit() {
+    fn core_for(&self, name: &Name) -> usize {
+        let last = name.as_str().bytes().last().unwrap_or(b'0');
+        if last.is_ascii_digit() {
             (last - b'0') as usize % self.cores
         } else {
             0
-        })
+        }
     }
 
     fn send(&self, core: usize, msg: ToCore) -> Result<(), ToCore> {

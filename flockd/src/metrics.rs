@@ -6,12 +6,14 @@
 //! [`PUBLISH_EVERY`], so server figures lag by up to that much. Engine counters are read live.
 //!
 //! Labels are only `core`, `direction`, `reason`, `outcome` and (the plugin hook latency
-//! histogram) `hook` and `le`, all from fixed sets: never a name, a user or an address.
+//! histogram) `hook` and `le`, all from fixed sets: never a name, a user or an address. The
+//! families are a table ([`families`]) that one renderer writes.
 
-use flock_engine::{CoreStats, EngineHandle};
-use flock_plugins::{Hook, Latency, Runner, RunnerStats, LATENCY_BOUNDS};
+mod families;
+
+use flock_engine::EngineHandle;
+use flock_plugins::{Hook, Latency, Runner, LATENCY_BOUNDS};
 use flock_proto::server::{Entropy, LoginOccupancy, Server, Stats};
-use flock_ws::MetricKind::{Counter, Gauge};
 use flock_ws::{write_metric, MetricKind, MetricsSource};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -95,422 +97,86 @@ pub struct FlockMetrics {
 impl MetricsSource for FlockMetrics {
     fn render(&self, out: &mut String) {
         if let Some(engine) = self.engine.upgrade() {
-            render_engine(out, &engine.stats());
-        }
-        render_cores(out, &self.cores.read());
-        render_runner(out, &self.runner.stats());
-        render_latency(out, &Hook::ALL.map(|h| (h, self.runner.latency(h))));
-        if let Some(rss) = resident_bytes() {
-            write_metric(
+            let stats = engine.stats();
+            let cores: Vec<String> = stats.iter().map(|s| s.core.to_string()).collect();
+            render(
                 out,
-                "flock_process_resident_memory_bytes",
-                Gauge,
-                "Resident memory of the flockd process (VmRSS).",
-                [(&[][..], rss)],
+                families::ENGINE,
+                cores.iter().map(String::as_str).zip(&stats),
             );
         }
-    }
-}
-
-/// Writes one family with a sample per core (and per extra label value, when `values` gives
-/// several): `values(item)` is a list of (label value, sample).
-fn per_core<T>(
-    out: &mut String,
-    items: &[(String, T)],
-    name: &str,
-    kind: MetricKind,
-    help: &str,
-    label: &str,
-    values: impl Fn(&T) -> Vec<(&'static str, u64)>,
-) {
-    let mut rows: Vec<(String, &'static str, u64)> = Vec::new();
-    for (core, item) in items {
-        for (v, n) in values(item) {
-            rows.push((core.clone(), v, n));
+        let snaps = self.cores.read();
+        let cores: Vec<String> = snaps.iter().map(|(core, _)| core.to_string()).collect();
+        let snaps = snaps.iter().map(|(_, snap)| snap);
+        render(
+            out,
+            families::CORES,
+            cores.iter().map(String::as_str).zip(snaps),
+        );
+        render(out, families::RUNNER, [("", &self.runner.stats())]);
+        render_latency(out, &Hook::ALL.map(|h| (h, self.runner.latency(h))));
+        if let Some(rss) = resident_bytes() {
+            render(out, families::PROCESS, [("", &rss)]);
         }
     }
-    let labels: Vec<[(&str, &str); 2]> = rows
-        .iter()
-        .map(|(c, v, _)| [("core", c.as_str()), (label, *v)])
-        .collect();
-    let samples = rows
-        .iter()
-        .zip(&labels)
-        .map(|((_, v, n), l)| (if v.is_empty() { &l[..1] } else { &l[..] }, *n));
-    write_metric(out, name, kind, help, samples);
 }
 
-fn render_engine(out: &mut String, stats: &[CoreStats]) {
-    let items: Vec<(String, CoreStats)> = stats.iter().map(|s| (s.core.to_string(), *s)).collect();
-    per_core(out, &items, "flock_core_packets_total", Counter,
-        "UDP datagrams per core: received from the socket, answered (replies sent), transmitted (other sends), forwarded_out to / forwarded_in from the owning core.",
-        "direction", |s| vec![("received", s.received), ("answered", s.answered), ("transmitted", s.transmitted), ("forwarded_out", s.forwarded_out), ("forwarded_in", s.forwarded_in)]);
-    per_core(out, &items, "flock_core_drops_total", Counter,
-        "Datagrams dropped by the packet engine, by reason: mesh_full (owner core's inbox full), truncated (too long), misrouted (cores disagreeing on the owner: a bug), kernel (socket receive queue full; absent when the kernel does not say).",
-        "reason", |s| {
-            let mut v = vec![("mesh_full", s.dropped_mesh_full), ("truncated", s.dropped_truncated), ("misrouted", s.dropped_misrouted)];
-            v.extend(s.kernel_drops.map(|k| ("kernel", k)));
-            v
-        });
-    per_core(
-        out,
-        &items,
-        "flock_core_socket_errors_total",
-        Counter,
-        "Socket errors: send (datagrams the kernel refused) and receive (recvmmsg failures).",
-        "direction",
-        |s| vec![("send", s.send_errors), ("receive", s.recv_errors)],
-    );
-    per_core(
-        out,
-        &items,
-        "flock_core_batches_total",
-        Counter,
-        "recvmmsg calls that returned at least one datagram.",
-        "",
-        |s| vec![("", s.batches)],
-    );
-    per_core(
-        out,
-        &items,
-        "flock_core_wakeups_total",
-        Counter,
-        "Times the core waited for work.",
-        "",
-        |s| vec![("", s.wakeups)],
-    );
+/// One metric family: how it is announced and how its samples are read from a `T`.
+pub struct Family<T: 'static> {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub help: &'static str,
+    /// The label telling one `T`'s samples apart (`direction`, `reason`, `outcome`); `""`: one
+    /// sample per `T`, without a label of its own.
+    pub label: &'static str,
+    pub samples: &'static [Sample<T>],
 }
 
-fn render_cores(out: &mut String, snaps: &[(usize, CoreSnapshot)]) {
-    let items: Vec<(String, &CoreSnapshot)> =
-        snaps.iter().map(|(c, s)| (c.to_string(), s)).collect();
-    let one = |out: &mut String,
-               name: &str,
-               kind: MetricKind,
-               help: &str,
-               f: fn(&CoreSnapshot) -> u64| {
-        per_core(out, &items, name, kind, help, "", |s| vec![("", f(s))]);
-    };
-    // Requests.
-    one(
-        out,
-        "flock_server_datagrams_total",
-        Counter,
-        "Datagrams the core's state machine handled.",
-        |s| s.stats.received,
-    );
-    per_core(out, &items, "flock_server_drops_total", Counter,
-        "Datagrams the state machine answered nothing to, by reason: malformed, ignored (not for us), amplification (the answer would have been larger than the request).",
-        "reason", |s| vec![("malformed", s.stats.malformed), ("ignored", s.stats.ignored), ("amplification", s.stats.amplification_suppressed)]);
-    one(
-        out,
-        "flock_server_bindings_total",
-        Counter,
-        "STUN Binding requests answered.",
-        |s| s.stats.binding,
-    );
-    // Registrations.
-    one(
-        out,
-        "flock_server_registrations_total",
-        Counter,
-        "Names registered (new registrations and re-registrations).",
-        |s| s.stats.registered,
-    );
-    per_core(out, &items, "flock_server_registrations_refused_total", Counter,
-        "REGISTERs refused, by reason: bad_signature, clock_skew, name_taken, capacity (server full), admission_denied (plugins said no), admission_full (too many admissions waiting), replayed (taken before: a retransmission or a replay), replay_full (the replay guard at its bound).",
-        "reason", |s| vec![
-            ("bad_signature", s.stats.bad_signature), ("clock_skew", s.stats.clock_skew), ("name_taken", s.stats.name_taken),
-            ("capacity", s.stats.capacity_refused), ("admission_denied", s.stats.admissions_denied), ("admission_full", s.stats.admissions_full),
-            ("replayed", s.stats.register_replays), ("replay_full", s.stats.replay_full),
-        ]);
-    one(
-        out,
-        "flock_server_nonces_issued_total",
-        Counter,
-        "Registration nonces handed out.",
-        |s| s.stats.nonces_issued,
-    );
-    one(
-        out,
-        "flock_server_keepalives_total",
-        Counter,
-        "Keep-alives accepted.",
-        |s| s.stats.keepalives,
-    );
-    one(
-        out,
-        "flock_server_tokens_refused_total",
-        Counter,
-        "Keep-alives refused for their token.",
-        |s| s.stats.tokens_refused,
-    );
-    one(out, "flock_server_redirected_total", Counter, "REGISTERs and KEEPALIVEs for names another server of the flock owns, answered 300 Try-Alternate.", |s| s.stats.redirected);
-    // Peers (multi-server flocks).
-    per_core(out, &items, "flock_peer_dropped_total", Counter,
-        "Peer messages dropped, by reason: bad_integrity (MESSAGE-INTEGRITY-SHA256 missing or wrong), unknown_source (a verified message from an address that is not that peer's).",
-        "reason", |s| vec![("bad_integrity", s.stats.peer_bad_integrity), ("unknown_source", s.stats.peer_unknown_source)]);
-    one(out, "flock_peer_membership_mismatch_total", Counter, "Peer messages showing another membership list (also logged as errors): fix the [flock] lists.", |s| s.stats.peer_digest_mismatch);
-    per_core(
-        out,
-        &items,
-        "flock_peer_lookups_total",
-        Counter,
-        "LOOKUPs: sent (to owners, for browsers served here), answered (for peers).",
-        "direction",
-        |s| {
-            vec![
-                ("sent", s.stats.lookups_sent),
-                ("answered", s.stats.lookups_answered),
-            ]
-        },
-    );
-    one(out, "flock_peer_relay_fallbacks_total", Counter, "Log-in sessions that fell back to relaying through the owner (the appliance did not answer this server).", |s| s.stats.relay_fallbacks);
-    per_core(out, &items, "flock_peer_relayed_total", Counter,
-        "Datagrams relayed, by direction: to_appliance and to_peer (as the owner), from_appliance (as the serving server).",
-        "direction", |s| vec![("to_appliance", s.stats.relayed_to_appliance), ("to_peer", s.stats.relayed_to_peer), ("from_appliance", s.stats.relayed_from_appliance)]);
-    per_core(out, &items, "flock_peer_relay_refused_total", Counter, "RELAYs not forwarded, by reason: refused (no live registration, or not the owner), table_full.",
-        "reason", |s| vec![("refused", s.stats.relay_refused), ("table_full", s.stats.relay_table_full)]);
-    one(
-        out,
-        "flock_server_swept_total",
-        Counter,
-        "Expired registrations removed from memory.",
-        |s| s.stats.swept,
-    );
-    one(
-        out,
-        "flock_server_registrations",
-        Gauge,
-        "Registrations held (expired ones not yet swept included).",
-        |s| s.registrations as u64,
-    );
-    one(
-        out,
-        "flock_server_table_bytes",
-        Gauge,
-        "Bytes held by the registration table.",
-        |s| s.table_bytes as u64,
-    );
-    // Address checks.
-    one(
-        out,
-        "flock_server_checks_started_total",
-        Counter,
-        "Address-change checks started.",
-        |s| s.stats.checks_started,
-    );
-    per_core(out, &items, "flock_server_checks_refused_total", Counter, "Address-change checks not started, by reason: rate_limited (per source IP), full (too many running).",
-        "reason", |s| vec![("rate_limited", s.stats.checks_rate_limited), ("full", s.stats.checks_full)]);
-    per_core(out, &items, "flock_server_checks_ended_total", Counter, "Address-change checks ended, by outcome: moved (the name moved), kept_old (the old address answered).",
-        "outcome", |s| vec![("moved", s.stats.moved), ("kept_old", s.stats.checks_kept_old)]);
-    one(
-        out,
-        "flock_server_silent_while_checking_total",
-        Counter,
-        "Requests not answered because their name was being checked.",
-        |s| s.stats.silent_while_checking,
-    );
-    one(
-        out,
-        "flock_server_checks_pending",
-        Gauge,
-        "Address-change checks running.",
-        |s| s.checks_pending as u64,
-    );
-    // Admissions (plugins).
-    one(
-        out,
-        "flock_server_admissions_asked_total",
-        Counter,
-        "Registrations handed to the plugins for admission.",
-        |s| s.stats.admissions_asked,
-    );
-    one(
-        out,
-        "flock_server_admissions_pending",
-        Gauge,
-        "Admissions waiting for the plugins' verdict.",
-        |s| s.admissions_pending as u64,
-    );
-    one(
-        out,
-        "flock_server_admission_verdicts_cached",
-        Gauge,
-        "Admission verdicts cached.",
-        |s| s.admission_verdicts as u64,
-    );
-    one(
-        out,
-        "flock_server_policy_events_dropped_total",
-        Counter,
-        "Admission and audit events dropped because their queue was full.",
-        |s| s.stats.policy_events_dropped,
-    );
-    // Log-ins.
-    one(
-        out,
-        "flock_login_sessions_opened_total",
-        Counter,
-        "Log-in sessions started on this core.",
-        |s| s.stats.sessions_opened,
-    );
-    per_core(out, &items, "flock_login_sessions_ended_total", Counter,
-        "Log-in sessions ended, by outcome: done, failed (refused opens included), closed (by the gateway).",
-        "outcome", |s| vec![("done", s.stats.sessions_done), ("failed", s.stats.sessions_failed), ("closed", s.stats.sessions_closed)]);
-    per_core(
-        out,
-        &items,
-        "flock_login_attempts_total",
-        Counter,
-        "Credential attempts the appliances answered, by outcome: accepted, rejected.",
-        "outcome",
-        |s| {
-            vec![
-                ("accepted", s.stats.logins_accepted),
-                ("rejected", s.stats.logins_rejected),
-            ]
-        },
-    );
-    per_core(
-        out,
-        &items,
-        "flock_login_persona_cache_total",
-        Counter,
-        "Persona list look-ups, by outcome: hit (served from the cache), miss (fetched).",
-        "outcome",
-        |s| {
-            vec![
-                ("hit", s.stats.personas_cache_hits),
-                ("miss", s.stats.personas_cache_misses),
-            ]
-        },
-    );
-    one(
-        out,
-        "flock_login_connects_sent_total",
-        Counter,
-        "CONNECT requests sent to appliances.",
-        |s| s.stats.connects_sent,
-    );
-    one(
-        out,
-        "flock_login_retransmits_total",
-        Counter,
-        "Log-in requests sent again after a retransmission timeout.",
-        |s| s.stats.retransmits,
-    );
-    per_core(
-        out,
-        &items,
-        "flock_login_signals_total",
-        Counter,
-        "SIGNALs relayed: in (from appliances), out (to appliances, acknowledged).",
-        "direction",
-        |s| vec![("in", s.stats.signals_in), ("out", s.stats.signals_out)],
-    );
-    per_core(
-        out,
-        &items,
-        "flock_login_signals_ignored_total",
-        Counter,
-        "SIGNALs not relayed, by reason: duplicate (retransmission), unknown_session.",
-        "reason",
-        |s| {
-            vec![
-                ("duplicate", s.stats.signals_duplicate),
-                ("unknown_session", s.stats.signals_unknown_session),
-            ]
-        },
-    );
-    one(
-        out,
-        "flock_login_commands_ignored_total",
-        Counter,
-        "Gateway commands for sessions that no longer exist.",
-        |s| s.stats.login_commands_ignored,
-    );
-    one(
-        out,
-        "flock_login_sessions",
-        Gauge,
-        "Log-in sessions open.",
-        |s| s.login.sessions as u64,
-    );
-    one(
-        out,
-        "flock_login_requests_outstanding",
-        Gauge,
-        "Log-in requests waiting for an appliance's answer.",
-        |s| s.login.outstanding as u64,
-    );
-    one(
-        out,
-        "flock_login_persona_cache_lists",
-        Gauge,
-        "Persona lists cached.",
-        |s| s.login.cached_lists as u64,
-    );
-    one(
-        out,
-        "flock_login_persona_cache_bytes",
-        Gauge,
-        "Bytes of persona lists cached.",
-        |s| s.login.cache_bytes as u64,
-    );
+/// One sample of a [`Family`].
+pub struct Sample<T> {
+    /// The value of the family's label (`""` when it has none).
+    pub value: &'static str,
+    /// The figure; `None` when it is not known (the sample is left out).
+    pub read: fn(&T) -> Option<u64>,
 }
 
-fn render_runner(out: &mut String, s: &RunnerStats) {
-    let one = |out: &mut String, name: &str, help: &str, v: u64| {
-        write_metric(out, name, Counter, help, [(&[][..], v)])
-    };
-    one(
-        out,
-        "flock_plugin_calls_total",
-        "Plugin hook calls asked for (registrations, log-ins, persona lists).",
-        s.calls,
-    );
-    one(
-        out,
-        "flock_plugin_denied_total",
-        "Hook calls answered other than allow (policy, error, timeout or full queue).",
-        s.denied,
-    );
-    one(
-        out,
-        "flock_plugin_timeouts_total",
-        "Hook calls answered at the deadline (budget) because the plugins had not finished.",
-        s.timeouts,
-    );
-    one(
-        out,
-        "flock_plugin_errors_total",
-        "Error codes and caught panics returned by plugins.",
-        s.errors,
-    );
-    one(
-        out,
-        "flock_plugin_queue_full_total",
-        "Hook calls refused at once because the queue was full.",
-        s.queue_full,
-    );
-    one(
-        out,
-        "flock_plugin_audit_dropped_total",
-        "Audit events dropped because the audit queue was full.",
-        s.audit_dropped,
-    );
+/// Writes `families` with the samples of every item: `(core, item)`, `core` the value of the
+/// `core` label (`""`: none, the whole server). Per family, core by core.
+fn render<'a, T: 'a>(
+    out: &mut String,
+    families: &[Family<T>],
+    items: impl IntoIterator<Item = (&'a str, &'a T)>,
+) {
+    let items: Vec<(&str, &T)> = items.into_iter().collect();
+    for family in families {
+        let mut rows: Vec<([(&str, &str); 2], usize, u64)> = Vec::new();
+        for (core, item) in &items {
+            for sample in family.samples {
+                let Some(n) = (sample.read)(item) else {
+                    continue;
+                };
+                let mut labels = [("", ""); 2];
+                let mut len = 0;
+                for (key, value) in [("core", *core), (family.label, sample.value)] {
+                    if !value.is_empty() {
+                        labels[len] = (key, value);
+                        len += 1;
+                    }
+                }
+                rows.push((labels, len, n));
+            }
+        }
+        let samples = rows.iter().map(|(labels, len, n)| (&labels[..*len], *n));
+        write_metric(out, family.name, family.kind, family.help, samples);
+    }
 }
 
 /// The plugin runner's per-hook latency histograms, as one Prometheus histogram family
 /// (`write_metric` knows only counters and gauges: written here by hand).
 fn render_latency(out: &mut String, hooks: &[(Hook, Latency)]) {
     use std::fmt::Write;
-    let name = "flock_plugin_hook_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time the plugin chain took to run a hook call, by hook (on the plugin thread; queueing not included, overruns included when they end).\n# TYPE {name} histogram"
-    );
+    let (name, help) = families::HOOK_SECONDS;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (hook, l) in hooks {
         let hook = hook.name();
         for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
@@ -553,6 +219,7 @@ fn resident_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flock_engine::CoreStats;
 
     /// Every sample belongs to a family announced with HELP and TYPE, counters end in
     /// `_total`, and labels come from the fixed set.
@@ -672,7 +339,7 @@ mod tests {
             answered: 2,
             ..CoreStats::default()
         };
-        render_engine(&mut out, &[a, b]);
+        render(&mut out, families::ENGINE, [("0", &a), ("1", &b)]);
         check_exposition(&out);
         for line in [
             "flock_core_packets_total{core=\"0\",direction=\"received\"} 7\n",
@@ -727,6 +394,106 @@ mod tests {
                 )
                 .count(),
             LATENCY_BOUNDS.len() + 1
+        );
+    }
+
+    /// (type, label keys, label values) by family name.
+    type Listed = std::collections::BTreeMap<String, (String, Vec<String>, Vec<String>)>;
+
+    fn kind_name(kind: MetricKind) -> String {
+        match kind {
+            MetricKind::Counter => "counter".into(),
+            MetricKind::Gauge => "gauge".into(),
+        }
+    }
+
+    fn listed<T>(families: &[Family<T>], per_core: bool, out: &mut Listed) {
+        for f in families {
+            let mut keys: Vec<String> = per_core.then(|| "core".into()).into_iter().collect();
+            let mut values = vec![];
+            if !f.label.is_empty() {
+                keys.push(f.label.into());
+                values = f.samples.iter().map(|s| s.value.to_string()).collect();
+            }
+            out.insert(f.name.into(), (kind_name(f.kind), keys, values));
+        }
+    }
+
+    /// `text` without its parenthesized asides.
+    fn without_asides(text: &str) -> String {
+        let mut depth = 0;
+        text.chars()
+            .filter(|&c| {
+                depth += (c == '(') as i32;
+                let keep = depth == 0;
+                depth -= (c == ')') as i32;
+                keep
+            })
+            .collect()
+    }
+
+    /// The rows of docs/CONFIG.md's metrics table but the gateway's (`flock_ws_*`).
+    fn documented() -> Listed {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIG.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let table = doc
+            .split_once("| metric | type | labels | what |\n|---|---|---|---|\n")
+            .expect("the metrics table")
+            .1;
+        let mut out = Listed::new();
+        for row in table.lines().take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let (names, kind, labels) = (cells[0].trim_start_matches("| "), cells[1], cells[2]);
+            let labels = without_asides(labels.trim_matches('|').trim());
+            let (keys, values) = labels.split_once(" = ").unwrap_or((&labels, ""));
+            let ticked = |text: &str| -> Vec<String> {
+                text.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(String::from)
+                    .collect()
+            };
+            let values: Vec<String> = values
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
+            for name in ticked(names)
+                .into_iter()
+                .filter(|n| !n.starts_with("flock_ws_"))
+            {
+                let entry = (kind.to_string(), ticked(keys), values.clone());
+                assert!(out.insert(name.clone(), entry).is_none(), "{name} twice");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_docs_list_every_family_with_its_type_and_labels() {
+        let mut rendered = Listed::new();
+        listed(families::ENGINE, true, &mut rendered);
+        listed(families::CORES, true, &mut rendered);
+        listed(families::RUNNER, false, &mut rendered);
+        listed(families::PROCESS, false, &mut rendered);
+        let hooks = Hook::ALL.iter().map(|h| h.name().to_string()).collect();
+        let histogram = ("histogram".into(), vec!["hook".into()], hooks);
+        rendered.insert(families::HOOK_SECONDS.0.into(), histogram);
+        let documented = documented();
+        for (name, family) in &rendered {
+            assert_eq!(
+                documented.get(name),
+                Some(family),
+                "docs/CONFIG.md on {name}"
+            );
+        }
+        let undocumented: Vec<_> = documented
+            .keys()
+            .filter(|n| !rendered.contains_key(*n))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "documented but not rendered: {undocumented:?}"
         );
     }
 }

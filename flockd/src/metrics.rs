@@ -149,24 +149,20 @@ fn render<'a, T: 'a>(
 ) {
     let items: Vec<(&str, &T)> = items.into_iter().collect();
     for family in families {
-        let mut rows: Vec<([(&str, &str); 2], usize, u64)> = Vec::new();
+        let mut rows: Vec<(Vec<(&str, &str)>, u64)> = Vec::new();
         for (core, item) in &items {
             for sample in family.samples {
                 let Some(n) = (sample.read)(item) else {
                     continue;
                 };
-                let mut labels = [("", ""); 2];
-                let mut len = 0;
-                for (key, value) in [("core", *core), (family.label, sample.value)] {
-                    if !value.is_empty() {
-                        labels[len] = (key, value);
-                        len += 1;
-                    }
-                }
-                rows.push((labels, len, n));
+                let labels = [("core", *core), (family.label, sample.value)]
+                    .into_iter()
+                    .filter(|(_, value)| !value.is_empty())
+                    .collect();
+                rows.push((labels, n));
             }
         }
-        let samples = rows.iter().map(|(labels, len, n)| (&labels[..*len], *n));
+        let samples = rows.iter().map(|(labels, n)| (&labels[..], *n));
         write_metric(out, family.name, family.kind, family.help, samples);
     }
 }

@@ -428,10 +428,25 @@ mod tests {
             .collect()
     }
 
-    /// The rows of docs/CONFIG.md's metrics table but the gateway's (`flock_ws_*`).
+    fn doc(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs")
+            .join(name);
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// The words of `text` between backticks.
+    fn ticked(text: &str) -> Vec<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect()
+    }
+
+    /// The rows of docs/CONFIG.md's metrics table, the gateway's (`flock_ws_*`) included.
     fn documented() -> Listed {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIG.md");
-        let doc = std::fs::read_to_string(path).unwrap();
+        let doc = doc("CONFIG.md");
         let table = doc
             .split_once("| metric | type | labels | what |\n|---|---|---|---|\n")
             .expect("the metrics table")
@@ -442,22 +457,12 @@ mod tests {
             let (names, kind, labels) = (cells[0].trim_start_matches("| "), cells[1], cells[2]);
             let labels = without_asides(labels.trim_matches('|').trim());
             let (keys, values) = labels.split_once(" = ").unwrap_or((&labels, ""));
-            let ticked = |text: &str| -> Vec<String> {
-                text.split('`')
-                    .skip(1)
-                    .step_by(2)
-                    .map(String::from)
-                    .collect()
-            };
             let values: Vec<String> = values
                 .split(',')
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
                 .collect();
-            for name in ticked(names)
-                .into_iter()
-                .filter(|n| !n.starts_with("flock_ws_"))
-            {
+            for name in ticked(names) {
                 let entry = (kind.to_string(), ticked(keys), values.clone());
                 assert!(out.insert(name.clone(), entry).is_none(), "{name} twice");
             }
@@ -465,8 +470,7 @@ mod tests {
         out
     }
 
-    #[test]
-    fn the_docs_list_every_family_with_its_type_and_labels() {
+    fn rendered() -> Listed {
         let mut rendered = Listed::new();
         listed(families::ENGINE, true, &mut rendered);
         listed(families::CORES, true, &mut rendered);
@@ -475,7 +479,14 @@ mod tests {
         let hooks = Hook::ALL.iter().map(|h| h.name().to_string()).collect();
         let histogram = ("histogram".into(), vec!["hook".into()], hooks);
         rendered.insert(families::HOOK_SECONDS.0.into(), histogram);
-        let documented = documented();
+        rendered
+    }
+
+    #[test]
+    fn the_docs_list_every_family_with_its_type_and_labels() {
+        let rendered = rendered();
+        let mut documented = documented();
+        documented.retain(|name, _| !name.starts_with("flock_ws_"));
         for (name, family) in &rendered {
             assert_eq!(
                 documented.get(name),
@@ -491,5 +502,47 @@ mod tests {
             undocumented.is_empty(),
             "documented but not rendered: {undocumented:?}"
         );
+    }
+
+    #[test]
+    fn the_docs_say_which_families_lag() {
+        let doc = doc("CONFIG.md");
+        let paragraph = doc
+            .split("\n\n")
+            .find(|p| p.contains("are copied by each core"))
+            .unwrap();
+        let lagging: Vec<String> = ticked(paragraph)
+            .iter()
+            .filter_map(|t| t.strip_suffix('*').map(String::from))
+            .collect();
+        let lags = |name: &str| lagging.iter().any(|p| name.starts_with(p.as_str()));
+        for f in families::CORES {
+            assert!(lags(f.name), "{} is published from the timer path", f.name);
+        }
+        let live = families::ENGINE.iter().map(|f| f.name);
+        let live = live.chain(families::RUNNER.iter().map(|f| f.name));
+        for name in live.chain([families::HOOK_SECONDS.0, families::PROCESS[0].name]) {
+            assert!(!lags(name), "{name} is read live");
+        }
+    }
+
+    /// Metric names in the other docs' prose are in the table.
+    #[test]
+    fn the_docs_name_only_listed_metrics() {
+        let documented = documented();
+        for file in ["CONFIG.md", "OPERATIONS.md", "PLUGINS.md"] {
+            for word in ticked(&doc(file).replace("```", "")) {
+                let name = word.split(['{', ' ']).next().unwrap();
+                let metric = ["_total", "_seconds", "_bytes", "_sockets", "_websockets"]
+                    .iter()
+                    .any(|s| name.ends_with(s));
+                if name.starts_with("flock_") && metric {
+                    assert!(
+                        documented.contains_key(name),
+                        "{file}: {name} is not in the table"
+                    );
+                }
+            }
+        }
     }
 }

@@ -183,3 +183,59 @@ fn every_flag_the_example_names_exists() {
         }
     }
 }
+
+#[test]
+fn the_flags_show_the_defaults() {
+    use clap::CommandFactory;
+    let command = crate::Args::command();
+    let help = |flag: &str| {
+        let arg = command.get_arguments().find(|a| a.get_long() == Some(flag));
+        arg.and_then(|a| a.get_help()).unwrap().to_string()
+    };
+    let c = Config::default();
+    for (flag, default) in [
+        ("udp", c.udp.to_string()),
+        ("ws", c.ws.listen.to_string()),
+        ("data-dir", format!("./{}", c.data_dir.display())),
+    ] {
+        let shown = format!("[default: {default}]");
+        assert!(help(flag).contains(&shown), "--{flag}: {}", help(flag));
+    }
+}
+
+/// docs/PROTOCOL.md §9 gives the timers' defaults with their keys: the same as here.
+#[test]
+fn the_protocol_timers_are_the_defaults() {
+    let protocol = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/PROTOCOL.md");
+    let protocol = std::fs::read_to_string(protocol).unwrap();
+    let table = protocol.split_once("## 9. Timers\n").unwrap().1;
+    let example: toml::Value = toml::from_str(toml_blocks(&doc())[0]).unwrap();
+    let mut checked = 0;
+    for row in table.lines().skip(3).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+        let keys: Vec<String> = cells[2]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|k| k.contains('.'))
+            .map(String::from)
+            .collect();
+        let defaults: Vec<&str> = cells[1].split(" / ").collect();
+        if keys.is_empty() {
+            continue;
+        }
+        assert_eq!(keys.len(), defaults.len(), "{row}");
+        for (key, default) in keys.iter().zip(defaults) {
+            let written: String = default.chars().filter(|c| !" ±".contains(*c)).collect();
+            let (table, field) = key.split_once('.').unwrap();
+            let ours = example[table][field].as_str().unwrap();
+            assert_eq!(
+                humantime::parse_duration(&written).unwrap(),
+                humantime::parse_duration(ours).unwrap(),
+                "PROTOCOL.md §9 on {key}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} timers");
+}

@@ -98,7 +98,7 @@ impl Default for Plugins {
     }
 }
 
-/// Browser log-ins as the packet cores run them (the websocket side is `[websocket]`).
+/// Browser log-ins as the packet cores run them (the websocket side is `[ws]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Login {

@@ -604,6 +604,12 @@ mod tests {
     }
 
     #[test]
+    fn one_core_on_the_defaults_runs_the_librarys_default_shard() {
+        let (ours, library) = (Config::default().shard(1), ServerConfig::default());
+        assert_eq!(format!("{ours:?}"), format!("{library:?}"));
+    }
+
+    #[test]
     fn bounds_split_over_cores() {
         let mut c = Config::default();
         c.limits.max_registrations = 10;

@@ -192,26 +192,7 @@ pub fn public_key_from_hex(s: &str) -> Result<[u8; PUBLIC_KEY_LEN], PublicKeyErr
 mod tests {
     use super::*;
     use flock_proto::identity::public_key;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("flock-appliance-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use flock_testkit::TempDir;
 
     #[test]
     fn created_then_loaded_again() {

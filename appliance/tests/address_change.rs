@@ -1,9 +1,8 @@
 //! The appliance's public address changes while it is registered: the server checks the old
 //! address before moving the name.
-mod common;
 
-use common::*;
-use flock_appliance::Event;
+use flock_testkit::sim::*;
+use flock_appliance::{Appliance, Event};
 use flock_proto::msg::{method, CheckAnswer};
 use flock_proto::server::ServerConfig;
 use std::net::SocketAddr;
@@ -12,7 +11,7 @@ const OLD: &str = "203.0.113.5:40000";
 const NEW: &str = "198.51.100.7:50000";
 
 /// Registered at OLD, then (10 s later) seen at NEW. Returns the time of the change.
-fn moved(sim: &mut Sim) -> Time {
+fn moved(sim: &mut Sim<Appliance>) -> Time {
     assert_eq!(sim.app_addr, addr(OLD));
     sim.register();
     sim.run_for(secs(10));
@@ -20,7 +19,7 @@ fn moved(sim: &mut Sim) -> Time {
     sim.now
 }
 
-fn registered_at(sim: &mut Sim, limit: std::time::Duration) -> Time {
+fn registered_at(sim: &mut Sim<Appliance>, limit: std::time::Duration) -> Time {
     sim.run_until_event(
         limit,
         |e| matches!(e, Event::Registered { mapped } if *mapped == addr(NEW)),

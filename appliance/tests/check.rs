@@ -1,9 +1,8 @@
 //! CHECK requests reaching the appliance directly: only the pinned flock's, for our name, are
 //! answered; responses that match none of our transactions are ignored.
-mod common;
 
-use common::*;
-use flock_appliance::{Event, State};
+use flock_testkit::sim::*;
+use flock_appliance::{Appliance, Event, State};
 use flock_proto::msg::{self, method, CheckAnswer, KeptAlive};
 use flock_proto::stun::Encoder;
 use flock_proto::stun::MessageType;
@@ -21,7 +20,7 @@ fn check(flock_seed: u8, name_: &str) -> Vec<u8> {
     buf[..len].to_vec()
 }
 
-fn registered() -> Sim {
+fn registered() -> Sim<Appliance> {
     let mut sim = Sim::new();
     sim.register();
     sim

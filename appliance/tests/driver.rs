@@ -1,6 +1,5 @@
 //! The tokio driver over real loopback sockets, against the real server state machine served
 //! over UDP by this test (wall-clock time, short timers). Every wait is bounded.
-mod common;
 
 use common::{config, keypair, server_with, FLOCK_SEED, SECRET};
 use flock_appliance::{spawn, ApplianceHandle, Event};

@@ -1,8 +1,7 @@
 //! Browser log-in on the appliance, sans-IO: the `Appliance` driven by hand-made flock messages
 //! (PERSONAS, CONNECT, SIGNAL, acks) signed with the flock key, on simulated time.
-mod common;
 
-use common::*;
+use flock_testkit::sim::*;
 use flock_appliance::{
     Appliance, ApplianceConfig, Candidate, Decision, Event, SessionFailure, SessionNonce,
     SignalError,

@@ -1,7 +1,6 @@
 //! Browser log-in through the tokio driver: the handle's log-in calls over real loopback
 //! sockets, against the real server state machine served over UDP by this test and driven as
 //! the gateway would (wall-clock time). Every wait is bounded.
-mod common;
 
 use common::{keypair, server_with, FLOCK_SEED, SECRET};
 use flock_appliance::{spawn, Candidate, Decision, Event};

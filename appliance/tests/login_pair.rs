@@ -1,9 +1,8 @@
 //! A whole browser log-in between the real server state machine (as the gateway drives it) and
 //! a real `Appliance`, exchanging datagrams in memory on simulated time, with and without loss:
 //! personas → credentials → CONNECT → offer, candidates and end-of-candidates both ways → done.
-mod common;
 
-use common::*;
+use flock_testkit::sim::*;
 use flock_appliance::{Appliance, Candidate, Decision, Event};
 use flock_proto::login::{self, Command, Personas, SessionId};
 use flock_proto::server::Server;

@@ -1,9 +1,8 @@
 //! A flock of servers in memory: an appliance configured with any of them ends up registered at
 //! the owner of its name (300 Try-Alternate), keeps using it, and follows redirects only within
 //! limits. Also `only_known_peers`, the simulated restrictive NAT.
-mod common;
 
-use common::*;
+use flock_testkit::sim::*;
 use flock_appliance::{Appliance, ApplianceConfig, Event, State, MAX_REDIRECTS};
 use flock_proto::flock::{Member, Membership};
 use flock_proto::msg::{self, code, method, TryAlternate};

@@ -1,7 +1,6 @@
 //! Registration: the nonce round trip, the keep-alive rhythm, refusals.
-mod common;
 
-use common::*;
+use flock_testkit::sim::*;
 use flock_appliance::{Event, State};
 use flock_proto::msg::{code, method, Register};
 use flock_proto::server::ServerConfig;

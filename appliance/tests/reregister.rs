@@ -1,7 +1,6 @@
 //! A refused keep-alive token makes the appliance register again at once.
-mod common;
 
-use common::*;
+use flock_testkit::sim::*;
 use flock_appliance::Event;
 use flock_proto::msg::{code, method, Register};
 use flock_proto::server::ServerConfig;

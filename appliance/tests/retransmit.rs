@@ -1,7 +1,6 @@
 //! Lost datagrams: retransmission with a doubling, capped timeout; giving up; late answers.
-mod common;
 
-use common::*;
+use flock_testkit::sim::*;
 use flock_appliance::{Event, State};
 use flock_proto::msg::{method, Register};
 

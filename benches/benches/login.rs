@@ -9,17 +9,16 @@
 //! and encoding are left out (a real appliance also verifies the flock's signatures: its cost,
 //! not the server's).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flock_proto::login::wire::{
-    self, method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
-};
+use flock_proto::login::wire::{self, SignalBody};
 use flock_proto::login::{Candidate, Command, Event, Personas, SessionId, SessionNonce};
 use flock_proto::server::{Keys, Server, ServerConfig};
-use flock_proto::stun::Message;
 use flock_proto::testing::{keypair, Answer, Device, XorShift};
 use flock_proto::token::ProofKeys;
 use flock_proto::{Name, Time};
+use flock_testkit::fake_appliance::{
+    ack_signal, connect_answer, connect_request, personas_answer, signal,
+};
 use flock_ws::fuzzing::{decode_personas, parse};
-use sha2::{Digest, Sha256};
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -157,87 +156,12 @@ fn event(s: &mut S, c: &mut Clocked) -> Event {
     c.t(|| s.poll_event()).expect("an event").1
 }
 
-/// The appliance's answer to a PERSONAS request: only the checksum when the server knows it.
-fn personas_answer(req: &[u8]) -> Vec<u8> {
-    let m = Message::parse(req).unwrap();
-    let r = PersonasRequest::parse(&m).unwrap();
-    let sum: [u8; 32] = Sha256::digest(LIST).into();
-    let room = PersonasChunk::room(req.len(), &r.name);
-    let start = r.offset as usize;
-    let data = if r.known == Some(sum) {
-        &[][..]
-    } else {
-        &LIST[start..(start + room).min(LIST.len())]
-    };
-    let chunk = PersonasChunk {
-        name: r.name,
-        checksum: sum,
-        total: LIST.len() as u32,
-        offset: r.offset,
-        credentials_required: false,
-        data,
-    };
-    let mut buf = [0u8; 1500];
-    let n = chunk.encode(&mut buf, m.transaction_id()).unwrap();
-    buf[..n].to_vec()
-}
-
-/// The appliance accepts a CONNECT: (its answer, the session nonce).
-fn connect_answer(req: &[u8]) -> (Vec<u8>, SessionNonce) {
-    let m = Message::parse(req).unwrap();
-    let c = Connect::parse(&m).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = Ack {
-        method: method::CONNECT,
-        name: c.name,
-        session: c.session,
-        seq: None,
-        error: None,
-    }
-    .encode(&mut buf, m.transaction_id())
-    .unwrap();
-    (buf[..n].to_vec(), c.session)
-}
-
-fn signal(nonce: SessionNonce, seq: u32, body: SignalBody<'_>) -> Vec<u8> {
-    let mut buf = [0u8; 1500];
-    let mut txid = [0u8; 12];
-    txid[..4].copy_from_slice(&seq.to_be_bytes());
-    txid[4] = 0xAA;
-    let n = Signal {
-        name: name(),
-        session: nonce,
-        seq,
-        body,
-    }
-    .encode(&mut buf, &txid)
-    .unwrap();
-    buf[..n].to_vec()
-}
-
-/// The appliance's acknowledgement of a SIGNAL from the server.
-fn ack(b: &[u8]) -> Vec<u8> {
-    let m = Message::parse(b).unwrap();
-    let sig = Signal::parse(&m).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = Ack {
-        method: method::SIGNAL,
-        name: sig.name,
-        session: sig.session,
-        seq: Some(sig.seq),
-        error: None,
-    }
-    .encode(&mut buf, m.transaction_id())
-    .unwrap();
-    buf[..n].to_vec()
-}
-
 /// Open, answered from the persona cache: one PERSONAS round trip carrying the cached checksum.
 fn open_cached(s: &mut S, c: &mut Clocked, id: SessionId) {
     let (mut buf, mut reply) = ([0u8; 1500], [0u8; 1500]);
     c.t(|| s.command(NOW, id, Command::Open { name: name() }));
     let n = one(s, c, &mut buf);
-    let answer = personas_answer(&buf[..n]);
+    let answer = personas_answer(&buf[..n], LIST, false);
     debug_assert!(answer.len() < 200, "a checksum-only answer");
     assert!(feed(s, c, &answer, &mut reply).is_none());
     assert!(matches!(event(s, c), Event::Personas(Personas::List(_))));
@@ -270,9 +194,10 @@ impl ApplianceStream {
     fn signals(&self, nonce: SessionNonce) -> [Vec<u8>; 4] {
         let c = &self.candidate;
         [
-            signal(nonce, 0, wire::piece(&self.offer, 0).unwrap()),
-            signal(nonce, 1, wire::piece(&self.offer, 1).unwrap()),
+            signal(name(), nonce, 0, wire::piece(&self.offer, 0).unwrap()),
+            signal(name(), nonce, 1, wire::piece(&self.offer, 1).unwrap()),
             signal(
+                name(),
                 nonce,
                 2,
                 SignalBody::Candidate {
@@ -280,7 +205,7 @@ impl ApplianceStream {
                     mid: c.mid.as_deref(),
                 },
             ),
-            signal(nonce, 3, SignalBody::EndOfCandidates),
+            signal(name(), nonce, 3, SignalBody::EndOfCandidates),
         ]
     }
 }
@@ -308,7 +233,8 @@ fn full_login(
         )
     });
     let n = one(s, c, &mut buf);
-    let (accept, nonce) = connect_answer(&buf[..n]);
+    let (nonce, ..) = connect_request(&buf[..n]);
+    let accept = connect_answer(&buf[..n], None);
     assert!(feed(s, c, &accept, &mut reply).is_none());
     assert_eq!(event(s, c), Event::Accepted);
     for (i, sig) in stream.signals(nonce).iter().enumerate() {
@@ -341,7 +267,7 @@ fn full_login(
     });
     // Stop-and-wait: the browser's SIGNALs (answer in 3 chunks of 800 B, candidate, end), acked.
     while let Some((_, n)) = c.t(|| s.poll_transmit(NOW, &mut buf)) {
-        let a = ack(&buf[..n]);
+        let (_, a) = ack_signal(&buf[..n]);
         assert!(feed(s, c, &a, &mut reply).is_none());
     }
     assert_eq!(event(s, c), Event::Done);

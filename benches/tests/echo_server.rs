@@ -1,8 +1,7 @@
 //! The echo server answers in both modes; the `stun` and `echo` load modes validate its answers.
 
-mod common;
-
-use common::*;
+use flock_testkit::bench::*;
+use flock_testkit::TempDir;
 use std::net::UdpSocket;
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! `keepalive` and `register` modes against a real flockd.
 
-mod common;
-
-use common::*;
+use flock_testkit::bench::*;
+use flock_testkit::{workspace_bin, TempDir};
 use std::process::Command;
 
 fn flockd(dir: &TempDir) -> Server {

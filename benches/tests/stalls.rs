@@ -1,8 +1,7 @@
 //! `flock-bench stalls`: runs, reports every CPU asked for, writes JSON, refuses bad input.
 
-mod common;
-
-use common::{flock_bench, TempDir};
+use flock_testkit::bench::flock_bench;
+use flock_testkit::TempDir;
 use std::process::Command;
 
 #[test]

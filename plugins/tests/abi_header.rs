@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
-mod common;
-
 macro_rules! layouts {
     ($($c:literal => $r:ty { $($f:ident),* })*) => {{
         let mut rust = BTreeMap::new();
@@ -59,7 +57,7 @@ fn header_layout_matches_rust() {
     }
     program += "  return 0;\n}\n";
 
-    let dir = common::TempDir::new("abi");
+    let dir = flock_testkit::TempDir::new("abi");
     std::fs::write(dir.0.join("layout.c"), program).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let exe = dir.0.join("layout");
@@ -96,7 +94,7 @@ fn header_layout_matches_rust() {
 
 #[test]
 fn header_compiles_as_cpp_too() {
-    let dir = common::TempDir::new("abi-cpp");
+    let dir = flock_testkit::TempDir::new("abi-cpp");
     let src = dir.0.join("t.cpp");
     std::fs::write(
         &src,

@@ -1,11 +1,9 @@
 //! The `allowlist` example: only listed names with their listed key fingerprint register.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-mod common;
 
 const LIB: &str = "flock-plugin-allowlist";
 

@@ -1,12 +1,10 @@
 //! Requests and events reach a Rust plugin intact (addresses, fingerprints, optional fields),
 //! audit events in order on their own thread, dropped and counted when their queue is full.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-mod common;
 
 fn read_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     let until = Instant::now() + Duration::from_secs(5);

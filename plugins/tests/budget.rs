@@ -2,12 +2,10 @@
 //! timeout is counted, the late result is discarded and the runner keeps working; a full queue
 //! denies at once.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-
-mod common;
 
 fn runner(threads: usize, queue: usize, budget_ms: u64) -> Runner {
     let plugins = Arc::new(Plugins::load(&[testkit("")]).unwrap());

@@ -1,12 +1,10 @@
 //! The C example (`examples/deny_persona.c`), compiled with `cc` against the header and
 //! loaded: it denies log-ins as its configured persona and hides it from persona lists.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-mod common;
 
 fn deny_persona(dir: &TempDir) -> std::path::PathBuf {
     testing::build_c_plugin(

@@ -1,11 +1,9 @@
 //! Several plugins: every one must allow; the first deny wins; the longest retry-after wins;
 //! persona filters are ANDed; error codes deny and are counted.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::time::Duration;
-
-mod common;
 
 #[test]
 fn all_must_allow() {

@@ -2,12 +2,10 @@
 //! duration: fast calls in the low buckets, a hook that sleeps past its budget in a high one
 //! (observed when it ends, though the caller was answered at the deadline).
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-mod common;
 
 /// Index of the first bucket whose bound is at least `d`.
 fn bucket_of(d: Duration) -> usize {

@@ -1,9 +1,7 @@
 //! Every start-up failure stops the load with a message naming the file and the reason.
 
-use common::*;
 use flock_plugins::{LoadErrorKind, Plugins};
-
-mod common;
+use flock_testkit::plugins::*;
 
 fn error(spec: flock_plugins::PluginSpec) -> (String, LoadErrorKind) {
     match Plugins::load(&[spec]) {

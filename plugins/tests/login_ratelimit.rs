@@ -1,12 +1,10 @@
 //! The `login-ratelimit` example: token buckets per client IP (IPv6 /64) and per appliance,
 //! shared by every websocket, with a retry-after; bounded tables.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-mod common;
 
 const LIB: &str = "flock-plugin-login-ratelimit";
 

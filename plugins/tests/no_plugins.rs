@@ -1,12 +1,10 @@
 //! No plugins (the default): everything is allowed, every persona shown, and the runner
 //! answers on the caller's thread at once.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-mod common;
 
 #[test]
 fn none_allows_all() {

@@ -1,12 +1,10 @@
 //! A Rust plugin that panics: the SDK catches it at the boundary, the host denies and counts
 //! an error, and the process (and the runner) carry on.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-mod common;
 
 #[test]
 fn a_panic_denies_and_the_process_lives_on() {

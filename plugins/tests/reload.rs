@@ -2,12 +2,10 @@
 //! `Runner::replace_plugins` swaps it in for calls from then on. A failing re-init, another
 //! library or another list length leaves the running chain alone.
 
-use common::*;
 use flock_plugins::*;
+use flock_testkit::plugins::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-mod common;
 
 const LIB: &str = "flock-plugin-allowlist";
 

@@ -5,45 +5,18 @@ pub mod browser;
 pub mod flock;
 pub mod lossy_proxy;
 pub mod net;
+pub mod serving;
 pub mod simulator;
 
 use flock_proto::identity::from_hex;
 use flock_proto::testing::{Answer, Device};
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Path of a binary built from this workspace (next to the test executable's directory).
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    bin
-}
-
-pub use flock_ws::testing::TempDir;
-
-/// The lines of `from` (a child's stdout or stderr), read on a thread of their own until it
-/// ends or the receiver is dropped.
-pub fn lines_of(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    lines
-}
+pub use flock_testkit::{lines_of, workspace_bin, TempDir};
 
 /// A running `flockd` on 127.0.0.1, killed on drop.
 pub struct Flockd {

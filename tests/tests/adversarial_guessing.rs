@@ -6,15 +6,13 @@
 //! address still gets in. Over IPv4 (127.0.0.1 and 40 addresses of 127.0.0.0/8) and IPv6 (::1).
 //! The figures are printed (`--no-capture`).
 use flock_appliance::{Decision, Event};
+use flock_testkit::browser::Browser;
 use flock_tests::net::Family::{self, V4, V6};
 use flock_tests::{wait_event, Flockd, TempDir};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SOCKETS: usize = 40;
@@ -34,69 +32,31 @@ struct Outcome {
     close_code: Option<u16>,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-/// A websocket to the gateway from `source` (any port).
-async fn connect(gateway: SocketAddr, source: IpAddr) -> Ws {
-    let sock = if source.is_ipv6() {
-        tokio::net::TcpSocket::new_v6()
-    } else {
-        tokio::net::TcpSocket::new_v4()
-    }
-    .unwrap();
-    sock.bind(SocketAddr::new(source, 0)).unwrap();
-    let tcp = tokio::time::timeout(WAIT, sock.connect(gateway))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let (ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async(format!("ws://{gateway}/ws"), tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    ws
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next JSON message, or the close code (`Err`).
-async fn recv(ws: &mut Ws) -> Result<Value, Option<u16>> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an answer in time")
-        {
-            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("JSON")),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(f))) => return Err(f.map(|f| u16::from(f.code))),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
 /// Opens the appliance and guesses passwords until the flock refuses or closes.
 async fn guess(gateway: SocketAddr, source: IpAddr, who: usize) -> Outcome {
-    let mut ws = connect(gateway, source).await;
+    let mut ws = Browser::connect_from(source, gateway).await;
     let mut out = Outcome::default();
-    send(&mut ws, json!({"type": "open", "appliance": NAME})).await;
-    let v = recv(&mut ws).await.expect("personas");
+    ws.open(NAME).await;
+    let v = ws.recv_or_close().await.expect("personas");
     assert_eq!(v["type"], "personas", "{v}");
     for n in 0..10 {
-        send(&mut ws, json!({"type": "login", "persona": "alice", "credential": format!("pwd:guess-{who}-{n}")})).await;
-        match recv(&mut ws).await {
+        ws.login("alice", &format!("guess-{who}-{n}")).await;
+        match ws.recv_or_close().await {
             Ok(v) if v["type"] == "rejected" => out.rejected += 1,
             Ok(v) if v["type"] == "error" && v["code"] == "rate-limited" => {
                 out.rate_limited = true;
                 out.retry_after_ms = v["retry_after_ms"].as_u64().unwrap_or(0);
-                out.close_code = recv(&mut ws).await.expect_err("the close after the error");
+                out.close_code = ws
+                    .recv_or_close()
+                    .await
+                    .expect_err("the close after the error");
                 return out;
             }
             Ok(v) if v["type"] == "error" => {
-                out.close_code = recv(&mut ws).await.expect_err("the close after the error");
+                out.close_code = ws
+                    .recv_or_close()
+                    .await
+                    .expect_err("the close after the error");
                 return out;
             }
             Ok(v) => panic!("unexpected answer to a guess: {v}"),
@@ -236,16 +196,11 @@ async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
     // The attacker's bucket is its own: a user at another address logs in.
     if let Some(legit) = legit {
         let before = seen.load(Relaxed);
-        let mut ws = connect(gateway, legit).await;
-        send(&mut ws, json!({"type": "open", "appliance": NAME})).await;
-        assert_eq!(recv(&mut ws).await.unwrap()["type"], "personas");
-        send(
-            &mut ws,
-            json!({"type": "login", "persona": "alice", "credential": "pwd:wonderland"}),
-        )
-        .await;
-        let v = recv(&mut ws).await.unwrap();
-        assert_eq!(v["type"], "accepted", "{v}");
+        let mut ws = Browser::connect_from(legit, gateway).await;
+        ws.open(NAME).await;
+        ws.expect("personas").await;
+        ws.login("alice", "wonderland").await;
+        ws.expect("accepted").await;
         assert_eq!(seen.load(Relaxed), before + 1);
     }
     assert_eq!(

@@ -7,9 +7,9 @@
 
 use flock_appliance::webrtc::{PeerOptions, WebRtcPeer};
 use flock_appliance::{Candidate, Decision, Event};
+use flock_testkit::tls::TestCa;
 use flock_tests::browser::Browser;
 use flock_tests::{appliance, wait_event, Flockd, TempDir};
-use flock_ws::testing::TestCa;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -3,13 +3,13 @@
 //! 1000, its signalling still relayed over UDP by the cores) within `ws.drain_timeout`, one
 //! still under way at the deadline is closed with 1001; flockd then exits 0 and logs how many
 //! finished and how many were cut.
-mod ws_client;
 
 use flock_appliance::Event;
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{appliance, field, wait_event, Flockd, TempDir};
 use serde_json::json;
 use std::time::Duration;
-use ws_client::*;
 
 fn start_with(dir: &TempDir, toml: &str) -> Flockd {
     let file = dir.0.join("flockd.toml");

@@ -3,16 +3,16 @@
 //! straight to the appliance), falls back to relaying through the owner when the appliance's
 //! NAT drops strangers, reports `owner-down` quickly while the owner is away and works again
 //! once it is back, and a server running another membership list is refused loudly.
-mod ws_client;
 
 use flock_appliance::{ApplianceConfig, ApplianceHandle, Event};
 use flock_proto::testing::keypair;
+use flock_testkit::browser::*;
 use flock_tests::flock::{metric, scrape, Flock};
+use flock_tests::serving::*;
 use flock_tests::wait_event;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use ws_client::*;
 
 /// Shortened timers: keep-alives every second, quick retransmissions.
 const FLAGS: &[&str] = &["--keepalive-interval", "1s"];

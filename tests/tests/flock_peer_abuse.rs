@@ -2,15 +2,15 @@
 //! — with a made-up key, or even with the right key (a captured or leaked message) but from
 //! an address that is not the sending peer's — draw no answer at all (no reflection, no
 //! relaying to anyone), and the owner keeps answering its real peers.
-mod ws_client;
 
 use flock_proto::peer::{self, Sender};
 use flock_proto::testing::Device;
+use flock_testkit::browser::*;
 use flock_tests::flock::{metric, scrape, Flock};
+use flock_tests::serving::*;
 use flock_tests::{raw_client, register_over};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
-use ws_client::*;
 
 /// Sends `bytes` to `to` and returns whatever comes back within `wait`.
 fn answers(sock: &UdpSocket, to: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> usize {

@@ -1,12 +1,12 @@
 //! Log-ins faster than an appliance answers (a burst of 8 answers, then one per second) fail at
 //! once with the typed error `appliance-busy` (close 1013), against a real flockd and an SDK
 //! appliance: not after a retransmission, and not as the server's own `busy`.
-mod ws_client;
 
 use flock_appliance::Event;
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{appliance, wait_event, Flockd};
 use std::time::{Duration, Instant};
-use ws_client::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_ins_past_the_answer_rate_fail_fast_with_appliance_busy() {

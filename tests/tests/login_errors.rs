@@ -2,13 +2,13 @@
 //! appliance, appliance unreachable, bad credentials after the attempt limit, denied by policy,
 //! an appliance that goes silent after accepting, malformed and oversize frames — and none of
 //! them harms another session running beside it.
-mod ws_client;
 
 use flock_appliance::Event;
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{appliance, wait_event, Flockd, TempDir};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use ws_client::*;
 
 /// flockd with log-in give-up shortened to 1 s.
 fn server() -> (Flockd, TempDir) {

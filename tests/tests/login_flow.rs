@@ -1,12 +1,12 @@
 //! A browser logs in through a real flockd to a real SDK appliance over loopback: personas,
 //! a wrong then a right password, the appliance's chunked offer and candidates, the browser's
 //! answer and candidates, end-of-candidates both ways, and the flock's normal close.
-mod ws_client;
 
 use flock_appliance::Event;
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{appliance, wait_event, Flockd};
 use serde_json::json;
-use ws_client::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_logs_in_and_signalling_goes_both_ways() {
@@ -70,9 +70,7 @@ async fn a_browser_logs_in_and_signalling_goes_both_ways() {
         matches!(e, Event::RemoteCandidate { .. })
     })
     .await;
-    assert!(
-        matches!(e, Event::RemoteCandidate { candidate, .. } if candidate == ws_client::candidate(60001))
-    );
+    assert!(matches!(e, Event::RemoteCandidate { candidate, .. } if candidate == candidate(60001)));
     next_matching(&mut app, "end-of-candidates", |e| {
         matches!(e, Event::RemoteEndOfCandidates { .. })
     })

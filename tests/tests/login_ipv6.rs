@@ -1,10 +1,10 @@
 //! The whole browser log-in over IPv6: the websocket on [::1], the appliance on [::1] over UDP.
-mod ws_client;
 
 use flock_appliance::Event;
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{wait_event, Flockd};
 use serde_json::json;
-use ws_client::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_logs_in_over_ipv6() {

@@ -1,12 +1,12 @@
 //! The flock caches an appliance's persona list and checks it by checksum before every answer to
 //! a browser: a second browser costs one PERSONAS round trip without data; a changed list is
 //! fetched again and the browser sees the new one.
-mod ws_client;
 
 use flock_appliance::Event;
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{appliance, wait_event, Flockd};
 use serde_json::Value;
-use ws_client::*;
 
 fn list(prefix: &str, n: usize) -> Vec<u8> {
     let items: Vec<String> = (0..n)

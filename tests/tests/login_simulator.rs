@@ -4,12 +4,12 @@
 //! its WebRTC peer refuses: this browser is no WebRTC peer), candidate and the session's end.
 //! A second log-in's peer replaces the first (--max-peers) and ends at --peer-lifetime.
 //! `browser_demo.rs` runs the simulator with a real browser, through to the data channel.
-mod ws_client;
 
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::simulator::Simulator;
 use flock_tests::{Flockd, TempDir};
 use serde_json::json;
-use ws_client::*;
 
 const PERSONAS: &str = "[[persona]]\nid = \"alice\"\nname = \"Alice\"\npassword = \"wonderland\"\n";
 

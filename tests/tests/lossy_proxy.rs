@@ -5,15 +5,15 @@
 //! appliance through the proxy) all complete at 10 %, nearly all at 20 % and 30 % (see
 //! `MIN_AT_20`). Every test runs over IPv4 (`_v4`) and IPv6 (`_v6`, ::1). Success rates are
 //! printed (`--no-capture`).
-mod ws_client;
 
 use flock_appliance::{ApplianceConfig, ApplianceHandle, Event};
+use flock_testkit::browser::*;
 use flock_tests::lossy_proxy::{Impairment, LossyProxy};
 use flock_tests::net::Family::{self, V4, V6};
+use flock_tests::serving::*;
 use flock_tests::{Flockd, TempDir};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use ws_client::*;
 
 /// flockd on `fam`'s loopback with shortened timers (docs/CONFIG.md).
 fn server(dir: &TempDir, fam: Family) -> Flockd {
@@ -330,7 +330,7 @@ async fn logins(fam: Family, loss: f64, seed: u64) -> usize {
             }
             Ok(Ok(Err(e))) => e,
             Ok(Err(_)) => format!("over 25 s waiting for {stage}"),
-            Err(_) => format!("no {stage} within {WAIT:?}"), // a bounded wait in ws_client expired
+            Err(_) => format!("no {stage} within {WAIT:?}"), // a bounded wait of the scripted browser expired
         };
         let mut events = vec![];
         while let Ok(e) = apps[i].try_recv() {

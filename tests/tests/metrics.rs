@@ -1,7 +1,6 @@
 //! `/metrics` on a real flockd: an SDK appliance registers and keeps alive, and the scrape shows
 //! the registration, the keep-alives and the packets, per core, with no name or address in it;
 //! with a plugin loaded, a log-in shows in the per-hook latency histogram.
-mod ws_client;
 
 use flock_appliance::Event;
 use flock_tests::{appliance, wait_event, Flockd};
@@ -164,7 +163,8 @@ fn metrics_can_be_turned_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_hook_latencies_show_as_a_histogram_per_hook() {
-    use ws_client::*;
+    use flock_testkit::browser::*;
+    use flock_tests::serving::*;
     let dir = flock_tests::TempDir::new("metrics-hooks");
     let lib = flock_plugins::testing::plugin_lib("flock-plugin-login-ratelimit");
     let toml = format!(

@@ -2,14 +2,14 @@
 //! the Rust allowlist admits only listed name/key pairs, the Rust log-in rate limit answers
 //! `rate-limited`, the C example denies and hides a persona; a hook that overruns its budget or
 //! panics denies while the server carries on; every start-up error stops flockd with a message.
-mod ws_client;
 
 use flock_appliance::Event;
 use flock_plugins::testing::{build_c_plugin, plugin_lib, BROKEN_C, DENY_PERSONA_C};
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{appliance, wait_event, workspace_bin, Flockd, TempDir};
 use std::path::Path;
 use std::process::Command;
-use ws_client::*;
 
 /// Writes a flockd config loading `plugins` (path, config) and returns its path.
 fn config(dir: &TempDir, extra: &str, plugins: &[(&Path, &str)]) -> String {

@@ -3,14 +3,14 @@
 //! `rate-limited` back, while the appliance registered before keeps its registration and its
 //! keep-alives; a config change that needs a restart is named in a warning; a failing
 //! re-init keeps the previous chain; without `--config` there is nothing to reload.
-mod ws_client;
 
 use flock_appliance::Event;
 use flock_plugins::testing::plugin_lib;
+use flock_testkit::browser::*;
+use flock_tests::serving::*;
 use flock_tests::{field, wait_event, Flockd, TempDir};
 use std::path::Path;
 use std::time::Duration;
-use ws_client::*;
 
 fn write_config(file: &Path, limits: &str, rate: &str) {
     let lib = plugin_lib("flock-plugin-login-ratelimit");

@@ -84,10 +84,10 @@ fn haproxy(
     (proxy, addrs[0], addrs[1])
 }
 
-use flock_ws::testing::{connect_from, websocket_from as ws};
+use flock_testkit::browser::{tcp_from, Browser};
 
 async fn get(source: &str, addr: SocketAddr, path: &str) -> u16 {
-    let mut tcp = connect_from(source, addr).await;
+    let mut tcp = tcp_from(source, addr).await;
     tcp.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: flock\r\nConnection: close\r\n\r\n").as_bytes(),
     )
@@ -107,17 +107,19 @@ async fn get(source: &str, addr: SocketAddr, path: &str) -> u16 {
 async fn per_client_bound(front: SocketAddr, source: &str, other: &str) {
     let mut open = Vec::new();
     for i in 0..64 {
-        match ws(source, front, b"", &[]).await {
+        match Browser::try_connect_from(source, front, b"", &[]).await {
             Ok(w) => open.push(w),
             Err(status) => panic!("websocket {i} from {source} refused: {status}"),
         }
     }
     assert_eq!(
-        ws(source, front, b"", &[]).await.err(),
+        Browser::try_connect_from(source, front, b"", &[])
+            .await
+            .err(),
         Some(429),
         "the 65th"
     );
-    let _other = ws(other, front, b"", &[])
+    let _other = Browser::try_connect_from(other, front, b"", &[])
         .await
         .expect("another client is unaffected");
 }
@@ -154,7 +156,12 @@ async fn behind_haproxy_the_bounds_count_each_client() {
     per_client_bound(pp_front, A, B).await;
     // A PROXY header straight from an untrusted source is refused.
     let forged = b"PROXY TCP4 203.0.113.9 127.0.0.1 1 2\r\n";
-    assert_eq!(ws(B, pp_direct, forged, &[]).await.err(), Some(0));
+    assert_eq!(
+        Browser::try_connect_from(B, pp_direct, forged, &[])
+            .await
+            .err(),
+        Some(0)
+    );
 
     // X-Forwarded-For through HAProxy's HTTP frontend.
     per_client_bound(xff_front, A, B).await;
@@ -163,13 +170,13 @@ async fn behind_haproxy_the_bounds_count_each_client() {
     for i in 0..64 {
         let forged = format!("198.51.100.{i}");
         held.push(
-            ws(B, xff_direct, b"", &[("X-Forwarded-For", &forged)])
+            Browser::try_connect_from(B, xff_direct, b"", &[("X-Forwarded-For", &forged)])
                 .await
                 .expect("a direct websocket"),
         );
     }
     assert_eq!(
-        ws(B, xff_direct, b"", &[("X-Forwarded-For", "198.51.100.200")])
+        Browser::try_connect_from(B, xff_direct, b"", &[("X-Forwarded-For", "198.51.100.200")])
             .await
             .err(),
         Some(429)

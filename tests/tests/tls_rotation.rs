@@ -2,15 +2,15 @@
 //! completes across every rotation; new handshakes see the new certificate after SIGHUP and,
 //! without a signal, after the files change; a broken file keeps the running certificate,
 //! is logged with its name and counted in `/metrics`.
-mod ws_client;
 
 use flock_appliance::Event;
+use flock_testkit::browser::*;
+use flock_testkit::tls::{peer_serial, TestCa};
+use flock_tests::serving::*;
 use flock_tests::{appliance, wait_event, Flockd, TempDir};
-use flock_ws::testing::{peer_serial, TestCa};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ws_client::*;
 
 async fn serial(ca: &TestCa, addr: SocketAddr) -> u64 {
     let s = TestCa::connect(ca.client_config(), addr)

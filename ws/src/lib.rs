@@ -51,9 +51,6 @@ pub use sink::{EventSink, Undelivered};
 pub use stats::{write_metric, GatewayStats, MetricKind, MetricsSource, TlsStats};
 pub use tls::{Reload, TlsConfig};
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 /// The browser-message parsers, for the fuzz targets in `fuzz/` only: not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {

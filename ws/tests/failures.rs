@@ -1,9 +1,9 @@
 //! Every failure the core reports reaches the browser as its typed error and close code; so
 //! do the gateway's own: a bad persona list, a dropped session.
-mod common;
 
-use common::*;
 use flock_proto::login::{Command, Event, Failure, Personas};
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -22,11 +22,11 @@ async fn each_failure_maps_to_its_code() {
         (Failure::Malformed, "malformed", 1008),
     ];
     for (failure, code, close) in cases {
-        let mut ws = connect(gw.local_addr()).await;
-        send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+        let mut ws = Browser::connect(gw.local_addr()).await;
+        ws.send(json!({"type":"open","appliance":"box"})).await;
         let (_, session, sink) = cores.expect_open("box").await;
         sink.try_send(Event::Failed(failure)).unwrap();
-        expect_error(&mut ws, code, close).await;
+        assert_eq!(ws.expect_error(code).await, Closed::new(close, code));
         cores.expect(session, Command::Close).await;
     }
     assert_eq!(gw.stats().session_errors, 9);
@@ -36,18 +36,18 @@ async fn each_failure_maps_to_its_code() {
 async fn a_bad_persona_list_is_malformed() {
     let (gw, mut cores) = start(1, |_| {});
     for list in [&b"not json"[..], br#"[{"id":"a"}]"#] {
-        let mut ws = connect(gw.local_addr()).await;
-        send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+        let mut ws = Browser::connect(gw.local_addr()).await;
+        ws.send(json!({"type":"open","appliance":"box"})).await;
         let (_, session, sink) = cores.expect_open("box").await;
         sink.try_send(Event::Personas(Personas::List(Arc::from(list))))
             .unwrap();
-        let msg = recv(&mut ws).await;
+        let msg = ws.recv().await;
         assert_eq!(msg["code"], "malformed");
         assert!(
             msg["message"].as_str().unwrap().contains("persona list"),
             "{msg}"
         );
-        assert_eq!(expect_close(&mut ws).await.0, 1008);
+        assert_eq!(ws.closed().await.code, 1008);
         cores.expect(session, Command::Close).await;
     }
 }
@@ -55,10 +55,10 @@ async fn a_bad_persona_list_is_malformed() {
 #[tokio::test]
 async fn a_session_the_core_dropped_is_busy() {
     let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
-    send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
+    ws.send(json!({"type":"open","appliance":"box"})).await;
     let (_, session, sink) = cores.expect_open("box").await;
     drop(sink);
-    expect_error(&mut ws, "busy", 1013).await;
+    assert_eq!(ws.expect_error("busy").await, Closed::new(1013, "busy"));
     cores.expect(session, Command::Close).await;
 }

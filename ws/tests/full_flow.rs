@@ -1,21 +1,18 @@
 //! A whole log-in, JSON both ways, ending in close 1000 "done" and `Close` to the core.
-mod common;
 
-use common::*;
 use flock_proto::login::{Candidate, Command, Event};
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn full_flow_ends_in_close_1000() {
     let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
 
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}),
-    )
-    .await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}))
+        .await;
     cores
         .expect(
             session,
@@ -26,19 +23,19 @@ async fn full_flow_ends_in_close_1000() {
         )
         .await;
     sink.try_send(Event::Accepted).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"accepted"}));
+    assert_eq!(ws.recv().await, json!({"type":"accepted"}));
     sink.try_send(Event::Offer {
         sdp: "v=0\r\n".into(),
     })
     .unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"offer","sdp":"v=0\r\n"}));
+    assert_eq!(ws.recv().await, json!({"type":"offer","sdp":"v=0\r\n"}));
     let c = Candidate {
         candidate: "candidate:1 1 udp 1 192.0.2.7 5 typ host".into(),
         mid: Some("0".into()),
     };
     sink.try_send(Event::Candidate(c.clone())).unwrap();
     assert_eq!(
-        recv(&mut ws).await,
+        ws.recv().await,
         json!({"type":"candidate","candidate":c.candidate,"sdpMid":"0"})
     );
     sink.try_send(Event::Candidate(Candidate {
@@ -47,11 +44,11 @@ async fn full_flow_ends_in_close_1000() {
     }))
     .unwrap();
     assert_eq!(
-        recv(&mut ws).await,
+        ws.recv().await,
         json!({"type":"candidate","candidate":c.candidate,"sdpMid":null})
     );
 
-    send(&mut ws, json!({"type":"answer","sdp":"v=0 answer"})).await;
+    ws.send(json!({"type":"answer","sdp":"v=0 answer"})).await;
     cores
         .expect(
             session,
@@ -60,11 +57,8 @@ async fn full_flow_ends_in_close_1000() {
             },
         )
         .await;
-    send(
-        &mut ws,
-        json!({"type":"candidate","candidate":"candidate:2","sdpMid":"0"}),
-    )
-    .await;
+    ws.send(json!({"type":"candidate","candidate":"candidate:2","sdpMid":"0"}))
+        .await;
     cores
         .expect(
             session,
@@ -74,11 +68,8 @@ async fn full_flow_ends_in_close_1000() {
             }),
         )
         .await;
-    send(
-        &mut ws,
-        json!({"type":"candidate","candidate":"candidate:3"}),
-    )
-    .await;
+    ws.send(json!({"type":"candidate","candidate":"candidate:3"}))
+        .await;
     cores
         .expect(
             session,
@@ -89,12 +80,12 @@ async fn full_flow_ends_in_close_1000() {
         )
         .await;
     sink.try_send(Event::EndOfCandidates).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"end-of-candidates"}));
-    send(&mut ws, json!({"type":"end-of-candidates"})).await;
+    assert_eq!(ws.recv().await, json!({"type":"end-of-candidates"}));
+    ws.send(json!({"type":"end-of-candidates"})).await;
     cores.expect(session, Command::EndOfCandidates).await;
 
     sink.try_send(Event::Done).unwrap();
-    assert_eq!(expect_close(&mut ws).await, (1000, "done".into()));
+    assert_eq!(ws.closed().await, Closed::new(1000, "done"));
     cores.expect(session, Command::Close).await;
     let stats = gw.stats();
     assert_eq!(
@@ -106,19 +97,17 @@ async fn full_flow_ends_in_close_1000() {
 #[tokio::test]
 async fn credentials_required_then_login() {
     let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
-    send(&mut ws, json!({"type":"open","appliance":"  My-Box "})).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
+    ws.send(json!({"type":"open","appliance":"  My-Box "}))
+        .await;
     let (_, session, sink) = cores.expect_open("my-box").await;
     sink.try_send(Event::Personas(
         flock_proto::login::Personas::CredentialsRequired,
     ))
     .unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"credentials-required"}));
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"bob","credential":"pwd:x"}),
-    )
-    .await;
+    assert_eq!(ws.recv().await, json!({"type":"credentials-required"}));
+    ws.send(json!({"type":"login","persona":"bob","credential":"pwd:x"}))
+        .await;
     cores
         .expect(
             session,
@@ -133,8 +122,8 @@ async fn credentials_required_then_login() {
 #[tokio::test]
 async fn the_largest_persona_list_and_a_large_offer_get_through() {
     let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
-    send(&mut ws, json!({"type":"open","appliance":"box"})).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
+    ws.send(json!({"type":"open","appliance":"box"})).await;
     let (_, _session, sink) = cores.expect_open("box").await;
     let long = "é".repeat(126); // 252 bytes; ids up to 255
     let list: Vec<_> = (0..256)
@@ -145,7 +134,7 @@ async fn the_largest_persona_list_and_a_large_offer_get_through() {
         bytes.into(),
     )))
     .unwrap();
-    let got = recv(&mut ws).await;
+    let got = ws.recv().await;
     assert_eq!(got["personas"].as_array().unwrap().len(), 256);
     assert_eq!(
         got["personas"][255],
@@ -155,5 +144,5 @@ async fn the_largest_persona_list_and_a_large_offer_get_through() {
         sdp: "s".repeat(200_000),
     })
     .unwrap();
-    assert_eq!(recv(&mut ws).await["sdp"].as_str().unwrap().len(), 200_000);
+    assert_eq!(ws.recv().await["sdp"].as_str().unwrap().len(), 200_000);
 }

@@ -1,8 +1,8 @@
 //! Plain HTTP on the websocket port: the page, the client module, the health check, and the
 //! answers to everything else.
-mod common;
 
-use common::*;
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

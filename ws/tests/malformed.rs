@@ -1,24 +1,26 @@
 //! Whatever breaks the protocol ends that session with `malformed` (close 1008); other
 //! sessions on the same gateway carry on.
-mod common;
 
-use common::*;
 use flock_proto::login::{Command, Event};
-use futures_util::SinkExt;
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn expect_malformed(gw: &flock_ws::GatewayHandle, first: Message) {
-    let mut ws = connect(gw.local_addr()).await;
-    ws.send(first).await.unwrap();
-    expect_error(&mut ws, "malformed", 1008).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
+    ws.send_raw(first).await;
+    assert_eq!(
+        ws.expect_error("malformed").await,
+        Closed::new(1008, "malformed")
+    );
 }
 
 #[tokio::test]
 async fn bad_messages_are_malformed_and_others_carry_on() {
     let (gw, mut cores) = start(1, |_| {});
     // A session that stays open across the bad ones.
-    let mut good = connect(gw.local_addr()).await;
+    let mut good = Browser::connect(gw.local_addr()).await;
     let (session, sink) = open_with_personas(&mut good, &mut cores, "box").await;
 
     for bad in [
@@ -41,25 +43,28 @@ async fn bad_messages_are_malformed_and_others_carry_on() {
         .await;
 
     // Out of order after open: an answer before the offer.
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (s2, _sink2) = open_with_personas(&mut ws, &mut cores, "box").await;
-    send(&mut ws, json!({"type":"answer","sdp":"v=0"})).await;
-    expect_error(&mut ws, "malformed", 1008).await;
+    ws.send(json!({"type":"answer","sdp":"v=0"})).await;
+    assert_eq!(
+        ws.expect_error("malformed").await,
+        Closed::new(1008, "malformed")
+    );
     cores.expect(s2, Command::Close).await;
 
     // A second open on the same websocket.
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (s3, _sink3) = open_with_personas(&mut ws, &mut cores, "box").await;
-    send(&mut ws, json!({"type":"open","appliance":"box"})).await;
-    expect_error(&mut ws, "malformed", 1008).await;
+    ws.send(json!({"type":"open","appliance":"box"})).await;
+    assert_eq!(
+        ws.expect_error("malformed").await,
+        Closed::new(1008, "malformed")
+    );
     cores.expect(s3, Command::Close).await;
 
     // The first session still works.
-    send(
-        &mut good,
-        json!({"type":"login","persona":"alice","credential":"pwd:x"}),
-    )
-    .await;
+    good.send(json!({"type":"login","persona":"alice","credential":"pwd:x"}))
+        .await;
     cores
         .expect(
             session,
@@ -70,15 +75,18 @@ async fn bad_messages_are_malformed_and_others_carry_on() {
         )
         .await;
     sink.try_send(Event::Accepted).unwrap();
-    assert_eq!(recv(&mut good).await, json!({"type":"accepted"}));
+    assert_eq!(good.recv().await, json!({"type":"accepted"}));
 }
 
 #[tokio::test]
 async fn a_binary_frame_mid_session_is_malformed() {
     let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, _sink) = open_with_personas(&mut ws, &mut cores, "box").await;
-    ws.send(Message::binary(&b"{}"[..])).await.unwrap();
-    expect_error(&mut ws, "malformed", 1008).await;
+    ws.send_raw(Message::binary(&b"{}"[..])).await;
+    assert_eq!(
+        ws.expect_error("malformed").await,
+        Closed::new(1008, "malformed")
+    );
     cores.expect(session, Command::Close).await;
 }

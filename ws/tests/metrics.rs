@@ -1,9 +1,8 @@
 //! `GET /metrics`: the gateway's counters then the server's source, rendered at request time,
 //! in Prometheus text format, to loopback clients only unless `metrics_allow` says otherwise.
-mod common;
 
-use common::*;
 use flock_proto::Name;
+use flock_testkit::gateway::*;
 use flock_ws::{
     AllowAll, CoreLink, Gateway, GatewayConfig, GatewayHandle, MetricKind, MetricsSource, ToCore,
 };

@@ -1,27 +1,31 @@
 //! The Origin check: 403 before the upgrade when refused.
-mod common;
 
-use common::*;
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 
 #[tokio::test]
 async fn default_allows_same_host_and_no_origin() {
     let (gw, _cores) = start(1, |_| {});
     let addr = gw.local_addr();
     assert!(
-        try_connect(addr, &[]).await.is_ok(),
+        Browser::try_connect(addr, &[]).await.is_ok(),
         "no Origin: not a browser"
     );
-    assert!(try_connect(addr, &[("Origin", &format!("http://{addr}"))])
-        .await
-        .is_ok());
+    assert!(
+        Browser::try_connect(addr, &[("Origin", &format!("http://{addr}"))])
+            .await
+            .is_ok()
+    );
     assert_eq!(
-        try_connect(addr, &[("Origin", "http://evil.example")])
+        Browser::try_connect(addr, &[("Origin", "http://evil.example")])
             .await
             .err(),
         Some(403)
     );
     assert_eq!(
-        try_connect(addr, &[("Origin", "null")]).await.err(),
+        Browser::try_connect(addr, &[("Origin", "null")])
+            .await
+            .err(),
         Some(403)
     );
     assert_eq!(gw.stats().refused_origin, 2);
@@ -33,17 +37,19 @@ async fn a_list_allows_exactly_its_origins() {
         c.allowed_origins = vec!["https://flock.example".into()]
     });
     let addr = gw.local_addr();
-    assert!(try_connect(addr, &[("Origin", "https://flock.example")])
-        .await
-        .is_ok());
+    assert!(
+        Browser::try_connect(addr, &[("Origin", "https://flock.example")])
+            .await
+            .is_ok()
+    );
     assert_eq!(
-        try_connect(addr, &[("Origin", &format!("http://{addr}"))])
+        Browser::try_connect(addr, &[("Origin", &format!("http://{addr}"))])
             .await
             .err(),
         Some(403)
     );
     assert_eq!(
-        try_connect(addr, &[("Origin", "https://flock.example.evil")])
+        Browser::try_connect(addr, &[("Origin", "https://flock.example.evil")])
             .await
             .err(),
         Some(403)
@@ -54,7 +60,7 @@ async fn a_list_allows_exactly_its_origins() {
 async fn star_allows_any() {
     let (gw, _cores) = start(1, |c| c.allowed_origins = vec!["*".into()]);
     assert!(
-        try_connect(gw.local_addr(), &[("Origin", "http://anywhere.example")])
+        Browser::try_connect(gw.local_addr(), &[("Origin", "http://anywhere.example")])
             .await
             .is_ok()
     );

@@ -2,10 +2,10 @@
 //! credential reaches any core (deny → `denied`, retry-after → `rate-limited`), the persona list
 //! is filtered per browser (and shown empty when the policy cannot decide), and outcomes are
 //! audited with the client address and origin.
-mod common;
 
-use common::*;
 use flock_proto::login::{Command, Event, Personas};
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use flock_ws::policy::BoxFuture;
 use flock_ws::{LoginAttempt, Outcome, Persona, Policy, Verdict};
 use serde_json::json;
@@ -53,8 +53,8 @@ fn list() -> Event {
     )))
 }
 
-async fn opened(ws: &mut Client, cores: &mut Cores, name: &str) -> (u64, flock_ws::EventSink) {
-    send(ws, json!({"type": "open", "appliance": name})).await;
+async fn opened(ws: &mut Browser, cores: &mut Cores, name: &str) -> (u64, flock_ws::EventSink) {
+    ws.open(name).await;
     let (_, session, sink) = cores.expect_open(name).await;
     sink.try_send(list()).unwrap();
     (session, sink)
@@ -65,17 +65,14 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
     let policy = Arc::new(Scripted::default());
     let (gw, mut cores) = start_with_policy(1, policy.clone(), |_| {});
 
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, sink) = opened(&mut ws, &mut cores, "my-box").await;
     assert_eq!(
-        recv(&mut ws).await,
+        ws.recv().await,
         json!({"type":"personas","personas":[{"id":"alice","name":"Alice"}]})
     );
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:x"}),
-    )
-    .await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:x"}))
+        .await;
     cores
         .expect(
             session,
@@ -86,12 +83,9 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
         )
         .await;
     sink.try_send(Event::Rejected { attempts_left: 2 }).unwrap();
-    recv(&mut ws).await;
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:y"}),
-    )
-    .await;
+    ws.recv().await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:y"}))
+        .await;
     cores
         .expect(
             session,
@@ -102,36 +96,30 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
         )
         .await;
     sink.try_send(Event::Accepted).unwrap();
-    assert_eq!(recv(&mut ws).await["type"], "accepted");
+    assert_eq!(ws.recv().await["type"], "accepted");
 
     // Denied by policy: the credential never reaches the core.
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, _sink) = opened(&mut ws, &mut cores, "my-box").await;
-    recv(&mut ws).await;
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"mallory","credential":"pwd:z"}),
-    )
-    .await;
-    expect_error(&mut ws, "denied", 1008).await;
+    ws.recv().await;
+    ws.send(json!({"type":"login","persona":"mallory","credential":"pwd:z"}))
+        .await;
+    assert_eq!(ws.expect_error("denied").await, Closed::new(1008, "denied"));
     cores.expect(session, Command::Close).await;
 
     // Rate limited: a typed error that says when to come back.
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, _sink) = opened(&mut ws, &mut cores, "my-box").await;
-    recv(&mut ws).await;
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"eager","credential":"pwd:z"}),
-    )
-    .await;
-    let e = recv(&mut ws).await;
+    ws.recv().await;
+    ws.send(json!({"type":"login","persona":"eager","credential":"pwd:z"}))
+        .await;
+    let e = ws.recv().await;
     assert_eq!(
         (e["code"].as_str(), e["retry_after_ms"].as_u64()),
         (Some("rate-limited"), Some(2500)),
         "{e}"
     );
-    assert_eq!(expect_close(&mut ws).await, (1013, "rate-limited".into()));
+    assert_eq!(ws.closed().await, Closed::new(1013, "rate-limited"));
     cores.expect(session, Command::Close).await;
 
     let audit = policy.audit.lock().unwrap().clone();
@@ -150,12 +138,9 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
 #[tokio::test]
 async fn an_undecided_filter_shows_no_persona() {
     let (gw, mut cores) = start_with_policy(1, Arc::new(Scripted::default()), |_| {});
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     opened(&mut ws, &mut cores, "undecided-box").await;
-    assert_eq!(
-        recv(&mut ws).await,
-        json!({"type":"personas","personas":[]})
-    );
+    assert_eq!(ws.recv().await, json!({"type":"personas","personas":[]}));
 }
 
 #[tokio::test]
@@ -164,19 +149,16 @@ async fn the_origin_reaches_the_policy() {
     let (gw, mut cores) = start_with_policy(1, policy.clone(), |c| {
         c.allowed_origins = vec!["https://flock.example".into()]
     });
-    let mut ws = try_connect(gw.local_addr(), &[("Origin", "https://flock.example")])
+    let mut ws = Browser::try_connect(gw.local_addr(), &[("Origin", "https://flock.example")])
         .await
         .expect("allowed origin");
     let (_, sink) = opened(&mut ws, &mut cores, "my-box").await;
-    recv(&mut ws).await;
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:x"}),
-    )
-    .await;
+    ws.recv().await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:x"}))
+        .await;
     cores.next().await;
     sink.try_send(Event::Accepted).unwrap();
-    recv(&mut ws).await;
+    ws.recv().await;
     let audit = policy.audit.lock().unwrap().clone();
     assert_eq!(audit[0].2.as_deref(), Some("https://flock.example"));
 }

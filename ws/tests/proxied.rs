@@ -2,9 +2,9 @@
 //! headers name the client, and that address is what the per-IP bound, `metrics_allow`, the
 //! origin check's scheme and the policy see; from anyone else those are refused or ignored.
 //! The trusted proxy is 127.0.0.1; untrusted sources connect from 127.0.0.2.
-mod common;
 
-use common::*;
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use flock_ws::policy::BoxFuture;
 use flock_ws::{LoginAttempt, Outcome, Persona, Policy, Verdict};
 use std::net::{IpAddr, SocketAddr};
@@ -28,11 +28,11 @@ fn v2(client: [u8; 4], port: u16) -> Vec<u8> {
     h
 }
 
-use flock_ws::testing::{connect_from, websocket_from as ws_via};
+use flock_testkit::browser::{tcp_from, Browser};
 
 /// One raw HTTP request from `source` after `preface`; the status, 0 if closed unanswered.
 async fn get_via(source: &str, addr: SocketAddr, preface: &[u8], request: &str) -> u16 {
-    let mut tcp = connect_from(source, addr).await;
+    let mut tcp = tcp_from(source, addr).await;
     let _ = tcp.write_all(preface).await;
     let _ = tcp.write_all(request.as_bytes()).await;
     // Up to the end of the answer's head (a 101 leaves the connection open).
@@ -60,46 +60,58 @@ async fn proxy_protocol_names_the_client_for_the_per_ip_bound() {
     });
     let addr = gw.local_addr();
     // Client A through the proxy, by v1 and by v2: two places, then 429.
-    let _a1 = ws_via(PROXY, addr, &v1("203.0.113.7", 4001), &[])
+    let _a1 = Browser::try_connect_from(PROXY, addr, &v1("203.0.113.7", 4001), &[])
         .await
         .unwrap();
-    let _a2 = ws_via(PROXY, addr, &v2([203, 0, 113, 7], 4002), &[])
+    let _a2 = Browser::try_connect_from(PROXY, addr, &v2([203, 0, 113, 7], 4002), &[])
         .await
         .unwrap();
     assert_eq!(
-        ws_via(PROXY, addr, &v1("203.0.113.7", 4003), &[])
+        Browser::try_connect_from(PROXY, addr, &v1("203.0.113.7", 4003), &[])
             .await
             .err(),
         Some(429)
     );
     // Client B through the same proxy is not affected, nor is the proxy's own address.
-    let _b = ws_via(PROXY, addr, &v2([203, 0, 113, 8], 4004), &[])
+    let _b = Browser::try_connect_from(PROXY, addr, &v2([203, 0, 113, 8], 4004), &[])
         .await
         .unwrap();
-    let _b2 = ws_via(PROXY, addr, &v1("203.0.113.8", 4005), &[])
+    let _b2 = Browser::try_connect_from(PROXY, addr, &v1("203.0.113.8", 4005), &[])
         .await
         .unwrap();
     // A trusted proxy must send the header.
-    assert_eq!(ws_via(PROXY, addr, b"", &[]).await.err(), Some(0));
+    assert_eq!(
+        Browser::try_connect_from(PROXY, addr, b"", &[]).await.err(),
+        Some(0)
+    );
     // Anyone else may not: refused (closed), counted.
     let before = gw.stats().refused_proxy;
     assert_eq!(
-        ws_via(STRANGER, addr, &v1("203.0.113.9", 1), &[])
+        Browser::try_connect_from(STRANGER, addr, &v1("203.0.113.9", 1), &[])
             .await
             .err(),
         Some(0)
     );
     assert_eq!(
-        ws_via(STRANGER, addr, &v2([203, 0, 113, 9], 1), &[])
+        Browser::try_connect_from(STRANGER, addr, &v2([203, 0, 113, 9], 1), &[])
             .await
             .err(),
         Some(0)
     );
     assert_eq!(gw.stats().refused_proxy, before + 2);
     // ... but without one they are served as themselves.
-    let _s = ws_via(STRANGER, addr, b"", &[]).await.unwrap();
-    let _s2 = ws_via(STRANGER, addr, b"", &[]).await.unwrap();
-    assert_eq!(ws_via(STRANGER, addr, b"", &[]).await.err(), Some(429));
+    let _s = Browser::try_connect_from(STRANGER, addr, b"", &[])
+        .await
+        .unwrap();
+    let _s2 = Browser::try_connect_from(STRANGER, addr, b"", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        Browser::try_connect_from(STRANGER, addr, b"", &[])
+            .await
+            .err(),
+        Some(429)
+    );
 }
 
 #[tokio::test]
@@ -110,27 +122,31 @@ async fn forwarding_headers_count_from_trusted_hops_only() {
     });
     let addr = gw.local_addr();
     let xff = |v: &'static str| [("X-Forwarded-For", v)];
-    let _a1 = ws_via(PROXY, addr, b"", &xff("203.0.113.7")).await.unwrap();
+    let _a1 = Browser::try_connect_from(PROXY, addr, b"", &xff("203.0.113.7"))
+        .await
+        .unwrap();
     // A client's own X-Forwarded-For entry (left of the proxy's) changes nothing.
-    let _a2 = ws_via(PROXY, addr, b"", &xff("198.51.100.1, 203.0.113.7"))
+    let _a2 = Browser::try_connect_from(PROXY, addr, b"", &xff("198.51.100.1, 203.0.113.7"))
         .await
         .unwrap();
     assert_eq!(
-        ws_via(PROXY, addr, b"", &xff("203.0.113.7")).await.err(),
+        Browser::try_connect_from(PROXY, addr, b"", &xff("203.0.113.7"))
+            .await
+            .err(),
         Some(429)
     );
-    let _b = ws_via(PROXY, addr, b"", &[("Forwarded", "for=203.0.113.8")])
+    let _b = Browser::try_connect_from(PROXY, addr, b"", &[("Forwarded", "for=203.0.113.8")])
         .await
         .unwrap();
     // From an untrusted source the header is ignored: it counts as itself.
-    let _s1 = ws_via(STRANGER, addr, b"", &xff("203.0.113.50"))
+    let _s1 = Browser::try_connect_from(STRANGER, addr, b"", &xff("203.0.113.50"))
         .await
         .unwrap();
-    let _s2 = ws_via(STRANGER, addr, b"", &xff("203.0.113.51"))
+    let _s2 = Browser::try_connect_from(STRANGER, addr, b"", &xff("203.0.113.51"))
         .await
         .unwrap();
     assert_eq!(
-        ws_via(STRANGER, addr, b"", &xff("203.0.113.52"))
+        Browser::try_connect_from(STRANGER, addr, b"", &xff("203.0.113.52"))
             .await
             .err(),
         Some(429)
@@ -198,13 +214,14 @@ async fn the_policy_sees_the_client_not_the_proxy() {
         c.proxy_protocol = true;
     });
     let addr = gw.local_addr();
-    let mut ws = ws_via(PROXY, addr, &v2([203, 0, 113, 7], 4001), &[])
+    let mut ws = Browser::try_connect_from(PROXY, addr, &v2([203, 0, 113, 7], 4001), &[])
         .await
         .unwrap();
     let _first = open_with_personas(&mut ws, &mut cores, "my-box").await;
-    let mut direct = ws_via(STRANGER, addr, b"", &[("X-Forwarded-For", "198.51.100.1")])
-        .await
-        .unwrap();
+    let mut direct =
+        Browser::try_connect_from(STRANGER, addr, b"", &[("X-Forwarded-For", "198.51.100.1")])
+            .await
+            .unwrap();
     let _second = open_with_personas(&mut direct, &mut cores, "my-box").await;
     assert_eq!(
         *policy.0.lock().unwrap(),

@@ -1,10 +1,9 @@
 //! A live reconfigure (what flockd does on SIGHUP): new limits apply to new connections and
 //! admissions at once, sockets already open stay, `listen`/`threads` keep their running value
 //! and are named, and an invalid configuration changes nothing.
-mod common;
 
-use common::*;
-use futures_util::SinkExt;
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -12,8 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 async fn new_limits_apply_to_new_sockets_and_open_ones_stay() {
     let (gw, mut cores) = start(1, |c| c.max_sockets_per_ip = 3);
     let addr = gw.local_addr();
-    let mut first = connect(addr).await;
-    let _second = connect(addr).await;
+    let mut first = Browser::connect(addr).await;
+    let _second = Browser::connect(addr).await;
 
     let before = gw.config();
     let mut new = before.clone();
@@ -34,26 +33,27 @@ async fn new_limits_apply_to_new_sockets_and_open_ones_stay() {
     assert_eq!(gw.local_addr(), addr);
 
     // Two sockets are open, over the new bound of one: they stay, a third is refused.
-    assert_eq!(try_connect(addr, &[]).await.err(), Some(429));
-    send(
-        &mut first,
-        json!({"type": "open", "appliance": "still-here"}),
-    )
-    .await;
+    assert_eq!(Browser::try_connect(addr, &[]).await.err(), Some(429));
+    first
+        .send(json!({"type": "open", "appliance": "still-here"}))
+        .await;
     cores.expect_open("still-here").await;
 
     // The lowered message bound holds for a socket accepted after the reload.
     drop(first);
     drop(_second);
     let mut late = loop {
-        match try_connect(addr, &[]).await {
+        match Browser::try_connect(addr, &[]).await {
             Ok(ws) => break ws,
             Err(429) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
             Err(e) => panic!("unexpected refusal {e}"),
         }
     };
-    late.send(Message::text("x".repeat(5000))).await.unwrap();
-    expect_error(&mut late, "too-large", 1009).await;
+    late.send_raw(Message::text("x".repeat(5000))).await;
+    assert_eq!(
+        late.expect_error("too-large").await,
+        Closed::new(1009, "too-large")
+    );
 }
 
 #[tokio::test]
@@ -68,9 +68,9 @@ async fn an_invalid_configuration_changes_nothing() {
         .expect_err("max_message under 1024 is refused");
     assert!(e.contains("max_message"), "{e}");
     assert_eq!(gw.config().max_sockets_per_ip, 1);
-    let _a = connect(gw.local_addr()).await;
+    let _a = Browser::connect(gw.local_addr()).await;
     assert_eq!(
-        try_connect(gw.local_addr(), &[]).await.err(),
+        Browser::try_connect(gw.local_addr(), &[]).await.err(),
         Some(429),
         "the old bound still holds"
     );

@@ -1,21 +1,18 @@
 //! Wrong credentials, then right ones, in one session.
-mod common;
 
-use common::*;
 use flock_proto::login::{Command, Event};
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn rejected_then_accepted() {
     let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
 
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:wrong"}),
-    )
-    .await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:wrong"}))
+        .await;
     cores
         .expect(
             session,
@@ -27,15 +24,12 @@ async fn rejected_then_accepted() {
         .await;
     sink.try_send(Event::Rejected { attempts_left: 2 }).unwrap();
     assert_eq!(
-        recv(&mut ws).await,
+        ws.recv().await,
         json!({"type":"rejected","attempts_left":2})
     );
 
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}),
-    )
-    .await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}))
+        .await;
     cores
         .expect(
             session,
@@ -46,21 +40,18 @@ async fn rejected_then_accepted() {
         )
         .await;
     sink.try_send(Event::Accepted).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"accepted"}));
+    assert_eq!(ws.recv().await, json!({"type":"accepted"}));
     sink.try_send(Event::Offer { sdp: "v=0".into() }).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"type":"offer","sdp":"v=0"}));
+    assert_eq!(ws.recv().await, json!({"type":"offer","sdp":"v=0"}));
 }
 
 #[tokio::test]
 async fn a_second_login_while_one_is_pending_is_malformed() {
     let (gw, mut cores) = start(1, |_| {});
-    let mut ws = connect(gw.local_addr()).await;
+    let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, _sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:a"}),
-    )
-    .await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:a"}))
+        .await;
     cores
         .expect(
             session,
@@ -70,11 +61,11 @@ async fn a_second_login_while_one_is_pending_is_malformed() {
             },
         )
         .await;
-    send(
-        &mut ws,
-        json!({"type":"login","persona":"alice","credential":"pwd:b"}),
-    )
-    .await;
-    expect_error(&mut ws, "malformed", 1008).await;
+    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:b"}))
+        .await;
+    assert_eq!(
+        ws.expect_error("malformed").await,
+        Closed::new(1008, "malformed")
+    );
     cores.expect(session, Command::Close).await;
 }

@@ -1,8 +1,8 @@
 //! A session's commands go to the core chosen at `open`, and `Close` follows on disconnect.
-mod common;
 
-use common::*;
 use flock_proto::login::Command;
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use serde_json::json;
 
 #[tokio::test]
@@ -10,8 +10,8 @@ async fn commands_reach_the_owning_core_and_close_follows() {
     let (gw, mut cores) = start(3, |_| {});
     let mut sessions = Vec::new();
     for name in ["box1", "box2", "box0"] {
-        let mut ws = connect(gw.local_addr()).await;
-        send(&mut ws, json!({"type":"open","appliance":name})).await;
+        let mut ws = Browser::connect(gw.local_addr()).await;
+        ws.send(json!({"type":"open","appliance":name})).await;
         let (core, session, sink) = cores.expect_open(name).await;
         assert_eq!(core, (name.as_bytes()[3] - b'0') as usize);
         sessions.push((ws, core, session, sink));
@@ -28,12 +28,9 @@ async fn commands_reach_the_owning_core_and_close_follows() {
             flock_proto::login::Personas::CredentialsRequired,
         ))
         .unwrap();
-        assert_eq!(recv(ws).await["type"], "credentials-required");
-        send(
-            ws,
-            json!({"type":"login","persona":"bob","credential":"pwd:x"}),
-        )
-        .await;
+        assert_eq!(ws.recv().await["type"], "credentials-required");
+        ws.send(json!({"type":"login","persona":"bob","credential":"pwd:x"}))
+            .await;
         let (got_core, msg) = cores.next().await;
         assert_eq!((got_core, msg.session), (*core, *session));
         assert!(matches!(msg.command, Command::Login { .. }));
@@ -48,7 +45,7 @@ async fn commands_reach_the_owning_core_and_close_follows() {
         (core, session, Command::Close)
     );
     let (mut ws, core, session, _sink) = sessions.remove(0);
-    ws.close(None).await.unwrap();
+    ws.ws.close(None).await.unwrap();
     let (got_core, msg) = cores.next().await;
     assert_eq!(
         (got_core, msg.session, msg.command),

@@ -1,7 +1,7 @@
 //! Socket bounds: 429 over the per-IP bound, 503 over the total; only live sockets count.
-mod common;
 
-use common::*;
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
 use std::time::Duration;
 
 /// Waits until the gateway counts `n` open sockets (a closed socket is freed asynchronously).
@@ -19,9 +19,9 @@ async fn open_sockets(gw: &flock_ws::GatewayHandle, n: u64) {
 async fn per_ip_bound_is_429() {
     let (gw, _cores) = start(1, |c| c.max_sockets_per_ip = 2);
     let addr = gw.local_addr();
-    let a = connect(addr).await;
-    let _b = connect(addr).await;
-    assert_eq!(try_connect(addr, &[]).await.err(), Some(429));
+    let a = Browser::connect(addr).await;
+    let _b = Browser::connect(addr).await;
+    assert_eq!(Browser::try_connect(addr, &[]).await.err(), Some(429));
     let (status, _, _) = http(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
     assert_eq!(status, 429, "every socket counts");
     assert_eq!(gw.stats().refused_per_ip, 2);
@@ -29,7 +29,7 @@ async fn per_ip_bound_is_429() {
     drop(a);
     open_sockets(&gw, 1).await;
     assert!(
-        try_connect(addr, &[]).await.is_ok(),
+        Browser::try_connect(addr, &[]).await.is_ok(),
         "a closed socket frees its place"
     );
 }
@@ -38,7 +38,7 @@ async fn per_ip_bound_is_429() {
 async fn total_bound_is_503() {
     let (gw, _cores) = start(1, |c| c.max_sockets = 1);
     let addr = gw.local_addr();
-    let _a = connect(addr).await;
-    assert_eq!(try_connect(addr, &[]).await.err(), Some(503));
+    let _a = Browser::connect(addr).await;
+    assert_eq!(Browser::try_connect(addr, &[]).await.err(), Some(503));
     assert_eq!(gw.stats().refused_full, 1);
 }

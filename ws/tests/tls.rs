@@ -2,11 +2,12 @@
 //! format, rotation (explicit, by the watcher, through a symlink swap, refusing broken files)
 //! without touching open websockets, the bounds that run before any TLS work, and the
 //! plain-HTTP redirect listener.
-mod common;
 
-use common::*;
 use flock_proto::login::Command;
-use flock_ws::testing::{peer_serial, Leaf, TempDir, TestCa};
+use flock_testkit::browser::*;
+use flock_testkit::gateway::*;
+use flock_testkit::tls::{peer_serial, Leaf, TestCa};
+use flock_testkit::TempDir;
 use flock_ws::{GatewayConfig, Reload, TlsConfig};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
 
 fn tls_config(cert: &Path, key: &Path) -> TlsConfig {
     TlsConfig {
@@ -63,16 +63,6 @@ async fn tls(ca: &TestCa, addr: SocketAddr) -> TlsStream<TcpStream> {
         .await
         .expect("TLS in time")
         .expect("TLS handshake")
-}
-
-async fn wss(ca: &TestCa, addr: SocketAddr) -> WebSocketStream<TlsStream<TcpStream>> {
-    let stream = tls(ca, addr).await;
-    let (ws, resp) =
-        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", addr.port()), stream)
-            .await
-            .expect("websocket over TLS");
-    assert_eq!(resp.status(), 101);
-    ws
 }
 
 /// Waits (bounded) until a new handshake shows `serial`.
@@ -145,8 +135,9 @@ async fn serves_everything_over_tls_1_2_and_1_3() {
     assert_eq!(exchange(s12, "/healthz").await.0, 200);
 
     // wss: the session reaches the core as over ws.
-    let mut ws = wss(&ca, addr).await;
-    send(&mut ws, json!({"type": "open", "appliance": "my-box"})).await;
+    let mut ws = Browser::connect_tls(addr, ca.client_config()).await;
+    ws.send(json!({"type": "open", "appliance": "my-box"}))
+        .await;
     cores.expect_open("my-box").await;
 
     // A plain request to the TLS port gets no HTTP answer.
@@ -301,7 +292,7 @@ async fn rotation_keeps_open_sessions_and_refuses_broken_files() {
     assert_eq!(peer_serial(&tls(&ca, addr).await), 1);
 
     // A session opened on the first certificate.
-    let mut ws = wss(&ca, addr).await;
+    let mut ws = Browser::connect_tls(addr, ca.client_config()).await;
     let (session, sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
 
     // Explicit reload (SIGHUP).
@@ -364,11 +355,8 @@ async fn rotation_keeps_open_sessions_and_refuses_broken_files() {
     assert_eq!(stats.cert_reloads, 4);
 
     // The session from before every rotation carries on.
-    send(
-        &mut ws,
-        json!({"type": "login", "persona": "alice", "credential": "pwd:x"}),
-    )
-    .await;
+    ws.send(json!({"type": "login", "persona": "alice", "credential": "pwd:x"}))
+        .await;
     let (_, msg) = cores.next().await;
     assert_eq!(msg.session, session);
     assert!(

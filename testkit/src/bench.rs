@@ -1,50 +1,15 @@
-//! Helpers for the tests: child processes killed on drop, ready lines read with a deadline.
+//! For flock-bench's tests: its binary, servers it starts (killed on drop, ready lines read
+//! with a deadline), its JSON reports.
 
-#![allow(dead_code)]
-
-use std::io::{BufRead, BufReader};
+use crate::{lines_of, workspace_bin, TempDir};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+/// The `flock-bench` binary (built with the benches' tests).
 pub fn flock_bench() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_flock-bench"))
-}
-
-/// A binary of the workspace, next to this test's directory (`cargo build --workspace --bins`).
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    bin
-}
-
-/// A fresh temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("flock-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    workspace_bin("flock-bench")
 }
 
 /// A server process, killed on drop, with the UDP address from its ready line.
@@ -63,14 +28,7 @@ impl Server {
             .spawn()
             .expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(stderr);
         let ready = ready.to_string();
         let udp = loop {
             let line = rx
@@ -100,6 +58,7 @@ impl Drop for Server {
     }
 }
 
+/// `flock-bench echo-server` on 127.0.0.1 in `mode`, answering STUN with `stun`.
 pub fn echo_server(mode: &str, stun: bool) -> Server {
     let mut cmd = Command::new(flock_bench());
     cmd.args([
@@ -138,6 +97,7 @@ pub fn run_json(args: &[&str], dir: &TempDir) -> serde_json::Value {
         .expect("valid json")
 }
 
+/// The phase called `name` of a report.
 pub fn phase<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     report["phases"]
         .as_array()

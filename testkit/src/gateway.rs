@@ -1,32 +1,23 @@
-//! Shared by the gateway's tests: a scripted fake of the cores, a gateway on 127.0.0.1:0, and
-//! a websocket client with bounded waits.
-#![allow(dead_code)]
+//! A real gateway on 127.0.0.1:0 over scripted fake cores, for the gateway's own tests.
 
+use crate::browser::{Browser, WAIT};
 use flock_proto::login::{Command, Event};
 use flock_proto::Name;
 use flock_ws::{CoreLink, EventSink, Gateway, GatewayConfig, GatewayHandle, ToCore};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Longest wait for anything in these tests.
-pub const WAIT: Duration = Duration::from_secs(5);
-
-pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Fake cores: a name's last character, if a digit, picks the core (mod the number of cores). Every command lands in one
-/// queue that the test reads, tagged with its core.
+/// Fake cores: a name's last character, if a digit, picks the core (mod the number of cores).
+/// Every command lands in one queue that the test reads, tagged with its core.
 pub struct FakeLink {
     cores: usize,
+    /// A core whose flag is set refuses commands (its inbox is full).
     pub full: Vec<AtomicBool>,
     tx: mpsc::UnboundedSender<(usize, ToCore)>,
 }
@@ -121,93 +112,13 @@ pub fn start_with_policy(
     (gw, Cores { link, rx })
 }
 
-pub async fn connect(addr: SocketAddr) -> Client {
-    let (ws, resp) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("websocket opens");
-    assert_eq!(resp.status(), 101);
-    ws
-}
-
-/// Tries a websocket with extra request headers; Ok(()) on 101, Err(status) on an HTTP refusal.
-pub async fn try_connect(
-    addr: SocketAddr,
-    headers: &[(&'static str, &str)],
-) -> Result<Client, u16> {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(*k, v.parse().unwrap());
-    }
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("answer in time")
-    {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("unexpected handshake error: {e}"),
-    }
-}
-
-pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next JSON message from the gateway.
-pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time")
-        {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON"),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-/// Expects the close frame (code, reason) and then the end of the stream.
-pub async fn expect_close(ws: &mut Client) -> (u16, String) {
-    let frame = match tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("close in time")
-    {
-        Some(Ok(Message::Close(Some(f)))) => (u16::from(f.code), f.reason.to_string()),
-        other => panic!("expected a close frame, got {other:?}"),
-    };
-    // Our close reply goes out as we read on; the server then ends the TCP stream.
-    if let Some(Ok(m)) = tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("end in time")
-    {
-        panic!("message after close: {m:?}");
-    }
-    frame
-}
-
-/// Expects `{"type":"error","code":code}` and a close with `close`.
-pub async fn expect_error(ws: &mut Client, code: &str, close: u16) {
-    let msg = recv(ws).await;
-    assert_eq!(msg["type"], "error", "{msg}");
-    assert_eq!(msg["code"], code, "{msg}");
-    assert!(
-        msg["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{msg}"
-    );
-    assert_eq!(expect_close(ws).await, (close, code.to_string()));
-}
-
 /// Opens a session on `name` and answers with a persona list; returns (session, sink).
-pub async fn open_with_personas<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+pub async fn open_with_personas(
+    ws: &mut Browser,
     cores: &mut Cores,
     name: &str,
 ) -> (u64, EventSink) {
-    send(ws, json!({"type": "open", "appliance": name})).await;
+    ws.open(name).await;
     let (_, session, sink) = cores.expect_open(name).await;
     let list = br#"[{"id":"alice","name":"Alice","extra":1},{"id":"guest","name":"Guest"}]"#;
     sink.try_send(Event::Personas(flock_proto::login::Personas::List(
@@ -215,7 +126,7 @@ pub async fn open_with_personas<S: AsyncRead + AsyncWrite + Unpin>(
     )))
     .unwrap();
     assert_eq!(
-        recv(ws).await,
+        ws.recv().await,
         json!({"type":"personas","personas":[{"id":"alice","name":"Alice"},{"id":"guest","name":"Guest"}]})
     );
     (session, sink)

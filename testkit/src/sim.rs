@@ -1,13 +1,19 @@
-//! A simulated network joining one [`Appliance`] and the real flock server, in memory, on
-//! simulated time. The appliance sits behind a "NAT": the server sees it at `app_addr`; the
-//! server's datagrams reach it when sent to `app_addr` or to an address in `reachable`.
-#![allow(dead_code)]
+//! A sans-IO simulation with virtual time, after quinn-proto's `Pair` and str0m's `TestRtc`:
+//! the real server state machine and one appliance ([`Node`]: the SDK's `Appliance`, or a
+//! hand-written one), the wire between them in memory, and a clock that jumps from timer to
+//! timer. Nothing sleeps; every run is deterministic (seeded entropy, seeded loss).
+//!
+//! The appliance sits behind a "NAT": the server sees it at `app_addr`; the server's
+//! datagrams reach it when sent to `app_addr` or to an address in `reachable`. Every datagram
+//! is logged ([`Sent`]), delivered or not.
 
-use flock_appliance::{Appliance, ApplianceConfig, Event};
+use flock_proto::entropy::Entropy;
 use flock_proto::identity::public_key;
+use flock_proto::login::{self, SessionId};
 use flock_proto::msg;
 use flock_proto::server::{Keys, Server, ServerConfig};
 pub use flock_proto::stun::{Class, Message, Method, TransactionId};
+use flock_proto::testing::Answer;
 pub use flock_proto::testing::{keypair, Device, XorShift};
 use flock_proto::token::ProofKeys;
 pub use flock_proto::{Name, Time};
@@ -15,9 +21,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The simulation's epoch.
 pub const T0: Time = Time(1_700_000_000_000);
+/// The key seed of the simulated appliance.
 pub const APP_SEED: u8 = 1;
-pub const FLOCK_SEED: u8 = 200;
+pub use crate::fake_appliance::FLOCK_SEED;
+/// The secret the simulated server's proofs are keyed with.
 pub const SECRET: &[u8] = b"server secret";
 
 pub fn addr(s: &str) -> SocketAddr {
@@ -36,6 +45,12 @@ pub fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
 }
 
+/// Milliseconds from `a` to `b`.
+pub fn millis(a: Time, b: Time) -> u64 {
+    b.0 - a.0
+}
+
+/// The public key made from `seed` (e.g. [`FLOCK_SEED`]).
 pub fn flock_public_key(seed: u8) -> [u8; 32] {
     public_key(&keypair(seed))
 }
@@ -49,8 +64,58 @@ pub fn server_with(config: ServerConfig, secret: &[u8], flock_seed: u8) -> Serve
     Server::new(config, keys, XorShift(0x9E37_79B9_7F4A_7C15))
 }
 
+/// A default server keyed with [`SECRET`] and [`FLOCK_SEED`].
 pub fn server() -> Server<XorShift> {
     server_with(ServerConfig::default(), SECRET, FLOCK_SEED)
+}
+
+/// Registers a hand-driven device with `server` from `src` (nonce round trip included).
+pub fn register_device(server: &mut Server<XorShift>, now: Time, d: &mut Device, src: SocketAddr) {
+    let mut reply = [0u8; 1500];
+    for _ in 0..2 {
+        let txid = d.txid();
+        let req = d.register_bytes(now.0, &txid);
+        let n = server
+            .handle(now, src, &req, &mut reply)
+            .expect("an answer");
+        let a = Answer::read(&reply[..n]);
+        d.absorb(&a);
+        if matches!(a, Answer::Registered(_)) {
+            return;
+        }
+    }
+    panic!("device did not register");
+}
+
+/// The appliance side of a simulation: a sans-IO machine that takes datagrams and timers and
+/// hands out datagrams and events.
+pub trait Node {
+    type Event: Clone + std::fmt::Debug;
+    fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8]);
+    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)>;
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    fn poll_timeout(&self) -> Option<Time>;
+    fn handle_timeout(&mut self, now: Time);
+}
+
+#[cfg(feature = "appliance")]
+impl Node for flock_appliance::Appliance {
+    type Event = flock_appliance::Event;
+    fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8]) {
+        flock_appliance::Appliance::handle(self, now, src, datagram)
+    }
+    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        flock_appliance::Appliance::poll_transmit(self, now, buf)
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        flock_appliance::Appliance::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        flock_appliance::Appliance::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        flock_appliance::Appliance::handle_timeout(self, now)
+    }
 }
 
 /// Who sent a datagram.
@@ -98,48 +163,111 @@ impl Sent {
 /// Decides whether the appliance's n-th datagram to the server (from 0), sent at a time, is lost.
 pub type DropRule = Box<dyn FnMut(usize, Time, &[u8]) -> bool>;
 
-pub struct Sim {
+/// The server, one appliance, the wire and the clock.
+pub struct Sim<A: Node> {
     pub now: Time,
     pub server: Server<XorShift>,
     pub server_addr: SocketAddr,
-    pub app: Appliance,
+    pub app: A,
     /// Where the server sees the appliance (its current NAT mapping).
     pub app_addr: SocketAddr,
     /// Other addresses whose datagrams still reach the appliance (old NAT mappings).
     pub reachable: Vec<SocketAddr>,
     pub drop_rule: DropRule,
+    /// Percent of datagrams lost at random, each way (0: none; see [`Sim::lossy`]).
+    loss: u64,
+    rng: XorShift,
     sent_to_server: usize,
     pub log: Vec<Sent>,
-    pub events: Vec<(Time, Event)>,
+    /// The appliance's events, with when they came.
+    pub events: Vec<(Time, A::Event)>,
+    /// The server's log-in events, with when they came.
+    pub server_events: Vec<(Time, SessionId, login::Event)>,
 }
 
-pub fn config(name_: &str, server: SocketAddr) -> ApplianceConfig {
-    ApplianceConfig::new(name(name_), server, flock_public_key(FLOCK_SEED))
-}
+/// Where the simulated server listens.
+pub const SERVER_ADDR: &str = "192.0.2.1:3478";
+/// Where the simulated server first sees the appliance.
+pub const APP_ADDR: &str = "203.0.113.5:40000";
 
-impl Sim {
-    /// The appliance "box" (key seed 1) and a default server.
-    pub fn new() -> Sim {
-        Sim::with(server(), |_| {})
+#[cfg(feature = "appliance")]
+mod sdk {
+    use super::*;
+    use flock_appliance::{Appliance, ApplianceConfig, Event};
+
+    /// A default appliance configuration for `name_`, trusting the simulated flock.
+    pub fn config(name_: &str, server: SocketAddr) -> ApplianceConfig {
+        ApplianceConfig::new(name(name_), server, flock_public_key(FLOCK_SEED))
     }
 
-    /// A simulation with `server` and a default appliance config adjusted by `tweak`.
-    pub fn with(server: Server<XorShift>, tweak: impl FnOnce(&mut ApplianceConfig)) -> Sim {
-        let server_addr = addr("192.0.2.1:3478");
-        let mut c = config("box", server_addr);
-        tweak(&mut c);
+    impl Sim<Appliance> {
+        /// The SDK appliance "box" (key seed 1) and a default server.
+        pub fn new() -> Sim<Appliance> {
+            Sim::with(server(), |_| {})
+        }
+
+        /// A simulation with `server` and a default appliance config adjusted by `tweak`.
+        pub fn with(server: Server<XorShift>, tweak: impl FnOnce(&mut ApplianceConfig)) -> Self {
+            let mut c = config("box", addr(SERVER_ADDR));
+            tweak(&mut c);
+            let app = Appliance::new(c, keypair(APP_SEED), XorShift(0x1234_5678_9ABC_DEF1));
+            Sim::pair(server, app)
+        }
+
+        /// Runs until the appliance is registered; returns when.
+        pub fn register(&mut self) -> Time {
+            self.run_until_event(secs(5), |e| matches!(e, Event::Registered { .. }))
+                .0
+        }
+
+        pub fn name(&self) -> Name {
+            *self.app.name()
+        }
+    }
+
+    impl Default for Sim<Appliance> {
+        fn default() -> Self {
+            Sim::new()
+        }
+    }
+}
+#[cfg(feature = "appliance")]
+pub use sdk::config;
+
+impl<A: Node> Sim<A> {
+    /// `server` at [`SERVER_ADDR`] and `app` seen at [`APP_ADDR`], at [`T0`], losing nothing.
+    pub fn pair(server: Server<XorShift>, app: A) -> Sim<A> {
         Sim {
             now: T0,
             server,
-            server_addr,
-            app: Appliance::new(c, keypair(APP_SEED), XorShift(0x1234_5678_9ABC_DEF1)),
-            app_addr: addr("203.0.113.5:40000"),
+            server_addr: addr(SERVER_ADDR),
+            app,
+            app_addr: addr(APP_ADDR),
             reachable: vec![],
             drop_rule: Box::new(|_, _, _| false),
+            loss: 0,
+            rng: XorShift(1),
             sent_to_server: 0,
             log: vec![],
             events: vec![],
+            server_events: vec![],
         }
+    }
+
+    /// Loses `percent` of the datagrams each way, drawn from a generator seeded with `seed`.
+    pub fn lossy(mut self, percent: u64, seed: u64) -> Sim<A> {
+        self.loss = percent;
+        self.rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        self
+    }
+
+    fn lost_at_random(&mut self) -> bool {
+        if self.loss == 0 {
+            return false;
+        }
+        let mut b = [0u8; 8];
+        self.rng.fill(&mut b);
+        u64::from_be_bytes(b) % 100 < self.loss
     }
 
     /// Loses every datagram the appliance sends to the server while `down` is true.
@@ -165,6 +293,9 @@ impl Sim {
             while let Some(e) = self.app.poll_event() {
                 self.events.push((self.now, e));
             }
+            while let Some((id, e)) = self.server.poll_event() {
+                self.server_events.push((self.now, id, e));
+            }
             if !moved {
                 return;
             }
@@ -176,7 +307,7 @@ impl Sim {
         let lost = to_server && {
             let i = self.sent_to_server;
             self.sent_to_server += 1;
-            (self.drop_rule)(i, self.now, &bytes)
+            (self.drop_rule)(i, self.now, &bytes) || self.lost_at_random()
         };
         self.log.push(Sent {
             at: self.now,
@@ -204,7 +335,8 @@ impl Sim {
     }
 
     fn send_from_server(&mut self, dst: SocketAddr, bytes: Vec<u8>) {
-        let delivered = dst == self.app_addr || self.reachable.contains(&dst);
+        let delivered =
+            (dst == self.app_addr || self.reachable.contains(&dst)) && !self.lost_at_random();
         self.log.push(Sent {
             at: self.now,
             from: Origin::Server,
@@ -266,8 +398,8 @@ impl Sim {
     pub fn run_until_event(
         &mut self,
         limit: Duration,
-        want: impl Fn(&Event) -> bool,
-    ) -> (Time, Event) {
+        want: impl Fn(&A::Event) -> bool,
+    ) -> (Time, A::Event) {
         let seen = self.events.len();
         let end = self.now + limit;
         while self.now < end {
@@ -278,12 +410,6 @@ impl Sim {
             }
         }
         panic!("no such event within {limit:?}; events: {:?}", self.events);
-    }
-
-    /// Runs until the appliance is registered; returns when.
-    pub fn register(&mut self) -> Time {
-        self.run_until_event(secs(5), |e| matches!(e, Event::Registered { .. }))
-            .0
     }
 
     /// The appliance's datagrams to the server (lost ones included).
@@ -311,41 +437,8 @@ impl Sim {
             .collect()
     }
 
-    /// The events only, in order.
-    pub fn event_list(&self) -> Vec<Event> {
+    /// The appliance's events only, in order.
+    pub fn event_list(&self) -> Vec<A::Event> {
         self.events.iter().map(|(_, e)| e.clone()).collect()
     }
-
-    pub fn name(&self) -> Name {
-        *self.app.name()
-    }
-}
-
-impl Default for Sim {
-    fn default() -> Self {
-        Sim::new()
-    }
-}
-
-/// Registers a hand-driven device with `server` from `src` (nonce round trip included).
-pub fn register_device(server: &mut Server<XorShift>, now: Time, d: &mut Device, src: SocketAddr) {
-    let mut reply = [0u8; 1500];
-    for _ in 0..2 {
-        let txid = d.txid();
-        let req = d.register_bytes(now.0, &txid);
-        let n = server
-            .handle(now, src, &req, &mut reply)
-            .expect("an answer");
-        let a = flock_proto::testing::Answer::read(&reply[..n]);
-        d.absorb(&a);
-        if matches!(a, flock_proto::testing::Answer::Registered(_)) {
-            return;
-        }
-    }
-    panic!("device did not register");
-}
-
-/// Milliseconds between `a` and `b`.
-pub fn millis(a: Time, b: Time) -> u64 {
-    b.0 - a.0
 }

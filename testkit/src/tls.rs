@@ -1,6 +1,5 @@
-//! Test certificates and TLS clients (feature `testing`): a CA made on the spot, leaves it
-//! signs with chosen serials, and a client that trusts only that CA. Used by the gateway's
-//! tests and the end-to-end tests; not a stable API.
+//! Test certificates and TLS clients: a CA made on the spot, leaves it signs with chosen
+//! serials, and a client that trusts only that CA.
 
 use base64::Engine;
 use rcgen::{
@@ -9,16 +8,11 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
 
 /// A certificate authority for one test.
 pub struct TestCa {
@@ -122,7 +116,7 @@ impl Default for TestCa {
 
 impl Leaf {
     /// Writes `cert.pem` and `key.pem` into `dir` (replacing them in place).
-    pub fn write(&self, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf) {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&cert, &self.chain_pem).unwrap();
         std::fs::write(&key, &self.key_pem).unwrap();
@@ -137,57 +131,4 @@ pub fn peer_serial<T>(tls: &TlsStream<T>) -> u64 {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).expect("certificate parses");
     let bytes = cert.raw_serial();
     bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b))
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("flock-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A TCP connection to `addr` from the loopback address `source` (e.g. "127.0.0.2").
-pub async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.unwrap()
-}
-
-/// A websocket to `addr` from `source` that first sends `preface` (a PROXY header, say) and
-/// adds `headers`: Ok on 101, Err(status) on an HTTP refusal, Err(0) when the connection was
-/// closed without an answer. Bounded by 10 s.
-pub async fn websocket_from(
-    source: &str,
-    addr: SocketAddr,
-    preface: &[u8],
-    headers: &[(&'static str, &str)],
-) -> Result<WebSocketStream<TcpStream>, u16> {
-    let mut tcp = connect_from(source, addr).await;
-    tcp.write_all(preface).await.unwrap();
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(*k, v.parse().unwrap());
-    }
-    let handshake = tokio_tungstenite::client_async(req, tcp);
-    match tokio::time::timeout(std::time::Duration::from_secs(10), handshake)
-        .await
-        .expect("an answer within 10 s")
-    {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
-        Err(_) => Err(0),
-    }
 }

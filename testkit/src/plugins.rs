@@ -1,6 +1,6 @@
-//! Helpers shared by the test files (each file uses some).
-#![allow(dead_code)]
+//! Plugin specs, hook requests and a runtime-free `block_on`, for the plugin tests.
 
+pub use crate::TempDir;
 use flock_plugins::testing;
 use flock_plugins::*;
 use std::future::Future;
@@ -21,29 +21,9 @@ pub fn load(package: &str, config: &str) -> Plugins {
     Plugins::load(&[spec(testing::plugin_lib(package), config)]).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The test-only plugin (`plugins/testkit`) configured with `config`.
 pub fn testkit(config: &str) -> PluginSpec {
     spec(testing::plugin_lib("flock-plugin-testkit"), config)
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p =
-            std::env::temp_dir().join(format!("flock-plugins-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `tests/c/broken.c` compiled with `args` into `dir`.

@@ -1,0 +1,34 @@
+//! The test harness shared by Flock's crates (a dev-dependency only, not a stable API).
+//!
+//! - [`TempDir`], [`workspace_bin`], [`lines_of`]: files and child processes.
+//! - [`fake_appliance`]: an appliance's log-in answers (PERSONAS, CONNECT, SIGNAL) written
+//!   by hand, for tests that drive the server and play the appliance.
+//! - [`sim`]: a sans-IO simulation: server(s), appliance(s), the wire between them and a
+//!   virtual clock, optionally losing datagrams.
+//! - `browser` (feature `browser`): a scripted websocket browser speaking the gateway's JSON
+//!   protocol, and `tls`, a test CA.
+//! - `gateway` (feature `gateway`): a real gateway over fake cores.
+//! - `plugins` (feature `plugins`): plugin specs and hook requests.
+//! - `bench` (feature `bench`): flock-bench's binary, the servers it runs, its reports.
+//!
+//! Every wait here is bounded.
+
+mod process;
+mod temp_dir;
+
+pub mod fake_appliance;
+pub mod sim;
+
+#[cfg(feature = "bench")]
+pub mod bench;
+#[cfg(feature = "browser")]
+pub mod browser;
+#[cfg(feature = "gateway")]
+pub mod gateway;
+#[cfg(feature = "plugins")]
+pub mod plugins;
+#[cfg(feature = "browser")]
+pub mod tls;
+
+pub use process::{lines_of, workspace_bin};
+pub use temp_dir::TempDir;

@@ -1,10 +1,10 @@
 //! The appliance's public address changes while it is registered: the server checks the old
 //! address before moving the name.
 
-use flock_testkit::sim::*;
 use flock_appliance::{Appliance, Event};
 use flock_proto::msg::{method, CheckAnswer};
 use flock_proto::server::ServerConfig;
+use flock_testkit::sim::*;
 use std::net::SocketAddr;
 
 const OLD: &str = "203.0.113.5:40000";

@@ -1,11 +1,11 @@
 //! CHECK requests reaching the appliance directly: only the pinned flock's, for our name, are
 //! answered; responses that match none of our transactions are ignored.
 
-use flock_testkit::sim::*;
 use flock_appliance::{Appliance, Event, State};
 use flock_proto::msg::{self, method, CheckAnswer, KeptAlive};
 use flock_proto::stun::Encoder;
 use flock_proto::stun::MessageType;
+use flock_testkit::sim::*;
 
 const TXID: TransactionId = [7; 12];
 const CHALLENGE: [u8; 16] = [42; 16];

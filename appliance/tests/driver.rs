@@ -1,10 +1,10 @@
 //! The tokio driver over real loopback sockets, against the real server state machine served
 //! over UDP by this test (wall-clock time, short timers). Every wait is bounded.
 
-use common::{config, keypair, server_with, FLOCK_SEED, SECRET};
 use flock_appliance::{spawn, ApplianceHandle, Event};
 use flock_proto::server::{Server, ServerConfig};
 use flock_proto::Time;
+use flock_testkit::sim::{self, config, keypair, server_with, FLOCK_SEED, SECRET};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ fn wall() -> Time {
     )
 }
 
-type Shared = Arc<Mutex<Server<common::XorShift>>>;
+type Shared = Arc<Mutex<Server<sim::XorShift>>>;
 
 /// Serves `server` on a loopback socket; returns its address.
 async fn serve(server: Shared) -> SocketAddr {
@@ -92,10 +92,10 @@ async fn registers_then_follows_address_changes() {
     };
     let server: Shared = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
     let server_addr = serve(server.clone()).await;
-    let name = common::name("box");
+    let name = sim::name("box");
 
     let mut h = spawn(
-        common::config("box", server_addr),
+        sim::config("box", server_addr),
         keypair(1),
         "127.0.0.1:0".parse().unwrap(),
     )
@@ -170,7 +170,7 @@ async fn keepalives_use_the_server_interval_and_events_survive_slow_readers() {
     let server: Shared = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
     let server_addr = serve(server.clone()).await;
     let mut h = spawn(
-        common::config("box", server_addr),
+        sim::config("box", server_addr),
         keypair(1),
         "127.0.0.1:0".parse().unwrap(),
     )

@@ -1,12 +1,12 @@
 //! Browser log-in on the appliance, sans-IO: the `Appliance` driven by hand-made flock messages
 //! (PERSONAS, CONNECT, SIGNAL, acks) signed with the flock key, on simulated time.
 
-use flock_testkit::sim::*;
 use flock_appliance::{
     Appliance, ApplianceConfig, Candidate, Decision, Event, SessionFailure, SessionNonce,
     SignalError,
 };
 use flock_proto::login::wire::{self, code, method, Ack, PersonasChunk, Signal, SignalBody};
+use flock_testkit::sim::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //! sockets, against the real server state machine served over UDP by this test and driven as
 //! the gateway would (wall-clock time). Every wait is bounded.
 
-use common::{keypair, server_with, FLOCK_SEED, SECRET};
 use flock_appliance::{spawn, Candidate, Decision, Event};
 use flock_proto::login::{self, Command, Personas};
 use flock_proto::server::{Server, ServerConfig};
 use flock_proto::Time;
+use flock_testkit::sim::{self, keypair, server_with, FLOCK_SEED, SECRET};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,7 @@ fn wall() -> Time {
     )
 }
 
-type Shared = Arc<Mutex<Server<common::XorShift>>>;
+type Shared = Arc<Mutex<Server<sim::XorShift>>>;
 
 /// Serves `server` on a loopback socket; `kick` wakes it after a command. Returns its address.
 async fn serve(server: Shared, kick: Arc<Notify>) -> SocketAddr {
@@ -79,7 +79,7 @@ async fn a_browser_logs_in_through_the_handle() {
     let kick = Arc::new(Notify::new());
     let server_addr = serve(server.clone(), kick.clone()).await;
     let mut h = spawn(
-        common::config("box", server_addr),
+        sim::config("box", server_addr),
         keypair(1),
         "127.0.0.1:0".parse().unwrap(),
     )
@@ -118,7 +118,7 @@ async fn a_browser_logs_in_through_the_handle() {
                 Event::Registered { .. } if !opened => {
                     opened = true;
                     gateway(Command::Open {
-                        name: common::name("box"),
+                        name: sim::name("box"),
                     });
                 }
                 Event::LoginAccepted { session, persona } => {
@@ -227,7 +227,7 @@ password = "x"
 deny = true
 "#;
     std::fs::write(&personas, toml).unwrap();
-    let flock_key = flock_proto::identity::to_hex(&common::flock_public_key(FLOCK_SEED));
+    let flock_key = flock_proto::identity::to_hex(&sim::flock_public_key(FLOCK_SEED));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flock-appliance"))
         .args([
             "--server",
@@ -281,13 +281,13 @@ deny = true
                 gateway(
                     1,
                     Command::Open {
-                        name: common::name("sim"),
+                        name: sim::name("sim"),
                     },
                 );
                 gateway(
                     2,
                     Command::Open {
-                        name: common::name("sim"),
+                        name: sim::name("sim"),
                     },
                 );
             }

@@ -2,10 +2,10 @@
 //! a real `Appliance`, exchanging datagrams in memory on simulated time, with and without loss:
 //! personas → credentials → CONNECT → offer, candidates and end-of-candidates both ways → done.
 
-use flock_testkit::sim::*;
 use flock_appliance::{Appliance, Candidate, Decision, Event};
 use flock_proto::login::{self, Command, Personas, SessionId};
 use flock_proto::server::Server;
+use flock_testkit::sim::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

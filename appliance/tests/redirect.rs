@@ -2,12 +2,12 @@
 //! the owner of its name (300 Try-Alternate), keeps using it, and follows redirects only within
 //! limits. Also `only_known_peers`, the simulated restrictive NAT.
 
-use flock_testkit::sim::*;
 use flock_appliance::{Appliance, ApplianceConfig, Event, State, MAX_REDIRECTS};
 use flock_proto::flock::{Member, Membership};
 use flock_proto::msg::{self, code, method, TryAlternate};
 use flock_proto::server::{Keys, Server, ServerConfig};
 use flock_proto::token::ProofKeys;
+use flock_testkit::sim::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

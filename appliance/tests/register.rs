@@ -1,9 +1,9 @@
 //! Registration: the nonce round trip, the keep-alive rhythm, refusals.
 
-use flock_testkit::sim::*;
 use flock_appliance::{Event, State};
 use flock_proto::msg::{code, method, Register};
 use flock_proto::server::ServerConfig;
+use flock_testkit::sim::*;
 
 #[test]
 fn first_register_gets_a_nonce_then_succeeds() {

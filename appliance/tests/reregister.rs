@@ -1,9 +1,9 @@
 //! A refused keep-alive token makes the appliance register again at once.
 
-use flock_testkit::sim::*;
 use flock_appliance::Event;
 use flock_proto::msg::{code, method, Register};
 use flock_proto::server::ServerConfig;
+use flock_testkit::sim::*;
 
 #[test]
 fn a_server_with_another_secret_refuses_the_token_and_the_appliance_registers_again() {

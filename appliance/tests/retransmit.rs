@@ -1,8 +1,8 @@
 //! Lost datagrams: retransmission with a doubling, capped timeout; giving up; late answers.
 
-use flock_testkit::sim::*;
 use flock_appliance::{Event, State};
 use flock_proto::msg::{method, Register};
+use flock_testkit::sim::*;
 
 /// Offsets (ms) of `sent` from `t0`.
 fn offsets(sent: &[&Sent], t0: Time) -> Vec<u64> {

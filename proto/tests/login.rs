@@ -2,16 +2,16 @@
 //! cache), CONNECT with retransmission and attempts, SIGNAL both ways, bounds and timers.
 mod support;
 
-use flock_proto::identity;
 use flock_proto::login::wire::{
-    self, code, method, Ack, Connect, PersonasChunk, PersonasRefused, PersonasRequest, Signal,
-    SignalBody,
+    self, code, method, Ack, PersonasChunk, PersonasRefused, PersonasRequest, Signal, SignalBody,
 };
 use flock_proto::login::{Candidate, Command, Event, Failure, Personas, SessionId, SessionNonce};
 use flock_proto::server::{LoginConfig, Server, ServerConfig};
 use flock_proto::stun::{Message, TransactionId};
 use flock_proto::{Name, Time};
-use sha2::{Digest, Sha256};
+use flock_testkit::fake_appliance::{
+    self, ack_signal, checksum, connect_answer, connect_request, signed_by_flock,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
@@ -23,10 +23,6 @@ type S = Server<XorShift>;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn flock_pk() -> [u8; 32] {
-    identity::public_key(&keypair(200))
 }
 
 /// A server with one registered appliance at HOME.
@@ -91,35 +87,10 @@ fn txid_of(b: &[u8]) -> TransactionId {
     *Message::parse(b).unwrap().transaction_id()
 }
 
-fn checksum(list: &[u8]) -> [u8; 32] {
-    Sha256::digest(list).into()
-}
-
-/// The appliance's answer to a PERSONAS request, serving `list`.
+/// The appliance's answer to a PERSONAS request (signed by the flock), serving `list`.
 fn personas_answer(req: &[u8], list: &[u8], credentials_required: bool) -> Vec<u8> {
-    let m = Message::parse(req).unwrap();
-    let r = PersonasRequest::parse(&m).unwrap();
-    assert!(r.from_flock(&flock_pk()), "signed with the flock key");
-    let sum = checksum(list);
-    let start = r.offset as usize;
-    let room = PersonasChunk::room(req.len(), &r.name);
-    let data = if credentials_required || r.known == Some(sum) {
-        &[][..]
-    } else {
-        &list[start..(start + room).min(list.len())]
-    };
-    let chunk = PersonasChunk {
-        name: r.name,
-        checksum: sum,
-        total: list.len() as u32,
-        offset: r.offset,
-        credentials_required,
-        data,
-    };
-    let mut buf = [0u8; 1500];
-    let n = chunk.encode(&mut buf, m.transaction_id()).unwrap();
-    assert!(n <= req.len());
-    buf[..n].to_vec()
+    assert!(signed_by_flock(req), "signed with the flock key");
+    fake_appliance::personas_answer(req, list, credentials_required)
 }
 
 fn parse_personas(req: &[u8]) -> (u32, Option<[u8; 32]>) {
@@ -127,28 +98,10 @@ fn parse_personas(req: &[u8]) -> (u32, Option<[u8; 32]>) {
     (r.offset, r.known)
 }
 
-/// Reads a CONNECT: (nonce, persona, credential).
+/// Reads a CONNECT signed by the flock: (nonce, persona, credential).
 fn parse_connect(req: &[u8]) -> (SessionNonce, String, Vec<u8>) {
-    let m = Message::parse(req).unwrap();
-    let c = Connect::parse(&m).unwrap();
-    assert!(c.from_flock(&flock_pk()));
-    (c.session, c.persona.to_owned(), c.credential.to_vec())
-}
-
-fn connect_answer(req: &[u8], error: Option<u16>) -> Vec<u8> {
-    let m = Message::parse(req).unwrap();
-    let c = Connect::parse(&m).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = Ack {
-        method: method::CONNECT,
-        name: c.name,
-        session: c.session,
-        seq: None,
-        error,
-    }
-    .encode(&mut buf, m.transaction_id())
-    .unwrap();
-    buf[..n].to_vec()
+    assert!(signed_by_flock(req), "signed with the flock key");
+    connect_request(req)
 }
 
 fn name() -> Name {
@@ -157,19 +110,7 @@ fn name() -> Name {
 
 /// A SIGNAL from the appliance.
 fn signal(nonce: SessionNonce, seq: u32, body: SignalBody<'_>) -> Vec<u8> {
-    let mut buf = [0u8; 1500];
-    let mut txid = [0u8; 12];
-    txid[..4].copy_from_slice(&seq.to_be_bytes());
-    txid[4] = 0xAA;
-    let n = Signal {
-        name: name(),
-        session: nonce,
-        seq,
-        body,
-    }
-    .encode(&mut buf, &txid)
-    .unwrap();
-    buf[..n].to_vec()
+    fake_appliance::signal(name(), nonce, seq, body)
 }
 
 fn cand(s: &str) -> Candidate {
@@ -186,21 +127,10 @@ fn cand_body(c: &Candidate) -> SignalBody<'_> {
     }
 }
 
-/// Reads a SIGNAL from the server and acknowledges it: (seq, body as owned parts, ack bytes).
+/// Reads a SIGNAL from the server and acknowledges it: (seq, the SIGNAL, ack bytes).
 fn read_signal(b: &[u8]) -> (u32, Signal<'_>, Vec<u8>) {
-    let m = Message::parse(b).unwrap();
-    let sig = Signal::parse(&m).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = Ack {
-        method: method::SIGNAL,
-        name: sig.name,
-        session: sig.session,
-        seq: Some(sig.seq),
-        error: None,
-    }
-    .encode(&mut buf, m.transaction_id())
-    .unwrap();
-    (sig.seq, sig, buf[..n].to_vec())
+    let (sig, ack) = ack_signal(b);
+    (sig.seq, sig, ack)
 }
 
 fn ack_of(answer: &[u8]) -> Ack {

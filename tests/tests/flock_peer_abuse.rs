@@ -7,7 +7,6 @@ use flock_proto::peer::{self, Sender};
 use flock_proto::testing::Device;
 use flock_testkit::browser::*;
 use flock_tests::flock::{metric, scrape, Flock};
-use flock_tests::serving::*;
 use flock_tests::{raw_client, register_over};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

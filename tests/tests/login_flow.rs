@@ -70,7 +70,7 @@ async fn a_browser_logs_in_and_signalling_goes_both_ways() {
         matches!(e, Event::RemoteCandidate { .. })
     })
     .await;
-    assert!(matches!(e, Event::RemoteCandidate { candidate, .. } if candidate == candidate(60001)));
+    assert!(matches!(e, Event::RemoteCandidate { candidate: got, .. } if got == candidate(60001)));
     next_matching(&mut app, "end-of-candidates", |e| {
         matches!(e, Event::RemoteEndOfCandidates { .. })
     })

@@ -4,7 +4,6 @@
 
 use flock_appliance::Event;
 use flock_testkit::browser::*;
-use flock_tests::serving::*;
 use flock_tests::{appliance, wait_event, Flockd};
 use serde_json::Value;
 

@@ -6,7 +6,6 @@
 //! `browser_demo.rs` runs the simulator with a real browser, through to the data channel.
 
 use flock_testkit::browser::*;
-use flock_tests::serving::*;
 use flock_tests::simulator::Simulator;
 use flock_tests::{Flockd, TempDir};
 use serde_json::json;

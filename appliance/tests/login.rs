@@ -171,16 +171,7 @@ impl Lab {
 
     fn signal(&mut self, nonce: SessionNonce, seq: u32, body: SignalBody<'_>) -> Vec<u8> {
         let txid = self.txid();
-        let mut buf = [0u8; 1500];
-        let n = Signal {
-            name: self.name(),
-            session: nonce,
-            seq,
-            body,
-        }
-        .encode(&mut buf, &txid)
-        .unwrap();
-        buf[..n].to_vec()
+        flock_testkit::fake_appliance::signal_with(&txid, self.name(), nonce, seq, body)
     }
 
     /// The appliance's SIGNALs so far (requests only), with when they went out.

@@ -8,7 +8,7 @@ use flock_proto::login::wire::{
     method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
 };
 use flock_proto::login::SessionNonce;
-use flock_proto::stun::Message;
+use flock_proto::stun::{Message, TransactionId};
 use flock_proto::testing::keypair;
 use flock_proto::Name;
 use sha2::{Digest, Sha256};
@@ -95,17 +95,28 @@ pub fn connect_answer(req: &[u8], error: Option<u16>) -> Vec<u8> {
 
 /// The appliance's SIGNAL number `seq` of session `nonce` (its transaction id names `seq`).
 pub fn signal(name: Name, nonce: SessionNonce, seq: u32, body: SignalBody<'_>) -> Vec<u8> {
-    let mut buf = [0u8; 1500];
     let mut txid = [0u8; 12];
     txid[..4].copy_from_slice(&seq.to_be_bytes());
     txid[4] = 0xAA;
+    signal_with(&txid, name, nonce, seq, body)
+}
+
+/// A SIGNAL with transaction id `txid` (a server's SIGNAL to an appliance has the same form).
+pub fn signal_with(
+    txid: &TransactionId,
+    name: Name,
+    nonce: SessionNonce,
+    seq: u32,
+    body: SignalBody<'_>,
+) -> Vec<u8> {
+    let mut buf = [0u8; 1500];
     let n = Signal {
         name,
         session: nonce,
         seq,
         body,
     }
-    .encode(&mut buf, &txid)
+    .encode(&mut buf, txid)
     .unwrap();
     buf[..n].to_vec()
 }

@@ -78,6 +78,15 @@ impl Cores {
         assert!(msg.events.is_none());
     }
 
+    /// Expects a log-in as `persona` with password `password` for `session`.
+    pub async fn expect_login(&mut self, session: u64, persona: &str, password: &str) {
+        let login = Command::Login {
+            persona: persona.into(),
+            credential: format!("pwd:{password}"),
+        };
+        self.expect(session, login).await;
+    }
+
     /// No command arrives within `for_`.
     pub async fn expect_none(&mut self, for_: Duration) {
         if let Ok(Some((core, msg))) = tokio::time::timeout(for_, self.rx.recv()).await {

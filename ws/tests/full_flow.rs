@@ -12,17 +12,8 @@ async fn full_flow_ends_in_close_1000() {
     let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
 
-    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "alice".into(),
-                credential: "pwd:wonderland".into(),
-            },
-        )
-        .await;
+    ws.login("alice", "wonderland").await;
+    cores.expect_login(session, "alice", "wonderland").await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(ws.recv().await, json!({"type":"accepted"}));
     sink.try_send(Event::Offer {
@@ -107,17 +98,8 @@ async fn credentials_required_then_login() {
     ))
     .unwrap();
     assert_eq!(ws.recv().await, json!({"type":"credentials-required"}));
-    ws.send(json!({"type":"login","persona":"bob","credential":"pwd:x"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "bob".into(),
-                credential: "pwd:x".into(),
-            },
-        )
-        .await;
+    ws.login("bob", "x").await;
+    cores.expect_login(session, "bob", "x").await;
 }
 
 #[tokio::test]
@@ -154,34 +136,16 @@ async fn rejected_then_accepted() {
     let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
 
-    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:wrong"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "alice".into(),
-                credential: "pwd:wrong".into(),
-            },
-        )
-        .await;
+    ws.login("alice", "wrong").await;
+    cores.expect_login(session, "alice", "wrong").await;
     sink.try_send(Event::Rejected { attempts_left: 2 }).unwrap();
     assert_eq!(
         ws.recv().await,
         json!({"type":"rejected","attempts_left":2})
     );
 
-    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:wonderland"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "alice".into(),
-                credential: "pwd:wonderland".into(),
-            },
-        )
-        .await;
+    ws.login("alice", "wonderland").await;
+    cores.expect_login(session, "alice", "wonderland").await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(ws.recv().await, json!({"type":"accepted"}));
     sink.try_send(Event::Offer { sdp: "v=0".into() }).unwrap();
@@ -193,17 +157,8 @@ async fn a_second_login_while_one_is_pending_is_malformed() {
     let (gw, mut cores) = start(1, |_| {});
     let mut ws = Browser::connect(gw.local_addr()).await;
     let (session, _sink) = open_with_personas(&mut ws, &mut cores, "my-box").await;
-    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:a"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "alice".into(),
-                credential: "pwd:a".into(),
-            },
-        )
-        .await;
+    ws.login("alice", "a").await;
+    cores.expect_login(session, "alice", "a").await;
     ws.send(json!({"type":"login","persona":"alice","credential":"pwd:b"}))
         .await;
     assert_eq!(

@@ -66,17 +66,8 @@ async fn bad_messages_are_malformed_and_others_carry_on() {
     cores.expect(s3, Command::Close).await;
 
     // The first session still works.
-    good.send(json!({"type":"login","persona":"alice","credential":"pwd:x"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "alice".into(),
-                credential: "pwd:x".into(),
-            },
-        )
-        .await;
+    good.login("alice", "x").await;
+    cores.expect_login(session, "alice", "x").await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(good.recv().await, json!({"type":"accepted"}));
 }

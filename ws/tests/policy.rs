@@ -71,30 +71,12 @@ async fn personas_are_filtered_and_attempts_authorized_and_audited() {
         ws.recv().await,
         json!({"type":"personas","personas":[{"id":"alice","name":"Alice"}]})
     );
-    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:x"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "alice".into(),
-                credential: "pwd:x".into(),
-            },
-        )
-        .await;
+    ws.login("alice", "x").await;
+    cores.expect_login(session, "alice", "x").await;
     sink.try_send(Event::Rejected { attempts_left: 2 }).unwrap();
     ws.recv().await;
-    ws.send(json!({"type":"login","persona":"alice","credential":"pwd:y"}))
-        .await;
-    cores
-        .expect(
-            session,
-            Command::Login {
-                persona: "alice".into(),
-                credential: "pwd:y".into(),
-            },
-        )
-        .await;
+    ws.login("alice", "y").await;
+    cores.expect_login(session, "alice", "y").await;
     sink.try_send(Event::Accepted).unwrap();
     assert_eq!(ws.recv().await["type"], "accepted");
 

@@ -13,11 +13,9 @@
 //!
 //! `FLOCK_ALLOC_TRACE=N` prints the first N backtraces of each class.
 
-mod common;
-
-use common::{config, stats_until, EchoShard};
 use flock_engine::{CoreStats, Engine, EngineHandle, Handled, Shard};
 use flock_proto::Time;
+use flock_testkit::engine::{config, stats_until, EchoShard};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::Cell;

@@ -1,11 +1,9 @@
 //! Commands from another thread reach the right core's shard, wake it while it is parked, and a
 //! full inbox hands them back instead of blocking.
 
-mod common;
-
-use common::{client, config};
 use flock_engine::{Engine, Handled, Shard};
 use flock_proto::Time;
+use flock_testkit::engine::{client, config};
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,10 +1,8 @@
 //! The engine end to end over real sockets on 127.0.0.1.
 
-mod common;
-
-use common::{client, config, request, stats_until, EchoShard};
 use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Handled, Shard};
 use flock_proto::Time;
+use flock_testkit::engine::{client, config, request, stats_until, EchoShard};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

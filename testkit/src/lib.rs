@@ -9,6 +9,7 @@
 //!   protocol, and `tls`, a test CA.
 //! - `gateway` (feature `gateway`): a real gateway over fake cores.
 //! - `plugins` (feature `plugins`): plugin specs and hook requests.
+//! - `engine` (feature `engine`): an echo shard and an engine on loopback.
 //! - `bench` (feature `bench`): flock-bench's binary, the servers it runs, its reports.
 //!
 //! Every wait here is bounded.
@@ -23,6 +24,8 @@ pub mod sim;
 pub mod bench;
 #[cfg(feature = "browser")]
 pub mod browser;
+#[cfg(feature = "engine")]
+pub mod engine;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 #[cfg(feature = "plugins")]

@@ -236,7 +236,11 @@ async fn the_readmes_https_demo_runs_as_written() {
             .current_dir(&root.0)
             .output()
             .expect("sh runs");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let flags: Vec<String> = run
             .split_once(" -- ")
             .expect("flockd's flags after --")

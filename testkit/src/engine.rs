@@ -1,5 +1,4 @@
-//! Shards and helpers shared by the engine's integration tests.
-#![allow(dead_code)]
+//! For the engine's integration tests: an echo shard, an unpinned engine on loopback, UDP clients.
 
 use flock_engine::{CpuChoice, EngineConfig, Handled, Shard};
 use flock_proto::Time;

@@ -3,7 +3,7 @@
 //! - [`TempDir`], [`workspace_bin`], [`lines_of`]: files and child processes.
 //! - [`fake_appliance`]: an appliance's log-in answers (PERSONAS, CONNECT, SIGNAL) written
 //!   by hand, for tests that drive the server and play the appliance.
-//! - [`sim`]: a sans-IO simulation: server(s), appliance(s), the wire between them and a
+//! - [`sim`]: a sans-IO simulation: the server, an appliance, the wire between them and a
 //!   virtual clock, optionally losing datagrams.
 //! - `browser` (feature `browser`): a scripted websocket browser speaking the gateway's JSON
 //!   protocol, and `tls`, a test CA.

@@ -2,17 +2,14 @@
 //! simulated time, for the peer tests.
 #![allow(dead_code)]
 
-use flock_proto::identity;
-use flock_proto::login::wire::{
-    method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
-};
+use flock_proto::login::wire::{method, SignalBody};
 use flock_proto::login::{Command, Event, SessionId, SessionNonce};
 use flock_proto::server::{FlockConfig, Keys, Server, ServerConfig};
 use flock_proto::stun::{Class, Message};
 use flock_proto::testing::{keypair, Answer, Device, XorShift};
 use flock_proto::token::ProofKeys;
 use flock_proto::{Name, Time};
-use sha2::{Digest, Sha256};
+use flock_testkit::fake_appliance;
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,18 +81,9 @@ impl Appliance {
 
     fn signal(&mut self, body: SignalBody<'_>) -> Vec<u8> {
         let (nonce, _) = self.session.unwrap();
-        let mut buf = [0u8; 1500];
-        let txid = [0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, self.next_seq as u8];
-        let n = Signal {
-            name: self.name,
-            session: nonce,
-            seq: self.next_seq,
-            body,
-        }
-        .encode(&mut buf, &txid)
-        .unwrap();
+        let bytes = fake_appliance::signal(self.name, nonce, self.next_seq, body);
         self.next_seq += 1;
-        buf[..n].to_vec()
+        bytes
     }
 
     fn next_signal(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
@@ -117,45 +105,18 @@ impl Appliance {
         }
         self.heard.push(src);
         let m = Message::parse(bytes).expect("parses");
-        let flock_pk = identity::public_key(&keypair(200));
-        let mut buf = [0u8; 1500];
         let mut out = vec![];
         match (m.method(), m.class()) {
             (x, Class::Request) if x == method::PERSONAS => {
-                let r = PersonasRequest::parse(&m).unwrap();
-                assert!(r.from_flock(&flock_pk));
-                let sum: [u8; 32] = Sha256::digest(LIST).into();
-                let data = if r.known == Some(sum) {
-                    &[][..]
-                } else {
-                    &LIST[r.offset as usize..]
-                };
-                let c = PersonasChunk {
-                    name: r.name,
-                    checksum: sum,
-                    total: LIST.len() as u32,
-                    offset: r.offset,
-                    credentials_required: false,
-                    data,
-                };
-                let n = c.encode(&mut buf, m.transaction_id()).unwrap();
-                out.push((src, buf[..n].to_vec()));
+                assert!(fake_appliance::signed_by_flock(bytes));
+                out.push((src, fake_appliance::personas_answer(bytes, LIST, false)));
             }
             (x, Class::Request) if x == method::CONNECT => {
-                let c = Connect::parse(&m).unwrap();
-                assert!(c.from_flock(&flock_pk));
-                let n = Ack {
-                    method: method::CONNECT,
-                    name: c.name,
-                    session: c.session,
-                    seq: None,
-                    error: None,
-                }
-                .encode(&mut buf, m.transaction_id())
-                .unwrap();
-                out.push((src, buf[..n].to_vec()));
+                assert!(fake_appliance::signed_by_flock(bytes));
+                let (session, ..) = fake_appliance::connect_request(bytes);
+                out.push((src, fake_appliance::connect_answer(bytes, None)));
                 if self.session.is_none() {
-                    self.session = Some((c.session, src));
+                    self.session = Some((session, src));
                     let sdp = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n";
                     let offer = self.signal(SignalBody::Sdp {
                         offset: 0,
@@ -172,21 +133,12 @@ impl Appliance {
                 }
             }
             (x, Class::Request) if x == method::SIGNAL => {
-                let s = Signal::parse(&m).unwrap();
+                let (s, ack) = fake_appliance::ack_signal(bytes);
                 assert_eq!(Some(s.session), self.session.map(|s| s.0));
                 if !self.signals_in.contains(&s.seq) {
                     self.signals_in.push(s.seq);
                 }
-                let n = Ack {
-                    method: method::SIGNAL,
-                    name: s.name,
-                    session: s.session,
-                    seq: Some(s.seq),
-                    error: None,
-                }
-                .encode(&mut buf, m.transaction_id())
-                .unwrap();
-                out.push((src, buf[..n].to_vec()));
+                out.push((src, ack));
             }
             (x, Class::Success) if x == method::SIGNAL => {
                 self.in_flight = false;

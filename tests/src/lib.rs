@@ -251,6 +251,14 @@ pub async fn wait_event(
     }
 }
 
+/// Waits for `a`'s registration; panics after `timeout`.
+pub async fn wait_until_registered(a: &mut flock_appliance::ApplianceHandle, timeout: Duration) {
+    wait_event(a, timeout, "registration", |e| {
+        matches!(e, flock_appliance::Event::Registered { .. })
+    })
+    .await;
+}
+
 /// An SDK appliance named `name` (key from `seed`) talking to `server`.
 pub fn appliance(server: &Flockd, name: &str, seed: u8) -> flock_appliance::ApplianceHandle {
     let cfg = flock_appliance::ApplianceConfig::new(

@@ -2,7 +2,7 @@
 //! checks credentials and, once a log-in is accepted, signals per a [`Behaviour`].
 
 use flock_appliance::{ApplianceHandle, Candidate, Decision, Event};
-use flock_testkit::browser::WAIT;
+use flock_testkit::browser::{Browser, WAIT};
 use tokio::sync::mpsc;
 
 /// What a test appliance does once a browser's credentials are accepted.
@@ -15,6 +15,16 @@ pub enum Behaviour {
     },
     /// Accepts, then never signals anything.
     Mute,
+}
+
+impl Behaviour {
+    /// Sends [`offer`] and one loopback candidate on `port`.
+    pub fn offer_and_candidate(port: u16) -> Behaviour {
+        Behaviour::Signal {
+            offer: offer(),
+            candidates: vec![candidate(port)],
+        }
+    }
 }
 
 /// Runs an SDK appliance's application side on a task: accepts `persona` with `password`
@@ -51,6 +61,21 @@ pub fn run_appliance(
         h.shutdown().await;
     });
     rx
+}
+
+/// A browser logged in to `appliance` (as alice, with the password [`run_appliance`] accepts)
+/// and in the middle of signalling: it has the offer, a candidate and end-of-candidates of an
+/// appliance signalling per [`Behaviour::offer_and_candidate`], and has sent nothing back yet.
+pub async fn mid_signalling(gateway: std::net::SocketAddr, appliance: &str) -> Browser {
+    let mut b = Browser::connect(gateway).await;
+    b.open(appliance).await;
+    b.expect("personas").await;
+    b.login("alice", "wonderland").await;
+    b.expect("accepted").await;
+    b.expect("offer").await;
+    b.expect("candidate").await;
+    b.expect("end-of-candidates").await;
+    b
 }
 
 /// Waits for the first event matching `want` from `run_appliance`'s channel.

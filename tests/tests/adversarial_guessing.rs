@@ -8,7 +8,7 @@
 use flock_appliance::{Decision, Event};
 use flock_testkit::browser::Browser;
 use flock_tests::net::Family::{self, V4, V6};
-use flock_tests::{wait_event, Flockd, TempDir};
+use flock_tests::{wait_until_registered, Flockd, TempDir};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -93,10 +93,7 @@ async fn guessing(fam: Family, sources: &[IpAddr], legit: Option<IpAddr>) {
     cfg.login_answer_burst = 256;
     let mut h = flock_appliance::spawn(cfg, flock_proto::testing::keypair(1), fam.addr(0))
         .expect("spawn appliance");
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     h.set_personas(Some(br#"[{"id":"alice","name":"Alice"}]"#.to_vec()))

@@ -8,7 +8,7 @@ use flock_proto::msg::{self, code};
 use flock_proto::stun::{Class, Message};
 use flock_proto::testing::{Answer, Device};
 use flock_tests::net::{appliance, Family, Family::V4, Family::V6};
-use flock_tests::{now_ms, register_over, request, wait_event, Flockd};
+use flock_tests::{now_ms, register_over, request, wait_event, wait_until_registered, Flockd};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -167,10 +167,7 @@ async fn another_key_never_takes_a_held_name_from_a_live_appliance(fam: Family) 
     let server = fam.flockd(&["--keepalive-interval", "300ms", "--entry-lifetime", "10s"]);
     let mut owner = appliance(&server, "held-box", 1);
     let owner_addr = owner.local_addr();
-    wait_event(&mut owner, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut owner, WAIT).await;
 
     // Five other keys, from five addresses, each asking twice: all 409, no answer larger than
     // its request (checked by register_over).

@@ -9,7 +9,7 @@ use flock_appliance::webrtc::{PeerOptions, WebRtcPeer};
 use flock_appliance::{Candidate, Decision, Event};
 use flock_testkit::tls::TestCa;
 use flock_tests::browser::Browser;
-use flock_tests::{appliance, wait_event, Flockd, TempDir};
+use flock_tests::{appliance, wait_until_registered, Flockd, TempDir};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,10 +44,7 @@ async fn chromium_does_the_same_over_https_and_wss() {
 
 async fn log_in_and_open_a_data_channel(server: &Flockd, url: &str, b: Browser) {
     let mut h = appliance(server, "webrtc-box", 7);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     h.set_personas(Some(
         br#"[{"id":"alice","name":"Alice"},{"id":"bob","name":"Bob"}]"#.to_vec(),
     ))

@@ -7,7 +7,7 @@
 use flock_appliance::Event;
 use flock_testkit::browser::*;
 use flock_tests::serving::*;
-use flock_tests::{appliance, field, wait_event, Flockd, TempDir};
+use flock_tests::{appliance, field, wait_until_registered, Flockd, TempDir};
 use serde_json::json;
 use std::time::Duration;
 
@@ -17,34 +17,10 @@ fn start_with(dir: &TempDir, toml: &str) -> Flockd {
     Flockd::start(&["--config", file.to_str().unwrap()])
 }
 
-/// A browser logged in to `my-box` and in the middle of signalling: it has the appliance's
-/// offer, candidate and end-of-candidates, and has sent nothing back yet.
-async fn mid_signalling(server: &Flockd) -> Browser {
-    let mut b = Browser::connect(server.ws.unwrap()).await;
-    b.open("my-box").await;
-    b.expect("personas").await;
-    b.login("alice", "wonderland").await;
-    b.expect("accepted").await;
-    b.expect("offer").await;
-    b.expect("candidate").await;
-    b.expect("end-of-candidates").await;
-    b
-}
-
 async fn serving_box(server: &Flockd) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
     let mut h = appliance(server, "my-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
-    run_appliance(
-        h,
-        LIST,
-        Behaviour::Signal {
-            offer: offer(),
-            candidates: vec![candidate(50001)],
-        },
-    )
+    wait_until_registered(&mut h, WAIT).await;
+    run_appliance(h, LIST, Behaviour::offer_and_candidate(50001))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +30,7 @@ async fn sigterm_lets_a_running_log_in_finish_and_refuses_new_ones() {
     let ws = server.ws.unwrap();
     let mut app = serving_box(&server).await;
 
-    let mut running = mid_signalling(&server).await;
+    let mut running = mid_signalling(server.ws.unwrap(), "my-box").await;
     let mut idle = Browser::connect(ws).await;
     let mut choosing = Browser::connect(ws).await;
     choosing.open("my-box").await;
@@ -124,7 +100,7 @@ async fn a_log_in_still_running_at_the_deadline_is_cut_with_going_away() {
     let dir = TempDir::new("drain-cut");
     let mut server = start_with(&dir, "[ws]\ndrain_timeout = \"1s\"\n");
     let _app = serving_box(&server).await;
-    let mut stuck = mid_signalling(&server).await;
+    let mut stuck = mid_signalling(server.ws.unwrap(), "my-box").await;
 
     let t = std::time::Instant::now();
     server.signal(libc::SIGTERM);

@@ -9,7 +9,7 @@ use flock_proto::testing::keypair;
 use flock_testkit::browser::*;
 use flock_tests::flock::{metric, scrape, Flock};
 use flock_tests::serving::*;
-use flock_tests::wait_event;
+use flock_tests::wait_until_registered;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -38,10 +38,7 @@ async fn registered(
     tweak(&mut cfg);
     let mut h = flock_appliance::spawn(cfg, keypair(seed), "127.0.0.1:0".parse().unwrap())
         .expect("spawn appliance");
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     assert_eq!(
         h.status().server,
         flock.udp()[flock.owner(name)],
@@ -51,14 +48,7 @@ async fn registered(
 }
 
 fn serving(h: ApplianceHandle) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
-    run_appliance(
-        h,
-        LIST,
-        Behaviour::Signal {
-            offer: offer(),
-            candidates: vec![candidate(50001)],
-        },
-    )
+    run_appliance(h, LIST, Behaviour::offer_and_candidate(50001))
 }
 
 /// A whole log-in through the gateway at `ws`; Err says where it stopped.

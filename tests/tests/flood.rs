@@ -21,7 +21,7 @@
 use flock_appliance::Event;
 use flock_benches::flood::{flood, prepare, Flood, Kind, SOCKETS};
 use flock_tests::net::{appliance, Family};
-use flock_tests::{wait_event, TempDir};
+use flock_tests::{wait_event, wait_until_registered, TempDir};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,10 +157,7 @@ async fn run(fam: Family, f: Flood, max_registrations: u64) {
     let mut real = vec![];
     for (i, name) in REAL.iter().enumerate() {
         let mut a = appliance(&server, name, 1 + i as u8);
-        wait_event(&mut a, WAIT, "registration", |e| {
-            matches!(e, Event::Registered { .. })
-        })
-        .await;
+        wait_until_registered(&mut a, WAIT).await;
         real.push(a);
     }
     for a in &mut real {

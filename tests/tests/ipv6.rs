@@ -5,7 +5,7 @@
 use flock_appliance::Event;
 use flock_testkit::browser::*;
 use flock_tests::serving::*;
-use flock_tests::{wait_event, Flockd};
+use flock_tests::{wait_event, wait_until_registered, Flockd};
 use serde_json::json;
 use std::time::Duration;
 
@@ -82,27 +82,10 @@ async fn a_browser_logs_in_over_ipv6() {
         "[::1]:0".parse().unwrap(),
     )
     .unwrap();
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
-    let mut app = run_appliance(
-        h,
-        LIST,
-        Behaviour::Signal {
-            offer: offer(),
-            candidates: vec![candidate(7)],
-        },
-    );
+    wait_until_registered(&mut h, WAIT).await;
+    let mut app = run_appliance(h, LIST, Behaviour::offer_and_candidate(7));
 
-    let mut b = Browser::connect(ws).await;
-    b.open("v6-box").await;
-    b.expect("personas").await;
-    b.login("alice", "wonderland").await;
-    b.expect("accepted").await;
-    b.expect("offer").await;
-    b.expect("candidate").await;
-    b.expect("end-of-candidates").await;
+    let mut b = mid_signalling(ws, "v6-box").await;
     b.send(json!({"type": "answer", "sdp": "v=0\r\n"})).await;
     b.send(json!({"type": "end-of-candidates"})).await;
     assert_eq!(b.closed().await.code, 1000);

@@ -5,10 +5,9 @@
 //! once with the typed error `appliance-busy` (close 1013), against a real flockd and an SDK
 //! appliance: not after a retransmission, and not as the server's own `busy`.
 
-use flock_appliance::Event;
 use flock_testkit::browser::*;
 use flock_tests::serving::*;
-use flock_tests::{appliance, wait_event, Flockd, TempDir};
+use flock_tests::{appliance, wait_until_registered, Flockd, TempDir};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -26,10 +25,7 @@ fn server() -> (Flockd, TempDir) {
 
 async fn registered(server: &Flockd, name: &str, seed: u8) -> flock_appliance::ApplianceHandle {
     let mut h = appliance(server, name, seed);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     h
 }
 
@@ -98,10 +94,7 @@ async fn malformed_and_oversize_frames_end_only_their_own_session() {
     let _app = run_appliance(
         registered(&server, "my-box", 1).await,
         LIST,
-        Behaviour::Signal {
-            offer: offer(),
-            candidates: vec![candidate(5)],
-        },
+        Behaviour::offer_and_candidate(5),
     );
 
     // A good session, half-way through, while others misbehave.
@@ -155,10 +148,7 @@ async fn log_ins_past_the_answer_rate_fail_fast_with_appliance_busy() {
     let server = Flockd::start(&[]);
     let ws = server.ws.unwrap();
     let mut h = appliance(&server, "busy-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let _app = run_appliance(h, LIST, Behaviour::Mute);
     // Sixteen browsers at once: the appliance answers eight (its burst) and about one more per
     // second; every other one is told at once that the appliance is busy.

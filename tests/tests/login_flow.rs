@@ -5,17 +5,14 @@
 use flock_appliance::Event;
 use flock_testkit::browser::*;
 use flock_tests::serving::*;
-use flock_tests::{appliance, wait_event, Flockd};
+use flock_tests::{appliance, wait_until_registered, Flockd};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_logs_in_and_signalling_goes_both_ways() {
     let mut server = Flockd::start(&["--cores", "2"]);
     let mut h = appliance(&server, "my-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let offer = offer();
     let mut app = run_appliance(
         h,

@@ -2,9 +2,8 @@
 //! a browser: a second browser costs one PERSONAS round trip without data; a changed list is
 //! fetched again and the browser sees the new one.
 
-use flock_appliance::Event;
 use flock_testkit::browser::*;
-use flock_tests::{appliance, wait_event, Flockd};
+use flock_tests::{appliance, wait_until_registered, Flockd};
 use serde_json::Value;
 
 fn list(prefix: &str, n: usize) -> Vec<u8> {
@@ -25,10 +24,7 @@ async fn cache_hit_then_invalidation_by_checksum() {
     let server = Flockd::start(&[]);
     let ws = server.ws.unwrap();
     let mut h = appliance(&server, "cache-box", 4);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let first = list("a", 30);
     assert!(first.len() > 1200, "the list must take several chunks");
     h.set_personas(Some(first.clone())).unwrap();

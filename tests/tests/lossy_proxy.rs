@@ -302,10 +302,7 @@ async fn logins(fam: Family, loss: f64, seed: u64) -> usize {
         apps.push(run_appliance(
             h,
             LIST,
-            Behaviour::Signal {
-                offer: offer(),
-                candidates: vec![candidate(50001)],
-            },
+            Behaviour::offer_and_candidate(50001),
         ));
     }
     let gateway = server.ws.unwrap();

@@ -3,7 +3,7 @@
 //! with a plugin loaded, a log-in shows in the per-hook latency histogram.
 
 use flock_appliance::Event;
-use flock_tests::{appliance, wait_event, Flockd};
+use flock_tests::{appliance, wait_event, wait_until_registered, Flockd};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -66,10 +66,7 @@ async fn a_scrape_shows_registrations_and_packets_but_no_names() {
 
     let name = "metrics-secret-box";
     let mut a = appliance(&server, name, 7);
-    wait_event(&mut a, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut a, WAIT).await;
     wait_event(&mut a, WAIT, "keep-alive", |e| {
         matches!(e, Event::KeptAlive { .. })
     })
@@ -177,10 +174,7 @@ async fn plugin_hook_latencies_show_as_a_histogram_per_hook() {
     let ws = server.ws.unwrap();
     let name = "metrics-hooked-box";
     let mut h = appliance(&server, name, 8);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let _app = run_appliance(h, LIST, Behaviour::Mute);
     for (password, outcome) in [("wonderland", "accepted"), ("guess", "rejected")] {
         let mut b = Browser::connect(ws).await;

@@ -7,7 +7,7 @@ use flock_appliance::Event;
 use flock_plugins::testing::{build_c_plugin, plugin_lib, BROKEN_C, DENY_PERSONA_C};
 use flock_testkit::browser::*;
 use flock_tests::serving::*;
-use flock_tests::{appliance, wait_event, workspace_bin, Flockd, TempDir};
+use flock_tests::{appliance, wait_event, wait_until_registered, workspace_bin, Flockd, TempDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -51,10 +51,7 @@ async fn allowlist_admits_only_listed_names_and_keys() {
     let server = Flockd::start(&["--config", &cfg]);
 
     let mut ok = appliance(&server, "listed-box", 1);
-    wait_event(&mut ok, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut ok, WAIT).await;
     let mut wrong_key = appliance(&server, "listed-box-2", 1);
     let e = wait_event(&mut wrong_key, WAIT, "a refusal", |e| {
         matches!(e, Event::Refused { .. } | Event::Registered { .. })
@@ -93,10 +90,7 @@ async fn login_ratelimit_answers_rate_limited_across_websockets() {
     );
     let server = Flockd::start(&["--config", &cfg]);
     let mut h = appliance(&server, "my-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let _app = run_appliance(h, LIST, Behaviour::Mute);
     for attempt in 0..3 {
         let mut b = Browser::connect(server.ws.unwrap()).await;
@@ -125,10 +119,7 @@ async fn c_plugin_denies_and_hides_a_persona() {
     let cfg = config(&dir, "", &[(&lib, "deny")]);
     let server = Flockd::start(&["--config", &cfg]);
     let mut h = appliance(&server, "my-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let _app = run_appliance(h, LIST, Behaviour::Mute);
 
     let mut b = Browser::connect(server.ws.unwrap()).await;
@@ -149,10 +140,7 @@ async fn overrun_and_panic_deny_and_the_server_carries_on() {
     let cfg = config(&dir, "", &[(&plugin_lib("flock-plugin-testkit"), "")]);
     let mut server = Flockd::start(&["--config", &cfg]);
     let mut h = appliance(&server, "my-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let _app = run_appliance(
         h,
         LIST,
@@ -254,10 +242,7 @@ async fn hooks_see_registrations_log_ins_and_audit_events() {
     let cfg = config(&dir, "[timers]\nentry_lifetime = \"2s\"\nkeepalive_interval = \"1s\"\nsweep_interval = \"200ms\"\n", &[(&plugin_lib("flock-plugin-testkit"), &format!("log={}", log.display()))]);
     let server = Flockd::start(&["--config", &cfg]);
     let mut h = appliance(&server, "audited-box", 1);
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let _app = run_appliance(h, LIST, Behaviour::Mute);
     let mut b = Browser::connect(server.ws.unwrap()).await;
     b.open("audited-box").await;

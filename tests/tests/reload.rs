@@ -8,7 +8,7 @@ use flock_appliance::Event;
 use flock_plugins::testing::plugin_lib;
 use flock_testkit::browser::*;
 use flock_tests::serving::*;
-use flock_tests::{field, wait_event, Flockd, TempDir};
+use flock_tests::{field, wait_until_registered, Flockd, TempDir};
 use std::path::Path;
 use std::time::Duration;
 
@@ -65,10 +65,7 @@ async fn sighup_applies_a_stricter_rate_limit_and_keeps_registrations() {
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
+    wait_until_registered(&mut h, WAIT).await;
     let mut app = run_appliance(h, LIST, Behaviour::Mute);
     for _ in 0..3 {
         assert_eq!(attempt(&server).await, "rejected", "a generous rate");

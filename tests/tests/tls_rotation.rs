@@ -7,7 +7,7 @@ use flock_appliance::Event;
 use flock_testkit::browser::*;
 use flock_testkit::tls::{peer_serial, TestCa};
 use flock_tests::serving::*;
-use flock_tests::{appliance, wait_event, Flockd, TempDir};
+use flock_tests::{appliance, wait_until_registered, Flockd, TempDir};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,18 +54,8 @@ async fn certificates_rotate_under_an_open_wss_log_in() {
     let gateway = server.ws.unwrap();
     let h = appliance(&server, "my-box", 3);
     let mut h = h;
-    wait_event(&mut h, WAIT, "registration", |e| {
-        matches!(e, Event::Registered { .. })
-    })
-    .await;
-    let mut app = run_appliance(
-        h,
-        LIST,
-        Behaviour::Signal {
-            offer: offer(),
-            candidates: vec![candidate(50001)],
-        },
-    );
+    wait_until_registered(&mut h, WAIT).await;
+    let mut app = run_appliance(h, LIST, Behaviour::offer_and_candidate(50001));
 
     // A log-in begun on certificate 1.
     let mut b = Browser::connect_tls(gateway, ca.client_config()).await;

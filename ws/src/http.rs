@@ -210,10 +210,26 @@ pub fn redirect_to_https(head: &[u8], port: u16) -> Response {
             } else {
                 format!(":{port}")
             };
-            Response::redirect(format!("https://{name}{port}{path}"))
+            Response::redirect(format!("https://{name}{port}{}", uri_escaped(path)))
         }
         _ => Response::status(400),
     }
+}
+
+/// `path` with every byte that may not stand in a URI (non-ASCII, controls, space) written as
+/// `%XX`: the request line may carry raw UTF-8, a `Location` header must not.
+fn uri_escaped(path: &str) -> Cow<'_, str> {
+    if path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() * 3);
+    for b in path.bytes() {
+        match b.is_ascii_graphic() {
+            true => out.push(char::from(b)),
+            false => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Decides what a complete (or malformed) request head asks for; `scheme` is how the browser
@@ -323,6 +339,11 @@ mod tests {
             400
         );
         assert_eq!(location("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 443).0, 400);
+        // Raw UTF-8 in the request line (httparse takes it) leaves percent-encoded.
+        assert_eq!(
+            location("GET /d\u{0497}t?x HTTP/1.1\r\nHost: f\r\n\r\n", 443),
+            (308, Some("https://f/d%D2%97t?x".into()))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use crate::login::{Candidate, Decision, LoginRequest, SessionNonce};
 use crate::machine::{
-    session_short, Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM,
+    session_short, Appliance, ApplianceConfig, Event, Output, State, Stats, MAX_DATAGRAM,
 };
 use flock_proto::entropy::Entropy;
 use flock_proto::identity::Fingerprint;
@@ -301,19 +301,25 @@ async fn run(
     let mut v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     loop {
         let now = clock.now();
-        while let Some((dst, n)) = machine.poll_transmit(now, &mut out) {
-            let dst = if v6 { v4_mapped(dst) } else { dst };
-            if let Err(e) = socket.send_to(&out[..n], dst).await {
-                tracing::debug!(%name, %dst, "send failed: {e}");
+        // Every datagram first, then the events (`poll_output` gives them in that order).
+        let next_timer = loop {
+            match machine.poll_output(now, &mut out) {
+                Output::Transmit { dst, len } => {
+                    let dst = if v6 { v4_mapped(dst) } else { dst };
+                    if let Err(e) = socket.send_to(&out[..len], dst).await {
+                        tracing::debug!(%name, %dst, "send failed: {e}");
+                    }
+                }
+                Output::Event(event) => {
+                    tracing::debug!(%name, "{event}");
+                    if let Err(e) = events.try_send(event) {
+                        events_dropped += 1;
+                        tracing::warn!(%name, "event dropped (nobody is reading them): {}", e.into_inner());
+                    }
+                }
+                Output::Timeout(at) => break at,
             }
-        }
-        while let Some(event) = machine.poll_event() {
-            tracing::debug!(%name, "{event}");
-            if let Err(e) = events.try_send(event) {
-                events_dropped += 1;
-                tracing::warn!(%name, "event dropped (nobody is reading them): {}", e.into_inner());
-            }
-        }
+        };
         {
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             s.state = machine.state();
@@ -322,7 +328,7 @@ async fn run(
             s.stats.clone_from(machine.stats());
             s.events_dropped = events_dropped;
         }
-        let deadline = machine.poll_timeout().map(|t| clock.instant(t));
+        let deadline = next_timer.map(|t| clock.instant(t));
         // Biased, the application's commands first: a persona list or authenticator set
         // before a request arrives must apply to it even when both are ready at once.
         tokio::select! {

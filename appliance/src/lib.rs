@@ -29,6 +29,6 @@ pub use login::{
     Authenticator, Candidate, Decision, LoginRequest, SessionFailure, SessionNonce, SignalError,
 };
 pub use machine::{
-    Appliance, ApplianceConfig, Event, State, Stats, MAX_DATAGRAM, MAX_REDIRECTS,
+    Appliance, ApplianceConfig, Event, Output, State, Stats, MAX_DATAGRAM, MAX_REDIRECTS,
     MIN_KEEPALIVE_INTERVAL,
 };

@@ -22,13 +22,14 @@
 
 use crate::machine::{ApplianceConfig, Bucket, Event, Events, Stats, CLOCK_SKEW_MS};
 use flock_proto::entropy::Entropy;
-use flock_proto::login::wire::{
-    self, code, method, Ack, Connect, Outbound, PersonasChunk, PersonasRefused, PersonasRequest,
-    Signal, SignalBody,
-};
 pub use flock_proto::login::{Candidate, SessionNonce};
 use flock_proto::stun::{Class, Message, TransactionId};
 use flock_proto::token::canonical;
+use flock_proto::wire::login::{
+    self as login_wire, code, Ack, Connect, Outbound, PersonasChunk, PersonasRefused,
+    PersonasRequest, Signal, SignalBody,
+};
+use flock_proto::wire::method;
 use flock_proto::{Name, Time};
 use std::collections::VecDeque;
 use std::fmt;
@@ -173,7 +174,7 @@ struct Connection {
     end_acked: bool,
     /// The flock's stream: next SEQ expected.
     expect: u32,
-    sdp: wire::SdpAssembly,
+    sdp: login_wire::SdpAssembly,
     remote_end: bool,
 }
 
@@ -309,7 +310,7 @@ impl Login {
     }
 
     fn answer_ack(&mut self, dst: SocketAddr, ack: Ack, txid: &TransactionId, stats: &mut Stats) {
-        let mut buf = [0; wire::MAX_DATAGRAM];
+        let mut buf = [0; login_wire::MAX_DATAGRAM];
         if let Ok(n) = ack.encode(&mut buf, txid) {
             self.queue(dst, buf[..n].to_vec(), stats);
         }
@@ -338,7 +339,7 @@ impl Login {
                 name: cx.config.name,
                 code: code::BUSY,
             };
-            let mut buf = [0; wire::MAX_DATAGRAM];
+            let mut buf = [0; login_wire::MAX_DATAGRAM];
             match busy.encode(&mut buf, m.transaction_id()) {
                 Ok(n) if self.refusal_bucket.take(now) => {
                     cx.stats.login_busy += 1;
@@ -363,7 +364,7 @@ impl Login {
             credentials_required: self.personas.is_none(),
             data,
         };
-        let mut buf = [0; wire::MAX_DATAGRAM];
+        let mut buf = [0; login_wire::MAX_DATAGRAM];
         if let Ok(n) = chunk.encode(&mut buf, m.transaction_id()) {
             cx.stats.personas_answered += 1;
             let bytes = buf[..n].to_vec();
@@ -586,7 +587,7 @@ impl Login {
         len: usize,
         stats: &mut Stats,
     ) {
-        let mut buf = [0; wire::MAX_DATAGRAM];
+        let mut buf = [0; login_wire::MAX_DATAGRAM];
         match ack.encode(&mut buf, txid) {
             Ok(n) if n <= len && self.unknown_bucket.take(now) => {
                 self.queue(src, buf[..n].to_vec(), stats)
@@ -622,7 +623,7 @@ impl Login {
             .queue
             .front()
             .expect("an outstanding SIGNAL has its item");
-        if conn.piece >= wire::pieces(front) {
+        if conn.piece >= login_wire::pieces(front) {
             conn.end_acked |= matches!(front, Outbound::EndOfCandidates);
             conn.queue.pop_front();
             conn.piece = 0;
@@ -684,8 +685,10 @@ impl Login {
         let too_long = match &item {
             Outbound::Sdp(sdp) => sdp.len() > MAX_SDP,
             Outbound::Candidate(k) => {
-                k.candidate.len() > wire::MAX_CANDIDATE_LEN
-                    || k.mid.as_ref().is_some_and(|m| m.len() > wire::MAX_MID_LEN)
+                k.candidate.len() > login_wire::MAX_CANDIDATE_LEN
+                    || k.mid
+                        .as_ref()
+                        .is_some_and(|m| m.len() > login_wire::MAX_MID_LEN)
             }
             Outbound::EndOfCandidates => false,
         };
@@ -719,7 +722,11 @@ impl Login {
             };
             out.send_now = false;
             // Items were checked when queued, so every piece encodes.
-            let Some(body) = c.queue.front().and_then(|item| wire::piece(item, c.piece)) else {
+            let Some(body) = c
+                .queue
+                .front()
+                .and_then(|item| login_wire::piece(item, c.piece))
+            else {
                 continue;
             };
             let Ok(n) = (Signal {
@@ -813,7 +820,7 @@ impl Connection {
             end_queued: false,
             end_acked: false,
             expect: 0,
-            sdp: wire::SdpAssembly::default(),
+            sdp: login_wire::SdpAssembly::default(),
             remote_end: false,
         }
     }

@@ -1,8 +1,9 @@
 //! The appliance's protocol state machine, sans-IO.
 //!
 //! [`Appliance`] owns no socket, reads no clock and starts no thread: the caller feeds it
-//! datagrams ([`Appliance::handle`]) and time ([`Appliance::handle_timeout`]), and drains what it
-//! wants to send ([`Appliance::poll_transmit`]) and what happened ([`Appliance::poll_event`]).
+//! datagrams ([`Appliance::handle`]) and time ([`Appliance::handle_timeout`]), and drains one
+//! [`Output`] at a time ([`Appliance::poll_output`]): what it wants to send, what happened, and
+//! when its timers next run.
 //! Randomness (transaction ids, keep-alive jitter) comes from the [`Entropy`] it was built with.
 //!
 //! Life cycle:
@@ -38,12 +39,13 @@ use crate::login::{
 };
 use flock_proto::entropy::Entropy;
 use flock_proto::identity::{self, Fingerprint, PUBLIC_KEY_LEN};
-use flock_proto::login::wire::{self as login_wire, Outbound};
-use flock_proto::msg::{
-    self, code, method, Check, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate,
-};
 use flock_proto::stun::{Class, Message, TransactionId};
 use flock_proto::token::{canonical, Nonce, Token};
+use flock_proto::wire::login::{self as login_wire, Outbound};
+use flock_proto::wire::method;
+use flock_proto::wire::registration::{
+    self, code, Check, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate,
+};
 use flock_proto::{Name, Time};
 use ring::signature::Ed25519KeyPair;
 use std::collections::VecDeque;
@@ -51,14 +53,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A buffer of this size always holds anything [`Appliance::poll_transmit`] writes.
+/// A buffer of this size always holds anything [`Appliance::poll_output`] writes.
 pub const MAX_DATAGRAM: usize = 1500;
 
 /// Transaction ids remembered for one registration attempt (a success for any of them counts).
 const MAX_TXIDS_PER_ATTEMPT: usize = 32;
-/// CHECK answers waiting to be sent; more CHECKs arriving before a `poll_transmit` are dropped.
+/// CHECK answers waiting to be sent; more CHECKs arriving before a `poll_output` are dropped.
 const MAX_PENDING_ANSWERS: usize = 16;
-/// Events kept for `poll_event`; past it the oldest are dropped.
+/// Events kept for `poll_output`; past it the oldest are dropped.
 const MAX_EVENTS: usize = 256;
 /// Nonce errors in one attempt answered by an immediate re-send; later ones wait for the
 /// retransmission timer (a NAT that changes port on every packet must not make us spin).
@@ -302,7 +304,7 @@ impl State {
 /// Counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Datagrams handed out by `poll_transmit`.
+    /// Datagrams handed out by `poll_output`.
     pub transmitted: u64,
     /// Of those, retransmissions of an unanswered request.
     pub retransmitted: u64,
@@ -396,7 +398,7 @@ struct Transaction {
     started: Time,
     next_send: Time,
     rto: Duration,
-    /// A transmission is due at the next `poll_transmit`.
+    /// A transmission is due at the next `poll_output`.
     send_now: bool,
     /// That transmission repeats an earlier one.
     is_retransmission: bool,
@@ -426,6 +428,18 @@ struct PendingAnswer {
     dst: SocketAddr,
     txid: TransactionId,
     challenge: [u8; 16],
+}
+
+/// Next thing the appliance wants done, from [`Appliance::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send the first `len` bytes of the buffer given to `poll_output` to `dst`.
+    Transmit { dst: SocketAddr, len: usize },
+    /// Something happened (see [`Event`]).
+    Event(Event),
+    /// Nothing else to do now: call `handle_timeout` at this time (`None`: only a datagram
+    /// can wake the appliance).
+    Timeout(Option<Time>),
 }
 
 /// An appliance: registers its name with a flock server and keeps it registered.
@@ -596,9 +610,21 @@ impl Appliance {
         }
     }
 
-    /// Writes the next datagram to send into `buf` (use [`MAX_DATAGRAM`] bytes); returns its
-    /// destination and length. Call until `None` after each `handle` and `handle_timeout`.
-    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+    /// What the appliance wants done next: a datagram to send (written into `buf`; use
+    /// [`MAX_DATAGRAM`] bytes), then the events, then, once nothing else is left, when
+    /// `handle_timeout` must run. Call until [`Output::Timeout`] after every input.
+    pub fn poll_output(&mut self, now: Time, buf: &mut [u8]) -> Output {
+        if let Some((dst, len)) = self.transmit(now, buf) {
+            return Output::Transmit { dst, len };
+        }
+        if let Some(event) = self.events.0.pop_front() {
+            return Output::Event(event);
+        }
+        Output::Timeout(self.next_timeout())
+    }
+
+    /// The next datagram to send, written into `buf`: its destination and length.
+    fn transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         let sent = self.next_transmit(now, buf)?;
         self.sent_to(sent.0);
         Some(sent)
@@ -621,9 +647,13 @@ impl Appliance {
             self.start_registering(now);
         }
         while let Some(a) = self.answers.pop_front() {
-            if let Ok(n) =
-                msg::encode_check_answer(buf, &a.txid, &self.config.name, &self.key, &a.challenge)
-            {
+            if let Ok(n) = registration::encode_check_answer(
+                buf,
+                &a.txid,
+                &self.config.name,
+                &self.key,
+                &a.challenge,
+            ) {
                 self.stats.transmitted += 1;
                 return Some((a.dst, n));
             }
@@ -640,7 +670,7 @@ impl Appliance {
                 a.tx.send_now = false;
                 let retransmission = a.tx.is_retransmission;
                 a.tx.is_retransmission = true;
-                msg::encode_register(
+                registration::encode_register(
                     buf,
                     &a.tx.txid,
                     &self.config.name,
@@ -676,7 +706,7 @@ impl Appliance {
     }
 
     /// When `handle_timeout` must next run (`None`: only a datagram can wake the appliance).
-    pub fn poll_timeout(&self) -> Option<Time> {
+    fn next_timeout(&self) -> Option<Time> {
         let login = self.login.poll_timeout(self.config.signal_give_up_after);
         let registration = match &self.phase {
             Phase::Starting => Some(Time::ZERO),
@@ -734,11 +764,6 @@ impl Appliance {
                 }
             }
         }
-    }
-
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.0.pop_front()
     }
 
     /// The persona list served to the flock: JSON bytes, `[{"id":"alice","name":"Alice"}]`

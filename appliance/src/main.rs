@@ -7,8 +7,8 @@ use flock_appliance::{
     spawn, ApplianceConfig, ApplianceHandle, Candidate, Decision, Event, SessionNonce,
 };
 use flock_proto::identity::{self, PUBLIC_KEY_LEN};
-use flock_proto::login::wire::MAX_CREDENTIAL_LEN;
-use flock_proto::msg::code;
+use flock_proto::wire::login::MAX_CREDENTIAL_LEN;
+use flock_proto::wire::registration::code;
 use flock_proto::Name;
 use ring::signature::Ed25519KeyPair;
 use std::fmt::Write as _;
@@ -903,7 +903,7 @@ impl Output {
                 ("session", J::S(&hex(session))),
                 ("persona", J::S(persona)),
                 ("code", J::N(u64::from(*c))),
-                ("reason", J::S(flock_proto::login::wire::code::reason(*c))),
+                ("reason", J::S(flock_proto::wire::login::code::reason(*c))),
             ]),
             Event::RemoteAnswer { session, sdp } => json(&[
                 ("event", J::S("remote_answer")),

@@ -2,8 +2,9 @@
 //! address before moving the name.
 
 use flock_appliance::{Appliance, Event};
-use flock_proto::msg::{method, CheckAnswer};
 use flock_proto::server::ServerConfig;
+use flock_proto::wire::method;
+use flock_proto::wire::registration::CheckAnswer;
 use flock_testkit::sim::*;
 use std::net::SocketAddr;
 
@@ -50,7 +51,7 @@ fn check_answered_from_the_new_address_moves_the_name_at_once() {
         "the answer echoes the CHECK's transaction id"
     );
     assert_eq!(answers[0].class(), Class::Success);
-    let check = flock_proto::msg::Check::parse(&checks[0].message()).unwrap();
+    let check = flock_proto::wire::registration::Check::parse(&checks[0].message()).unwrap();
     let answer = CheckAnswer::parse(&answers[0].message()).unwrap();
     assert!(answer.proves(&sim.app.fingerprint().prefix(), &check.challenge));
 
@@ -93,7 +94,7 @@ fn told_of_the_change_it_acts_at_once() {
 
 /// A server whose registrations outlive the check window (by default the old registration,
 /// last refreshed 30 s before the check starts, expires within it and ends it early).
-fn long_lived(flock_seed: u8) -> flock_proto::server::Server<XorShift> {
+fn long_lived(flock_seed: u8) -> Host {
     server_with(
         ServerConfig {
             entry_lifetime: secs(180),

@@ -2,9 +2,10 @@
 //! answered; responses that match none of our transactions are ignored.
 
 use flock_appliance::{Appliance, Event, State};
-use flock_proto::msg::{self, method, CheckAnswer, KeptAlive};
 use flock_proto::stun::Encoder;
 use flock_proto::stun::MessageType;
+use flock_proto::wire::method;
+use flock_proto::wire::registration::{self, CheckAnswer, KeptAlive};
 use flock_testkit::sim::*;
 
 const TXID: TransactionId = [7; 12];
@@ -14,9 +15,10 @@ const VALID_UNTIL: u64 = T0.0 + 60_000;
 
 fn check(flock_seed: u8, name_: &str) -> Vec<u8> {
     let n = name(name_);
-    let sig = msg::sign_check(&keypair(flock_seed), &n, &CHALLENGE, VALID_UNTIL);
+    let sig = registration::sign_check(&keypair(flock_seed), &n, &CHALLENGE, VALID_UNTIL);
     let mut buf = [0u8; 1500];
-    let len = msg::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
+    let len =
+        registration::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
     buf[..len].to_vec()
 }
 
@@ -87,9 +89,10 @@ fn a_stale_check_is_ignored() {
     assert_eq!(sim.app.stats().checks_ignored, 1);
     // A changed expiry breaks the signature.
     let n = name("box");
-    let sig = msg::sign_check(&keypair(FLOCK_SEED), &n, &CHALLENGE, VALID_UNTIL);
+    let sig = registration::sign_check(&keypair(FLOCK_SEED), &n, &CHALLENGE, VALID_UNTIL);
     let mut buf = [0u8; 1500];
-    let len = msg::encode_check(&mut buf, &TXID, &n, &CHALLENGE, sim.now.0 + 60_000, &sig).unwrap();
+    let len = registration::encode_check(&mut buf, &TXID, &n, &CHALLENGE, sim.now.0 + 60_000, &sig)
+        .unwrap();
     sim.inject(sim.server_addr, &buf[..len]);
     assert!(sim.app_requests(method::CHECK).is_empty());
     assert_eq!(sim.app.stats().checks_ignored, 2);
@@ -100,12 +103,19 @@ fn the_answer_is_no_larger_than_the_check() {
     let mut sim = registered();
     for name_ in ["box", &"b".repeat(255)] {
         let n = name(name_);
-        let sig = msg::sign_check(&keypair(FLOCK_SEED), &n, &CHALLENGE, VALID_UNTIL);
+        let sig = registration::sign_check(&keypair(FLOCK_SEED), &n, &CHALLENGE, VALID_UNTIL);
         let mut buf = [0u8; 1500];
-        let len = msg::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
+        let len =
+            registration::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
         let mut answer = [0u8; 1500];
-        let a = msg::encode_check_answer(&mut answer, &TXID, &n, &keypair(APP_SEED), &CHALLENGE)
-            .unwrap();
+        let a = registration::encode_check_answer(
+            &mut answer,
+            &TXID,
+            &n,
+            &keypair(APP_SEED),
+            &CHALLENGE,
+        )
+        .unwrap();
         assert!(
             a <= len,
             "answer {a} > check {len} for a {}-byte name",
@@ -123,14 +133,16 @@ fn the_answer_is_no_larger_than_the_check() {
 fn a_check_with_a_tampered_signature_or_challenge_is_ignored() {
     let mut sim = registered();
     let n = name("box");
-    let mut sig = msg::sign_check(&keypair(FLOCK_SEED), &n, &CHALLENGE, VALID_UNTIL);
+    let mut sig = registration::sign_check(&keypair(FLOCK_SEED), &n, &CHALLENGE, VALID_UNTIL);
     sig[10] ^= 1;
     let mut buf = [0u8; 1500];
-    let len = msg::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
+    let len =
+        registration::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
     sim.inject(sim.server_addr, &buf[..len]);
     // A valid signature over another challenge.
-    let sig = msg::sign_check(&keypair(FLOCK_SEED), &n, &[1; 16], VALID_UNTIL);
-    let len = msg::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
+    let sig = registration::sign_check(&keypair(FLOCK_SEED), &n, &[1; 16], VALID_UNTIL);
+    let len =
+        registration::encode_check(&mut buf, &TXID, &n, &CHALLENGE, VALID_UNTIL, &sig).unwrap();
     sim.inject(sim.server_addr, &buf[..len]);
     assert!(sim.app_requests(method::CHECK).is_empty());
     assert_eq!(sim.app.stats().checks_ignored, 2);
@@ -189,7 +201,7 @@ fn answers_to_unknown_transactions_or_from_elsewhere_are_ignored() {
         mac: [0; 16],
     };
     let mut buf = [0u8; 1500];
-    let len = msg::Registered {
+    let len = registration::Registered {
         mapped: seen,
         token,
         keepalive_interval_ms: 1000,

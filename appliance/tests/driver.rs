@@ -2,7 +2,7 @@
 //! over UDP by this test (wall-clock time, short timers). Every wait is bounded.
 
 use flock_appliance::{spawn, ApplianceHandle, Event};
-use flock_proto::server::{Server, ServerConfig};
+use flock_proto::server::ServerConfig;
 use flock_proto::Time;
 use flock_testkit::sim::{self, config, keypair, server_with, FLOCK_SEED, SECRET};
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ fn wall() -> Time {
     )
 }
 
-type Shared = Arc<Mutex<Server<sim::XorShift>>>;
+type Shared = Arc<Mutex<sim::Host>>;
 
 /// Serves `server` on a loopback socket; returns its address.
 async fn serve(server: Shared) -> SocketAddr {
@@ -32,10 +32,10 @@ async fn serve(server: Shared) -> SocketAddr {
             let mut sends = vec![];
             let deadline = {
                 let mut s = server.lock().unwrap();
-                while let Some((dst, n)) = s.poll_transmit(wall(), &mut out) {
+                while let Some((dst, n)) = s.next_sent(&mut out) {
                     sends.push((dst, out[..n].to_vec()));
                 }
-                s.poll_timeout()
+                s.timeout()
             };
             for (dst, bytes) in sends {
                 let _ = socket.send_to(&bytes, dst).await;
@@ -46,7 +46,7 @@ async fn serve(server: Shared) -> SocketAddr {
             tokio::select! {
                 r = socket.recv_from(&mut buf) => {
                     let Ok((n, src)) = r else { continue };
-                    let reply = server.lock().unwrap().handle(wall(), src, &buf[..n], &mut out).map(|len| out[..len].to_vec());
+                    let reply = server.lock().unwrap().handle(wall(), src, &buf[..n], &mut out).reply().map(|len| out[..len].to_vec());
                     if let Some(reply) = reply {
                         let _ = socket.send_to(&reply, src).await;
                     }

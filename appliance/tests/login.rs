@@ -2,10 +2,11 @@
 //! (PERSONAS, CONNECT, SIGNAL, acks) signed with the flock key, on simulated time.
 
 use flock_appliance::{
-    Appliance, ApplianceConfig, Candidate, Decision, Event, SessionFailure, SessionNonce,
+    Appliance, ApplianceConfig, Candidate, Decision, Event, Output, SessionFailure, SessionNonce,
     SignalError,
 };
-use flock_proto::login::wire::{self, code, method, Ack, PersonasChunk, Signal, SignalBody};
+use flock_proto::wire::login::{self as wire, code, Ack, PersonasChunk, Signal, SignalBody};
+use flock_proto::wire::method;
 use flock_testkit::sim::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,8 @@ struct Lab {
     /// Everything the appliance sent that is log-in traffic, with when.
     sent: Vec<(Time, SocketAddr, Vec<u8>)>,
     events: Vec<Event>,
+    /// The appliance's next timer, as its last `Output::Timeout` said (`flush` leaves it fresh).
+    timer: Option<Time>,
     calls: Arc<AtomicUsize>,
     txids: u64,
 }
@@ -56,6 +59,7 @@ impl Lab {
             app,
             sent: vec![],
             events: vec![],
+            timer: None,
             calls,
             txids: 0,
         };
@@ -76,14 +80,22 @@ impl Lab {
 
     fn flush(&mut self) {
         let mut buf = [0u8; 1500];
-        while let Some((dst, n)) = self.app.poll_transmit(self.now, &mut buf) {
+        loop {
+            let (dst, n) = match self.app.poll_output(self.now, &mut buf) {
+                Output::Transmit { dst, len } => (dst, len),
+                Output::Event(e) => {
+                    self.events.push(e);
+                    continue;
+                }
+                Output::Timeout(t) => {
+                    self.timer = t;
+                    return;
+                }
+            };
             let bytes = buf[..n].to_vec();
             if wire::is_login(&Message::parse(&bytes).unwrap()) {
                 self.sent.push((self.now, dst, bytes));
             }
-        }
-        while let Some(e) = self.app.poll_event() {
-            self.events.push(e);
         }
     }
 
@@ -101,7 +113,7 @@ impl Lab {
     /// Runs the appliance's timers for `d`.
     fn advance(&mut self, d: std::time::Duration) {
         let end = self.now + d;
-        while let Some(t) = self.app.poll_timeout().filter(|t| *t <= end) {
+        while let Some(t) = self.timer.filter(|t| *t <= end) {
             self.now = self.now.max(t);
             self.app.handle_timeout(self.now);
             self.flush();
@@ -536,9 +548,13 @@ fn by_default_every_log_in_is_denied() {
     .unwrap();
     app.handle(T0, flock(), &buf[..n]);
     let mut out = [0u8; 1500];
-    let (_, n) = std::iter::from_fn(|| app.poll_transmit(T0, &mut out))
-        .find(|(dst, _)| *dst == flock())
-        .unwrap();
+    let n = loop {
+        match app.poll_output(T0, &mut out) {
+            Output::Transmit { dst, len } if dst == flock() => break len,
+            Output::Timeout(_) => panic!("nothing sent to the flock"),
+            _ => {}
+        }
+    };
     assert_eq!(ack(&out[..n]).error, Some(code::DENIED));
 }
 

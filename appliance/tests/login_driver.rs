@@ -4,7 +4,7 @@
 
 use flock_appliance::{spawn, Candidate, Decision, Event};
 use flock_proto::login::{self, Command, Personas};
-use flock_proto::server::{Server, ServerConfig};
+use flock_proto::server::ServerConfig;
 use flock_proto::Time;
 use flock_testkit::sim::{self, keypair, server_with, FLOCK_SEED, SECRET};
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ fn wall() -> Time {
     )
 }
 
-type Shared = Arc<Mutex<Server<sim::XorShift>>>;
+type Shared = Arc<Mutex<sim::Host>>;
 
 /// Serves `server` on a loopback socket; `kick` wakes it after a command. Returns its address.
 async fn serve(server: Shared, kick: Arc<Notify>) -> SocketAddr {
@@ -35,10 +35,10 @@ async fn serve(server: Shared, kick: Arc<Notify>) -> SocketAddr {
             let mut sends = vec![];
             let deadline = {
                 let mut s = server.lock().unwrap();
-                while let Some((dst, n)) = s.poll_transmit(wall(), &mut out) {
+                while let Some((dst, n)) = s.next_sent(&mut out) {
                     sends.push((dst, out[..n].to_vec()));
                 }
-                s.poll_timeout()
+                s.timeout()
             };
             for (dst, bytes) in sends {
                 let _ = socket.send_to(&bytes, dst).await;
@@ -49,7 +49,7 @@ async fn serve(server: Shared, kick: Arc<Notify>) -> SocketAddr {
             tokio::select! {
                 r = socket.recv_from(&mut buf) => {
                     let Ok((n, src)) = r else { continue };
-                    let reply = server.lock().unwrap().handle(wall(), src, &buf[..n], &mut out).map(|len| out[..len].to_vec());
+                    let reply = server.lock().unwrap().handle(wall(), src, &buf[..n], &mut out).reply().map(|len| out[..len].to_vec());
                     if let Some(reply) = reply {
                         let _ = socket.send_to(&reply, src).await;
                     }
@@ -131,7 +131,7 @@ async fn a_browser_logs_in_through_the_handle() {
             }
             appliance.push(e);
         }
-        let events: Vec<_> = std::iter::from_fn(|| server.lock().unwrap().poll_event()).collect();
+        let events: Vec<_> = server.lock().unwrap().events();
         for (_, e) in events {
             match &e {
                 login::Event::Personas(Personas::List(l)) => {
@@ -293,7 +293,7 @@ deny = true
             }
             printed.push(l);
         }
-        let events: Vec<_> = std::iter::from_fn(|| server.lock().unwrap().poll_event()).collect();
+        let events: Vec<_> = server.lock().unwrap().events();
         for (id, e) in events {
             match (&e, id) {
                 (login::Event::Personas(Personas::List(l)), 1) => {

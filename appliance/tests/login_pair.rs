@@ -4,8 +4,8 @@
 
 use flock_appliance::{Appliance, Candidate, Decision, Event};
 use flock_proto::login::{self, Command, Personas, SessionId};
-use flock_proto::server::Server;
 use flock_testkit::sim::*;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,9 +34,12 @@ fn cand(who: &str, i: u16) -> Candidate {
 /// The server, the appliance, a lossy wire between them, and what each side's user saw.
 struct Pair {
     now: Time,
-    server: Server<XorShift>,
+    server: Host,
     server_addr: SocketAddr,
     app: Appliance,
+    /// The appliance's events not yet acted on, and its next timer (`pump` leaves it fresh).
+    app_events: VecDeque<Event>,
+    app_timer: Option<Time>,
     app_addr: SocketAddr,
     /// Percent of datagrams lost, each way.
     loss: u64,
@@ -74,6 +77,8 @@ impl Pair {
             server: server(),
             server_addr,
             app,
+            app_events: VecDeque::new(),
+            app_timer: None,
             app_addr: addr("203.0.113.5:40000"),
             loss,
             rng: XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -96,7 +101,13 @@ impl Pair {
         let mut reply = [0u8; 1500];
         loop {
             let mut moved = false;
-            while let Some((dst, n)) = self.app.poll_transmit(self.now, &mut buf) {
+            while let Some((dst, n)) = app_transmit(
+                &mut self.app,
+                self.now,
+                &mut buf,
+                &mut self.app_events,
+                &mut self.app_timer,
+            ) {
                 moved = true;
                 assert_eq!(
                     dst, self.server_addr,
@@ -108,6 +119,7 @@ impl Pair {
                 if let Some(r) = self
                     .server
                     .handle(self.now, self.app_addr, &buf[..n], &mut reply)
+                    .reply()
                 {
                     assert!(r <= n, "the server answered {r} bytes to {n}");
                     if !self.lost() {
@@ -115,7 +127,7 @@ impl Pair {
                     }
                 }
             }
-            while let Some((dst, n)) = self.server.poll_transmit(self.now, &mut buf) {
+            while let Some((dst, n)) = self.server.next_sent(&mut buf) {
                 moved = true;
                 assert_eq!(dst, self.app_addr);
                 if !self.lost() {
@@ -132,7 +144,7 @@ impl Pair {
     /// Plays the browser and the appliance's application; true if either did something.
     fn react(&mut self) -> bool {
         let mut acted = false;
-        while let Some((id, e)) = self.server.poll_event() {
+        while let Some((id, e)) = self.server.next_event() {
             assert_eq!(id, SESSION);
             acted = true;
             let tried = self
@@ -166,7 +178,7 @@ impl Pair {
                 self.server.command(self.now, SESSION, c);
             }
         }
-        while let Some(e) = self.app.poll_event() {
+        while let Some(e) = self.app_events.pop_front() {
             if let Event::LoginAccepted { session, .. } = &e {
                 acted = true;
                 let (now, s) = (self.now, *session);
@@ -199,7 +211,7 @@ impl Pair {
         let end = self.now + limit;
         self.pump();
         while !done(self) {
-            let next = [self.app.poll_timeout(), self.server.poll_timeout()]
+            let next = [self.app_timer, self.server.timeout()]
                 .into_iter()
                 .flatten()
                 .min();
@@ -207,10 +219,10 @@ impl Pair {
                 break;
             };
             self.now = self.now.max(t);
-            if self.app.poll_timeout().is_some_and(|t| t <= self.now) {
+            if self.app_timer.is_some_and(|t| t <= self.now) {
                 self.app.handle_timeout(self.now);
             }
-            if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+            if self.server.timeout().is_some_and(|t| t <= self.now) {
                 self.server.handle_timeout(self.now);
             }
             self.pump();

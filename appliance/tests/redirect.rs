@@ -3,10 +3,11 @@
 //! limits. Also `only_known_peers`, the simulated restrictive NAT.
 
 use flock_appliance::{Appliance, ApplianceConfig, Event, State, MAX_REDIRECTS};
-use flock_proto::flock::{Member, Membership};
-use flock_proto::msg::{self, code, method, TryAlternate};
+use flock_proto::membership::{Member, Membership};
 use flock_proto::server::{Keys, Server, ServerConfig};
 use flock_proto::token::ProofKeys;
+use flock_proto::wire::method;
+use flock_proto::wire::registration::{self, code, TryAlternate};
 use flock_testkit::sim::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +18,10 @@ const APP: &str = "203.0.113.5:40000";
 struct Flock {
     now: Time,
     addrs: Vec<SocketAddr>,
-    servers: Vec<Server<XorShift>>,
+    servers: Vec<Host>,
     app: Appliance,
+    /// The appliance's next timer, as its last `Output::Timeout` said (`pump` leaves it fresh).
+    app_timer: Option<Time>,
     events: Vec<Event>,
     /// (from, to, bytes) of everything sent.
     wire: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
@@ -29,7 +32,7 @@ fn udp(i: usize) -> SocketAddr {
 }
 
 /// Server `me` of a flock whose UDP addresses are `list` (in order).
-fn flock_server(list: &[SocketAddr], me: usize) -> Server<XorShift> {
+fn flock_server(list: &[SocketAddr], me: usize) -> Host {
     let m = Membership {
         servers: list
             .iter()
@@ -45,14 +48,14 @@ fn flock_server(list: &[SocketAddr], me: usize) -> Server<XorShift> {
         proof: ProofKeys::from_secret(&[me as u8 + 1; 32]),
         flock: Arc::new(keypair(FLOCK_SEED)),
     };
-    Server::new(
+    Host::new(Server::new(
         ServerConfig {
             flock: m.flock_config([0; 32]),
             ..ServerConfig::default()
         },
         keys,
         XorShift(0x9E37_79B9_7F4A_7C15 + me as u64),
-    )
+    ))
 }
 
 /// A name server `owner` of a flock of `n` owns.
@@ -81,6 +84,7 @@ impl Flock {
             addrs,
             servers,
             app,
+            app_timer: None,
             events: vec![],
             wire: vec![],
         }
@@ -91,7 +95,13 @@ impl Flock {
         let app = addr(APP);
         for _ in 0..1000 {
             let mut moved = false;
-            while let Some((dst, n)) = self.app.poll_transmit(self.now, &mut buf) {
+            while let Some((dst, n)) = app_transmit(
+                &mut self.app,
+                self.now,
+                &mut buf,
+                &mut self.events,
+                &mut self.app_timer,
+            ) {
                 moved = true;
                 let req = buf[..n].to_vec();
                 self.wire.push((app, dst, req.clone()));
@@ -99,23 +109,23 @@ impl Flock {
                     continue;
                 };
                 let mut reply = [0u8; 1500];
-                if let Some(r) = self.servers[i].handle(self.now, app, &req, &mut reply) {
+                if let Some(r) = self.servers[i]
+                    .handle(self.now, app, &req, &mut reply)
+                    .reply()
+                {
                     assert!(r <= req.len());
                     self.wire.push((dst, app, reply[..r].to_vec()));
                     self.app.handle(self.now, dst, &reply[..r]);
                 }
             }
             for i in 0..self.servers.len() {
-                while let Some((dst, n)) = self.servers[i].poll_transmit(self.now, &mut buf) {
+                while let Some((dst, n)) = self.servers[i].next_sent(&mut buf) {
                     moved = true;
                     self.wire.push((self.addrs[i], dst, buf[..n].to_vec()));
                     if dst == app {
                         self.app.handle(self.now, self.addrs[i], &buf[..n]);
                     }
                 }
-            }
-            while let Some(e) = self.app.poll_event() {
-                self.events.push(e);
             }
             if !moved {
                 return;
@@ -128,8 +138,8 @@ impl Flock {
         let end = self.now + d;
         self.pump();
         loop {
-            let next = std::iter::once(self.app.poll_timeout())
-                .chain(self.servers.iter().map(|s| s.poll_timeout()))
+            let next = std::iter::once(self.app_timer)
+                .chain(self.servers.iter_mut().map(|s| s.timeout()))
                 .flatten()
                 .min();
             match next {
@@ -338,9 +348,10 @@ fn only_known_peers_drops_what_comes_from_addresses_never_sent_to() {
         // A CHECK signed by the flock key, from a server the appliance never sent to.
         let mut buf = [0u8; 1500];
         let until = f.now.0 + 60_000;
-        let sig = msg::sign_check(&keypair(FLOCK_SEED), &name(&name_), &[5; 16], until);
+        let sig = registration::sign_check(&keypair(FLOCK_SEED), &name(&name_), &[5; 16], until);
         let n =
-            msg::encode_check(&mut buf, &[9; 12], &name(&name_), &[5; 16], until, &sig).unwrap();
+            registration::encode_check(&mut buf, &[9; 12], &name(&name_), &[5; 16], until, &sig)
+                .unwrap();
         f.app.handle(f.now, udp(7), &buf[..n]);
         f.pump();
         assert_eq!(f.app.stats().checks_answered, u64::from(!only_known));

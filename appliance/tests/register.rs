@@ -1,8 +1,9 @@
 //! Registration: the nonce round trip, the keep-alive rhythm, refusals.
 
 use flock_appliance::{Event, State};
-use flock_proto::msg::{code, method, Register};
 use flock_proto::server::ServerConfig;
+use flock_proto::wire::method;
+use flock_proto::wire::registration::{code, Register};
 use flock_testkit::sim::*;
 
 #[test]

@@ -1,8 +1,9 @@
 //! A refused keep-alive token makes the appliance register again at once.
 
 use flock_appliance::Event;
-use flock_proto::msg::{code, method, Register};
 use flock_proto::server::ServerConfig;
+use flock_proto::wire::method;
+use flock_proto::wire::registration::{code, Register};
 use flock_testkit::sim::*;
 
 #[test]

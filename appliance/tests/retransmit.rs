@@ -1,7 +1,8 @@
 //! Lost datagrams: retransmission with a doubling, capped timeout; giving up; late answers.
 
 use flock_appliance::{Event, State};
-use flock_proto::msg::{method, Register};
+use flock_proto::wire::method;
+use flock_proto::wire::registration::Register;
 use flock_testkit::sim::*;
 
 /// Offsets (ms) of `sent` from `t0`.
@@ -160,6 +161,7 @@ fn a_late_answer_to_an_earlier_transaction_of_the_attempt_counts() {
     let n = sim
         .server
         .handle(sim.now, sim.app_addr, &signed.bytes, &mut reply)
+        .reply()
         .expect("an answer");
     let answer = reply[..n].to_vec();
     let server_addr = sim.server_addr;

@@ -4,11 +4,11 @@
 //!     cargo bench -p flock-benches --bench codec
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flock_proto::identity::Fingerprint;
-use flock_proto::msg::{self, Keepalive, Register};
-use flock_proto::server::owner_core;
 use flock_proto::stun::{attr, Class, Encoder, Message, MessageType, Method, FINGERPRINT_XOR};
+use flock_proto::testing::owner_core;
 use flock_proto::testing::{keypair, Answer, Device, XorShift};
 use flock_proto::token::{ProofKeys, Token};
+use flock_proto::wire::registration::{Keepalive, Register};
 use flock_proto::{Name, Time};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -182,15 +182,17 @@ fn sanity() {
     let mut reply = [0u8; 1500];
     let n = s
         .handle(NOW, src(), &f.register, &mut reply)
+        .reply()
         .expect("answer");
     assert!(matches!(Answer::read(&reply[..n]), Answer::Registered(_)));
     let n = s
         .handle(NOW, src(), &f.keepalive, &mut reply)
+        .reply()
         .expect("answer");
     assert!(matches!(Answer::read(&reply[..n]), Answer::KeptAlive(_)));
     let m = Message::parse(&f.keepalive).unwrap();
     assert_eq!(Keepalive::parse(&m).unwrap().token, f.token);
-    assert_eq!(m.method(), msg::method::KEEPALIVE);
+    assert_eq!(m.method(), flock_proto::wire::method::KEEPALIVE);
     assert!(Register::parse(&Message::parse(&f.register).unwrap())
         .unwrap()
         .nonce

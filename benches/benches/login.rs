@@ -9,11 +9,11 @@
 //! and encoding are left out (a real appliance also verifies the flock's signatures: its cost,
 //! not the server's).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flock_proto::login::wire::{self, SignalBody};
 use flock_proto::login::{Candidate, Command, Event, Personas, SessionId, SessionNonce};
 use flock_proto::server::{Keys, Server, ServerConfig};
-use flock_proto::testing::{keypair, Answer, Device, XorShift};
+use flock_proto::testing::{keypair, Answer, Device, Host, XorShift};
 use flock_proto::token::ProofKeys;
+use flock_proto::wire::login::{self as wire, SignalBody};
 use flock_proto::{Name, Time};
 use flock_testkit::fake_appliance::{
     ack_signal, connect_answer, connect_request, personas_answer, signal,
@@ -86,7 +86,7 @@ fn json_decode(c: &mut Criterion) {
 
 // --- The server and a simulated appliance ---------------------------------------------------
 
-type S = Server<XorShift>;
+type S = Host;
 
 fn home() -> SocketAddr {
     HOME.parse().unwrap()
@@ -102,11 +102,11 @@ fn setup() -> S {
         proof: ProofKeys::from_secret(b"bench secret"),
         flock: Arc::new(keypair(200)),
     };
-    let mut s = Server::new(
+    let mut s = Host::new(Server::new(
         ServerConfig::default(),
         keys,
         XorShift(0x9E37_79B9_7F4A_7C15),
-    );
+    ));
     let mut d = Device::new("box", 1);
     let mut reply = [0u8; 1500];
     for _ in 0..2 {
@@ -114,6 +114,7 @@ fn setup() -> S {
         let req = d.register_bytes(NOW.0, &txid);
         let n = s
             .handle(NOW, home(), &req, &mut reply)
+            .reply()
             .expect("an answer to REGISTER");
         let a = Answer::read(&reply[..n]);
         d.absorb(&a);
@@ -140,20 +141,18 @@ impl Clocked {
 
 /// The one datagram the server wants to send now (to HOME).
 fn one(s: &mut S, c: &mut Clocked, buf: &mut [u8; 1500]) -> usize {
-    let (dst, n) = c
-        .t(|| s.poll_transmit(NOW, buf))
-        .expect("a datagram to send");
+    let (dst, n) = c.t(|| s.next_sent(buf)).expect("a datagram to send");
     debug_assert_eq!(dst, home());
     n
 }
 
 /// Feeds the appliance's datagram; returns the length of the server's direct answer.
 fn feed(s: &mut S, c: &mut Clocked, bytes: &[u8], reply: &mut [u8; 1500]) -> Option<usize> {
-    c.t(|| s.handle(NOW, home(), bytes, reply))
+    c.t(|| s.handle(NOW, home(), bytes, reply).reply())
 }
 
 fn event(s: &mut S, c: &mut Clocked) -> Event {
-    c.t(|| s.poll_event()).expect("an event").1
+    c.t(|| s.next_event()).expect("an event").1
 }
 
 /// Open, answered from the persona cache: one PERSONAS round trip carrying the cached checksum.
@@ -266,7 +265,7 @@ fn full_login(
         s.command(NOW, id, Command::EndOfCandidates);
     });
     // Stop-and-wait: the browser's SIGNALs (answer in 3 chunks of 800 B, candidate, end), acked.
-    while let Some((_, n)) = c.t(|| s.poll_transmit(NOW, &mut buf)) {
+    while let Some((_, n)) = c.t(|| s.next_sent(&mut buf)) {
         let (_, a) = ack_signal(&buf[..n]);
         assert!(feed(s, c, &a, &mut reply).is_none());
     }

@@ -7,11 +7,11 @@
 //!     cargo bench -p flock-benches --bench server
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flock_proto::identity::Fingerprint;
-use flock_proto::msg::{Keepalive, KeptAlive};
-use flock_proto::server::{owner_core, CoreSlot, Keys, Outcome, Server, ServerConfig};
+use flock_proto::server::{CoreSlot, Keys, Outcome, Server, ServerConfig};
 use flock_proto::stun::{attr, Class, Encoder, Message, MessageType, Method};
-use flock_proto::testing::{keypair, Answer, Device, XorShift};
+use flock_proto::testing::{keypair, owner_core, Answer, Device, XorShift};
 use flock_proto::token::{canonical, ProofKeys};
+use flock_proto::wire::registration::{Keepalive, KeptAlive};
 use flock_proto::{Name, Time};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -69,7 +69,9 @@ fn filled(n: usize) -> (Server<XorShift>, Vec<(SocketAddr, Vec<u8>)>) {
     let mut reply = [0u8; 512];
     for i in 0..n {
         let (addr, req) = keepalive(&proof, &fp, i, i as u64);
-        s.handle(NOW, addr, &req, &mut reply).expect("kept alive");
+        s.handle(NOW, addr, &req, &mut reply)
+            .reply()
+            .expect("kept alive");
     }
     assert_eq!(s.occupancy().0, n);
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -88,7 +90,10 @@ fn filled(n: usize) -> (Server<XorShift>, Vec<(SocketAddr, Vec<u8>)>) {
         .collect();
     // Every prepared request is the steady path: an answer with no fresh token.
     for (addr, req) in &requests {
-        let len = s.handle(NOW, *addr, req, &mut reply).expect("kept alive");
+        let len = s
+            .handle(NOW, *addr, req, &mut reply)
+            .reply()
+            .expect("kept alive");
         assert!(matches!(
             Answer::read(&reply[..len]),
             Answer::KeptAlive(KeptAlive { token: None, .. })
@@ -171,7 +176,7 @@ fn binding(c: &mut Criterion) {
     let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     let mut reply = [0u8; 512];
     assert!(
-        s.handle(NOW, src, &request, &mut reply).is_some(),
+        s.handle(NOW, src, &request, &mut reply).reply().is_some(),
         "a padded Binding is answered"
     );
 
@@ -192,7 +197,10 @@ fn register(c: &mut Criterion) {
         let txid = device.txid();
         let ts = device.stamp(NOW.0);
         let req = device.register_bytes(ts, &txid);
-        let len = s.handle(NOW, src, &req, &mut reply).expect("answered");
+        let len = s
+            .handle(NOW, src, &req, &mut reply)
+            .reply()
+            .expect("answered");
         let answer = Answer::read(&reply[..len]);
         device.absorb(&answer);
         (answer, req)
@@ -219,25 +227,27 @@ fn register(c: &mut Criterion) {
 }
 
 /// A steady keep-alive on a server of two cores, read by the core owning the name: decided and
-/// handled in one pass (`handle_on`, as flockd does now), against the engine asking `owner_core`
-/// first and then running `handle` (as it did before), which parsed and hashed the name twice.
+/// handled in one pass (`handle` on the shard of core 0, as flockd does now), against the engine
+/// asking `owner_core` first and then running a one-core `handle` (as it did before), which
+/// parsed and hashed the name twice.
 fn keepalive_on_two_cores(c: &mut Criterion) {
     let mut g = c.benchmark_group("server_two_cores");
     g.throughput(Throughput::Elements(1));
-    let (mut s, requests) = filled(1_000);
+    let (s, requests) = filled(1_000);
+    let mut on_core = s.on_core(CoreSlot { index: 0, cores: 2 });
+    let (mut one_core, _) = filled(1_000);
     let own: Vec<_> = requests
         .into_iter()
         .filter(|(_, req)| owner_core(req, 2) == Some(0))
         .collect();
     let n = own.len();
-    let slot = CoreSlot { index: 0, cores: 2 };
     let mut reply = [0u8; 512];
     let mut k = 0usize;
     g.bench_function("keepalive_handle_on", |b| {
         b.iter(|| {
             let (addr, req) = &own[k % n];
             k = k.wrapping_add(1);
-            match s.handle_on(slot, NOW, black_box(*addr), black_box(req), &mut reply) {
+            match on_core.handle(NOW, black_box(*addr), black_box(req), &mut reply) {
                 Outcome::Reply(len) => len,
                 other => panic!("{other:?}"),
             }
@@ -248,7 +258,7 @@ fn keepalive_on_two_cores(c: &mut Criterion) {
             let (addr, req) = &own[k % n];
             k = k.wrapping_add(1);
             assert_eq!(owner_core(black_box(req), 2), Some(0));
-            s.handle(NOW, black_box(*addr), black_box(req), &mut reply)
+            one_core.handle(NOW, black_box(*addr), black_box(req), &mut reply)
         })
     });
     g.finish();

@@ -19,7 +19,8 @@
 //!
 //! `ADDR` defaults to 127.0.0.1:0 (the ready line on stderr tells the port), `CPUS` to `0,1`
 //! (pinned); `CPUS` = `unpinned` runs 2 unpinned cores.
-use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Handled, Shard, Steering};
+use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Shard, Steering};
+use flock_proto::server::Outcome;
 use flock_proto::Time;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ impl Shard for Echo {
     type Command = ();
 
     #[inline]
-    fn handle(&mut self, _now: Time, _src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
+    fn handle(&mut self, _now: Time, _src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Outcome {
         let owner = match self.route {
             Route::Local => None,
             // The core the kernel steered it to (see `STEERING`), plus one.
@@ -61,10 +62,10 @@ impl Shard for Echo {
             Route::Half => d.get(19).map(|&b| b as usize % self.cores),
         };
         match owner {
-            Some(o) if o != self.core => Handled::Forward(o),
+            Some(o) if o != self.core => Outcome::OtherCore(o),
             _ => {
                 reply[..d.len()].copy_from_slice(d);
-                Handled::Reply(d.len())
+                Outcome::Reply(d.len())
             }
         }
     }

@@ -18,10 +18,10 @@ use crate::clock::Clock;
 use crate::commands::CommandQueues;
 use crate::config::MAX_DATAGRAM;
 use crate::mesh::Forwarded;
-use crate::shard::Handled;
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::Shard;
+use flock_proto::server::Outcome;
 use flock_proto::Time;
 use flock_udp::{RecvBatch, SendBatch, Sent};
 use glommio::net::UdpSocket;
@@ -435,11 +435,11 @@ fn handle<S: Shard>(
     data: &[u8],
 ) -> Option<usize> {
     match shard.handle(now, src, data, tx.next_buf()) {
-        Handled::Reply(len) => {
+        Outcome::Reply(len) => {
             tx.commit_to(src, len, Kind::Reply);
             None
         }
-        Handled::Done => None,
-        Handled::Forward(owner) => Some(owner),
+        Outcome::Done => None,
+        Outcome::OtherCore(owner) => Some(owner),
     }
 }

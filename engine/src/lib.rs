@@ -11,11 +11,14 @@
 //! 2. `core_loop`: the core parks until its socket is readable (a one-byte glommio peek), then
 //!    drains it with `recvmmsg` into a preallocated `flock_udp::RecvBatch`.
 //! 3. [`Shard::handle`] parses the datagram once and either writes the reply straight into the
-//!    send batch or names the core that owns it ([`Handled::Forward`]); such datagrams travel
-//!    there through its `mesh` inbox as fixed-size values, and the owner's loop wakes up for
-//!    them and runs its `handle`. Timers ([`Shard::handle_timeout`]) and
-//!    [`Shard::poll_transmit`] add to the same batch.
-//! 4. One `sendmmsg` per drain sends the batch from the owner's socket: same address and port,
+//!    send batch or names the core that owns it
+//!    ([`Outcome::OtherCore`](flock_proto::server::Outcome::OtherCore), the protocol's own
+//!    type); such datagrams travel there through its `mesh` inbox as fixed-size values, and the
+//!    owner's loop wakes up for them and runs its `handle`.
+//! 4. After every round of input (datagrams, forwarded datagrams, commands) and due timers
+//!    ([`Shard::handle_timeout`]), the loop drains [`Shard::poll_transmit`] into the same batch:
+//!    flockd's shard acts on all of its server's outputs there (`Server::poll_output`).
+//! 5. One `sendmmsg` per drain sends the batch from the owner's socket: same address and port,
 //!    so the client sees the reply come from where it sent the request.
 //!
 //! Commands from other threads (the websocket gateway) reach a core's shard through a
@@ -40,5 +43,5 @@ pub use commands::Commander;
 pub use config::{CpuChoice, EngineConfig, MAX_DATAGRAM, MESH_PAYLOAD};
 pub use engine::{Engine, EngineHandle, ShutdownHandle};
 pub use flock_udp::{SocketBuffers, Steering, SteeringState};
-pub use shard::{Handled, Shard};
+pub use shard::Shard;
 pub use stats::CoreStats;

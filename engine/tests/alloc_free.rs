@@ -13,7 +13,8 @@
 //!
 //! `FLOCK_ALLOC_TRACE=N` prints the first N backtraces of each class.
 
-use flock_engine::{CoreStats, Engine, EngineHandle, Handled, Shard};
+use flock_engine::{CoreStats, Engine, EngineHandle, Shard};
+use flock_proto::server::Outcome;
 use flock_proto::Time;
 use flock_testkit::engine::{config, stats_until, EchoShard};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -230,7 +231,7 @@ struct TimedEcho {
 
 impl Shard for TimedEcho {
     type Command = ();
-    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
+    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Outcome {
         if self.next <= now {
             self.next = Time(now.0 + 1000);
         }

@@ -1,7 +1,8 @@
 //! Commands from another thread reach the right core's shard, wake it while it is parked, and a
 //! full inbox hands them back instead of blocking.
 
-use flock_engine::{Engine, Handled, Shard};
+use flock_engine::{Engine, Shard};
+use flock_proto::server::Outcome;
 use flock_proto::Time;
 use flock_testkit::engine::{client, config};
 use std::net::SocketAddr;
@@ -15,8 +16,8 @@ struct Say {
 
 impl Shard for Say {
     type Command = (SocketAddr, String);
-    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Handled {
-        Handled::Done
+    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Outcome {
+        Outcome::Done
     }
     fn poll_transmit(&mut self, _: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         let (dest, text) = self.queued.pop()?;
@@ -82,8 +83,8 @@ struct Slow {
 
 impl Shard for Slow {
     type Command = u32;
-    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Handled {
-        Handled::Done
+    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Outcome {
+        Outcome::Done
     }
     fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<(SocketAddr, usize)> {
         None

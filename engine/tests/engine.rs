@@ -1,6 +1,7 @@
 //! The engine end to end over real sockets on 127.0.0.1.
 
-use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Handled, Shard};
+use flock_engine::{CoreStats, CpuChoice, Engine, EngineConfig, Shard};
+use flock_proto::server::Outcome;
 use flock_proto::Time;
 use flock_testkit::engine::{client, config, request, stats_until, EchoShard};
 use std::io;
@@ -97,14 +98,14 @@ struct AddrShard {
 
 impl Shard for AddrShard {
     type Command = ();
-    fn handle(&mut self, _: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
+    fn handle(&mut self, _: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Outcome {
         match d.first().map(|&b| b as usize % self.cores) {
-            Some(owner) if owner != self.core => return Handled::Forward(owner),
+            Some(owner) if owner != self.core => return Outcome::OtherCore(owner),
             _ => {}
         }
         let s = src.to_string();
         reply[..s.len()].copy_from_slice(s.as_bytes());
-        Handled::Reply(s.len())
+        Outcome::Reply(s.len())
     }
     fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<(SocketAddr, usize)> {
         None
@@ -128,16 +129,16 @@ struct TickShard {
 
 impl Shard for TickShard {
     type Command = ();
-    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], _: &mut [u8]) -> Handled {
+    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], _: &mut [u8]) -> Outcome {
         if self.core != 0 {
-            return Handled::Forward(0);
+            return Outcome::OtherCore(0);
         }
         if d == b"sub" {
             self.subscriber = Some(src);
             self.next = Some(Time(now.0 + 30));
             self.left = 3;
         }
-        Handled::Done
+        Outcome::Done
     }
     fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         if !std::mem::take(&mut self.due) {
@@ -296,10 +297,10 @@ struct Fragile(EchoShard);
 
 impl Shard for Fragile {
     type Command = ();
-    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Handled {
+    fn handle(&mut self, now: Time, src: SocketAddr, d: &[u8], reply: &mut [u8]) -> Outcome {
         // Only the owner looks at the datagram.
         match self.0.owner(d) {
-            Some(owner) if owner != self.0.core => return Handled::Forward(owner),
+            Some(owner) if owner != self.0.core => return Outcome::OtherCore(owner),
             _ => {}
         }
         assert!(d.first() != Some(&0xEE), "fragile shard got 0xEE");
@@ -391,8 +392,8 @@ struct Misroutes {
 
 impl Shard for Misroutes {
     type Command = ();
-    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Handled {
-        Handled::Forward(self.to)
+    fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8], _: &mut [u8]) -> Outcome {
+        Outcome::OtherCore(self.to)
     }
     fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<(SocketAddr, usize)> {
         None

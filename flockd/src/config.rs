@@ -5,7 +5,7 @@
 //! `config/doc_check.rs` checks docs/CONFIG.md against them.
 
 use flock_engine::EngineConfig;
-use flock_proto::flock::{Member, Membership};
+use flock_proto::membership::{Member, Membership};
 use flock_proto::server::{LoginConfig, PolicyConfig, ServerConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;

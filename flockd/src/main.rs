@@ -6,7 +6,7 @@
 mod config;
 mod link;
 mod metrics;
-mod policy;
+mod plugins;
 mod secrets;
 mod shard;
 
@@ -221,7 +221,7 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot start the plugin threads: {e}"))?,
     );
     let core_policy = with_plugins.then(|| {
-        Arc::new(policy::CorePolicy {
+        Arc::new(plugins::CorePolicy {
             runner: runner.clone(),
             commander: std::sync::OnceLock::new(),
         })
@@ -290,7 +290,7 @@ fn run(args: Args) -> Result<(), String> {
             .commander::<shard::CoreCmd>()
             .expect("the shard's command type");
         let policy: Arc<dyn flock_ws::Policy> = if with_plugins {
-            Arc::new(policy::PluginPolicy(runner.clone()))
+            Arc::new(plugins::PluginPolicy(runner.clone()))
         } else {
             Arc::new(flock_ws::AllowAll)
         };

@@ -19,7 +19,7 @@ use std::path::Path;
 pub struct Secrets {
     pub server_secret: [u8; 32],
     pub flock_key: Ed25519KeyPair,
-    /// Keys peer messages; derived from the flock key file's bytes (`flock_proto::flock::peer_secret`).
+    /// Keys peer messages; derived from the flock key file's bytes (`flock_proto::membership::peer_secret`).
     pub peer_secret: [u8; 32],
 }
 
@@ -63,7 +63,7 @@ impl Secrets {
                 key_path.display()
             )
         })?;
-        let peer_secret = flock_proto::flock::peer_secret(&der);
+        let peer_secret = flock_proto::membership::peer_secret(&der);
         let pub_path = dir.join("flock.pub");
         let pub_hex = format!("{}\n", to_hex(&public_key(&flock_key)));
         if fs::read_to_string(&pub_path).ok().as_deref() != Some(pub_hex.as_str()) {

@@ -2,11 +2,13 @@
 //! websocket sessions that wait for them.
 
 use crate::metrics::{CoreSnapshots, PUBLISH_EVERY};
-use crate::policy::CorePolicy;
-use flock_engine::{Handled, Shard};
+use crate::plugins::CorePolicy;
+use flock_engine::Shard;
 use flock_proto::identity::Fingerprint;
 use flock_proto::login::{Command, Event, SessionId};
-use flock_proto::server::{CoreSlot, Entropy, Keys, Outcome, PeerAlarm, Server, ServerConfig};
+use flock_proto::server::{
+    CoreSlot, Entropy, Keys, Outcome, Output, PeerAlarm, Server, ServerConfig,
+};
 use flock_proto::Name;
 use flock_proto::Time;
 use flock_ws::{EventSink, ToCore, Undelivered};
@@ -56,6 +58,10 @@ pub struct FlockShard {
     next_publish: Time,
     /// Core 0 only: when to probe the peers' membership lists next.
     next_probe: Option<Time>,
+    /// The server's next timer, as its last `Output::Timeout` said. Inputs since then only
+    /// add timers that are not due yet, and the engine drains the outputs (refreshing this)
+    /// after every round of input, before it sets its timer.
+    server_timeout: Option<Time>,
 }
 
 impl FlockShard {
@@ -66,7 +72,7 @@ impl FlockShard {
         policy: Option<Arc<CorePolicy>>,
         snapshots: Arc<CoreSnapshots>,
     ) -> FlockShard {
-        let server = Server::new(config, keys, OsEntropy(SystemRandom::new()));
+        let server = Server::new(config, keys, OsEntropy(SystemRandom::new())).on_core(slot);
         // One core probes the peers at start and every minute (a split flock shows as an
         // error in the logs of both sides even when no log-in crosses it).
         let next_probe = (slot.index == 0).then_some(Time::ZERO);
@@ -78,6 +84,7 @@ impl FlockShard {
             snapshots,
             next_publish: Time::ZERO,
             next_probe,
+            server_timeout: None,
         }
     }
 
@@ -87,85 +94,84 @@ impl FlockShard {
         self.snapshots.publish(self.slot.index, &self.server);
     }
 
-    /// Logs what a peer told us that an operator must fix (another membership list).
-    fn log_peer_alarms(&mut self) {
-        while let Some(alarm) = self.server.poll_peer_alarm() {
-            match alarm {
-                PeerAlarm::MembershipDiffers {
-                    index,
-                    addr,
-                    theirs,
-                    ours,
-                } => tracing::error!(
-                    peer = index,
-                    %addr,
-                    theirs = %hex8(&theirs),
-                    ours = %hex8(&ours),
-                    "a server of the flock runs another membership list: the two refuse each other's lookups and relays until the [flock] lists agree"
-                ),
+    /// The one place the server's outputs are acted on; the engine calls it (as
+    /// `poll_transmit`) after every round of input until it returns `None`. Datagrams go back to
+    /// the engine; events go to their websockets, policy requests and records to the plugins,
+    /// alarms to the log.
+    fn drain(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        loop {
+            match self.server.poll_output(buf) {
+                Output::Transmit { dst, len } => return Some((dst, len)),
+                Output::Event { session, event } => self.deliver(now, session, event),
+                // No plugins, no policy events (the server emits them only for plugins).
+                Output::Policy(event) => {
+                    if let Some(p) = &self.policy {
+                        p.dispatch(self.slot.index, event);
+                    }
+                }
+                Output::Alarm(alarm) => log_alarm(alarm),
+                Output::Timeout(at) => {
+                    self.server_timeout = at;
+                    return None;
+                }
             }
         }
     }
 
-    /// Hands the server's admission requests and audit events to the plugins.
-    fn dispatch_policy(&mut self) {
-        if let Some(p) = &self.policy {
-            while let Some(e) = self.server.poll_policy() {
-                p.dispatch(self.slot.index, e);
-            }
+    /// Hands a log-in event to its websocket. A websocket that is gone or does not keep up
+    /// loses its session (the core never waits for a browser).
+    fn deliver(&mut self, now: Time, session: SessionId, event: Event) {
+        let last = matches!(event, Event::Done | Event::Failed(_));
+        let Some(sink) = self.sinks.get(&session) else {
+            return;
+        };
+        let delivered = match sink.try_send(event) {
+            Ok(()) => true,
+            Err(Undelivered::Full(_) | Undelivered::Closed(_)) => false,
+        };
+        if last || !delivered {
+            self.sinks.remove(&session);
+        }
+        if !delivered && !last {
+            self.server.command(now, session, Command::Close);
         }
     }
+}
 
-    /// Hands the server's log-in events to their websockets. A websocket that is gone or does
-    /// not keep up loses its session (the core never waits for a browser).
-    fn dispatch(&mut self, now: Time) {
-        while let Some((session, event)) = self.server.poll_event() {
-            let last = matches!(event, Event::Done | Event::Failed(_));
-            let Some(sink) = self.sinks.get(&session) else {
-                continue;
-            };
-            let delivered = match sink.try_send(event) {
-                Ok(()) => true,
-                Err(Undelivered::Full(_) | Undelivered::Closed(_)) => false,
-            };
-            if last || !delivered {
-                self.sinks.remove(&session);
-            }
-            if !delivered && !last {
-                self.server.command(now, session, Command::Close);
-            }
-        }
+/// Logs what a peer told us that an operator must fix (another membership list).
+fn log_alarm(alarm: PeerAlarm) {
+    match alarm {
+        PeerAlarm::MembershipDiffers {
+            index,
+            addr,
+            theirs,
+            ours,
+        } => tracing::error!(
+            peer = index,
+            %addr,
+            theirs = %hex8(&theirs),
+            ours = %hex8(&ours),
+            "a server of the flock runs another membership list: the two refuse each other's lookups and relays until the [flock] lists agree"
+        ),
     }
 }
 
 impl Shard for FlockShard {
     type Command = CoreCmd;
 
-    fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Handled {
-        let answer = match self.server.handle_on(self.slot, now, src, datagram, reply) {
-            Outcome::Reply(n) => Handled::Reply(n),
-            Outcome::Done => Handled::Done,
-            Outcome::OtherCore(owner) => return Handled::Forward(owner),
-        };
-        if !self.sinks.is_empty() {
-            self.dispatch(now);
-        }
-        if self.policy.is_some() {
-            self.dispatch_policy();
-        }
-        self.log_peer_alarms();
-        answer
+    fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8], reply: &mut [u8]) -> Outcome {
+        self.server.handle(now, src, datagram, reply)
     }
 
     fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
-        self.server.poll_transmit(now, buf)
+        self.drain(now, buf)
     }
 
     fn poll_timeout(&self) -> Option<Time> {
         let ours = self
             .next_probe
             .map_or(self.next_publish, |p| p.min(self.next_publish));
-        Some(self.server.poll_timeout().map_or(ours, |t| t.min(ours)))
+        Some(self.server_timeout.map_or(ours, |t| t.min(ours)))
     }
 
     fn handle_timeout(&mut self, now: Time) {
@@ -178,11 +184,6 @@ impl Shard for FlockShard {
             self.next_probe = Some(now + PROBE_EVERY);
             self.server.probe_peers();
         }
-        if !self.sinks.is_empty() {
-            self.dispatch(now);
-        }
-        self.dispatch_policy();
-        self.log_peer_alarms();
     }
 
     fn handle_command(&mut self, now: Time, cmd: CoreCmd) {
@@ -194,7 +195,6 @@ impl Shard for FlockShard {
                 allow,
             } => {
                 self.server.admission(now, &name, &fingerprint, allow);
-                self.dispatch_policy();
                 return;
             }
         };
@@ -206,7 +206,6 @@ impl Shard for FlockShard {
         if closing {
             self.sinks.remove(&msg.session);
         }
-        self.dispatch(now);
     }
 }
 

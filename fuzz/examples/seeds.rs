@@ -5,8 +5,8 @@
 //!     cd fuzz && cargo run --example seeds
 
 use flock_proto::identity;
-use flock_proto::login::wire::{self, Ack, PersonasChunk, Signal, SignalBody};
-use flock_proto::msg::{self, ErrorAnswer, Keepalive, KeptAlive, Registered};
+use flock_proto::wire::login::{self as login_wire, Ack, PersonasChunk, Signal, SignalBody};
+use flock_proto::wire::registration::{self, ErrorAnswer, Keepalive, KeptAlive, Registered};
 use flock_proto::stun::{Class, Encoder, MessageType, Method, TransactionId};
 use flock_proto::testing::{keypair, Device};
 use flock_proto::token::{Nonce, Token};
@@ -118,13 +118,13 @@ fn stun_seeds() -> Vec<(String, Vec<u8>)> {
     let name = d.name;
     let token = Token { expiry: 1_700_003_600, mac: [0x5A; 16] };
     let nonce = Nonce { expiry: 1_700_000_600, mac: [0x3C; 12] };
-    let n = msg::encode_register(&mut buf, &TXID, &name, &d.key, 1_700_000_000_000, None).unwrap();
+    let n = registration::encode_register(&mut buf, &TXID, &name, &d.key, 1_700_000_000_000, None).unwrap();
     push("register", n, &buf);
-    let n = msg::encode_register(&mut buf, &TXID, &name, &d.key, 1_700_000_000_000, Some(nonce)).unwrap();
+    let n = registration::encode_register(&mut buf, &TXID, &name, &d.key, 1_700_000_000_000, Some(nonce)).unwrap();
     push("register-nonce", n, &buf);
-    let n = ErrorAnswer { code: msg::code::NONCE_REQUIRED, nonce: Some(nonce) }.encode(&mut buf, msg::method::REGISTER, &TXID).unwrap();
+    let n = ErrorAnswer { code: registration::code::NONCE_REQUIRED, nonce: Some(nonce) }.encode(&mut buf, flock_proto::wire::method::REGISTER, &TXID).unwrap();
     push("register-401", n, &buf);
-    let n = ErrorAnswer { code: msg::code::NAME_TAKEN, nonce: None }.encode(&mut buf, msg::method::REGISTER, &TXID).unwrap();
+    let n = ErrorAnswer { code: registration::code::NAME_TAKEN, nonce: None }.encode(&mut buf, flock_proto::wire::method::REGISTER, &TXID).unwrap();
     push("register-409", n, &buf);
     let n = Registered { mapped: "192.0.2.1:4000".parse().unwrap(), token, keepalive_interval_ms: 30_000 }.encode(&mut buf, &TXID).unwrap();
     push("registered", n, &buf);
@@ -134,17 +134,17 @@ fn stun_seeds() -> Vec<(String, Vec<u8>)> {
     let n = KeptAlive { mapped: "[2001:db8::1]:5000".parse().unwrap(), token: Some(token) }.encode(&mut buf, &TXID).unwrap();
     push("keptalive", n, &buf);
     let flock = keypair(200);
-    let sig = msg::sign_check(&flock, &name, &[0x77; 16], 1_700_000_010_000);
-    let n = msg::encode_check(&mut buf, &TXID, &name, &[0x77; 16], 1_700_000_010_000, &sig).unwrap();
+    let sig = registration::sign_check(&flock, &name, &[0x77; 16], 1_700_000_010_000);
+    let n = registration::encode_check(&mut buf, &TXID, &name, &[0x77; 16], 1_700_000_010_000, &sig).unwrap();
     push("check", n, &buf);
-    let n = msg::encode_check_answer(&mut buf, &TXID, &name, &d.key, &[0x77; 16]).unwrap();
+    let n = registration::encode_check_answer(&mut buf, &TXID, &name, &d.key, &[0x77; 16]).unwrap();
     push("check-answer", n, &buf);
 
     let list = br#"[{"id":"alice","name":"Alice"},{"id":"guest","name":"Guest"}]"#;
     let sum: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(list)).into();
-    let n = wire::encode_personas_request(&mut buf, &TXID, &name, 0, None, 1_700_000_010_000, &flock).unwrap();
+    let n = login_wire::encode_personas_request(&mut buf, &TXID, &name, 0, None, 1_700_000_010_000, &flock).unwrap();
     push("personas-request", n, &buf);
-    let n = wire::encode_personas_request(&mut buf, &TXID, &name, 0, Some(&sum), 1_700_000_010_000, &flock).unwrap();
+    let n = login_wire::encode_personas_request(&mut buf, &TXID, &name, 0, Some(&sum), 1_700_000_010_000, &flock).unwrap();
     push("personas-request-known", n, &buf);
     let chunk = PersonasChunk { name, checksum: sum, total: list.len() as u32, offset: 0, credentials_required: false, data: list };
     let n = chunk.encode(&mut buf, &TXID).unwrap();
@@ -152,29 +152,29 @@ fn stun_seeds() -> Vec<(String, Vec<u8>)> {
     let n = PersonasChunk { credentials_required: true, data: &[], ..chunk }.encode(&mut buf, &TXID).unwrap();
     push("personas-credentials-required", n, &buf);
     let session = [0x42; 16];
-    let n = wire::encode_connect(&mut buf, &TXID, &name, &session, "alice", b"pwd:wonderland", 1_700_000_010_000, &flock).unwrap();
+    let n = login_wire::encode_connect(&mut buf, &TXID, &name, &session, "alice", b"pwd:wonderland", 1_700_000_010_000, &flock).unwrap();
     push("connect", n, &buf);
-    let ack = Ack { method: wire::method::CONNECT, name, session, seq: None, error: None };
+    let ack = Ack { method: flock_proto::wire::method::CONNECT, name, session, seq: None, error: None };
     let n = ack.encode(&mut buf, &TXID).unwrap();
     push("connect-ack", n, &buf);
-    let n = Ack { error: Some(wire::code::BAD_CREDENTIALS), ..ack }.encode(&mut buf, &TXID).unwrap();
+    let n = Ack { error: Some(login_wire::code::BAD_CREDENTIALS), ..ack }.encode(&mut buf, &TXID).unwrap();
     push("connect-460", n, &buf);
-    let n = Ack { method: wire::method::SIGNAL, seq: Some(3), ..ack }.encode(&mut buf, &TXID).unwrap();
+    let n = Ack { method: flock_proto::wire::method::SIGNAL, seq: Some(3), ..ack }.encode(&mut buf, &TXID).unwrap();
     push("signal-ack", n, &buf);
-    let n = Ack { method: wire::method::SIGNAL, seq: Some(3), error: Some(wire::code::UNKNOWN_SESSION), ..ack }.encode(&mut buf, &TXID).unwrap();
+    let n = Ack { method: flock_proto::wire::method::SIGNAL, seq: Some(3), error: Some(login_wire::code::UNKNOWN_SESSION), ..ack }.encode(&mut buf, &TXID).unwrap();
     push("signal-481", n, &buf);
     // Peer protocol (sealed with the fuzz target's integrity key, so `open` succeeds).
-    let sender = flock_proto::peer::Sender::new(1, [5; 32], b"fuzz integrity key\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    let sender = flock_proto::wire::peer::Sender::new(1, [5; 32], b"fuzz integrity key\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
     let name: flock_proto::Name = "my-box".parse().unwrap();
-    let n = flock_proto::peer::encode_lookup(&mut buf, &TXID, &name, &sender).unwrap();
+    let n = flock_proto::wire::peer::encode_lookup(&mut buf, &TXID, &name, &sender).unwrap();
     push("peer-lookup", n, &buf);
-    let n = flock_proto::peer::encode_lookup_found(&mut buf, &TXID, &name, "192.0.2.7:40000".parse().unwrap(), &[3; 12], 41_000, &sender).unwrap();
+    let n = flock_proto::wire::peer::encode_lookup_found(&mut buf, &TXID, &name, "192.0.2.7:40000".parse().unwrap(), &[3; 12], 41_000, &sender).unwrap();
     push("peer-lookup-found", n, &buf);
-    let n = flock_proto::peer::encode_lookup_error(&mut buf, &TXID, &name, flock_proto::peer::code::NOT_FOUND, &sender).unwrap();
+    let n = flock_proto::wire::peer::encode_lookup_error(&mut buf, &TXID, &name, flock_proto::wire::peer::code::NOT_FOUND, &sender).unwrap();
     push("peer-lookup-404", n, &buf);
     let mut inner = [0u8; 1200];
-    let k = Ack { method: wire::method::CONNECT, name, session: [9; 16], seq: None, error: None }.encode(&mut inner, &TXID).unwrap();
-    let n = flock_proto::peer::encode_relay(&mut buf, &inner[..k], &sender).unwrap();
+    let k = Ack { method: flock_proto::wire::method::CONNECT, name, session: [9; 16], seq: None, error: None }.encode(&mut inner, &TXID).unwrap();
+    let n = flock_proto::wire::peer::encode_relay(&mut buf, &inner[..k], &sender).unwrap();
     push("peer-relay", n, &buf);
     let sdp = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\na=sctp-port:5000\r\n";
     for (i, body) in [

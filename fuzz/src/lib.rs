@@ -5,12 +5,12 @@
 
 use arbitrary::Unstructured;
 use flock_proto::identity::Fingerprint;
-use flock_proto::login::wire::{self, Ack, AssemblyError, Connect, PersonasChunk, PersonasRequest, SdpAssembly, Signal, SignalBody};
+use flock_proto::wire::login::{self as login_wire, Ack, AssemblyError, Connect, PersonasChunk, PersonasRequest, SdpAssembly, Signal, SignalBody};
 use flock_proto::login::{Candidate, Command};
-use flock_proto::msg::{self, Check, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered};
-use flock_proto::server::{self, Keys, Server, ServerConfig};
+use flock_proto::wire::registration::{self, Check, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered};
+use flock_proto::server::{Keys, Output, Server, ServerConfig};
 use flock_proto::stun::{self, attr, Class, Encoder, Message, MessageType, Method, TransactionId};
-use flock_proto::testing::{keypair, Answer, Device, XorShift};
+use flock_proto::testing::{keypair, owner_core, request_name, Answer, Device, XorShift};
 use flock_proto::token::ProofKeys;
 use flock_proto::{Name, Time};
 use sha2::{Digest, Sha256};
@@ -47,9 +47,9 @@ pub fn stun_parse(data: &[u8]) {
         assert!(verified.is_err());
     }
     let _ = m.mapped_address();
-    let _ = msg::request_name(&m);
-    let _ = wire::is_login(&m);
-    let _ = server::owner_core(data, 7);
+    let _ = request_name(&m);
+    let _ = login_wire::is_login(&m);
+    let _ = owner_core(data, 7);
 
     // Re-encode: same type, id and attributes (padding zeroed, FINGERPRINT recomputed,
     // MESSAGE-INTEGRITY-SHA256 recomputed with the fuzz key) must parse back the same.
@@ -106,12 +106,12 @@ pub fn stun_parse(data: &[u8]) {
     }
 }
 
-/// Every typed view of `flock_proto::msg` and `flock_proto::login::wire`; what parses
+/// Every typed view of `flock_proto::wire::registration` and `flock_proto::wire::login`; what parses
 /// re-encodes (where the view can) to a message that parses to the same view.
 pub fn flock_messages(data: &[u8]) {
-    let _ = server::owner_core(data, 1);
-    let _ = server::owner_core(data, 3);
-    let _ = server::owner_core(data, 64);
+    let _ = owner_core(data, 1);
+    let _ = owner_core(data, 3);
+    let _ = owner_core(data, 64);
     // The tail of the input also feeds an SDP reassembly.
     sdp_assembly(data);
     let Ok(m) = Message::parse(data) else { return };
@@ -120,9 +120,9 @@ pub fn flock_messages(data: &[u8]) {
     let flock_pk = flock_proto::identity::public_key(flock_key());
     let mut buf = vec![0u8; 4096];
 
-    if let Some(name) = msg::request_name(&m) {
+    if let Some(name) = request_name(&m) {
         assert!(!name.as_bytes().is_empty());
-        assert_eq!(server::owner_core(data, 5), Some(name.hash().core_index(5)));
+        assert_eq!(owner_core(data, 5), Some(name.hash().core_index(5)));
     }
     if let Ok(r) = Register::parse(&m) {
         let _ = (r.fingerprint(), r.signature_ok());
@@ -166,7 +166,7 @@ pub fn flock_messages(data: &[u8]) {
         }
     }
     if let Ok(c) = Connect::parse(&m) {
-        assert!(c.persona.len() <= wire::MAX_PERSONA_LEN && c.credential.len() <= wire::MAX_CREDENTIAL_LEN);
+        assert!(c.persona.len() <= login_wire::MAX_PERSONA_LEN && c.credential.len() <= login_wire::MAX_CREDENTIAL_LEN);
         let _ = (c.from_flock(&flock_pk), c.fresh(0, 0), c.fresh(u64::MAX, u64::MAX));
     }
     if let Ok(a) = Ack::parse(&m) {
@@ -177,7 +177,7 @@ pub fn flock_messages(data: &[u8]) {
     }
     if let Ok(s) = Signal::parse(&m) {
         if let SignalBody::Candidate { candidate, mid } = s.body {
-            assert!(candidate.len() <= wire::MAX_CANDIDATE_LEN && mid.is_none_or(|m| m.len() <= wire::MAX_MID_LEN));
+            assert!(candidate.len() <= login_wire::MAX_CANDIDATE_LEN && mid.is_none_or(|m| m.len() <= login_wire::MAX_MID_LEN));
         }
         if let Ok(n) = s.encode(&mut buf, &txid) {
             let back = Signal::parse(&Message::parse(&buf[..n]).unwrap()).unwrap();
@@ -192,7 +192,7 @@ pub fn flock_messages(data: &[u8]) {
 /// The peer protocol's views: opening (integrity under the fuzz key), LOOKUP and RELAY; what
 /// parses re-encodes (sealed with the fuzz key) to the same view.
 fn peer_views(m: &Message<'_>) {
-    use flock_proto::peer::{self, LookupAnswer, LookupRequest, Relay, Sender};
+    use flock_proto::wire::peer::{self, LookupAnswer, LookupRequest, Relay, Sender};
     let opened = peer::open(m, hmac_key());
     if opened.is_ok() {
         assert!(peer::is_peer(m) && m.has_fingerprint());
@@ -212,7 +212,7 @@ fn peer_views(m: &Message<'_>) {
         // Routing needs a FINGERPRINT (so does `peer::open`): without one the view still
         // parses, but the server never acts on it.
         if m.has_fingerprint() {
-            assert_eq!(msg::request_name(m), Some(r.name));
+            assert_eq!(request_name(m), Some(r.name));
         }
     }
     if let Ok(a) = LookupAnswer::parse(m) {
@@ -231,7 +231,7 @@ fn peer_views(m: &Message<'_>) {
     }
     if let Ok(r) = Relay::parse(m) {
         if m.has_fingerprint() {
-            assert_eq!(msg::request_name(m), Some(r.name));
+            assert_eq!(request_name(m), Some(r.name));
         }
         let n = peer::encode_relay(&mut buf, r.inner.as_bytes(), &sender).expect("encode RELAY");
         let bytes = reopen(&buf[..n]);
@@ -289,34 +289,34 @@ const SOURCES: [&str; 6] = ["192.0.2.1:4000", "192.0.2.1:4001", "198.51.100.7:9"
 /// Flock methods and attributes the structured messages are drawn from.
 const METHODS: [Method; 7] = [
     Method::BINDING,
-    msg::method::REGISTER,
-    msg::method::KEEPALIVE,
-    msg::method::CHECK,
-    wire::method::PERSONAS,
-    wire::method::CONNECT,
-    wire::method::SIGNAL,
+    flock_proto::wire::method::REGISTER,
+    flock_proto::wire::method::KEEPALIVE,
+    flock_proto::wire::method::CHECK,
+    flock_proto::wire::method::PERSONAS,
+    flock_proto::wire::method::CONNECT,
+    flock_proto::wire::method::SIGNAL,
 ];
 const ATTRS: [u16; 24] = [
-    msg::attr::NAME,
-    msg::attr::PUBLIC_KEY,
-    msg::attr::TIMESTAMP,
-    msg::attr::SIGNATURE,
-    msg::attr::NONCE,
-    msg::attr::TOKEN,
-    msg::attr::IDENTITY,
-    msg::attr::KEEPALIVE_INTERVAL,
-    msg::attr::CHALLENGE,
-    wire::attr::SESSION,
-    wire::attr::OFFSET,
-    wire::attr::TOTAL,
-    wire::attr::DATA,
-    wire::attr::CHECKSUM,
-    wire::attr::FLAGS,
-    wire::attr::PERSONA,
-    wire::attr::CREDENTIAL,
-    wire::attr::SEQ,
-    wire::attr::SIGNAL_KIND,
-    wire::attr::MID,
+    flock_proto::wire::attr::NAME,
+    flock_proto::wire::attr::PUBLIC_KEY,
+    flock_proto::wire::attr::TIMESTAMP,
+    flock_proto::wire::attr::SIGNATURE,
+    flock_proto::wire::attr::NONCE,
+    flock_proto::wire::attr::TOKEN,
+    flock_proto::wire::attr::IDENTITY,
+    flock_proto::wire::attr::KEEPALIVE_INTERVAL,
+    flock_proto::wire::attr::CHALLENGE,
+    flock_proto::wire::attr::SESSION,
+    flock_proto::wire::attr::OFFSET,
+    flock_proto::wire::attr::TOTAL,
+    flock_proto::wire::attr::DATA,
+    flock_proto::wire::attr::CHECKSUM,
+    flock_proto::wire::attr::FLAGS,
+    flock_proto::wire::attr::PERSONA,
+    flock_proto::wire::attr::CREDENTIAL,
+    flock_proto::wire::attr::SEQ,
+    flock_proto::wire::attr::SIGNAL_KIND,
+    flock_proto::wire::attr::MID,
     attr::XOR_MAPPED_ADDRESS,
     attr::ERROR_CODE,
     attr::MAPPED_ADDRESS,
@@ -338,11 +338,11 @@ fn structured(u: &mut Unstructured<'_>, names: &[Name], txid: Option<Transaction
     for _ in 0..count {
         let typ = *u.choose(&ATTRS)?;
         let value: Vec<u8> = match (typ, u.int_in_range(0..=3)?) {
-            (msg::attr::NAME, 0..=2) if !names.is_empty() => u.choose(names)?.as_bytes().to_vec(),
-            (wire::attr::SIGNAL_KIND | wire::attr::SEQ | wire::attr::OFFSET | wire::attr::TOTAL | wire::attr::FLAGS, 0..=2) => {
+            (flock_proto::wire::attr::NAME, 0..=2) if !names.is_empty() => u.choose(names)?.as_bytes().to_vec(),
+            (flock_proto::wire::attr::SIGNAL_KIND | flock_proto::wire::attr::SEQ | flock_proto::wire::attr::OFFSET | flock_proto::wire::attr::TOTAL | flock_proto::wire::attr::FLAGS, 0..=2) => {
                 u.int_in_range(0u32..=4)?.to_be_bytes().to_vec()
             }
-            (msg::attr::TIMESTAMP, 0..=2) => u.arbitrary::<u64>()?.to_be_bytes().to_vec(),
+            (flock_proto::wire::attr::TIMESTAMP, 0..=2) => u.arbitrary::<u64>()?.to_be_bytes().to_vec(),
             (attr::ERROR_CODE, 0..=2) => {
                 let code = u.int_in_range(300u16..=699)?;
                 let mut v = vec![0, 0, (code / 100) as u8, (code % 100) as u8];
@@ -382,7 +382,7 @@ struct Harness {
 impl Harness {
     fn handle(&mut self, src: SocketAddr, datagram: &[u8]) -> Option<Answer> {
         let mut reply = [0u8; MAX_DATAGRAM];
-        let n = self.server.handle(self.now, src, datagram, &mut reply)?;
+        let n = self.server.handle(self.now, src, datagram, &mut reply).reply()?;
         let m = Message::parse(&reply[..n]).expect("an answer is a valid STUN message");
         // The one opt-in exception: `answer_small_binding` lets a Binding answer (20 + 24 + 8
         // bytes at most) outgrow its request.
@@ -392,35 +392,39 @@ impl Harness {
         assert_eq!(m.transaction_id()[..], datagram[8..20], "an answer keeps the transaction id");
         Some(match (m.method(), m.class()) {
             (_, Class::Error) => Answer::Error(ErrorAnswer::parse(&m).expect("an error answer reads")),
-            (x, Class::Success) if x == msg::method::REGISTER => Answer::Registered(Registered::parse(&m).expect("a REGISTER answer reads")),
-            (x, Class::Success) if x == msg::method::KEEPALIVE => Answer::KeptAlive(KeptAlive::parse(&m).expect("a KEEPALIVE answer reads")),
+            (x, Class::Success) if x == flock_proto::wire::method::REGISTER => Answer::Registered(Registered::parse(&m).expect("a REGISTER answer reads")),
+            (x, Class::Success) if x == flock_proto::wire::method::KEEPALIVE => Answer::KeptAlive(KeptAlive::parse(&m).expect("a KEEPALIVE answer reads")),
             _ => Answer::Silent,
         })
     }
 
-    fn drain(&mut self) {
+    /// Takes every output of the server; returns when its timers next run.
+    fn drain(&mut self) -> Option<Time> {
         let mut buf = [0u8; MAX_DATAGRAM];
-        while let Some((dst, n)) = self.server.poll_transmit(self.now, &mut buf) {
-            let m = Message::parse(&buf[..n]).expect("a sent datagram is a valid STUN message");
-            if let Ok(c) = Connect::parse(&m) {
-                self.last_session = Some(c.session);
+        loop {
+            match self.server.poll_output(&mut buf) {
+                Output::Transmit { dst, len } => {
+                    let m = Message::parse(&buf[..len]).expect("a sent datagram is a valid STUN message");
+                    if let Ok(c) = Connect::parse(&m) {
+                        self.last_session = Some(c.session);
+                    }
+                    self.last_out = Some((dst, buf[..len].to_vec()));
+                }
+                Output::Event { .. } | Output::Policy(_) | Output::Alarm(_) => {}
+                Output::Timeout(next) => return next,
             }
-            self.last_out = Some((dst, buf[..n].to_vec()));
         }
-        while self.server.poll_event().is_some() {}
-        while self.server.poll_policy().is_some() {}
     }
 
     fn advance(&mut self, ms: u64) {
         let until = self.now + Duration::from_millis(ms);
         let mut steps = 0;
-        while let Some(t) = self.server.poll_timeout() {
+        while let Some(t) = self.drain() {
             if t > until || steps > 256 {
                 break;
             }
             self.now = self.now.max(t);
             self.server.handle_timeout(self.now);
-            self.drain();
             steps += 1;
         }
         self.now = until;
@@ -452,15 +456,15 @@ impl Harness {
             };
             chunk.encode(&mut buf, &txid).ok()
         } else if let Ok(c) = Connect::parse(&m) {
-            let error = if u.ratio(2, 3)? { None } else { Some(*u.choose(&[wire::code::BAD_CREDENTIALS, wire::code::DENIED, wire::code::BUSY, 400])?) };
-            Ack { method: wire::method::CONNECT, name: c.name, session: c.session, seq: None, error }.encode(&mut buf, &txid).ok()
+            let error = if u.ratio(2, 3)? { None } else { Some(*u.choose(&[login_wire::code::BAD_CREDENTIALS, login_wire::code::DENIED, login_wire::code::BUSY, 400])?) };
+            Ack { method: flock_proto::wire::method::CONNECT, name: c.name, session: c.session, seq: None, error }.encode(&mut buf, &txid).ok()
         } else if let Ok(s) = Signal::parse(&m) {
-            let error = if u.ratio(7, 8)? { None } else { Some(wire::code::UNKNOWN_SESSION) };
-            Ack { method: wire::method::SIGNAL, name: s.name, session: s.session, seq: Some(s.seq), error }.encode(&mut buf, &txid).ok()
-        } else if m.method() == msg::method::CHECK {
+            let error = if u.ratio(7, 8)? { None } else { Some(login_wire::code::UNKNOWN_SESSION) };
+            Ack { method: flock_proto::wire::method::SIGNAL, name: s.name, session: s.session, seq: Some(s.seq), error }.encode(&mut buf, &txid).ok()
+        } else if m.method() == flock_proto::wire::method::CHECK {
             let d = &self.devices[u.choose_index(self.devices.len())?].0;
             match Check::parse(&m) {
-                Ok(c) => msg::encode_check_answer(&mut buf, &txid, &c.name, &d.key, &c.challenge).ok(),
+                Ok(c) => registration::encode_check_answer(&mut buf, &txid, &c.name, &d.key, &c.challenge).ok(),
                 Err(_) => None,
             }
         } else {

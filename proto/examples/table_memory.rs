@@ -3,10 +3,10 @@
 //!
 //!     cargo run --release -p flock-proto --features testing --example table_memory -- 1000000
 use flock_proto::identity::Fingerprint;
-use flock_proto::msg::Keepalive;
 use flock_proto::server::{Server, ServerConfig};
-use flock_proto::testing::{keypair, XorShift};
+use flock_proto::testing::{keypair, Host, XorShift};
 use flock_proto::token::ProofKeys;
+use flock_proto::wire::registration::Keepalive;
 use flock_proto::{Name, Time};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -54,7 +54,7 @@ fn main() {
     };
     let now = Time(1_700_000_000_000);
     let fp = Fingerprint([7; 32]);
-    let mut server = Server::new(config, keys, XorShift(1));
+    let mut server = Host::new(Server::new(config, keys, XorShift(1)));
     let before = LIVE.load(Ordering::Relaxed);
     let (mut buf, mut reply) = ([0u8; 512], [0u8; 512]);
     for i in 0..n {
@@ -70,6 +70,7 @@ fn main() {
         .unwrap();
         server
             .handle(now, addr, &buf[..len], &mut reply)
+            .reply()
             .expect("kept alive");
     }
     let held = LIVE.load(Ordering::Relaxed) - before;
@@ -85,7 +86,7 @@ fn main() {
     let mut t = now + std::time::Duration::from_secs(61);
     let (mut longest, mut total) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     while server.occupancy().0 > 0 {
-        t = server.poll_timeout().expect("sweep timer").max(t);
+        t = server.timeout().expect("sweep timer").max(t);
         let started = std::time::Instant::now();
         server.handle_timeout(t);
         let took = started.elapsed();

@@ -1,17 +1,17 @@
 //! Same name, same key, new address: the old address is challenged before the name moves.
 mod support;
 
-use flock_proto::msg::{self, code};
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::Message;
 use flock_proto::testing::Answer;
+use flock_proto::wire::registration::{self, code};
 use std::time::Duration;
 use support::*;
 
 const OLD: &str = "198.51.100.7:40000";
 const NEW: &str = "198.51.100.7:40999";
 
-fn moved_setup() -> (flock_proto::server::Server<XorShift>, Device) {
+fn moved_setup() -> (Host, Device) {
     let mut s = server(ServerConfig::default());
     let mut d = Device::new("box", 1);
     register(&mut d, &mut s, T0, addr(OLD));
@@ -19,7 +19,7 @@ fn moved_setup() -> (flock_proto::server::Server<XorShift>, Device) {
 }
 
 fn is_check(bytes: &[u8]) -> bool {
-    Message::parse(bytes).unwrap().method() == msg::method::CHECK
+    Message::parse(bytes).unwrap().method() == flock_proto::wire::method::CHECK
 }
 
 #[test]
@@ -27,7 +27,7 @@ fn silent_old_address_loses_the_name_after_the_window() {
     let (mut s, mut d) = moved_setup();
     let a = register(&mut d, &mut s, T0, addr(NEW));
     assert!(a.is_silent(), "no answer to the new address while checking");
-    let first = drain(&mut s, T0);
+    let first = drain(&mut s);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].0, addr(OLD));
     assert!(is_check(&first[0].1));
@@ -62,7 +62,10 @@ fn silent_old_address_loses_the_name_after_the_window() {
     assert_eq!(end[0].1, addr(NEW));
     let m = Message::parse(&end[0].2).unwrap();
     assert_eq!(m.transaction_id(), &txid, "answers the latest REGISTER");
-    assert_eq!(msg::Registered::parse(&m).unwrap().mapped, addr(NEW));
+    assert_eq!(
+        registration::Registered::parse(&m).unwrap().mapped,
+        addr(NEW)
+    );
     let now = T0 + Duration::from_secs(60);
     assert_eq!(s.lookup(now, &d.name).unwrap().addr, addr(NEW));
     assert_eq!(s.lookup(now, &d.name).unwrap().moving_to, None);
@@ -73,7 +76,7 @@ fn silent_old_address_loses_the_name_after_the_window() {
 fn right_appliance_answering_from_old_address_keeps_the_name() {
     let (mut s, mut d) = moved_setup();
     register(&mut d, &mut s, T0, addr(NEW));
-    let (_, check) = drain(&mut s, T0).remove(0);
+    let (_, check) = drain(&mut s).remove(0);
     let answer = d.answer_check(&check);
     assert!(exchange(&mut s, T0 + Duration::from_millis(100), addr(OLD), &answer).is_silent());
     let now = T0 + Duration::from_secs(61);
@@ -95,13 +98,13 @@ fn right_appliance_answering_from_old_address_keeps_the_name() {
 fn wrong_identity_at_old_address_moves_the_name_at_once() {
     let (mut s, mut d) = moved_setup();
     register(&mut d, &mut s, T0, addr(NEW));
-    let (_, check) = drain(&mut s, T0).remove(0);
+    let (_, check) = drain(&mut s).remove(0);
     let stranger = Device::new("box", 9);
     let answer = stranger.answer_check(&check);
     exchange(&mut s, T0 + Duration::from_millis(100), addr(OLD), &answer);
     let now = T0 + Duration::from_millis(100);
     assert_eq!(s.lookup(now, &d.name).unwrap().addr, addr(NEW));
-    let out = drain(&mut s, now);
+    let out = drain(&mut s);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, addr(NEW));
 }
@@ -110,7 +113,7 @@ fn wrong_identity_at_old_address_moves_the_name_at_once() {
 fn right_appliance_answering_from_its_new_address_moves_the_name() {
     let (mut s, mut d) = moved_setup();
     register(&mut d, &mut s, T0, addr(NEW));
-    let (_, check) = drain(&mut s, T0).remove(0);
+    let (_, check) = drain(&mut s).remove(0);
     let answer = d.answer_check(&check);
     exchange(&mut s, T0 + Duration::from_millis(100), addr(NEW), &answer);
     assert_eq!(
@@ -125,13 +128,13 @@ fn right_appliance_answering_from_its_new_address_moves_the_name() {
 fn answer_with_another_transaction_id_is_ignored() {
     let (mut s, mut d) = moved_setup();
     register(&mut d, &mut s, T0, addr(NEW));
-    let (_, check) = drain(&mut s, T0).remove(0);
+    let (_, check) = drain(&mut s).remove(0);
     // A wrong-identity answer would move the name at once, but only with the CHECK's txid.
     let m = Message::parse(&check).unwrap();
-    let c = msg::Check::parse(&m).unwrap();
+    let c = registration::Check::parse(&m).unwrap();
     let mut buf = [0u8; 1200];
     let other_txid = [0x55; 12];
-    let n = msg::encode_check_answer(
+    let n = registration::encode_check_answer(
         &mut buf,
         &other_txid,
         &c.name,
@@ -161,11 +164,7 @@ fn retransmitted_register_does_not_start_a_second_check() {
         .is_silent());
     }
     assert_eq!(s.stats().checks_started, 1);
-    assert_eq!(
-        drain(&mut s, T0 + Duration::from_secs(1)).len(),
-        1,
-        "one CHECK, not ten"
-    );
+    assert_eq!(drain(&mut s).len(), 1, "one CHECK, not ten");
 }
 
 #[test]
@@ -198,7 +197,7 @@ fn old_registration_expiring_during_the_check_moves_the_name() {
     let (mut s, mut d) = moved_setup();
     let start = T0 + Duration::from_secs(30);
     register(&mut d, &mut s, start, addr(NEW));
-    drain(&mut s, start);
+    drain(&mut s);
     advance(&mut s, T0 + Duration::from_secs(62));
     assert_eq!(
         s.lookup(T0 + Duration::from_secs(62), &d.name)
@@ -259,7 +258,7 @@ fn the_name_moves_the_moment_the_old_registration_expires() {
     // +0.5, 1.5, 3.5, 7.5, 15.5, 23.5 and the next would be at T0 + 61.5 s.
     let start = T0 + Duration::from_secs(30);
     assert!(register(&mut d, &mut s, start, addr(NEW)).is_silent());
-    drain(&mut s, start);
+    drain(&mut s);
     let sent = advance(&mut s, T0 + Duration::from_secs(60));
     let to_new: Vec<_> = sent
         .iter()
@@ -272,7 +271,10 @@ fn the_name_moves_the_moment_the_old_registration_expires() {
         "at once, not at the next CHECK"
     );
     let m = Message::parse(&to_new[0].2).unwrap();
-    assert_eq!(msg::Registered::parse(&m).unwrap().mapped, addr(NEW));
+    assert_eq!(
+        registration::Registered::parse(&m).unwrap().mapped,
+        addr(NEW)
+    );
     assert_eq!(
         s.lookup(T0 + Duration::from_secs(60), &d.name)
             .unwrap()
@@ -288,7 +290,7 @@ fn a_keepalive_from_the_old_address_keeps_the_check_to_its_window() {
     let mut old_device = Device::new("box", 1);
     old_device.token = d.token;
     register(&mut d, &mut s, start, addr(NEW));
-    drain(&mut s, start);
+    drain(&mut s);
     // The old address is alive for keep-alives (not for CHECKs): its registration now ends at
     // T0 + 110 s, after the check window (T0 + 90 s).
     let t = T0 + Duration::from_secs(50);
@@ -327,14 +329,14 @@ fn retransmissions_after_a_kept_check_start_no_new_check() {
     let ts = d.stamp(T0.0);
     let req = d.register_bytes(ts, &txid);
     assert!(exchange(&mut s, T0, addr(NEW), &req).is_silent());
-    let (_, check) = drain(&mut s, T0).remove(0);
+    let (_, check) = drain(&mut s).remove(0);
     // Retransmissions while the check runs join it.
     assert!(exchange(&mut s, T0 + Duration::from_millis(50), addr(NEW), &req).is_silent());
     // The appliance answers from the old address: the name stays, the REGISTER is refused.
     let answer = d.answer_check(&check);
     let t = T0 + Duration::from_millis(100);
     assert!(exchange(&mut s, t, addr(OLD), &answer).is_silent());
-    let out = drain(&mut s, t);
+    let out = drain(&mut s);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, addr(NEW));
     let refusal = Answer::read(&out[0].1);
@@ -350,7 +352,7 @@ fn retransmissions_after_a_kept_check_start_no_new_check() {
         let at = t + Duration::from_millis(600 * i);
         let a = exchange(&mut s, at, addr(NEW), &req);
         assert_eq!(a.code(), Some(code::NAME_TAKEN), "{a:?}");
-        assert!(drain(&mut s, at).is_empty(), "no CHECK");
+        assert!(drain(&mut s).is_empty(), "no CHECK");
     }
     assert_eq!(s.stats().checks_started, 1);
     assert_eq!(s.lookup(t, &d.name).unwrap().addr, addr(OLD));

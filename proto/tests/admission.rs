@@ -3,9 +3,9 @@
 //! keep-alives never ask; audit events report registrations, moves and expiry; bounds hold.
 mod support;
 
-use flock_proto::msg::code;
 use flock_proto::server::{PolicyConfig, PolicyEvent, ServerConfig};
 use flock_proto::testing::{Answer, Device};
+use flock_proto::wire::registration::code;
 use std::time::Duration;
 use support::*;
 
@@ -21,8 +21,8 @@ fn config(admission: bool, audit: bool) -> ServerConfig {
     }
 }
 
-fn events(s: &mut flock_proto::server::Server<flock_proto::testing::XorShift>) -> Vec<PolicyEvent> {
-    std::iter::from_fn(|| s.poll_policy()).collect()
+fn events(s: &mut Host) -> Vec<PolicyEvent> {
+    s.policy()
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn first_registration_waits_for_the_verdict_then_is_answered() {
         &d.fingerprint(),
         true,
     );
-    let sent = drain(&mut s, T0);
+    let sent = drain(&mut s);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, src);
     let a = Answer::read(&sent[0].1);
@@ -82,7 +82,7 @@ fn a_denied_identity_gets_442_now_and_from_the_cache() {
     assert!(register(&mut d, &mut s, T0, src).is_silent());
     assert_eq!(events(&mut s).len(), 1);
     s.admission(T0, &d.name, &d.fingerprint(), false);
-    let sent = drain(&mut s, T0);
+    let sent = drain(&mut s);
     assert_eq!(Answer::read(&sent[0].1).code(), Some(code::NOT_ADMITTED));
     // Within the verdict's lifetime: refused at once, without asking.
     assert_eq!(
@@ -98,7 +98,7 @@ fn a_denied_identity_gets_442_now_and_from_the_cache() {
     // A verdict for another identity answers nobody.
     let other = Device::new("box", 2);
     s.admission(T0, &d.name, &other.fingerprint(), true);
-    assert!(drain(&mut s, T0).is_empty());
+    assert!(drain(&mut s).is_empty());
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn a_key_change_is_asked_and_may_take_the_name() {
     let mut a = Device::new("box", 1);
     register(&mut a, &mut s, T0, a_src);
     s.admission(T0, &a.name, &a.fingerprint(), true);
-    drain(&mut s, T0);
+    drain(&mut s);
     events(&mut s);
     let mut b = Device::new("box", 2);
     assert!(register(&mut b, &mut s, T0, b_src).is_silent());
@@ -123,7 +123,7 @@ fn a_key_change_is_asked_and_may_take_the_name() {
     );
     s.admission(T0, &b.name, &b.fingerprint(), false);
     assert_eq!(
-        Answer::read(&drain(&mut s, T0)[0].1).code(),
+        Answer::read(&drain(&mut s)[0].1).code(),
         Some(code::NAME_TAKEN)
     );
     assert_eq!(s.lookup(T0, &a.name).unwrap().addr, a_src);
@@ -132,7 +132,7 @@ fn a_key_change_is_asked_and_may_take_the_name() {
     assert!(register(&mut c, &mut s, T0, b_src).is_silent());
     s.admission(T0, &c.name, &c.fingerprint(), true);
     assert!(matches!(
-        Answer::read(&drain(&mut s, T0)[0].1),
+        Answer::read(&drain(&mut s)[0].1),
         Answer::Registered(_)
     ));
     assert_eq!(

@@ -24,9 +24,10 @@ fn binding(padding: usize, fingerprint: bool) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
-fn answer(s: &mut flock_proto::server::Server<XorShift>, src: &str, req: &[u8]) -> Option<Vec<u8>> {
+fn answer(s: &mut Host, src: &str, req: &[u8]) -> Option<Vec<u8>> {
     let mut reply = [0u8; 1500];
     s.handle(T0, addr(src), req, &mut reply)
+        .reply()
         .map(|n| reply[..n].to_vec())
 }
 

@@ -1,8 +1,8 @@
 //! Tables have bounds; at the bound new names are refused and known ones keep working.
 mod support;
 
-use flock_proto::msg::code;
 use flock_proto::server::ServerConfig;
+use flock_proto::wire::registration::code;
 use std::time::Duration;
 use support::*;
 

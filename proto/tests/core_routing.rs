@@ -4,22 +4,23 @@
 //! requests (STUN Binding) are answered by whichever core reads them.
 mod support;
 
-use flock_proto::msg;
-use flock_proto::server::{CoreSlot, Outcome, Server, ServerConfig};
+use flock_proto::server::{CoreSlot, Outcome, ServerConfig};
 use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
+use flock_proto::wire::registration;
 use flock_proto::{Name, Time};
 use support::*;
 
 const CORES: usize = 3;
 
-fn core(index: usize) -> (CoreSlot, Server<XorShift>) {
-    (
-        CoreSlot {
-            index,
-            cores: CORES,
-        },
-        server(ServerConfig::default()),
-    )
+fn core(index: usize) -> Host {
+    on_core(CoreSlot {
+        index,
+        cores: CORES,
+    })
+}
+
+fn on_core(slot: CoreSlot) -> Host {
+    Host::new(server(ServerConfig::default()).server.on_core(slot))
 }
 
 /// A device whose name core `owner` of 3 owns.
@@ -31,10 +32,9 @@ fn device_on_core(owner: usize, seed: u8) -> Device {
     Device::new(&name, seed)
 }
 
-fn feed(c: &mut (CoreSlot, Server<XorShift>), now: Time, datagram: &[u8]) -> (Outcome, Vec<u8>) {
+fn feed(c: &mut Host, now: Time, datagram: &[u8]) -> (Outcome, Vec<u8>) {
     let mut reply = [0u8; 1500];
-    let out =
-        c.1.handle_on(c.0, now, addr("198.51.100.7:4000"), datagram, &mut reply);
+    let out = c.handle(now, addr("198.51.100.7:4000"), datagram, &mut reply);
     let bytes = match out {
         Outcome::Reply(n) => reply[..n].to_vec(),
         _ => vec![],
@@ -53,12 +53,12 @@ fn a_name_of_another_core_is_handed_over_untouched() {
     let probe = d.register_bytes(now.0, &txid);
     assert_eq!(feed(&mut cores[0], now, &probe).0, Outcome::OtherCore(2));
     assert_eq!(
-        cores[0].1.stats().received,
+        cores[0].stats().received,
         0,
         "not counted where it was not handled"
     );
-    assert_eq!(cores[0].1.stats().nonces_issued, 0);
-    assert_eq!(cores[0].1.poll_timeout(), None, "no timer started for it");
+    assert_eq!(cores[0].stats().nonces_issued, 0);
+    assert_eq!(cores[0].timeout(), None, "no timer started for it");
 
     // The owner answers it (401 with a nonce), then takes the signed REGISTER.
     let (out, bytes) = feed(&mut cores[2], now, &probe);
@@ -80,16 +80,16 @@ fn a_name_of_another_core_is_handed_over_untouched() {
     let txid = d.txid();
     let ka = d.keepalive_bytes(&txid);
     assert_eq!(feed(&mut cores[1], now, &ka).0, Outcome::OtherCore(2));
-    assert_eq!(cores[1].1.occupancy().0, 0);
+    assert_eq!(cores[1].occupancy().0, 0);
     let (_, bytes) = feed(&mut cores[2], now, &ka);
     assert!(matches!(Answer::read(&bytes), Answer::KeptAlive(_)));
-    assert_eq!(cores[2].1.occupancy().0, 1);
-    assert_eq!(cores[2].1.stats().received, 3);
+    assert_eq!(cores[2].occupancy().0, 1);
+    assert_eq!(cores[2].stats().received, 3);
 
     // A CHECK answer about the name goes to its owner too (routed by NAME).
     let mut buf = [0u8; 512];
     let txid = d.txid();
-    let n = msg::encode_check_answer(&mut buf, &txid, &d.name, &d.key, &[7; 16]).unwrap();
+    let n = registration::encode_check_answer(&mut buf, &txid, &d.name, &d.key, &[7; 16]).unwrap();
     assert_eq!(feed(&mut cores[0], now, &buf[..n]).0, Outcome::OtherCore(2));
 }
 
@@ -116,16 +116,13 @@ fn stateless_and_own_requests_stay_where_they_are_read() {
     assert!(matches!(feed(&mut c1, now, &probe).0, Outcome::Reply(_)));
     // Garbage: dropped here, counted.
     assert_eq!(feed(&mut c1, now, b"not stun at all").0, Outcome::Done);
-    assert_eq!(c1.1.stats().malformed, 1);
+    assert_eq!(c1.stats().malformed, 1);
 }
 
 #[test]
 fn one_core_owns_everything() {
     let now = Time(1_700_000_000_000);
-    let mut only = (
-        CoreSlot { index: 0, cores: 1 },
-        server(ServerConfig::default()),
-    );
+    let mut only = on_core(CoreSlot { index: 0, cores: 1 });
     for owner in 0..CORES {
         let mut d = device_on_core(owner, 3 + owner as u8);
         let txid = d.txid();

@@ -2,10 +2,10 @@
 //! §4.7), the Binding padding per address family (§4.1), which whitespace a name loses (§2).
 mod support;
 
-use flock_proto::login::wire::{self, code as login_code, Ack, Signal, SignalBody};
-use flock_proto::msg;
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
+use flock_proto::wire::login::{code as login_code, Ack, Signal, SignalBody};
+use flock_proto::wire::registration;
 use flock_proto::Name;
 use support::*;
 
@@ -34,9 +34,11 @@ fn check_and_its_answer_are_144_and_136_bytes_plus_the_padded_name() {
     for len in 1..=255 {
         let name = name_of(len);
         let mut buf = [0u8; 1500];
-        let n = msg::encode_check(&mut buf, &[1; 12], &name, &[2; 16], 3, &[4; 64]).unwrap();
+        let n =
+            registration::encode_check(&mut buf, &[1; 12], &name, &[2; 16], 3, &[4; 64]).unwrap();
         assert_eq!(n, 144 + padded(len), "CHECK, name of {len}");
-        let a = msg::encode_check_answer(&mut buf, &[1; 12], &name, &key, &[2; 16]).unwrap();
+        let a =
+            registration::encode_check_answer(&mut buf, &[1; 12], &name, &key, &[2; 16]).unwrap();
         assert_eq!(a, 136 + padded(len), "CHECK answer, name of {len}");
         assert!(a < n);
     }
@@ -58,7 +60,7 @@ fn a_481_is_16_bytes_longer_than_an_end_of_candidates() {
         .unwrap();
         assert_eq!(eoc, 68 + padded(len));
         let err = Ack {
-            method: wire::method::SIGNAL,
+            method: flock_proto::wire::method::SIGNAL,
             name,
             session: [7; 16],
             seq: Some(3),
@@ -95,18 +97,21 @@ fn binding_padding_is_per_family() {
     let v6 = addr("[2001:db8::1]:5000");
     for (src, least) in [(v4, 5), (mapped, 5), (v6, 17)] {
         assert_eq!(
-            s.handle(T0, src, &binding(least - 1), &mut reply),
+            s.handle(T0, src, &binding(least - 1), &mut reply).reply(),
             None,
             "{src}: {} bytes of SOFTWARE",
             least - 1
         );
-        let n = s.handle(T0, src, &binding(least), &mut reply).unwrap();
+        let n = s
+            .handle(T0, src, &binding(least), &mut reply)
+            .reply()
+            .unwrap();
         assert!(n <= binding(least).len());
     }
     // The §11 example: SOFTWARE `flock-appliance` (15 bytes), 48 bytes in all.
     assert_eq!(binding(15).len(), 48);
-    assert!(s.handle(T0, v4, &binding(15), &mut reply).is_some());
-    assert!(s.handle(T0, v6, &binding(15), &mut reply).is_none());
+    assert!(s.handle(T0, v4, &binding(15), &mut reply).reply().is_some());
+    assert!(s.handle(T0, v6, &binding(15), &mut reply).reply().is_none());
 }
 
 #[test]

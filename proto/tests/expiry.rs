@@ -58,6 +58,6 @@ fn expired_name_can_be_taken_by_another_key() {
     // A's still-valid token no longer holds the name.
     assert_eq!(
         keepalive(&mut a, &mut s, later, addr("198.51.100.7:40000")).code(),
-        Some(flock_proto::msg::code::NAME_TAKEN)
+        Some(flock_proto::wire::registration::code::NAME_TAKEN)
     );
 }

@@ -66,20 +66,19 @@ fn keepalive_and_binding_allocate_nothing() {
     let now = T0 + Duration::from_secs(30);
     // Warm up (first touches may grow nothing, but be fair).
     for (i, k) in keepalives.iter().enumerate() {
-        assert!(s.handle(now, src(i), k, &mut reply).is_some());
+        assert!(s.handle(now, src(i), k, &mut reply).reply().is_some());
     }
-    let count =
-        |s: &mut flock_proto::server::Server<XorShift>, reply: &mut [u8], reqs: &[&[u8]]| {
-            let before = ALLOCATIONS.load(Ordering::Relaxed);
-            let mut answered = 0;
-            for round in 0..100 {
-                let now = now + Duration::from_millis(round);
-                for (i, req) in reqs.iter().enumerate() {
-                    answered += s.handle(now, src(i), req, reply).is_some() as u32;
-                }
+    let count = |s: &mut Host, reply: &mut [u8], reqs: &[&[u8]]| {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let mut answered = 0;
+        for round in 0..100 {
+            let now = now + Duration::from_millis(round);
+            for (i, req) in reqs.iter().enumerate() {
+                answered += s.handle(now, src(i), req, reply).reply().is_some() as u32;
             }
-            (answered, ALLOCATIONS.load(Ordering::Relaxed) - before)
-        };
+        }
+        (answered, ALLOCATIONS.load(Ordering::Relaxed) - before)
+    };
     let ka: Vec<&[u8]> = keepalives.iter().map(Vec::as_slice).collect();
     let bindings: Vec<&[u8]> = vec![binding.as_slice(); ka.len()];
     let (answered, allocations) = count(&mut s, &mut reply, &ka);

@@ -1,13 +1,13 @@
 //! The peer codec: encode/parse of LOOKUP and RELAY, integrity, the envelope, routing.
 
-use flock_proto::login::wire::{method as lm, Ack};
-use flock_proto::msg;
-use flock_proto::peer::{
+use flock_proto::stun::{Class, Message};
+use flock_proto::testing::{owner_core, request_name};
+use flock_proto::wire::login::Ack;
+use flock_proto::wire::method as lm;
+use flock_proto::wire::peer::{
     self, code, encode_lookup, encode_lookup_error, encode_lookup_found, encode_relay,
     LookupAnswer, LookupRequest, PeerError, Relay, Sender,
 };
-use flock_proto::server::owner_core;
-use flock_proto::stun::{Class, Message};
 use flock_proto::Name;
 
 fn sender(me: usize, digest: u8) -> Sender {
@@ -32,7 +32,7 @@ fn lookup_round_trip_and_size_rule() {
         })
     );
     assert_eq!(LookupRequest::parse(&m).unwrap().name, name());
-    assert_eq!(msg::request_name(&m), Some(name()));
+    assert_eq!(request_name(&m), Some(name()));
     assert_eq!(owner_core(&req[..n], 5), Some(name().hash().core_index(5)));
 
     let mut buf = [0u8; 1500];
@@ -111,7 +111,8 @@ fn relay_round_trip_routes_by_inner_name() {
         &[1; 12],
     )
     .unwrap();
-    e.attribute(msg::attr::NAME, &[b'a'; 255]).unwrap();
+    e.attribute(flock_proto::wire::attr::NAME, &[b'a'; 255])
+        .unwrap();
     e.attribute(0x7F0D, &big[..peer::MAX_INNER - 20 - 260 - 4 - 8])
         .unwrap();
     let k = e.fingerprint().unwrap();
@@ -135,7 +136,7 @@ fn relay_refuses_what_is_not_a_login_datagram() {
     peer::open(&m, &s.key).unwrap();
     assert!(Relay::parse(&m).is_err());
     assert_eq!(
-        msg::request_name(&m),
+        request_name(&m),
         None,
         "not routed by the inner name either"
     );

@@ -3,10 +3,11 @@
 //! digests; integrity; tables drain.
 mod peer_sim;
 
-use flock_proto::login::wire::method as lm;
 use flock_proto::login::{Command, Event, Failure};
-use flock_proto::peer::{self, method as pm, Sender};
 use flock_proto::server::PeerAlarm;
+use flock_proto::wire::method as lm;
+use flock_proto::wire::method as pm;
+use flock_proto::wire::peer::{self, Sender};
 use flock_proto::Time;
 use peer_sim::*;
 
@@ -180,7 +181,7 @@ fn a_different_membership_is_refused_loudly() {
     );
     for i in [1, 2] {
         assert!(n.servers[i].stats().peer_digest_mismatch >= 1, "server {i}");
-        let alarm = n.servers[i].poll_peer_alarm();
+        let alarm = n.servers[i].next_alarm();
         assert!(
             matches!(alarm, Some(PeerAlarm::MembershipDiffers { .. })),
             "server {i}: {alarm:?}"
@@ -195,7 +196,7 @@ fn a_different_membership_is_refused_loudly() {
         },
     );
     n.run_for(100);
-    assert_eq!(n.servers[2].poll_peer_alarm(), None);
+    assert_eq!(n.servers[2].next_alarm(), None);
     assert_eq!(n.servers[2].stats().peer_digest_mismatch, 2);
     // Servers that agree still work together.
     n.full_login(0, 3);
@@ -212,7 +213,7 @@ fn a_probe_shows_a_split_membership_without_any_log_in() {
     assert_eq!(n.count(server_addr(2), server_addr(0), pm::LOOKUP), 1);
     assert_eq!(n.count(server_addr(2), server_addr(1), pm::LOOKUP), 1);
     for i in 0..3 {
-        let alarm = n.servers[i].poll_peer_alarm();
+        let alarm = n.servers[i].next_alarm();
         assert!(
             matches!(alarm, Some(PeerAlarm::MembershipDiffers { .. })),
             "server {i}: {alarm:?}"
@@ -223,7 +224,7 @@ fn a_probe_shows_a_split_membership_without_any_log_in() {
     n.servers[0].probe_peers();
     n.run_for(100);
     assert_eq!(n.count(server_addr(0), server_addr(1), pm::LOOKUP), 1);
-    assert_eq!(n.servers[1].poll_peer_alarm(), None);
+    assert_eq!(n.servers[1].next_alarm(), None);
     assert_eq!(
         n.servers[1].stats().peer_digest_mismatch,
         before,
@@ -243,7 +244,9 @@ fn bad_integrity_and_strangers_are_dropped_silently() {
     let wrong = Sender::new(0, DIGEST, &[3; 32]);
     let len = peer::encode_lookup(&mut buf, &[1; 12], &name, &wrong).unwrap();
     assert_eq!(
-        n.servers[1].handle(n.now, server_addr(0), &buf[..len], &mut reply),
+        n.servers[1]
+            .handle(n.now, server_addr(0), &buf[..len], &mut reply)
+            .reply(),
         None
     );
     assert_eq!(n.servers[1].stats().peer_bad_integrity, 1);
@@ -251,13 +254,16 @@ fn bad_integrity_and_strangers_are_dropped_silently() {
     let right = Sender::new(0, DIGEST, &SECRET);
     let len = peer::encode_lookup(&mut buf, &[1; 12], &name, &right).unwrap();
     assert_eq!(
-        n.servers[1].handle(n.now, addr("203.0.113.9:7000"), &buf[..len], &mut reply),
+        n.servers[1]
+            .handle(n.now, addr("203.0.113.9:7000"), &buf[..len], &mut reply)
+            .reply(),
         None
     );
     assert_eq!(n.servers[1].stats().peer_unknown_source, 1);
     // And from server 0 itself it is answered, never larger than the request.
     let got = n.servers[1]
         .handle(n.now, server_addr(0), &buf[..len], &mut reply)
+        .reply()
         .unwrap();
     assert!(got <= len);
     assert_eq!(n.servers[1].stats().lookups_answered, 1);
@@ -268,7 +274,8 @@ fn bad_integrity_and_strangers_are_dropped_silently() {
         flock_proto::testing::XorShift(1),
     );
     assert_eq!(
-        lone.handle(Time(0), server_addr(0), &buf[..len], &mut reply),
+        lone.handle(Time(0), server_addr(0), &buf[..len], &mut reply)
+            .reply(),
         None
     );
 }

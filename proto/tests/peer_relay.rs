@@ -3,10 +3,12 @@
 //! address; the relay table is bounded and drains.
 mod peer_sim;
 
-use flock_proto::login::wire::{self, method as lm};
-use flock_proto::peer::{self, method as pm, Sender};
 use flock_proto::server::PeerConfig;
 use flock_proto::testing::keypair;
+use flock_proto::wire::login::{self as login_wire};
+use flock_proto::wire::method as lm;
+use flock_proto::wire::method as pm;
+use flock_proto::wire::peer::{self, Sender};
 use peer_sim::*;
 
 #[test]
@@ -60,7 +62,7 @@ fn relay_fallback_completes_the_log_in_end_to_end() {
 /// A signed PERSONAS request for `name`, as a serving server would send it.
 fn personas(name: &flock_proto::Name, txid: u8) -> Vec<u8> {
     let mut buf = [0u8; 1500];
-    let k = wire::encode_personas_request(
+    let k = login_wire::encode_personas_request(
         &mut buf,
         &[txid; 12],
         name,
@@ -86,7 +88,6 @@ fn the_owner_relays_only_to_the_registered_address() {
     let name = n.appliance.name;
     let s1 = &mut n.servers[1];
     let mut reply = [0u8; 2048];
-    let mut out = [0u8; 2048];
     // From a peer, verified: forwarded to the registered address, nowhere else.
     assert_eq!(
         s1.handle(
@@ -94,17 +95,15 @@ fn the_owner_relays_only_to_the_registered_address() {
             server_addr(0),
             &relay(&personas(&name, 1), 0),
             &mut reply
-        ),
+        )
+        .reply(),
         None
     );
-    let (dst, k) = s1.poll_transmit(T0, &mut out).expect("forwarded");
+    let mut sent = s1.sent();
+    assert_eq!(sent.len(), 1, "forwarded once");
+    let (dst, inner) = sent.remove(0);
     assert_eq!(dst, addr(HOME));
-    assert_eq!(
-        &out[..k],
-        &personas(&name, 1)[..],
-        "the inner datagram as it was"
-    );
-    assert!(s1.poll_transmit(T0, &mut out).is_none());
+    assert_eq!(inner, personas(&name, 1), "the inner datagram as it was");
     // A name with no live registration: refused, nothing sent.
     let other = name_owned_by(1, "ghost");
     s1.handle(
@@ -112,8 +111,9 @@ fn the_owner_relays_only_to_the_registered_address() {
         server_addr(0),
         &relay(&personas(&other, 2), 0),
         &mut reply,
-    );
-    assert!(s1.poll_transmit(T0, &mut out).is_none());
+    )
+    .reply();
+    assert!(s1.sent().is_empty());
     assert_eq!(s1.stats().relay_refused, 1);
     // From a stranger (valid integrity, wrong source): dropped.
     s1.handle(
@@ -121,8 +121,9 @@ fn the_owner_relays_only_to_the_registered_address() {
         addr("203.0.113.9:7000"),
         &relay(&personas(&name, 3), 0),
         &mut reply,
-    );
-    assert!(s1.poll_transmit(T0, &mut out).is_none());
+    )
+    .reply();
+    assert!(s1.sent().is_empty());
     // Not a log-in datagram inside (a REGISTER): never forwarded.
     let mut d = flock_proto::testing::Device::new(name.as_str(), 1);
     let txid = d.txid();
@@ -131,8 +132,9 @@ fn the_owner_relays_only_to_the_registered_address() {
         server_addr(0),
         &relay(&d.register_bytes(T0.0, &txid), 0),
         &mut reply,
-    );
-    assert!(s1.poll_transmit(T0, &mut out).is_none());
+    )
+    .reply();
+    assert!(s1.sent().is_empty());
     // An appliance answer for a transaction nobody relayed is not sent to any peer.
     assert_eq!(s1.stats().relayed_to_peer, 0);
 }
@@ -148,20 +150,16 @@ fn the_relay_table_is_bounded_and_drains() {
     let name = n.appliance.name;
     let s1 = &mut n.servers[1];
     let mut reply = [0u8; 2048];
-    let mut out = [0u8; 2048];
     for t in 0..10u8 {
         s1.handle(
             T0,
             server_addr(0),
             &relay(&personas(&name, t), 0),
             &mut reply,
-        );
+        )
+        .reply();
     }
-    let mut sent = 0;
-    while s1.poll_transmit(T0, &mut out).is_some() {
-        sent += 1;
-    }
-    assert_eq!(sent, 4);
+    assert_eq!(s1.sent().len(), 4);
     assert_eq!(s1.stats().relay_table_full, 6);
     assert_eq!(s1.peer_occupancy().1, 4);
     n.run_for(30_000);

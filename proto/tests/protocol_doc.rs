@@ -2,11 +2,13 @@
 //! compares; run with `FLOCK_BLESS=1` to rewrite the section after changing the wire format.
 mod support;
 
-use flock_proto::flock::{Member, Membership};
 use flock_proto::identity;
-use flock_proto::msg::{self, code, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate};
+use flock_proto::membership::{Member, Membership};
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
+use flock_proto::wire::registration::{
+    code, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate,
+};
 use std::fmt::Write;
 use support::*;
 
@@ -52,7 +54,7 @@ fn render() -> String {
         "SOFTWARE `flock-appliance` pads the request so that the IPv4 answer fits; FINGERPRINT last. Over IPv6 the answer would be 52 bytes: this request gets none there (§4.1).",
         &buf[..n],
     );
-    let r = s.handle(T0, src, &buf[..n], &mut reply).unwrap();
+    let r = s.handle(T0, src, &buf[..n], &mut reply).reply().unwrap();
     section(
         "Binding success",
         "XOR-MAPPED-ADDRESS 192.0.2.1:32853, FINGERPRINT.",
@@ -71,7 +73,7 @@ fn render() -> String {
         ),
         &req,
     );
-    let r = s.handle(T0, src, &req, &mut reply).unwrap();
+    let r = s.handle(T0, src, &req, &mut reply).reply().unwrap();
     let m = stun::Message::parse(&reply[..r]).unwrap();
     let err = ErrorAnswer::parse(&m).unwrap();
     assert_eq!(err.code, code::NONCE_REQUIRED);
@@ -89,7 +91,7 @@ fn render() -> String {
         "As the first attempt, with the NONCE and a signature covering it.",
         &req,
     );
-    let r = s.handle(T0, src, &req, &mut reply).unwrap();
+    let r = s.handle(T0, src, &req, &mut reply).reply().unwrap();
     let m = stun::Message::parse(&reply[..r]).unwrap();
     let reg = Registered::parse(&m).unwrap();
     d.token = Some(reg.token);
@@ -111,7 +113,7 @@ fn render() -> String {
         "NAME, IDENTITY (SHA-256 of the public key), TOKEN, FINGERPRINT.",
         &buf[..n],
     );
-    let r = s.handle(T0, src, &buf[..n], &mut reply).unwrap();
+    let r = s.handle(T0, src, &buf[..n], &mut reply).reply().unwrap();
     let m = stun::Message::parse(&reply[..r]).unwrap();
     assert!(KeptAlive::parse(&m).unwrap().token.is_none());
     section(
@@ -121,6 +123,7 @@ fn render() -> String {
     );
     let r = s
         .handle(T0, addr("192.0.2.1:32854"), &buf[..n], &mut reply)
+        .reply()
         .unwrap();
     section(
         "KEEPALIVE error 441",
@@ -134,13 +137,13 @@ fn render() -> String {
     let req = d.register_bytes(T0.0 + 1, &txid);
     // From a new address: needs its own nonce first.
     let new_src = addr("192.0.2.1:40000");
-    let r = s.handle(T0, new_src, &req, &mut reply).unwrap();
+    let r = s.handle(T0, new_src, &req, &mut reply).reply().unwrap();
     d.nonce = ErrorAnswer::parse(&stun::Message::parse(&reply[..r]).unwrap())
         .unwrap()
         .nonce;
     let req = d.register_bytes(T0.0 + 1, &txid);
-    assert!(s.handle(T0, new_src, &req, &mut reply).is_none());
-    let (dst, check) = drain(&mut s, T0).remove(0);
+    assert!(s.handle(T0, new_src, &req, &mut reply).reply().is_none());
+    let (dst, check) = drain(&mut s).remove(0);
     assert_eq!(dst, src);
     section(
         "CHECK request",
@@ -152,7 +155,7 @@ fn render() -> String {
         "The appliance's answer: NAME, PUBLIC-KEY, SIGNATURE over the challenge, FINGERPRINT.",
         &d.answer_check(&check),
     );
-    let _ = msg::method::CHECK;
+    let _ = flock_proto::wire::method::CHECK;
 
     // A flock of three: the server that does not own `my-box` points at the one that does.
     let ips = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
@@ -172,7 +175,7 @@ fn render() -> String {
     });
     d.nonce = None;
     let req = d.register_bytes(T0.0, &[0x05; 12]);
-    let r = s.handle(T0, src, &req, &mut reply).unwrap();
+    let r = s.handle(T0, src, &req, &mut reply).reply().unwrap();
     assert_eq!(
         TryAlternate::parse(&stun::Message::parse(&reply[..r]).unwrap())
             .unwrap()

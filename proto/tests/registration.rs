@@ -1,9 +1,9 @@
 //! First registration, keep-alives, tokens, identity rules.
 mod support;
 
-use flock_proto::msg::code;
 use flock_proto::server::ServerConfig;
 use flock_proto::token::Token;
+use flock_proto::wire::registration::code;
 use std::time::Duration;
 use support::*;
 

@@ -4,15 +4,15 @@
 //! own round-trip property in `src/stun/tests.rs`.
 
 use flock_proto::identity::{self, Fingerprint};
-use flock_proto::login::wire::{
-    self, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
+use flock_proto::stun::{Message, TransactionId};
+use flock_proto::testing::{keypair, request_name};
+use flock_proto::token::{Nonce, Token};
+use flock_proto::wire::login::{
+    self as login_wire, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
 };
-use flock_proto::msg::{
+use flock_proto::wire::registration::{
     self, Check, CheckAnswer, ErrorAnswer, Keepalive, KeptAlive, Register, Registered,
 };
-use flock_proto::stun::{Message, TransactionId};
-use flock_proto::testing::keypair;
-use flock_proto::token::{Nonce, Token};
 use flock_proto::Name;
 use proptest::prelude::*;
 use std::net::SocketAddr;
@@ -75,7 +75,7 @@ proptest! {
         total in any::<u32>(),
         offset in any::<u32>(),
         credentials_required in any::<bool>(),
-        data in prop::collection::vec(any::<u8>(), 0..=wire::SDP_CHUNK),
+        data in prop::collection::vec(any::<u8>(), 0..=login_wire::SDP_CHUNK),
         txid in any::<TransactionId>(),
     ) {
         let chunk = PersonasChunk { name, checksum, total, offset, credentials_required, data: &data };
@@ -85,12 +85,12 @@ proptest! {
         prop_assert_eq!(m.transaction_id(), &txid);
         prop_assert_eq!(PersonasChunk::parse(&m).unwrap(), chunk);
         // Log-in answers go to the core that owns the name, as the requests do.
-        prop_assert_eq!(msg::request_name(&m).map(|n| n.hash().0), Some(name.hash().0));
+        prop_assert_eq!(request_name(&m).map(|n| n.hash().0), Some(name.hash().0));
         prop_assert!(Connect::parse(&m).is_err() && Signal::parse(&m).is_err() && Ack::parse(&m).is_err());
     }
 
     #[test]
-    fn personas_chunk_fits_its_room(name in name(), request_len in 0usize..=wire::MAX_DATAGRAM, total in any::<u32>()) {
+    fn personas_chunk_fits_its_room(name in name(), request_len in 0usize..=login_wire::MAX_DATAGRAM, total in any::<u32>()) {
         let room = PersonasChunk::room(request_len, &name);
         let data = vec![0xAB; room];
         let chunk = PersonasChunk { name, checksum: [1; 32], total, offset: 0, credentials_required: true, data: &data };
@@ -111,28 +111,28 @@ proptest! {
     ) {
         let flock = keypair(200);
         let mut b = buf();
-        let n = wire::encode_personas_request(&mut b, &txid, &name, offset, known.as_ref(), until, &flock).unwrap();
-        prop_assert_eq!(n, wire::PERSONAS_REQUEST_LEN);
+        let n = login_wire::encode_personas_request(&mut b, &txid, &name, offset, known.as_ref(), until, &flock).unwrap();
+        prop_assert_eq!(n, login_wire::PERSONAS_REQUEST_LEN);
         let m = parse(&b[..n]);
         let p = PersonasRequest::parse(&m).unwrap();
         prop_assert_eq!((p.name.as_bytes(), p.offset, p.known, p.valid_until_ms), (name.as_bytes(), offset, known, until));
         prop_assert!(p.from_flock(&identity::public_key(&flock)));
         prop_assert!(!p.from_flock(&identity::public_key(&keypair(201))));
-        prop_assert_eq!(msg::request_name(&m).map(|n| n.hash().0), Some(name.hash().0));
+        prop_assert_eq!(request_name(&m).map(|n| n.hash().0), Some(name.hash().0));
     }
 
     #[test]
     fn connect(
         name in name(),
         session in any::<[u8; 16]>(),
-        persona in text(wire::MAX_PERSONA_LEN),
-        credential in prop::collection::vec(any::<u8>(), 0..=wire::MAX_CREDENTIAL_LEN),
+        persona in text(login_wire::MAX_PERSONA_LEN),
+        credential in prop::collection::vec(any::<u8>(), 0..=login_wire::MAX_CREDENTIAL_LEN),
         until in any::<u64>(),
         txid in any::<TransactionId>(),
     ) {
         let flock = keypair(200);
         let mut b = buf();
-        let n = wire::encode_connect(&mut b, &txid, &name, &session, &persona, &credential, until, &flock).unwrap();
+        let n = login_wire::encode_connect(&mut b, &txid, &name, &session, &persona, &credential, until, &flock).unwrap();
         let m = parse(&b[..n]);
         let c = Connect::parse(&m).unwrap();
         prop_assert_eq!(c.name.as_bytes(), name.as_bytes());
@@ -146,10 +146,10 @@ proptest! {
         let flock = keypair(200);
         let name = Name::normalize(b"box").unwrap();
         let mut b = buf();
-        let long = "p".repeat(wire::MAX_PERSONA_LEN + extra);
-        prop_assert_eq!(wire::encode_connect(&mut b, &[0; 12], &name, &[0; 16], &long, b"", 0, &flock), Err(wire::ConnectError::PersonaTooLong));
-        let cred = vec![0; wire::MAX_CREDENTIAL_LEN + extra];
-        prop_assert_eq!(wire::encode_connect(&mut b, &[0; 12], &name, &[0; 16], "a", &cred, 0, &flock), Err(wire::ConnectError::CredentialTooLong));
+        let long = "p".repeat(login_wire::MAX_PERSONA_LEN + extra);
+        prop_assert_eq!(login_wire::encode_connect(&mut b, &[0; 12], &name, &[0; 16], &long, b"", 0, &flock), Err(login_wire::ConnectError::PersonaTooLong));
+        let cred = vec![0; login_wire::MAX_CREDENTIAL_LEN + extra];
+        prop_assert_eq!(login_wire::encode_connect(&mut b, &[0; 12], &name, &[0; 16], "a", &cred, 0, &flock), Err(login_wire::ConnectError::CredentialTooLong));
     }
 
     #[test]
@@ -161,7 +161,7 @@ proptest! {
         error in prop::option::of(error_code()),
         txid in any::<TransactionId>(),
     ) {
-        let method = if signal { wire::method::SIGNAL } else { wire::method::CONNECT };
+        let method = if signal { flock_proto::wire::method::SIGNAL } else { flock_proto::wire::method::CONNECT };
         let ack = Ack { method, name, session, seq: signal.then_some(seq), error };
         let mut b = buf();
         let n = ack.encode(&mut b, &txid).unwrap();
@@ -180,9 +180,9 @@ proptest! {
         kind in 0u8..3,
         offset in any::<u32>(),
         total in any::<u32>(),
-        data in prop::collection::vec(any::<u8>(), 0..=wire::SDP_CHUNK),
-        candidate in text(wire::MAX_CANDIDATE_LEN),
-        mid in prop::option::of(text(wire::MAX_MID_LEN)),
+        data in prop::collection::vec(any::<u8>(), 0..=login_wire::SDP_CHUNK),
+        candidate in text(login_wire::MAX_CANDIDATE_LEN),
+        mid in prop::option::of(text(login_wire::MAX_MID_LEN)),
         txid in any::<TransactionId>(),
     ) {
         let body = match kind {
@@ -193,20 +193,20 @@ proptest! {
         let sig = Signal { name, session, seq, body };
         let mut b = buf();
         let n = sig.encode(&mut b, &txid).unwrap();
-        prop_assert!(n <= wire::MAX_DATAGRAM || kind == 1, "a SIGNAL of {n} bytes");
+        prop_assert!(n <= login_wire::MAX_DATAGRAM || kind == 1, "a SIGNAL of {n} bytes");
         let m = parse(&b[..n]);
         prop_assert_eq!(Signal::parse(&m).unwrap(), sig);
-        prop_assert!(wire::is_login(&m));
+        prop_assert!(login_wire::is_login(&m));
     }
 
     #[test]
     fn sdp_pieces_reassemble(sdp in ".{0,3000}") {
-        let item = wire::Outbound::Sdp(sdp.clone());
-        let mut a = wire::SdpAssembly::default();
+        let item = login_wire::Outbound::Sdp(sdp.clone());
+        let mut a = login_wire::SdpAssembly::default();
         let mut out = None;
         let mut b = buf();
-        for k in 0..wire::pieces(&item) {
-            let body = wire::piece(&item, k).unwrap();
+        for k in 0..login_wire::pieces(&item) {
+            let body = login_wire::piece(&item, k).unwrap();
             // Through the wire and back.
             let n = Signal { name: Name::normalize(b"box").unwrap(), session: [0; 16], seq: k as u32, body }.encode(&mut b, &[0; 12]).unwrap();
             let m = parse(&b[..n]);
@@ -214,7 +214,7 @@ proptest! {
             prop_assert!(out.is_none());
             out = a.add(offset, total, data, 1 << 16).unwrap();
         }
-        prop_assert!(wire::piece(&item, wire::pieces(&item)).is_none());
+        prop_assert!(login_wire::piece(&item, login_wire::pieces(&item)).is_none());
         prop_assert_eq!(out, Some(sdp));
     }
 
@@ -222,7 +222,7 @@ proptest! {
     fn register(name in name(), seed in 1u8..=255, ts in any::<u64>(), nonce in prop::option::of(nonce()), txid in any::<TransactionId>()) {
         let key = keypair(seed);
         let mut b = buf();
-        let n = msg::encode_register(&mut b, &txid, &name, &key, ts, nonce).unwrap();
+        let n = registration::encode_register(&mut b, &txid, &name, &key, ts, nonce).unwrap();
         let m = parse(&b[..n]);
         let r = Register::parse(&m).unwrap();
         prop_assert_eq!((r.name.as_bytes(), r.public_key, r.timestamp_ms, r.nonce), (name.as_bytes(), &identity::public_key(&key), ts, nonce));
@@ -254,16 +254,16 @@ proptest! {
     #[test]
     fn check_and_answer(name in name(), challenge in any::<[u8; 16]>(), until in any::<u64>(), seed in 1u8..=255, txid in any::<TransactionId>()) {
         let flock = keypair(200);
-        let sig = msg::sign_check(&flock, &name, &challenge, until);
+        let sig = registration::sign_check(&flock, &name, &challenge, until);
         let mut b = buf();
-        let n = msg::encode_check(&mut b, &txid, &name, &challenge, until, &sig).unwrap();
+        let n = registration::encode_check(&mut b, &txid, &name, &challenge, until, &sig).unwrap();
         let m = parse(&b[..n]);
         let c = Check::parse(&m).unwrap();
         prop_assert_eq!((c.name.as_bytes(), c.challenge, c.valid_until_ms), (name.as_bytes(), challenge, until));
         prop_assert!(c.from_flock(&identity::public_key(&flock)));
 
         let key = keypair(seed);
-        let n = msg::encode_check_answer(&mut b, &txid, &name, &key, &challenge).unwrap();
+        let n = registration::encode_check_answer(&mut b, &txid, &name, &key, &challenge).unwrap();
         let a = CheckAnswer::parse(&parse(&b[..n])).unwrap();
         prop_assert_eq!(a.name.as_bytes(), name.as_bytes());
         prop_assert!(a.proves(&Fingerprint::of(&identity::public_key(&key)).prefix(), &challenge));
@@ -274,7 +274,7 @@ proptest! {
 
     #[test]
     fn error_answer(code in error_code(), nonce in prop::option::of(nonce()), txid in any::<TransactionId>(), which in 0usize..3) {
-        let method = [msg::method::REGISTER, msg::method::KEEPALIVE, msg::method::CHECK][which];
+        let method = [flock_proto::wire::method::REGISTER, flock_proto::wire::method::KEEPALIVE, flock_proto::wire::method::CHECK][which];
         let e = ErrorAnswer { code, nonce };
         let mut b = buf();
         let n = e.encode(&mut b, method, &txid).unwrap();

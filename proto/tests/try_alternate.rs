@@ -3,11 +3,12 @@
 //! larger than the request.
 mod support;
 
-use flock_proto::flock::{Member, Membership};
-use flock_proto::msg::{code, method, ErrorAnswer, MsgError, TryAlternate};
+use flock_proto::membership::{Member, Membership};
 use flock_proto::server::{FlockConfig, ServerConfig};
 use flock_proto::stun::{self, Class, Message};
 use flock_proto::token::Token;
+use flock_proto::wire::registration::{code, ErrorAnswer, TryAlternate};
+use flock_proto::wire::{method, MsgError};
 use flock_proto::Name;
 use support::*;
 
@@ -23,7 +24,7 @@ fn membership(udp: [&str; 3], me: usize) -> Membership {
     Membership { servers, me }
 }
 
-fn flock_server(m: &Membership) -> flock_proto::server::Server<XorShift> {
+fn flock_server(m: &Membership) -> Host {
     m.validate().unwrap();
     server(ServerConfig {
         flock: m.flock_config([9; 32]),
@@ -56,9 +57,12 @@ fn read_300(bytes: &[u8], method: stun::Method) -> TryAlternate {
 }
 
 /// Sends `req` and returns the raw answer, checking it is no larger.
-fn raw(s: &mut flock_proto::server::Server<XorShift>, src: &str, req: &[u8]) -> Vec<u8> {
+fn raw(s: &mut Host, src: &str, req: &[u8]) -> Vec<u8> {
     let mut reply = [0u8; 1500];
-    let n = s.handle(T0, addr(src), req, &mut reply).expect("an answer");
+    let n = s
+        .handle(T0, addr(src), req, &mut reply)
+        .reply()
+        .expect("an answer");
     assert!(
         n <= req.len(),
         "{n}-byte answer to a {}-byte request",
@@ -94,7 +98,7 @@ fn register_for_another_servers_name_is_sent_to_the_owner() {
         "no nonce issued: redirected first"
     );
     assert_eq!(s.occupancy(), (0, 0), "no state kept");
-    assert!(drain(&mut s, T0).is_empty());
+    assert!(drain(&mut s).is_empty());
 }
 
 #[test]
@@ -220,13 +224,14 @@ fn malformed_requests_get_nothing_even_when_not_ours() {
         class: Class::Request,
     };
     let mut e = stun::Encoder::new(&mut buf, typ, &[3; 12]).unwrap();
-    e.attribute(flock_proto::msg::attr::NAME, d.name.as_bytes())
+    e.attribute(flock_proto::wire::attr::NAME, d.name.as_bytes())
         .unwrap();
-    e.attribute(flock_proto::msg::attr::IDENTITY, &d.fingerprint().0)
+    e.attribute(flock_proto::wire::attr::IDENTITY, &d.fingerprint().0)
         .unwrap();
     let n = e.fingerprint().unwrap();
     assert!(s
         .handle(T0, addr("198.51.100.7:5000"), &buf[..n], &mut [0u8; 1500])
+        .reply()
         .is_none());
     assert_eq!((s.stats().redirected, s.stats().malformed), (0, 1));
 }

@@ -1,6 +1,7 @@
 //! For the engine's integration tests: an echo shard, an unpinned engine on loopback, UDP clients.
 
-use flock_engine::{CpuChoice, EngineConfig, Handled, Shard};
+use flock_engine::{CpuChoice, EngineConfig, Shard};
+use flock_proto::server::Outcome;
 use flock_proto::Time;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -35,15 +36,15 @@ impl Shard for EchoShard {
         _src: SocketAddr,
         datagram: &[u8],
         reply: &mut [u8],
-    ) -> Handled {
+    ) -> Outcome {
         match self.owner(datagram) {
-            Some(owner) if owner != self.core => return Handled::Forward(owner),
+            Some(owner) if owner != self.core => return Outcome::OtherCore(owner),
             _ => {}
         }
         let n = datagram.len().min(reply.len() - 1);
         reply[0] = self.core as u8;
         reply[1..1 + n].copy_from_slice(&datagram[..n]);
-        Handled::Reply(1 + n)
+        Outcome::Reply(1 + n)
     }
 
     fn poll_transmit(&mut self, _now: Time, _buf: &mut [u8]) -> Option<(SocketAddr, usize)> {

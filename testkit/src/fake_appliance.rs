@@ -4,12 +4,11 @@
 //! benchmark must not pay for it); [`signed_by_flock`] checks a request's signature.
 
 use flock_proto::identity;
-use flock_proto::login::wire::{
-    method, Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody,
-};
 use flock_proto::login::SessionNonce;
 use flock_proto::stun::{Message, TransactionId};
 use flock_proto::testing::keypair;
+use flock_proto::wire::login::{Ack, Connect, PersonasChunk, PersonasRequest, Signal, SignalBody};
+use flock_proto::wire::method;
 use flock_proto::Name;
 use sha2::{Digest, Sha256};
 

@@ -10,12 +10,12 @@
 use flock_proto::entropy::Entropy;
 use flock_proto::identity::public_key;
 use flock_proto::login::{self, SessionId};
-use flock_proto::msg;
 use flock_proto::server::{Keys, Server, ServerConfig};
 pub use flock_proto::stun::{Class, Message, Method, TransactionId};
 use flock_proto::testing::Answer;
-pub use flock_proto::testing::{keypair, Device, XorShift};
+pub use flock_proto::testing::{keypair, Device, Host, XorShift};
 use flock_proto::token::ProofKeys;
+use flock_proto::wire::registration::ErrorAnswer;
 pub use flock_proto::{Name, Time};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,16 +56,16 @@ pub fn flock_public_key(seed: u8) -> [u8; 32] {
 }
 
 /// A server keyed with `secret` and the flock key made from `flock_seed`.
-pub fn server_with(config: ServerConfig, secret: &[u8], flock_seed: u8) -> Server<XorShift> {
+pub fn server_with(config: ServerConfig, secret: &[u8], flock_seed: u8) -> Host {
     let keys = Keys {
         proof: ProofKeys::from_secret(secret),
         flock: Arc::new(keypair(flock_seed)),
     };
-    Server::new(config, keys, XorShift(0x9E37_79B9_7F4A_7C15))
+    Host::new(Server::new(config, keys, XorShift(0x9E37_79B9_7F4A_7C15)))
 }
 
 /// A default server keyed with [`SECRET`] and [`FLOCK_SEED`].
-pub fn server() -> Server<XorShift> {
+pub fn server() -> Host {
     server_with(ServerConfig::default(), SECRET, FLOCK_SEED)
 }
 
@@ -77,6 +77,7 @@ pub fn register_device(server: &mut Server<XorShift>, now: Time, d: &mut Device,
         let req = d.register_bytes(now.0, &txid);
         let n = server
             .handle(now, src, &req, &mut reply)
+            .reply()
             .expect("an answer");
         let a = Answer::read(&reply[..n]);
         d.absorb(&a);
@@ -88,14 +89,20 @@ pub fn register_device(server: &mut Server<XorShift>, now: Time, d: &mut Device,
 }
 
 /// The appliance side of a simulation: a sans-IO machine that takes datagrams and timers and
-/// hands out datagrams and events.
+/// hands out its outputs one at a time, as the SDK's `Appliance::poll_output` does.
 pub trait Node {
     type Event: Clone + std::fmt::Debug;
     fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8]);
-    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)>;
-    fn poll_event(&mut self) -> Option<Self::Event>;
-    fn poll_timeout(&self) -> Option<Time>;
+    fn poll_output(&mut self, now: Time, buf: &mut [u8]) -> NodeOutput<Self::Event>;
     fn handle_timeout(&mut self, now: Time);
+}
+
+/// One output of a [`Node`]: a datagram in the buffer, an event, or (nothing else left) when
+/// its timers next run.
+pub enum NodeOutput<E> {
+    Transmit { dst: SocketAddr, len: usize },
+    Event(E),
+    Timeout(Option<Time>),
 }
 
 #[cfg(feature = "appliance")]
@@ -104,17 +111,40 @@ impl Node for flock_appliance::Appliance {
     fn handle(&mut self, now: Time, src: SocketAddr, datagram: &[u8]) {
         flock_appliance::Appliance::handle(self, now, src, datagram)
     }
-    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
-        flock_appliance::Appliance::poll_transmit(self, now, buf)
-    }
-    fn poll_event(&mut self) -> Option<Self::Event> {
-        flock_appliance::Appliance::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Time> {
-        flock_appliance::Appliance::poll_timeout(self)
+    fn poll_output(&mut self, now: Time, buf: &mut [u8]) -> NodeOutput<Self::Event> {
+        use flock_appliance::Output;
+        match flock_appliance::Appliance::poll_output(self, now, buf) {
+            Output::Transmit { dst, len } => NodeOutput::Transmit { dst, len },
+            Output::Event(e) => NodeOutput::Event(e),
+            Output::Timeout(t) => NodeOutput::Timeout(t),
+        }
     }
     fn handle_timeout(&mut self, now: Time) {
         flock_appliance::Appliance::handle_timeout(self, now)
+    }
+}
+
+/// The SDK appliance's next datagram, written to `buf`, for tests that move datagrams by hand:
+/// the events it gives on the way go to `events`, and once nothing is left its next timer goes
+/// to `timer`.
+#[cfg(feature = "appliance")]
+pub fn app_transmit(
+    app: &mut flock_appliance::Appliance,
+    now: Time,
+    buf: &mut [u8],
+    events: &mut impl Extend<flock_appliance::Event>,
+    timer: &mut Option<Time>,
+) -> Option<(SocketAddr, usize)> {
+    use flock_appliance::Output;
+    loop {
+        match app.poll_output(now, buf) {
+            Output::Transmit { dst, len } => return Some((dst, len)),
+            Output::Event(e) => events.extend([e]),
+            Output::Timeout(t) => {
+                *timer = t;
+                return None;
+            }
+        }
     }
 }
 
@@ -154,9 +184,7 @@ impl Sent {
         self.method() == method && self.class() == class
     }
     pub fn error_code(&self) -> Option<u16> {
-        msg::ErrorAnswer::parse(&self.message())
-            .ok()
-            .map(|e| e.code)
+        ErrorAnswer::parse(&self.message()).ok().map(|e| e.code)
     }
 }
 
@@ -166,9 +194,11 @@ pub type DropRule = Box<dyn FnMut(usize, Time, &[u8]) -> bool>;
 /// The server, one appliance, the wire and the clock.
 pub struct Sim<A: Node> {
     pub now: Time,
-    pub server: Server<XorShift>,
+    pub server: Host,
     pub server_addr: SocketAddr,
     pub app: A,
+    /// The appliance's next timer, as its last `Timeout` said (`pump` leaves it fresh).
+    app_timer: Option<Time>,
     /// Where the server sees the appliance (its current NAT mapping).
     pub app_addr: SocketAddr,
     /// Other addresses whose datagrams still reach the appliance (old NAT mappings).
@@ -207,7 +237,7 @@ mod sdk {
         }
 
         /// A simulation with `server` and a default appliance config adjusted by `tweak`.
-        pub fn with(server: Server<XorShift>, tweak: impl FnOnce(&mut ApplianceConfig)) -> Self {
+        pub fn with(server: Host, tweak: impl FnOnce(&mut ApplianceConfig)) -> Self {
             let mut c = config("box", addr(SERVER_ADDR));
             tweak(&mut c);
             let app = Appliance::new(c, keypair(APP_SEED), XorShift(0x1234_5678_9ABC_DEF1));
@@ -236,12 +266,13 @@ pub use sdk::config;
 
 impl<A: Node> Sim<A> {
     /// `server` at [`SERVER_ADDR`] and `app` seen at [`APP_ADDR`], at [`T0`], losing nothing.
-    pub fn pair(server: Server<XorShift>, app: A) -> Sim<A> {
+    pub fn pair(server: Host, app: A) -> Sim<A> {
         Sim {
             now: T0,
             server,
             server_addr: addr(SERVER_ADDR),
             app,
+            app_timer: None,
             app_addr: addr(APP_ADDR),
             reachable: vec![],
             drop_rule: Box::new(|_, _, _| false),
@@ -280,20 +311,26 @@ impl<A: Node> Sim<A> {
         let mut buf = [0u8; 1500];
         loop {
             let mut moved = false;
-            while let Some((dst, n)) = self.app.poll_transmit(self.now, &mut buf) {
-                moved = true;
-                let bytes = buf[..n].to_vec();
-                self.send_from_app(dst, bytes);
+            loop {
+                match self.app.poll_output(self.now, &mut buf) {
+                    NodeOutput::Transmit { dst, len } => {
+                        moved = true;
+                        let bytes = buf[..len].to_vec();
+                        self.send_from_app(dst, bytes);
+                    }
+                    NodeOutput::Event(e) => self.events.push((self.now, e)),
+                    NodeOutput::Timeout(t) => {
+                        self.app_timer = t;
+                        break;
+                    }
+                }
             }
-            while let Some((dst, n)) = self.server.poll_transmit(self.now, &mut buf) {
+            while let Some((dst, n)) = self.server.next_sent(&mut buf) {
                 moved = true;
                 let bytes = buf[..n].to_vec();
                 self.send_from_server(dst, bytes);
             }
-            while let Some(e) = self.app.poll_event() {
-                self.events.push((self.now, e));
-            }
-            while let Some((id, e)) = self.server.poll_event() {
+            for (id, e) in self.server.events() {
                 self.server_events.push((self.now, id, e));
             }
             if !moved {
@@ -323,6 +360,7 @@ impl<A: Node> Sim<A> {
         if let Some(n) = self
             .server
             .handle(self.now, self.app_addr, &bytes, &mut reply)
+            .reply()
         {
             assert!(
                 n <= bytes.len(),
@@ -366,17 +404,17 @@ impl<A: Node> Sim<A> {
     pub fn run_until(&mut self, until: Time) {
         for _ in 0..10_000_000 {
             self.pump();
-            let next = [self.app.poll_timeout(), self.server.poll_timeout()]
+            let next = [self.app_timer, self.server.timeout()]
                 .into_iter()
                 .flatten()
                 .min();
             match next {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
-                    if self.app.poll_timeout().is_some_and(|t| t <= self.now) {
+                    if self.app_timer.is_some_and(|t| t <= self.now) {
                         self.app.handle_timeout(self.now);
                     }
-                    if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+                    if self.server.timeout().is_some_and(|t| t <= self.now) {
                         self.server.handle_timeout(self.now);
                     }
                 }

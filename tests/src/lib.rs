@@ -217,7 +217,7 @@ pub fn register_over(d: &mut Device, sock: &UdpSocket, server: SocketAddr) -> An
         );
         let a = Answer::read(&bytes);
         d.absorb(&a);
-        if a.code() != Some(flock_proto::msg::code::NONCE_REQUIRED) {
+        if a.code() != Some(flock_proto::wire::registration::code::NONCE_REQUIRED) {
             return a;
         }
     }

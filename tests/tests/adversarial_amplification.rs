@@ -2,11 +2,12 @@
 //! of every kind an unverified source can send, count every byte that comes back, and check
 //! that no kind gets more bytes back than it sent (and no single answer is larger than its
 //! request). The table is printed on stdout (`--nocapture`).
-use flock_proto::login::wire::{self, Ack, PersonasChunk, Signal, SignalBody};
-use flock_proto::msg::{self, attr as fattr, code, method, Keepalive};
 use flock_proto::stun::{attr, Class, Encoder, MessageType, Method, TransactionId};
 use flock_proto::testing::{keypair, Answer, Device};
 use flock_proto::token::{Nonce, Token};
+use flock_proto::wire::login::{self as login_wire, Ack, PersonasChunk, Signal, SignalBody};
+use flock_proto::wire::registration::{self, code, Keepalive};
+use flock_proto::wire::{attr as fattr, method};
 use flock_proto::Name;
 use flock_tests::{now_ms, raw_client, register_over, request, Flockd, TempDir};
 use std::collections::HashMap;
@@ -339,8 +340,14 @@ fn amplification(v6: bool) {
         let check_answers: Vec<_> = (0..N)
             .map(|i| {
                 encode(|b| {
-                    msg::encode_check_answer(b, &txid(13, i), &name, &owner.key, &[i as u8; 16])
-                        .unwrap()
+                    registration::encode_check_answer(
+                        b,
+                        &txid(13, i),
+                        &name,
+                        &owner.key,
+                        &[i as u8; 16],
+                    )
+                    .unwrap()
                 })
             })
             .collect();
@@ -368,12 +375,19 @@ fn amplification(v6: bool) {
             })
             .collect();
         rows.push(measure(udp, "CHECK error, out of the blue", &errors));
-        let sig = msg::sign_check(&stranger_key, &name, &[1; 16], now_ms() + 60_000);
+        let sig = registration::sign_check(&stranger_key, &name, &[1; 16], now_ms() + 60_000);
         let checks: Vec<_> = (0..N)
             .map(|i| {
                 encode(|b| {
-                    msg::encode_check(b, &txid(15, i), &name, &[1; 16], now_ms() + 60_000, &sig)
-                        .unwrap()
+                    registration::encode_check(
+                        b,
+                        &txid(15, i),
+                        &name,
+                        &[1; 16],
+                        now_ms() + 60_000,
+                        &sig,
+                    )
+                    .unwrap()
                 })
             })
             .collect();
@@ -384,7 +398,7 @@ fn amplification(v6: bool) {
         let personas: Vec<_> = (0..N)
             .map(|i| {
                 encode(|b| {
-                    wire::encode_personas_request(
+                    login_wire::encode_personas_request(
                         b,
                         &txid(16, i),
                         &name,
@@ -416,7 +430,7 @@ fn amplification(v6: bool) {
         let connects: Vec<_> = (0..N)
             .map(|i| {
                 encode(|b| {
-                    wire::encode_connect(
+                    login_wire::encode_connect(
                         b,
                         &txid(18, i),
                         &name,
@@ -436,13 +450,13 @@ fn amplification(v6: bool) {
             (
                 "CONNECT error 460, out of the blue",
                 20,
-                Some(wire::code::BAD_CREDENTIALS),
+                Some(login_wire::code::BAD_CREDENTIALS),
             ),
         ] {
             let acks: Vec<_> = (0..N)
                 .map(|i| {
                     let a = Ack {
-                        method: wire::method::CONNECT,
+                        method: flock_proto::wire::method::CONNECT,
                         name,
                         session,
                         seq: None,
@@ -495,7 +509,7 @@ fn amplification(v6: bool) {
         let acks: Vec<_> = (0..N)
             .map(|i| {
                 let a = Ack {
-                    method: wire::method::SIGNAL,
+                    method: flock_proto::wire::method::SIGNAL,
                     name,
                     session,
                     seq: Some(i as u32),

@@ -4,9 +4,9 @@
 //! address change, and an impostor answering the address-change CHECK (PROTOCOL.md §4.2–§5).
 //! Each runs over IPv4 (`_v4`, 127.0.0.1) and IPv6 (`_v6`, ::1).
 use flock_appliance::Event;
-use flock_proto::msg::{self, code};
 use flock_proto::stun::{Class, Message};
 use flock_proto::testing::{Answer, Device};
+use flock_proto::wire::registration::{self, code};
 use flock_tests::net::{appliance, Family, Family::V4, Family::V6};
 use flock_tests::{now_ms, register_over, request, wait_event, wait_until_registered, Flockd};
 use std::net::{SocketAddr, UdpSocket};
@@ -36,8 +36,9 @@ fn drain(sock: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
 }
 
 fn is_check(bytes: &[u8]) -> bool {
-    Message::parse(bytes)
-        .is_ok_and(|m| m.method() == msg::method::CHECK && m.class() == Class::Request)
+    Message::parse(bytes).is_ok_and(|m| {
+        m.method() == flock_proto::wire::method::CHECK && m.class() == Class::Request
+    })
 }
 
 /// A keep-alive of `d` from `sock`, which must succeed with `sock`'s own address.
@@ -394,7 +395,7 @@ fn start_check(
     let check =
         drain_until(old, Duration::from_secs(2), is_check).expect("a CHECK at the old address");
     let m = Message::parse(&check).unwrap();
-    let c = msg::Check::parse(&m).unwrap();
+    let c = registration::Check::parse(&m).unwrap();
     assert_eq!(c.name.as_bytes(), b"box");
     assert!(
         c.from_flock(&server.flock_public_key),

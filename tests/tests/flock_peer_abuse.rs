@@ -3,8 +3,8 @@
 //! an address that is not the sending peer's — draw no answer at all (no reflection, no
 //! relaying to anyone), and the owner keeps answering its real peers.
 
-use flock_proto::peer::{self, Sender};
 use flock_proto::testing::Device;
+use flock_proto::wire::peer::{self, Sender};
 use flock_testkit::browser::*;
 use flock_tests::flock::{metric, scrape, Flock};
 use flock_tests::{raw_client, register_over};
@@ -36,7 +36,7 @@ async fn strangers_get_nothing_from_the_peer_protocol() {
     let right = peer::Sender::new(
         0,
         [0; 32],
-        &flock_proto::flock::peer_secret(&std::fs::read(&flock.key_file).unwrap()),
+        &flock_proto::membership::peer_secret(&std::fs::read(&flock.key_file).unwrap()),
     );
     let wrong = Sender::new(0, [0; 32], &[7; 32]);
     let stranger = raw_client();

@@ -1,9 +1,10 @@
 //! A flock of three flockd processes (127.0.0.1–3): appliances configured with any server end
 //! up registered at the owner of their name, through 300 Try-Alternate.
 use flock_appliance::ApplianceConfig;
-use flock_proto::msg::{code, method, TryAlternate};
 use flock_proto::stun::{Class, Message};
 use flock_proto::testing::{keypair, Answer, Device};
+use flock_proto::wire::method;
+use flock_proto::wire::registration::{code, TryAlternate};
 use flock_tests::flock::{metric, scrape, Flock};
 use flock_tests::{field, now_ms, raw_client, register_over, request};
 use std::time::{Duration, Instant};

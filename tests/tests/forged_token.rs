@@ -1,8 +1,8 @@
 //! A keep-alive with a forged token gets the typed "register again" error, never larger than
 //! the request, and changes nothing.
-use flock_proto::msg::code;
 use flock_proto::testing::{Answer, Device};
 use flock_proto::token::Token;
+use flock_proto::wire::registration::code;
 use flock_tests::{raw_client, register_over, request, Flockd};
 
 #[test]

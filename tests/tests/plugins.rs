@@ -60,7 +60,7 @@ async fn allowlist_admits_only_listed_names_and_keys() {
     assert_eq!(
         e,
         Event::Refused {
-            code: flock_proto::msg::code::NOT_ADMITTED
+            code: flock_proto::wire::registration::code::NOT_ADMITTED
         }
     );
     let mut stranger = appliance(&server, "listed-box", 2);
@@ -71,7 +71,7 @@ async fn allowlist_admits_only_listed_names_and_keys() {
     assert_eq!(
         e,
         Event::Refused {
-            code: flock_proto::msg::code::NAME_TAKEN
+            code: flock_proto::wire::registration::code::NAME_TAKEN
         },
         "a key change the list does not allow"
     );

@@ -2,8 +2,8 @@
 //! a silent appliance's registration expires, and the name is free again.
 
 use flock_appliance::Event;
-use flock_proto::msg::code;
 use flock_proto::testing::{Answer, Device};
+use flock_proto::wire::registration::code;
 use flock_tests::{appliance, raw_client, register_over, wait_event, Flockd};
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 //! captured REGISTER of X. Replayed after the registration expired, from the same port and from
 //! another one, and after a restart of the server with the same secret: no token, no
 //! registration. (The sans-IO cases are in `proto/tests/replay.rs`.)
-use flock_proto::msg::code;
 use flock_proto::testing::{Answer, Device};
+use flock_proto::wire::registration::code;
 use flock_tests::flock::{metric, scrape};
 use flock_tests::{free_udp_port, now_ms, raw_client, register_over, request, Flockd, TempDir};
 use std::net::{SocketAddr, UdpSocket};

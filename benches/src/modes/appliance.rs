@@ -5,9 +5,9 @@
 use crate::gen::Workload;
 use crate::template::Template;
 use flock_proto::identity::{self, Fingerprint};
-use flock_proto::msg::{self, ErrorAnswer, Registered};
 use flock_proto::stun::{Class, Message, TransactionId};
 use flock_proto::token::{Nonce, Token};
+use flock_proto::wire::registration::{self, ErrorAnswer, Registered};
 use flock_proto::Name;
 use ring::signature::Ed25519KeyPair;
 use std::collections::VecDeque;
@@ -137,7 +137,8 @@ impl Workload for Registrar {
                 let a = &self.fleet.apps[*s.pending.front()? as usize];
                 let mut txid = *txid;
                 a.name.hash().steer(&mut txid);
-                let n = msg::encode_register(buf, &txid, &a.name, &a.key, now_ms(), None).ok()?;
+                let n = registration::encode_register(buf, &txid, &a.name, &a.key, now_ms(), None)
+                    .ok()?;
                 s.probing = true;
                 Some((n, PROBE))
             }
@@ -146,7 +147,14 @@ impl Workload for Registrar {
                 let a = &mut self.fleet.apps[i as usize];
                 let mut txid = *txid;
                 a.name.hash().steer(&mut txid);
-                match msg::encode_register(buf, &txid, &a.name, &a.key, now_ms(), Some(nonce)) {
+                match registration::encode_register(
+                    buf,
+                    &txid,
+                    &a.name,
+                    &a.key,
+                    now_ms(),
+                    Some(nonce),
+                ) {
                     Ok(n) => {
                         a.register = Some(Template::new(&buf[..n]).steered(&a.name));
                         Some((n, i))

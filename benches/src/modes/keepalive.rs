@@ -5,8 +5,8 @@ use super::appliance::Fleet;
 use crate::gen::Workload;
 use crate::template::Template;
 use flock_proto::identity::{from_hex, PUBLIC_KEY_LEN};
-use flock_proto::msg::{self, Check, Keepalive, KeptAlive};
 use flock_proto::stun::{Message, TransactionId};
+use flock_proto::wire::registration::{self, Check, Keepalive, KeptAlive};
 use std::path::Path;
 
 pub struct Keepalives {
@@ -105,9 +105,14 @@ impl Workload for Keepalives {
             .iter()
             .find(|&&i| self.fleet.apps[i as usize].name == check.name)?;
         let a = &self.fleet.apps[i as usize];
-        let n =
-            msg::encode_check_answer(reply, m.transaction_id(), &a.name, &a.key, &check.challenge)
-                .ok()?;
+        let n = registration::encode_check_answer(
+            reply,
+            m.transaction_id(),
+            &a.name,
+            &a.key,
+            &check.challenge,
+        )
+        .ok()?;
         self.checks_answered += 1;
         Some(n)
     }

@@ -6,8 +6,8 @@
 use super::appliance::Fleet;
 use crate::gen::Workload;
 use crate::template::Template;
-use flock_proto::msg::{code, ErrorAnswer};
 use flock_proto::stun::{Message, TransactionId};
+use flock_proto::wire::registration::{code, ErrorAnswer};
 
 pub struct Reregister {
     requests: Vec<Vec<Template>>,

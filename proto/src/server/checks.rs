@@ -2,10 +2,15 @@
 //! address while the old registration is alive. The old address gets CHECK requests (RTO
 //! doubling, capped) until it answers or the window closes.
 
+use super::registration::secs_after;
+use super::{replay, table, Outgoing, PolicyEvent, Server};
+use crate::entropy::Entropy;
 use crate::identity::{Fingerprint, SIGNATURE_LEN};
 use crate::name::{Name, TableKey};
-use crate::stun::TransactionId;
+use crate::stun::{Class, Message, TransactionId};
 use crate::time::Time;
+use crate::token::canonical;
+use crate::wire::registration::{self as registration_wire, code, CheckAnswer};
 use core::time::Duration;
 use hashbrown::HashMap;
 use std::cmp::Reverse;
@@ -120,6 +125,158 @@ impl Checks {
         if let Some(p) = self.pending.get_mut(key) {
             p.wake = p.next_send.min(old_end);
             self.timers.push(Reverse((p.wake, *key)));
+        }
+    }
+}
+
+// The server side: starting a check, its answer, its timers, and the move.
+
+impl<E: Entropy> Server<E> {
+    /// Starts the address-change check of `key` (old address and the end of its registration
+    /// in `old`); false when it is not started (checks full, or the source IP's budget spent).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_check(
+        &mut self,
+        now: Time,
+        key: TableKey,
+        name: &Name,
+        fp: Fingerprint,
+        old: (SocketAddr, Time),
+        new: SocketAddr,
+        register: (TransactionId, u64),
+    ) -> bool {
+        if self.checks.is_full() {
+            self.stats.checks_full += 1;
+            return false;
+        }
+        if !self.rates.allow(now, new) {
+            self.stats.checks_rate_limited += 1;
+            return false;
+        }
+        let mut txid = [0; 12];
+        let mut challenge = [0; 16];
+        self.entropy.fill(&mut txid);
+        name.hash().steer(&mut txid);
+        self.entropy.fill(&mut challenge);
+        let deadline = now + self.config.check_window;
+        let signature =
+            registration_wire::sign_check(&self.keys.flock, name, &challenge, deadline.0);
+        let rto = self.config.rto_initial;
+        let next_send = (now + rto).min(deadline);
+        self.checks.start(
+            key,
+            Pending {
+                name: *name,
+                fp,
+                old_addr: old.0,
+                new_addr: new,
+                register_txid: register.0,
+                register_ts: register.1,
+                txid,
+                challenge,
+                signature,
+                deadline,
+                next_send,
+                rto: (rto * 2).min(self.config.rto_max),
+                wake: next_send.min(old.1),
+            },
+        );
+        self.outgoing.push_back(Outgoing::Check(key));
+        self.stats.checks_started += 1;
+        true
+    }
+
+    pub(super) fn check_answer(&mut self, now: Time, msg: &Message<'_>, src: SocketAddr) {
+        let Some(name) = super::routing::request_name(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let key = name.hash().table_key();
+        let Some(p) = self.checks.get(&key) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if msg.transaction_id() != &p.txid {
+            self.stats.ignored += 1;
+            return;
+        }
+        let proven = msg.class() == Class::Success
+            && CheckAnswer::parse(msg).is_ok_and(|a| a.proves(&p.fp.prefix(), &p.challenge));
+        if proven && canonical(src) == canonical(p.old_addr) {
+            // The registered appliance is alive where it was: the name stays, and the REGISTER
+            // from the new address is refused (409, also to its retransmissions).
+            let Some(p) = self.checks.remove(&key) else {
+                return;
+            };
+            let expires = secs_after(now, self.config.entry_lifetime);
+            if let Some(e) = self.table.get_mut(&key, now) {
+                e.expires = e.expires.max(expires);
+            }
+            self.replays
+                .mark_kept(&replay::guard_key(&key, &p.fp), p.register_ts, now);
+            self.outgoing.push_back(Outgoing::Refused {
+                dst: p.new_addr,
+                txid: p.register_txid,
+                code: code::NAME_TAKEN,
+            });
+            self.stats.checks_kept_old += 1;
+        } else {
+            // Wrong identity at the old address, or the right one answering from elsewhere:
+            // either way the old address no longer holds the appliance.
+            self.move_name(now, key);
+        }
+    }
+
+    /// Ends a check in favour of the new address and answers its latest REGISTER.
+    pub(super) fn move_name(&mut self, now: Time, key: TableKey) {
+        let Some(p) = self.checks.remove(&key) else {
+            return;
+        };
+        let expires = secs_after(now, self.config.entry_lifetime);
+        // The key is already in the table, so this overwrites and never hits the bound.
+        let _ = self.table.insert(
+            table::Entry::new(key, p.new_addr, p.fp.prefix(), expires),
+            now,
+        );
+        self.outgoing.push_back(Outgoing::Registered {
+            at: now,
+            dst: p.new_addr,
+            txid: p.register_txid,
+            name: p.name,
+            fp: p.fp,
+        });
+        self.stats.moved += 1;
+        self.audit(PolicyEvent::AddressChanged {
+            name: p.name,
+            fingerprint: p.fp,
+            old: p.old_addr,
+            new: p.new_addr,
+        });
+    }
+
+    /// Retransmits the checks that are due, and moves the names whose check window closed or
+    /// whose old registration ended.
+    pub(super) fn check_timeouts(&mut self, now: Time) {
+        while let Some(key) = self.checks.pop_due(now) {
+            let Some(p) = self.checks.get(&key) else {
+                continue;
+            };
+            // The old registration's end wakes the check too: the name moves at once then.
+            let old_end = self
+                .table
+                .get(&key, now)
+                .map(|e| Time::from_secs(e.expires.into()));
+            match old_end {
+                Some(end) if now < p.deadline && now < p.next_send => {
+                    // Woken by the old registration's end, which a keep-alive pushed back.
+                    self.checks.rearm(&key, end);
+                }
+                Some(end) if now < p.deadline => {
+                    self.outgoing.push_back(Outgoing::Check(key));
+                    self.checks.reschedule(&key, now, self.config.rto_max, end);
+                }
+                _ => self.move_name(now, key),
+            }
         }
     }
 }

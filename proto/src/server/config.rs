@@ -48,7 +48,7 @@ pub struct ServerConfig {
     pub flock: FlockConfig,
 }
 
-/// What a shard knows of its flock (built by the host from `crate::flock::Membership`).
+/// What a shard knows of its flock (built by the host from `crate::membership::Membership`).
 /// Names are split by `NameHash::server_index(servers.len())`. The default is a flock of one.
 #[derive(Clone, Debug, Default)]
 pub struct FlockConfig {

@@ -1,6 +1,6 @@
 //! Browser log-in sessions of one shard, sans-IO: the gateway's [`Command`]s in, [`Event`]s out,
 //! and the PERSONAS / CONNECT / SIGNAL exchange with the appliance in between (docs/PROTOCOL.md
-//! §4.5–§4.7, codec in `login::wire`).
+//! §4.5–§4.7, codec in `login_wire::login`).
 //!
 //! A session has at most one request to its appliance outstanding (a PERSONAS chunk, the CONNECT,
 //! or the current outbound SIGNAL: stop-and-wait), sent again with RTO doubling until answered or
@@ -11,14 +11,15 @@ use super::peers::{Located, Origin, Peers, Where};
 use super::persona_cache::PersonaCache;
 use super::{ServerConfig, Stats};
 use crate::entropy::Entropy;
-use crate::login::wire::{
-    self, code, method, Ack, Outbound, PersonasChunk, PersonasRefused, SdpAssembly, Signal,
-    SignalBody,
-};
 use crate::login::{Candidate, Command, Event, Failure, Personas, SessionId, SessionNonce};
 use crate::name::{Name, TableKey};
 use crate::stun::{Class, Message, TransactionId};
 use crate::time::Time;
+use crate::wire::login::{
+    self as login_wire, code, Ack, Outbound, PersonasChunk, PersonasRefused, SdpAssembly, Signal,
+    SignalBody,
+};
+use crate::wire::method;
 use core::time::Duration;
 use hashbrown::HashMap;
 use ring::signature::Ed25519KeyPair;
@@ -575,8 +576,8 @@ impl Login {
     ) -> Step {
         let txid = Self::txid(cx, &s.name);
         let until = (cx.now + cx.config.login.request_validity).0;
-        let mut buf = vec![0; wire::MAX_DATAGRAM];
-        let Ok(n) = wire::encode_personas_request(
+        let mut buf = vec![0; login_wire::MAX_DATAGRAM];
+        let Ok(n) = login_wire::encode_personas_request(
             &mut buf,
             &txid,
             &s.name,
@@ -612,8 +613,8 @@ impl Login {
         let mut nonce = [0; 16];
         cx.entropy.fill(&mut nonce);
         let until = (cx.now + cx.config.login.request_validity).0;
-        let mut buf = vec![0; wire::MAX_DATAGRAM];
-        let Ok(n) = wire::encode_connect(
+        let mut buf = vec![0; login_wire::MAX_DATAGRAM];
+        let Ok(n) = login_wire::encode_connect(
             &mut buf, &txid, &s.name, &nonce, persona, credential, until, cx.flock,
         ) else {
             wipe(&mut buf);
@@ -656,11 +657,11 @@ impl Login {
             other => {
                 if let Outbound::Candidate(cand) = other {
                     c.candidates_out += 1;
-                    let too_long = cand.candidate.len() > wire::MAX_CANDIDATE_LEN
+                    let too_long = cand.candidate.len() > login_wire::MAX_CANDIDATE_LEN
                         || cand
                             .mid
                             .as_ref()
-                            .is_some_and(|m| m.len() > wire::MAX_MID_LEN);
+                            .is_some_and(|m| m.len() > login_wire::MAX_MID_LEN);
                     if c.candidates_out > limits.max_candidates || too_long {
                         return Step::Fail(Failure::Malformed);
                     }
@@ -688,11 +689,11 @@ impl Login {
         let Some(item) = c.queue.front() else {
             return Step::Keep;
         };
-        let Some(body) = wire::piece(item, c.piece) else {
+        let Some(body) = login_wire::piece(item, c.piece) else {
             return Step::Fail(Failure::Malformed);
         };
         let txid = Self::txid(cx, &s.name);
-        let mut buf = vec![0; wire::MAX_DATAGRAM];
+        let mut buf = vec![0; login_wire::MAX_DATAGRAM];
         let signal = Signal {
             name: s.name,
             session: nonce,
@@ -855,7 +856,7 @@ impl Login {
                 c.piece += 1;
                 if c.queue
                     .front()
-                    .is_some_and(|item| c.piece >= wire::pieces(item))
+                    .is_some_and(|item| c.piece >= login_wire::pieces(item))
                 {
                     c.piece = 0;
                     if let Some(Outbound::EndOfCandidates) = c.queue.pop_front() {

@@ -1,6 +1,6 @@
 //! The peer side of a shard: opening peer messages (integrity, source, membership digest),
 //! answering LOOKUP as the owner, and on the serving side the short LOOKUP cache and the
-//! hand-over of answers to the log-in sessions waiting on them. RELAY is in `relay`.
+//! hand-over of answers to the log-in sessions waiting on them. RELAY is in `relay_table`.
 //!
 //! Order of checks on every peer message: FINGERPRINT (parse) → MESSAGE-INTEGRITY-SHA256 under
 //! the peer secret → FROM-SERVER names a configured server and the source is that server's
@@ -8,14 +8,15 @@
 //! failing them is dropped silently and counted. A digest mismatch is counted, raised as a
 //! [`PeerAlarm`] (one per peer per minute), and a LOOKUP request gets error 470.
 
+use super::routing::request_name;
 use super::{Outgoing, Server, Stats};
 use crate::entropy::Entropy;
-use crate::msg::request_name;
 use crate::name::{Name, TableKey};
-use crate::peer::{self, code, method, LookupAnswer, LookupRequest, PeerError, Sender};
 use crate::stun::{Class, Message, TransactionId};
 use crate::time::Time;
 use crate::token::canonical;
+use crate::wire::method;
+use crate::wire::peer::{self, code, LookupAnswer, LookupRequest, PeerError, Sender};
 use core::time::Duration;
 use hashbrown::HashMap;
 use std::collections::VecDeque;
@@ -285,11 +286,6 @@ impl<E: Entropy> Server<E> {
     /// Replaces the peer protocol's timers and bounds (defaults: [`PeerConfig::default`]).
     pub fn set_peer_config(&mut self, config: PeerConfig) {
         self.peers.config = config;
-    }
-
-    /// Next alarm the host must log as an error (see [`PeerAlarm`]).
-    pub fn poll_peer_alarm(&mut self) -> Option<PeerAlarm> {
-        self.peers.poll_alarm()
     }
 
     /// Sends every peer a LOOKUP for a name it owns that no session waits on: a peer running

@@ -2,12 +2,13 @@
 //! simulated time, for the peer tests.
 #![allow(dead_code)]
 
-use flock_proto::login::wire::{method, SignalBody};
 use flock_proto::login::{Command, Event, SessionId, SessionNonce};
 use flock_proto::server::{FlockConfig, Keys, Server, ServerConfig};
 use flock_proto::stun::{Class, Message};
-use flock_proto::testing::{keypair, Answer, Device, XorShift};
+use flock_proto::testing::{keypair, Answer, Device, Host, XorShift};
 use flock_proto::token::ProofKeys;
+use flock_proto::wire::login::SignalBody;
+use flock_proto::wire::method;
 use flock_proto::{Name, Time};
 use flock_testkit::fake_appliance;
 use std::collections::{HashSet, VecDeque};
@@ -153,7 +154,7 @@ impl Appliance {
     }
 }
 
-pub type S = Server<XorShift>;
+pub type S = Host;
 
 pub struct Net {
     pub now: Time,
@@ -178,14 +179,14 @@ impl Net {
     pub fn new(appliance: Appliance, digests: [[u8; 32]; 3]) -> Net {
         let servers = (0..3)
             .map(|i| {
-                Server::new(
+                Host::new(Server::new(
                     ServerConfig {
                         flock: flock(i, digests[i]),
                         ..ServerConfig::default()
                     },
                     keys(),
                     XorShift(0x9E37_79B9 + i as u64),
-                )
+                ))
             })
             .collect();
         Net {
@@ -210,6 +211,7 @@ impl Net {
             let mut reply = [0u8; 1500];
             let a = s
                 .handle(self.now, src, &bytes, &mut reply)
+                .reply()
                 .map(|n| Answer::read(&reply[..n]));
             match a {
                 Some(a @ Answer::Error(_)) => d.absorb(&a),
@@ -239,12 +241,10 @@ impl Net {
     pub fn settle(&mut self) {
         for _ in 0..10_000 {
             for i in 0..3 {
-                let mut buf = [0u8; 2048];
-                while let Some((dst, n)) = self.servers[i].poll_transmit(self.now, &mut buf) {
-                    let b = buf[..n].to_vec();
+                for (dst, b) in self.servers[i].sent() {
                     self.send(server_addr(i), dst, b);
                 }
-                while let Some((id, e)) = self.servers[i].poll_event() {
+                for (id, e) in self.servers[i].events() {
                     self.events.push((i, id, e));
                 }
             }
@@ -258,7 +258,10 @@ impl Net {
                 }
             } else if let Some(i) = self.index(to) {
                 let mut reply = [0u8; 2048];
-                if let Some(n) = self.servers[i].handle(self.now, from, &bytes, &mut reply) {
+                if let Some(n) = self.servers[i]
+                    .handle(self.now, from, &bytes, &mut reply)
+                    .reply()
+                {
                     assert!(n <= bytes.len(), "answer larger than its request");
                     self.send(to, from, reply[..n].to_vec());
                 }
@@ -271,12 +274,12 @@ impl Net {
     pub fn run_until(&mut self, until: Time) {
         self.settle();
         loop {
-            let next = self.servers.iter().filter_map(|s| s.poll_timeout()).min();
+            let next = self.servers.iter_mut().filter_map(|s| s.timeout()).min();
             match next {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
                     for s in &mut self.servers {
-                        if s.poll_timeout().is_some_and(|x| x <= self.now) {
+                        if s.timeout().is_some_and(|x| x <= self.now) {
                             s.handle_timeout(self.now);
                         }
                     }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use flock_proto::server::{Keys, Server, ServerConfig};
-pub use flock_proto::testing::{keypair, Answer, Device, XorShift};
+pub use flock_proto::testing::{keypair, Answer, Device, Host, XorShift};
 use flock_proto::token::ProofKeys;
 use flock_proto::Time;
 use std::net::SocketAddr;
@@ -24,12 +24,12 @@ pub fn keys_for_boot(secret: &[u8], boot: &[u8; 16]) -> Keys {
     }
 }
 
-pub fn server(config: ServerConfig) -> Server<XorShift> {
-    Server::new(
+pub fn server(config: ServerConfig) -> Host {
+    Host::new(Server::new(
         config,
         keys(b"server secret"),
         XorShift(0x9E37_79B9_7F4A_7C15),
-    )
+    ))
 }
 
 pub fn addr(s: &str) -> SocketAddr {
@@ -44,7 +44,7 @@ pub fn exchange(
     datagram: &[u8],
 ) -> Answer {
     let mut reply = [0u8; 1500];
-    match server.handle(now, src, datagram, &mut reply) {
+    match server.handle(now, src, datagram, &mut reply).reply() {
         None => Answer::Silent,
         Some(n) => {
             assert!(
@@ -58,24 +58,19 @@ pub fn exchange(
 }
 
 /// Everything the server wants to send on its own.
-pub fn drain(server: &mut Server<XorShift>, now: Time) -> Vec<(SocketAddr, Vec<u8>)> {
-    let mut out = vec![];
-    let mut buf = [0u8; 1500];
-    while let Some((dst, n)) = server.poll_transmit(now, &mut buf) {
-        out.push((dst, buf[..n].to_vec()));
-    }
-    out
+pub fn drain(host: &mut Host) -> Vec<(SocketAddr, Vec<u8>)> {
+    host.sent()
 }
 
 /// Runs the server's timers up to `until`, collecting what it sends on the way.
-pub fn advance(server: &mut Server<XorShift>, until: Time) -> Vec<(Time, SocketAddr, Vec<u8>)> {
+pub fn advance(host: &mut Host, until: Time) -> Vec<(Time, SocketAddr, Vec<u8>)> {
     let mut sent = vec![];
-    while let Some(t) = server.poll_timeout() {
+    while let Some(t) = host.timeout() {
         if t > until {
             break;
         }
-        server.handle_timeout(t);
-        sent.extend(drain(server, t).into_iter().map(|(d, b)| (t, d, b)));
+        host.handle_timeout(t);
+        sent.extend(host.sent().into_iter().map(|(d, b)| (t, d, b)));
     }
     sent
 }

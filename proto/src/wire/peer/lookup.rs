@@ -1,10 +1,10 @@
 //! LOOKUP: request NAME → answer address, identity prefix, remaining lifetime; or an error.
 
-use super::{attr, code, method, Sender};
+use super::{code, Sender};
 use crate::identity::FINGERPRINT_PREFIX_LEN;
-use crate::msg::{attr as base, fixed, name_attr, MsgError};
 use crate::name::Name;
 use crate::stun::{self, Class, EncodeError, Message, TransactionId};
+use crate::wire::{attr, fixed, method, name_attr, MsgError};
 use std::net::SocketAddr;
 
 /// PADDING in a request: an answer (address, identity prefix, lifetime: at most 48 bytes more
@@ -36,7 +36,7 @@ pub fn encode_lookup(
     s: &Sender,
 ) -> Result<usize, EncodeError> {
     let mut e = s.start(buf, method::LOOKUP, Class::Request, txid)?;
-    e.attribute(base::NAME, name.as_bytes())?;
+    e.attribute(attr::NAME, name.as_bytes())?;
     e.attribute_with(stun::attr::PADDING, REQUEST_PADDING, |_| {})?;
     s.seal(e)
 }
@@ -105,7 +105,7 @@ pub fn encode_lookup_found(
     s: &Sender,
 ) -> Result<usize, EncodeError> {
     let mut e = s.start(buf, method::LOOKUP, Class::Success, txid)?;
-    e.attribute(base::NAME, name.as_bytes())?;
+    e.attribute(attr::NAME, name.as_bytes())?;
     e.xor_mapped_address(addr)?;
     e.attribute(attr::IDENTITY_PREFIX, identity)?;
     e.attribute(attr::EXPIRY, &lifetime_ms.to_be_bytes())?;
@@ -121,6 +121,6 @@ pub fn encode_lookup_error(
 ) -> Result<usize, EncodeError> {
     let mut e = s.start(buf, method::LOOKUP, Class::Error, txid)?;
     e.error_code(c, code::reason(c))?;
-    e.attribute(base::NAME, name.as_bytes())?;
+    e.attribute(attr::NAME, name.as_bytes())?;
     s.seal(e)
 }

@@ -2,11 +2,11 @@
 //! the serving server and the appliance's owner. No outer NAME: the inner datagram carries it
 //! (routing reads it there), which keeps a RELAY of a 1200-byte datagram under 1500 bytes.
 
-use super::{attr, method, Sender, MAX_INNER};
-use crate::login::wire::is_login;
-use crate::msg::{request_name, MsgError};
+use super::{Sender, MAX_INNER};
 use crate::name::Name;
 use crate::stun::{Class, EncodeError, Message};
+use crate::wire::login::is_login;
+use crate::wire::{attr, method, name_attr, MsgError};
 
 /// RELAY indication: FROM-SERVER, DIGEST, DATAGRAM, MESSAGE-INTEGRITY-SHA256, FINGERPRINT.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +32,10 @@ impl<'a> Relay<'a> {
         if !is_login(&inner) {
             return Err(MsgError::WrongType);
         }
-        let name = request_name(&inner).ok_or(MsgError::Missing(crate::msg::attr::NAME))?;
+        let name = Some(&inner)
+            .filter(|m| m.has_fingerprint())
+            .and_then(|m| name_attr(m).ok())
+            .ok_or(MsgError::Missing(attr::NAME))?;
         Ok(Relay { inner, name })
     }
 }

@@ -11,49 +11,12 @@
 //!
 //! Every message carries NAME, so any core routes it to the core that owns the appliance.
 
-use super::SessionNonce;
+use super::{attr, expect, fixed, method, name_attr, MsgError};
 use crate::identity::{self, PUBLIC_KEY_LEN, SIGNATURE_LEN};
-use crate::msg::{attr as base, expect, fixed, name_attr, MsgError};
+use crate::login::{Candidate, SessionNonce};
 use crate::name::Name;
 use crate::stun::{self, Class, EncodeError, Encoder, Message, MessageType, Method, TransactionId};
 use ring::signature::Ed25519KeyPair;
-
-/// Log-in methods (after the registration methods in the same private range).
-pub mod method {
-    use crate::stun::Method;
-    /// Flock → appliance: a chunk of the persona list.
-    pub const PERSONAS: Method = Method(0xF04);
-    /// Flock → appliance: a log-in attempt.
-    pub const CONNECT: Method = Method(0xF05);
-    /// Either way: one item of a session's signalling stream.
-    pub const SIGNAL: Method = Method(0xF06);
-}
-
-/// Log-in attributes (comprehension-required range).
-pub mod attr {
-    /// Session nonce, 16 bytes.
-    pub const SESSION: u16 = 0x7F0A;
-    /// Byte offset of a chunk, u32.
-    pub const OFFSET: u16 = 0x7F0B;
-    /// Total bytes of the chunked value, u32.
-    pub const TOTAL: u16 = 0x7F0C;
-    /// Chunk bytes, or a candidate line.
-    pub const DATA: u16 = 0x7F0D;
-    /// SHA-256 of the whole persona list, 32 bytes.
-    pub const CHECKSUM: u16 = 0x7F0E;
-    /// u32 flags; bit 0 in a PERSONAS answer: credentials must be entered separately.
-    pub const FLAGS: u16 = 0x7F0F;
-    /// Persona id (or user name), UTF-8, at most 255 bytes.
-    pub const PERSONA: u16 = 0x7F10;
-    /// Credential, at most 512 bytes (`pwd:…`, `token:…`; opaque to the flock).
-    pub const CREDENTIAL: u16 = 0x7F11;
-    /// Position in a session's signalling stream, u32, from 0 per direction.
-    pub const SEQ: u16 = 0x7F12;
-    /// What a SIGNAL carries, u32: 1 SDP chunk, 2 candidate, 3 end-of-candidates.
-    pub const SIGNAL_KIND: u16 = 0x7F13;
-    /// Media id of a candidate, UTF-8, at most 64 bytes.
-    pub const MID: u16 = 0x7F14;
-}
 
 /// Error codes of log-in answers.
 pub mod code {
@@ -159,8 +122,8 @@ impl<'a> PersonasRequest<'a> {
                 .get(attr::CHECKSUM)
                 .map(|_| fixed(msg, attr::CHECKSUM).copied())
                 .transpose()?,
-            valid_until_ms: u64::from_be_bytes(*fixed(msg, base::TIMESTAMP)?),
-            signature: fixed(msg, base::SIGNATURE)?,
+            valid_until_ms: u64::from_be_bytes(*fixed(msg, attr::TIMESTAMP)?),
+            signature: fixed(msg, attr::SIGNATURE)?,
             txid: *msg.transaction_id(),
         })
     }
@@ -209,13 +172,13 @@ pub fn encode_personas_request(
         &personas_signed(txid, name, offset, known, valid_until_ms),
     );
     let mut e = Encoder::new(buf, typ(method::PERSONAS, Class::Request), txid)?;
-    e.attribute(base::NAME, name.as_bytes())?;
+    e.attribute(attr::NAME, name.as_bytes())?;
     e.attribute(attr::OFFSET, &offset.to_be_bytes())?;
     if let Some(k) = known {
         e.attribute(attr::CHECKSUM, k)?;
     }
-    e.attribute(base::TIMESTAMP, &valid_until_ms.to_be_bytes())?;
-    e.attribute(base::SIGNATURE, &sig)?;
+    e.attribute(attr::TIMESTAMP, &valid_until_ms.to_be_bytes())?;
+    e.attribute(attr::SIGNATURE, &sig)?;
     pad_to(&mut e, PERSONAS_REQUEST_LEN)?;
     e.fingerprint()
 }
@@ -259,7 +222,7 @@ impl<'a> PersonasChunk<'a> {
 
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
         let mut e = Encoder::new(buf, typ(method::PERSONAS, Class::Success), txid)?;
-        e.attribute(base::NAME, self.name.as_bytes())?;
+        e.attribute(attr::NAME, self.name.as_bytes())?;
         e.attribute(attr::CHECKSUM, &self.checksum)?;
         e.attribute(attr::TOTAL, &self.total.to_be_bytes())?;
         e.attribute(attr::OFFSET, &self.offset.to_be_bytes())?;
@@ -297,7 +260,7 @@ impl PersonasRefused {
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
         let mut e = Encoder::new(buf, typ(method::PERSONAS, Class::Error), txid)?;
         e.error_code(self.code, code::reason(self.code))?;
-        e.attribute(base::NAME, self.name.as_bytes())?;
+        e.attribute(attr::NAME, self.name.as_bytes())?;
         e.fingerprint()
     }
 }
@@ -333,8 +296,8 @@ impl<'a> Connect<'a> {
             session: *fixed(msg, attr::SESSION)?,
             persona: text(msg, attr::PERSONA, MAX_PERSONA_LEN)?,
             credential,
-            valid_until_ms: u64::from_be_bytes(*fixed(msg, base::TIMESTAMP)?),
-            signature: fixed(msg, base::SIGNATURE)?,
+            valid_until_ms: u64::from_be_bytes(*fixed(msg, attr::TIMESTAMP)?),
+            signature: fixed(msg, attr::SIGNATURE)?,
             txid: *msg.transaction_id(),
         })
     }
@@ -418,12 +381,12 @@ pub fn encode_connect(
     std::hint::black_box(&signed);
     let enc = |buf: &mut [u8]| -> Result<usize, EncodeError> {
         let mut e = Encoder::new(buf, typ(method::CONNECT, Class::Request), txid)?;
-        e.attribute(base::NAME, name.as_bytes())?;
+        e.attribute(attr::NAME, name.as_bytes())?;
         e.attribute(attr::SESSION, session)?;
         e.attribute(attr::PERSONA, persona.as_bytes())?;
         e.attribute(attr::CREDENTIAL, credential)?;
-        e.attribute(base::TIMESTAMP, &valid_until_ms.to_be_bytes())?;
-        e.attribute(base::SIGNATURE, &sig)?;
+        e.attribute(attr::TIMESTAMP, &valid_until_ms.to_be_bytes())?;
+        e.attribute(attr::SIGNATURE, &sig)?;
         e.fingerprint()
     };
     enc(buf).map_err(ConnectError::Encode)
@@ -484,7 +447,7 @@ impl Ack {
         if let Some(c) = self.error {
             e.error_code(c, code::reason(c))?;
         }
-        e.attribute(base::NAME, self.name.as_bytes())?;
+        e.attribute(attr::NAME, self.name.as_bytes())?;
         e.attribute(attr::SESSION, &self.session)?;
         if let Some(s) = self.seq {
             e.attribute(attr::SEQ, &s.to_be_bytes())?;
@@ -552,7 +515,7 @@ impl<'a> Signal<'a> {
 
     pub fn encode(&self, buf: &mut [u8], txid: &TransactionId) -> Result<usize, EncodeError> {
         let mut e = Encoder::new(buf, typ(method::SIGNAL, Class::Request), txid)?;
-        e.attribute(base::NAME, self.name.as_bytes())?;
+        e.attribute(attr::NAME, self.name.as_bytes())?;
         e.attribute(attr::SESSION, &self.session)?;
         e.attribute(attr::SEQ, &self.seq.to_be_bytes())?;
         match self.body {
@@ -589,7 +552,7 @@ impl<'a> Signal<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outbound {
     Sdp(String),
-    Candidate(super::Candidate),
+    Candidate(Candidate),
     EndOfCandidates,
 }
 
@@ -683,7 +646,6 @@ pub fn is_login(msg: &Message<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::login::Candidate;
     use crate::testing::keypair;
 
     fn name() -> Name {

@@ -1,49 +1,13 @@
-//! Flock's own messages on STUN framing: numbers, typed views of parsed messages, encoders.
-//! Every byte is documented in `docs/PROTOCOL.md`; keep the two in step.
-//!
-//! Parsing never allocates; each typed view borrows the datagram. Encoders write into the
-//! caller's buffer and return the length.
+//! The registration messages (appliance ↔ server): REGISTER, KEEPALIVE, CHECK, their answers
+//! and the error answers (ERROR-CODE, Try-Alternate) of the registration methods.
 
+use super::{attr, expect, fixed, method, name_attr, MsgError};
 use crate::identity::{self, Fingerprint, PUBLIC_KEY_LEN, SIGNATURE_LEN};
-use crate::name::{Name, NameError, MAX_NAME_LEN};
+use crate::name::{Name, MAX_NAME_LEN};
 use crate::stun::{self, Class, EncodeError, Encoder, Message, MessageType, Method, TransactionId};
 use crate::token::{Nonce, Token, NONCE_LEN, TOKEN_LEN};
 use ring::signature::Ed25519KeyPair;
 use std::net::SocketAddr;
-
-/// Flock methods (STUN method numbers, from the top of the 12-bit space).
-pub mod method {
-    use crate::stun::Method;
-    /// Appliance → server: bind a name to a key at the source address.
-    pub const REGISTER: Method = Method(0xF01);
-    /// Appliance → server: keep a registration alive with a token.
-    pub const KEEPALIVE: Method = Method(0xF02);
-    /// Server → appliance's registered address: prove you still hold the key.
-    pub const CHECK: Method = Method(0xF03);
-}
-
-/// Flock attributes (comprehension-required range, so a STUN peer that does not know them
-/// refuses the message rather than ignoring what it cannot read).
-pub mod attr {
-    /// Appliance name as sent (normalized by the receiver), 1..=255 bytes.
-    pub const NAME: u16 = 0x7F01;
-    /// Ed25519 public key, 32 bytes.
-    pub const PUBLIC_KEY: u16 = 0x7F02;
-    /// Milliseconds since the Unix epoch, u64 big-endian.
-    pub const TIMESTAMP: u16 = 0x7F03;
-    /// Ed25519 signature, 64 bytes.
-    pub const SIGNATURE: u16 = 0x7F04;
-    /// Registration nonce issued by the server, 16 bytes (expiry u32 + MAC 12).
-    pub const NONCE: u16 = 0x7F05;
-    /// Keep-alive token issued by the server, 20 bytes (expiry u32 + MAC 16).
-    pub const TOKEN: u16 = 0x7F06;
-    /// SHA-256 fingerprint of the appliance's public key, 32 bytes.
-    pub const IDENTITY: u16 = 0x7F07;
-    /// Keep-alive interval the server asks for, milliseconds, u32 big-endian.
-    pub const KEEPALIVE_INTERVAL: u16 = 0x7F08;
-    /// Random challenge of a CHECK, 16 bytes.
-    pub const CHALLENGE: u16 = 0x7F09;
-}
 
 /// Error codes a flock server answers with (ERROR-CODE attribute).
 pub mod code {
@@ -84,27 +48,6 @@ pub mod code {
     }
 }
 
-/// Why a flock message could not be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsgError {
-    Stun(stun::ParseError),
-    /// A required attribute is absent.
-    Missing(u16),
-    /// An attribute has the wrong length.
-    BadLength(u16),
-    BadName(NameError),
-    /// Not the method or class this view reads.
-    WrongType,
-    /// Flock messages always end with FINGERPRINT.
-    MissingFingerprint,
-}
-
-impl From<stun::ParseError> for MsgError {
-    fn from(e: stun::ParseError) -> Self {
-        MsgError::Stun(e)
-    }
-}
-
 const REGISTER_CONTEXT: &[u8] = b"flock register v1";
 const CHECK_CONTEXT: &[u8] = b"flock check v1";
 const CHECK_ANSWER_CONTEXT: &[u8] = b"flock check answer v1";
@@ -134,51 +77,6 @@ impl Signed {
     }
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
-    }
-}
-
-pub(crate) fn fixed<'a, const N: usize>(
-    msg: &Message<'a>,
-    typ: u16,
-) -> Result<&'a [u8; N], MsgError> {
-    msg.get(typ)
-        .ok_or(MsgError::Missing(typ))?
-        .try_into()
-        .map_err(|_| MsgError::BadLength(typ))
-}
-
-pub(crate) fn name_attr(msg: &Message<'_>) -> Result<Name, MsgError> {
-    Name::normalize(msg.get(attr::NAME).ok_or(MsgError::Missing(attr::NAME))?)
-        .map_err(MsgError::BadName)
-}
-
-/// Checks method and class, and that FINGERPRINT is present: without the rule, a bit flip in
-/// FINGERPRINT's type would turn it into an unknown attribute and the corruption would pass.
-pub(crate) fn expect(msg: &Message<'_>, method: Method, class: Class) -> Result<(), MsgError> {
-    if !msg.has_fingerprint() {
-        return Err(MsgError::MissingFingerprint);
-    }
-    if msg.method() == method && msg.class() == class {
-        Ok(())
-    } else {
-        Err(MsgError::WrongType)
-    }
-}
-
-/// The name a request is about, for routing to the owning core without a full read.
-pub fn request_name(msg: &Message<'_>) -> Option<Name> {
-    if !msg.has_fingerprint() {
-        return None;
-    }
-    match msg.method() {
-        m if m == method::REGISTER || m == method::KEEPALIVE || m == method::CHECK => {
-            name_attr(msg).ok()
-        }
-        _ if crate::login::wire::is_login(msg) => name_attr(msg).ok(),
-        // Peer messages go to the core owning the name on both servers (a RELAY's is inside).
-        m if m == crate::peer::method::LOOKUP => name_attr(msg).ok(),
-        m if m == crate::peer::method::RELAY => crate::peer::Relay::parse(msg).ok().map(|r| r.name),
-        _ => None,
     }
 }
 

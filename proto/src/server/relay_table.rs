@@ -10,14 +10,14 @@
 use super::peers::Origin;
 use super::Server;
 use crate::entropy::Entropy;
-use crate::login::wire::attr::SESSION;
 use crate::login::SessionNonce;
-use crate::msg::fixed;
 use crate::name::TableKey;
-use crate::peer::Relay;
 use crate::stun::{Class, Message, TransactionId};
 use crate::time::Time;
 use crate::token::canonical;
+use crate::wire::attr::SESSION;
+use crate::wire::fixed;
+use crate::wire::peer::{self, Relay};
 use hashbrown::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -116,12 +116,12 @@ impl<E: Entropy> Server<E> {
             return None;
         }
         // The session's answer (a SIGNAL ack) goes back the same way, wrapped.
-        let mut inner = [0u8; crate::peer::MAX_INNER];
+        let mut inner = [0u8; peer::MAX_INNER];
         let n = {
             let (login, mut cx) = self.login_parts(now);
             login.datagram(&mut cx, &relay.inner, Origin::Owner(from), &mut inner)?
         };
-        let n = crate::peer::encode_relay(reply, &inner[..n], &self.peers.sender).ok()?;
+        let n = peer::encode_relay(reply, &inner[..n], &self.peers.sender).ok()?;
         self.stats.relayed_from_appliance += 1;
         Some(n)
     }
@@ -196,7 +196,7 @@ impl<E: Entropy> Server<E> {
             .get(&route.key, now)
             .is_some_and(|e| canonical(e.addr()) == canonical(src));
         let named =
-            crate::msg::request_name(msg).is_some_and(|n| n.hash().table_key() == route.key);
+            super::routing::request_name(msg).is_some_and(|n| n.hash().table_key() == route.key);
         if !from_it || !named {
             return false;
         }

@@ -1,5 +1,5 @@
 //! The peer protocol between the servers of a flock (docs/PROTOCOL.md, "Peer protocol"): the
-//! codec only; the state lives in `server::peers` (asking side) and `server::relay` (owner).
+//! codec only; the state lives in `server::peers` (asking side) and `server::relay_table` (owner).
 //!
 //! - LOOKUP (request/answer): where is the appliance of NAME? Answered by its owner from the
 //!   registration table: address, identity prefix and remaining lifetime, or not-found.
@@ -18,32 +18,9 @@ pub use lookup::{
 };
 pub use relay::{encode_relay, Relay};
 
-use crate::msg::{fixed, MsgError};
 use crate::stun::{Class, EncodeError, Encoder, Message, MessageType, Method, TransactionId};
+use crate::wire::{attr, fixed, method, MsgError};
 use ring::hmac;
-
-/// Peer methods (after the log-in methods, leaving room for appliance-facing ones).
-pub mod method {
-    use crate::stun::Method;
-    /// Serving server → owner: where is this appliance?
-    pub const LOOKUP: Method = Method(0xF10);
-    /// Either way between serving server and owner: one log-in datagram, wrapped.
-    pub const RELAY: Method = Method(0xF11);
-}
-
-/// Peer attributes (comprehension-required range, after the log-in ones).
-pub mod attr {
-    /// Sender's index in the flock's server list, u32.
-    pub const FROM_SERVER: u16 = 0x7F20;
-    /// SHA-256 of the sender's canonical membership list, 32 bytes.
-    pub const DIGEST: u16 = 0x7F21;
-    /// Remaining lifetime of a registration, u32 milliseconds.
-    pub const EXPIRY: u16 = 0x7F22;
-    /// A whole log-in datagram (RELAY), 20..=1200 bytes.
-    pub const DATAGRAM: u16 = 0x7F23;
-    /// First 12 bytes of the appliance's identity (what the registration table keeps).
-    pub const IDENTITY_PREFIX: u16 = 0x7F24;
-}
 
 /// Error codes of LOOKUP answers.
 pub mod code {
@@ -66,7 +43,7 @@ pub mod code {
 
 /// Largest RELAY: an inner log-in datagram of 1200 bytes plus the envelope stays under the
 /// 1500-byte payload a packet core hands to another over the channel mesh.
-pub const MAX_INNER: usize = crate::login::wire::MAX_DATAGRAM;
+pub const MAX_INNER: usize = crate::wire::login::MAX_DATAGRAM;
 
 /// Who signs and how: what every peer message carries.
 #[derive(Clone)]

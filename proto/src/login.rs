@@ -1,13 +1,11 @@
 //! Browser log-in, sans-IO: what the websocket gateway asks of the core that owns an appliance
 //! ([`Command`]), what the core tells it back ([`Event`]), and the UDP messages the core and the
-//! appliance exchange on the way ([`wire`]).
+//! appliance exchange on the way are in [`crate::wire::login`].
 //!
 //! One log-in is a *session*, numbered by the gateway ([`SessionId`]). On the wire each
 //! CONNECT attempt carries a random [`SessionNonce`]: the appliance keys its connection by it, so
 //! a retransmitted CONNECT never makes a second connection, and later SIGNAL messages name the
 //! connection by it.
-
-pub mod wire;
 
 use crate::name::Name;
 use std::sync::Arc;

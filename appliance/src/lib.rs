@@ -12,7 +12,7 @@
 //!   log-in: the offer with one data channel, trickled host candidate, an echo of every text
 //!   message; and a bounded set of them. The simulator needs it; the SDK alone does not.
 //!
-//! The `flock-appliance` binary (`src/main.rs`) simulates one or many appliances with them. Its
+//! The `flock-appliance` binary (`src/simulator/`) simulates one or many appliances with them. Its
 //! own dependencies (clap, tracing-subscriber, toml, a multi-threaded tokio) sit behind the
 //! `simulator` feature, which `webrtc` turns on: the library alone needs only a tokio runtime
 //! of any flavour for the driver.

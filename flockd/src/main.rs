@@ -198,6 +198,49 @@ fn run(args: Args) -> Result<(), String> {
         println!("{flock_pub}");
         return Ok(());
     }
+    start_logging(&c)?;
+    let loaded = start_plugins(&c)?;
+    let flock = match c.membership() {
+        Some(m) => m.flock_config(secrets.peer_secret),
+        None => FlockConfig {
+            peer_secret: secrets.peer_secret,
+            ..FlockConfig::default()
+        },
+    };
+    let ready = ReadyLine::new(&c, &flock, &loaded, flock_pub);
+    let keys = boot_keys(secrets)?;
+    let snapshots = Arc::new(metrics::CoreSnapshots::default());
+    // Shared (weakly) with `/metrics`; `join_engine` takes it back.
+    let engine = Arc::new(start_engine(&c, flock, keys, &loaded, snapshots.clone())?);
+    let gateway = match start_gateway(&c, &engine, &loaded, snapshots) {
+        Ok(g) => g,
+        Err(e) => {
+            engine.shutdown();
+            let _ = join_engine(engine);
+            return Err(e);
+        }
+    };
+    if let Some(p) = &loaded.core_policy {
+        let _ = p.commander.set(
+            engine
+                .commander::<shard::CoreCmd>()
+                .expect("the shard's command type"),
+        );
+    }
+    ready.log(&engine, gateway.as_ref());
+
+    let mut running = c.clone();
+    let sig = loop {
+        match wait_for_signal(&signals) {
+            libc::SIGHUP => reload(&args, &mut running, &loaded.runner, gateway.as_ref()),
+            sig => break sig,
+        }
+    };
+    tracing::info!(signal = sig, "shutting down");
+    stop(gateway, engine, &loaded)
+}
+
+fn start_logging(c: &Config) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&c.log)
         .map_err(|e| format!("invalid log filter {:?}: {e}", c.log))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -206,14 +249,25 @@ fn run(args: Args) -> Result<(), String> {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
+    Ok(())
+}
 
-    let plugins = flock_plugins::Plugins::load(&c.plugins.load)
+/// The plugins loaded, their runner's threads, and what the cores and the gateway ask them.
+struct LoadedPlugins {
+    names: Vec<String>,
+    runner: Arc<flock_plugins::Runner>,
+    /// The cores' side (admission, audit); `None` without plugins.
+    core_policy: Option<Arc<plugins::CorePolicy>>,
+}
+
+fn start_plugins(c: &Config) -> Result<LoadedPlugins, String> {
+    let chain = flock_plugins::Plugins::load(&c.plugins.load)
         .map_err(|e| format!("cannot load plugins: {e}"))?;
-    let with_plugins = !plugins.is_empty();
-    let names: Vec<String> = plugins.names().iter().map(|s| s.to_string()).collect();
+    let with_plugins = !chain.is_empty();
+    let names: Vec<String> = chain.names().iter().map(|s| s.to_string()).collect();
     let runner = Arc::new(
         flock_plugins::Runner::new(
-            Arc::new(plugins),
+            Arc::new(chain),
             c.plugins.threads,
             c.plugins.queue,
             c.plugins.budget,
@@ -226,37 +280,41 @@ fn run(args: Args) -> Result<(), String> {
             commander: std::sync::OnceLock::new(),
         })
     });
-    let flock = match c.membership() {
-        Some(m) => m.flock_config(secrets.peer_secret),
-        None => FlockConfig {
-            peer_secret: secrets.peer_secret,
-            ..FlockConfig::default()
-        },
-    };
-    let flock_digest = if flock.servers.is_empty() {
-        "none".to_string()
-    } else {
-        flock_proto::identity::to_hex(&flock.digest[..4])
-    };
-    let (flock_index, flock_servers) = (flock.me, flock.size());
-    // This start's nonces (PROTOCOL.md §6): those issued before a restart are refused, so the
-    // cores' replay guards (in memory) never need to outlive the process.
+    Ok(LoadedPlugins {
+        names,
+        runner,
+        core_policy,
+    })
+}
+
+/// This start's keys. Its nonces (PROTOCOL.md §6) are bound to a random of this boot: those
+/// issued before a restart are refused, so the cores' replay guards (in memory) never need to
+/// outlive the process.
+fn boot_keys(secrets: secrets::Secrets) -> Result<Keys, String> {
     let mut boot = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut boot)
         .map_err(|_| "system random generator failed".to_string())?;
-    let keys = Keys {
+    Ok(Keys {
         proof: ProofKeys::from_secret(&secrets.server_secret).for_boot(&boot),
         flock: Arc::new(secrets.flock_key),
-    };
-    let cpus = if !c.cpus.is_empty() {
+    })
+}
+
+fn start_engine(
+    c: &Config,
+    flock: FlockConfig,
+    keys: Keys,
+    loaded: &LoadedPlugins,
+    snapshots: Arc<metrics::CoreSnapshots>,
+) -> Result<EngineHandle, String> {
+    let mut engine_config = EngineConfig::new(c.udp);
+    engine_config.cpus = if !c.cpus.is_empty() {
         CpuChoice::List(c.cpus.clone())
     } else if c.cores > 0 {
         CpuChoice::Count(c.cores)
     } else {
         CpuChoice::All
     };
-    let mut engine_config = EngineConfig::new(c.udp);
-    engine_config.cpus = cpus;
     engine_config.pin = c.pin;
     engine_config.recv_buffer_bytes = c.socket.recv_buffer;
     engine_config.send_buffer_bytes = c.socket.send_buffer;
@@ -265,108 +323,124 @@ fn run(args: Args) -> Result<(), String> {
         engine_config.steering = Some(steering());
     }
     let settings = c.clone();
-    let for_cores = core_policy.clone();
-    let snapshots = Arc::new(metrics::CoreSnapshots::default());
-    let for_snapshots = snapshots.clone();
-    let engine = Engine::start(engine_config, move |core, cores| {
+    let core_policy = loaded.core_policy.clone();
+    Engine::start(engine_config, move |core, cores| {
         let mut config = settings.shard(cores);
         config.flock = flock.clone();
-        config.policy.admission = for_cores.is_some();
-        config.policy.audit = for_cores.is_some();
-        for_snapshots.init(cores);
+        config.policy.admission = core_policy.is_some();
+        config.policy.audit = core_policy.is_some();
+        snapshots.init(cores);
         shard::FlockShard::new(
             config,
             keys.clone(),
             flock_proto::server::CoreSlot { index: core, cores },
-            for_cores.clone(),
-            for_snapshots.clone(),
+            core_policy.clone(),
+            snapshots.clone(),
         )
     })
-    .map_err(|e| format!("cannot start the UDP engine: {e}"))?;
-    // Shared (weakly) with `/metrics`; `join_engine` takes it back.
-    let engine = Arc::new(engine);
-    let gateway = if c.ws_enabled {
-        let commander = engine
-            .commander::<shard::CoreCmd>()
-            .expect("the shard's command type");
-        let policy: Arc<dyn flock_ws::Policy> = if with_plugins {
-            Arc::new(plugins::PluginPolicy(runner.clone()))
-        } else {
-            Arc::new(flock_ws::AllowAll)
-        };
-        let source = metrics::FlockMetrics {
-            engine: Arc::downgrade(&engine),
-            cores: snapshots,
-            runner: runner.clone(),
-        };
-        let started = flock_ws::Gateway::start_full(
-            c.ws.clone(),
-            Arc::new(link::EngineLink { commander }),
-            policy,
-            Some(Arc::new(source)),
-        );
-        match started {
-            Ok(g) => Some(g),
-            Err(e) => {
-                engine.shutdown();
-                let _ = join_engine(engine);
-                return Err(format!(
-                    "cannot start the websocket gateway on {}: {e}",
-                    c.ws.listen
-                ));
-            }
-        }
+    .map_err(|e| format!("cannot start the UDP engine: {e}"))
+}
+
+/// The websocket gateway, if `[ws]` is on.
+fn start_gateway(
+    c: &Config,
+    engine: &Arc<EngineHandle>,
+    loaded: &LoadedPlugins,
+    snapshots: Arc<metrics::CoreSnapshots>,
+) -> Result<Option<flock_ws::GatewayHandle>, String> {
+    if !c.ws_enabled {
+        return Ok(None);
+    }
+    let commander = engine
+        .commander::<shard::CoreCmd>()
+        .expect("the shard's command type");
+    let policy: Arc<dyn flock_ws::Policy> = if loaded.core_policy.is_some() {
+        Arc::new(plugins::PluginPolicy(loaded.runner.clone()))
     } else {
-        None
+        Arc::new(flock_ws::AllowAll)
     };
-    if let Some(p) = &core_policy {
-        let _ = p.commander.set(
-            engine
-                .commander::<shard::CoreCmd>()
-                .expect("the shard's command type"),
+    let source = metrics::FlockMetrics {
+        engine: Arc::downgrade(engine),
+        cores: snapshots,
+        runner: loaded.runner.clone(),
+    };
+    flock_ws::Gateway::start_full(
+        c.ws.clone(),
+        Arc::new(link::EngineLink { commander }),
+        policy,
+        Some(Arc::new(source)),
+    )
+    .map(Some)
+    .map_err(|e| format!("cannot start the websocket gateway on {}: {e}", c.ws.listen))
+}
+
+/// What the "flockd ready" line says that the engine and the gateway do not know.
+struct ReadyLine {
+    plugins: String,
+    data_dir: String,
+    flock_key: String,
+    flock_index: usize,
+    flock_servers: usize,
+    flock_digest: String,
+}
+
+impl ReadyLine {
+    fn new(c: &Config, flock: &FlockConfig, loaded: &LoadedPlugins, flock_key: String) -> Self {
+        ReadyLine {
+            plugins: match loaded.names.is_empty() {
+                true => "none".to_string(),
+                false => loaded.names.join(","),
+            },
+            data_dir: c.data_dir.display().to_string(),
+            flock_key,
+            flock_index: flock.me,
+            flock_servers: flock.size(),
+            flock_digest: match flock.servers.is_empty() {
+                true => "none".to_string(),
+                false => flock_proto::identity::to_hex(&flock.digest[..4]),
+            },
+        }
+    }
+
+    fn log(&self, engine: &EngineHandle, gateway: Option<&flock_ws::GatewayHandle>) {
+        let ws_addr = gateway.map_or("off".to_string(), |g| g.local_addr().to_string());
+        let buffers = engine.socket_buffers();
+        let steering = match engine.steering() {
+            SteeringState::On => "on",
+            SteeringState::Off => "off",
+            SteeringState::Failed(why) => {
+                tracing::warn!(
+                    error = %why,
+                    "the kernel refused the steering program: datagrams reach cores by flow hash and \
+                     cores forward what another owns (set [socket] steering = false to silence this)"
+                );
+                "failed"
+            }
+        };
+        tracing::info!(
+            udp = %engine.local_addr(),
+            ws = %ws_addr,
+            plugins = %self.plugins,
+            cores = engine.cores(),
+            recv_buffer = buffers.recv_bytes,
+            steering,
+            data_dir = %self.data_dir,
+            flock_key = %self.flock_key,
+            flock_index = self.flock_index,
+            flock_servers = self.flock_servers,
+            flock_digest = %self.flock_digest,
+            "flockd ready"
         );
     }
-    let ws_addr = gateway
-        .as_ref()
-        .map_or("off".to_string(), |g| g.local_addr().to_string());
-    let buffers = engine.socket_buffers();
-    let steering = match engine.steering() {
-        SteeringState::On => "on",
-        SteeringState::Off => "off",
-        SteeringState::Failed(why) => {
-            tracing::warn!(
-                error = %why,
-                "the kernel refused the steering program: datagrams reach cores by flow hash and \
-                 cores forward what another owns (set [socket] steering = false to silence this)"
-            );
-            "failed"
-        }
-    };
-    tracing::info!(
-        udp = %engine.local_addr(),
-        ws = %ws_addr,
-        plugins = %if names.is_empty() { "none".to_string() } else { names.join(",") },
-        cores = engine.cores(),
-        recv_buffer = buffers.recv_bytes,
-        steering,
-        data_dir = %c.data_dir.display(),
-        flock_key = %flock_pub,
-        flock_index,
-        flock_servers,
-        flock_digest = %flock_digest,
-        "flockd ready"
-    );
+}
 
-    let mut running = c.clone();
-    let sig = loop {
-        match wait_for_signal(&signals) {
-            libc::SIGHUP => reload(&args, &mut running, &runner, gateway.as_ref()),
-            sig => break sig,
-        }
-    };
-    tracing::info!(signal = sig, "shutting down");
-    // Browsers first: the drain (log-ins under way finish, on the cores that keep running
-    // meanwhile), then "going away" for the rest, then the cores.
+/// Browsers first: the drain (log-ins under way finish, on the cores that keep running
+/// meanwhile), then "going away" for the rest, then the cores; each part logs what it did.
+fn stop(
+    gateway: Option<flock_ws::GatewayHandle>,
+    engine: Arc<EngineHandle>,
+    loaded: &LoadedPlugins,
+) -> Result<(), String> {
     if let Some(g) = gateway {
         let st = g.stats();
         let r = g.shutdown();
@@ -398,8 +472,8 @@ fn run(args: Args) -> Result<(), String> {
         kernel_drops = t.kernel_drops.unwrap_or(0),
         "stopped"
     );
-    if with_plugins {
-        let s = runner.stats();
+    if loaded.core_policy.is_some() {
+        let s = loaded.runner.stats();
         tracing::info!(
             calls = s.calls,
             denied = s.denied,

@@ -12,7 +12,7 @@
 //! 4. the state machine takes it: registration (`server/registration.rs`: nonce → timestamp →
 //!    signature → replay guard → table, or token → table for a keep-alive), address-change
 //!    checks (`server/checks.rs`), admission (`server/admission.rs`), log-in sessions
-//!    (`server/login.rs`), the flock's peers (`server/peers.rs`, `server/relay_table.rs`);
+//!    (`server/login/`), the flock's peers (`server/peers.rs`, `server/relay_table.rs`);
 //! 5. an answer to the sender is encoded into the host's buffer at once
 //!    ([`server::Outcome::Reply`]); everything else it causes (datagrams to other addresses,
 //!    log-in events, policy requests, alarms, the next timer) comes out of

@@ -5,7 +5,7 @@ use flock_proto::{Name, Time};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A buffer of this size always holds anything [`Appliance::poll_output`] writes.
+/// A buffer of this size always holds anything [`Appliance::poll_output`](super::Appliance::poll_output) writes.
 pub const MAX_DATAGRAM: usize = 1500;
 
 /// Transaction ids remembered for one registration attempt (a success for any of them counts).
@@ -56,7 +56,7 @@ pub struct ApplianceConfig {
     pub rto_initial: Duration,
     /// Cap of the retransmission timeout.
     pub rto_max: Duration,
-    /// A request unanswered this long is abandoned ([`Event::GaveUp`]).
+    /// A request unanswered this long is abandoned ([`Event::GaveUp`](super::Event::GaveUp)).
     pub give_up_after: Duration,
     /// Keep-alive interval until a server states its own.
     pub keepalive_interval: Duration,
@@ -71,7 +71,7 @@ pub struct ApplianceConfig {
     pub resign_after: Duration,
     /// Accepted log-ins signalling at once; past it a CONNECT is answered BUSY.
     pub max_connections: usize,
-    /// A SIGNAL of ours unacknowledged this long fails its session ([`Event::SessionFailed`]).
+    /// A SIGNAL of ours unacknowledged this long fails its session ([`Event::SessionFailed`](super::Event::SessionFailed)).
     pub signal_give_up_after: Duration,
     /// A session not done this long after its CONNECT was accepted fails.
     pub session_timeout: Duration,

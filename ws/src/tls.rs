@@ -90,7 +90,7 @@ struct Paths {
     failed: Option<[u8; 32]>,
 }
 
-/// What a [`CertStore::reload`] did.
+/// What a certificate reload did (SIGHUP, the file watcher).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reload {
     /// The files hold the certificate in use.

@@ -80,7 +80,7 @@ impl Signed {
     }
 }
 
-/// REGISTER request: NAME, PUBLIC-KEY, TIMESTAMP, [NONCE], SIGNATURE, FINGERPRINT.
+/// REGISTER request: NAME, PUBLIC-KEY, TIMESTAMP, \[NONCE\], SIGNATURE, FINGERPRINT.
 #[derive(Clone, Copy, Debug)]
 pub struct Register<'a> {
     pub name: Name,
@@ -420,7 +420,7 @@ pub fn encode_check_answer(
     e.fingerprint()
 }
 
-/// An error response: ERROR-CODE, [NONCE], FINGERPRINT.
+/// An error response: ERROR-CODE, \[NONCE\], FINGERPRINT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorAnswer {
     pub code: u16,

@@ -183,7 +183,7 @@ pub fn encode_personas_request(
     e.fingerprint()
 }
 
-/// PERSONAS success: NAME, CHECKSUM, TOTAL, OFFSET, [FLAGS], [DATA], FINGERPRINT. No DATA when
+/// PERSONAS success: NAME, CHECKSUM, TOTAL, OFFSET, \[FLAGS\], \[DATA\], FINGERPRINT. No DATA when
 /// the request's CHECKSUM is current (the flock's cache is good) or credentials are required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PersonasChunk<'a> {
@@ -392,8 +392,8 @@ pub fn encode_connect(
     enc(buf).map_err(ConnectError::Encode)
 }
 
-/// Answer to a CONNECT or a SIGNAL: success (NAME, SESSION, [SEQ], FINGERPRINT) or error
-/// (ERROR-CODE, NAME, SESSION, [SEQ], FINGERPRINT).
+/// Answer to a CONNECT or a SIGNAL: success (NAME, SESSION, \[SEQ\], FINGERPRINT) or error
+/// (ERROR-CODE, NAME, SESSION, \[SEQ\], FINGERPRINT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ack {
     pub method: Method,
@@ -477,7 +477,7 @@ const KIND_CANDIDATE: u32 = 2;
 const KIND_END: u32 = 3;
 
 /// SIGNAL request: NAME, SESSION, SEQ, SIGNAL-KIND, then by kind: OFFSET + TOTAL + DATA (SDP
-/// chunk), DATA + [MID] (candidate), nothing (end-of-candidates); FINGERPRINT.
+/// chunk), DATA + \[MID\] (candidate), nothing (end-of-candidates); FINGERPRINT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signal<'a> {
     pub name: Name,

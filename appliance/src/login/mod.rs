@@ -19,16 +19,19 @@
 //!   ends' end-of-candidates are through, the session is done and forgotten.
 //!
 //! [`Appliance::set_personas`]: crate::Appliance::set_personas
+//!
+//! Here: the types and the `Login` table; `decide` answers PERSONAS and CONNECT, `signalling`
+//! runs SIGNAL.
 
-use crate::machine::{ApplianceConfig, Bucket, Event, Events, Stats, CLOCK_SKEW_MS};
+mod decide;
+mod signalling;
+
+use crate::machine::{ApplianceConfig, Bucket, Events, Stats};
 use flock_proto::entropy::Entropy;
 pub use flock_proto::login::{Candidate, SessionNonce};
 use flock_proto::stun::{Class, Message, TransactionId};
 use flock_proto::token::canonical;
-use flock_proto::wire::login::{
-    self as login_wire, code, Ack, Connect, Outbound, PersonasChunk, PersonasRefused,
-    PersonasRequest, Signal, SignalBody,
-};
+use flock_proto::wire::login::{self as login_wire, Ack, Outbound, Signal};
 use flock_proto::wire::method;
 use flock_proto::{Name, Time};
 use std::collections::VecDeque;
@@ -38,13 +41,18 @@ use std::time::Duration;
 
 /// Largest SDP taken from the flock or queued for it.
 pub const MAX_SDP: usize = 32 * 1024;
+
 /// Items queued on one connection's outbound stream (offer, candidates, end-of-candidates).
 pub const MAX_QUEUED: usize = 128;
+
 /// Finished sessions whose duplicate SIGNALs (their ack was lost) are still acknowledged.
 const MAX_FINISHED: usize = 32;
+
 const FINISHED_LINGER: Duration = Duration::from_secs(30);
+
 /// Answers (PERSONAS chunks, CONNECT decisions, SIGNAL acks) waiting for `poll_transmit`.
 const MAX_PENDING: usize = 64;
+
 // Answers to PERSONAS and CONNECT, and (in a bucket of their own, since anyone can provoke
 // them) 481 errors, are rate limited: by default a burst of 8, then one a second
 // (`ApplianceConfig::login_answer_*`), so requests replayed or made up from spoofed sources
@@ -316,351 +324,6 @@ impl Login {
         }
     }
 
-    fn on_personas(
-        &mut self,
-        now: Time,
-        src: SocketAddr,
-        m: &Message<'_>,
-        len: usize,
-        cx: Cx<'_>,
-    ) -> bool {
-        let Ok(r) = PersonasRequest::parse(m) else {
-            return false;
-        };
-        if r.name != cx.config.name
-            || !r.fresh(now.0, CLOCK_SKEW_MS)
-            || !r.from_flock(&cx.config.flock_public_key)
-        {
-            cx.stats.login_ignored += 1;
-            return true;
-        }
-        if !self.bucket.take(now) {
-            let busy = PersonasRefused {
-                name: cx.config.name,
-                code: code::BUSY,
-            };
-            let mut buf = [0; login_wire::MAX_DATAGRAM];
-            match busy.encode(&mut buf, m.transaction_id()) {
-                Ok(n) if self.refusal_bucket.take(now) => {
-                    cx.stats.login_busy += 1;
-                    self.queue(src, buf[..n].to_vec(), cx.stats);
-                }
-                _ => cx.stats.login_dropped += 1,
-            }
-            return true;
-        }
-        let list = self.personas.as_deref().unwrap_or_default();
-        let start = (r.offset as usize).min(list.len());
-        let data = if self.personas.is_none() || r.known == Some(self.checksum) {
-            &[][..]
-        } else {
-            &list[start..start + PersonasChunk::room(len, &cx.config.name).min(list.len() - start)]
-        };
-        let chunk = PersonasChunk {
-            name: cx.config.name,
-            checksum: self.checksum,
-            total: list.len() as u32,
-            offset: r.offset,
-            credentials_required: self.personas.is_none(),
-            data,
-        };
-        let mut buf = [0; login_wire::MAX_DATAGRAM];
-        if let Ok(n) = chunk.encode(&mut buf, m.transaction_id()) {
-            cx.stats.personas_answered += 1;
-            let bytes = buf[..n].to_vec();
-            self.queue(src, bytes, cx.stats);
-        }
-        true
-    }
-
-    fn on_connect(&mut self, now: Time, src: SocketAddr, m: &Message<'_>, cx: Cx<'_>) -> bool {
-        let Ok(c) = Connect::parse(m) else {
-            return false;
-        };
-        if c.name != cx.config.name
-            || !c.fresh(now.0, CLOCK_SKEW_MS)
-            || !c.from_flock(&cx.config.flock_public_key)
-        {
-            cx.stats.login_ignored += 1;
-            return true;
-        }
-        let ack = |error| Ack {
-            method: method::CONNECT,
-            name: cx.config.name,
-            session: c.session,
-            seq: None,
-            error,
-        };
-        if let Some(d) = self.decided.iter().find(|d| d.nonce == c.session) {
-            // A retransmission (or a replay): the same answer, within the answer rate.
-            let a = ack(d.error);
-            if self.bucket.take(now) || (a.error.is_some() && self.refusal_bucket.take(now)) {
-                self.answer_ack(src, a, m.transaction_id(), cx.stats);
-            } else {
-                cx.stats.login_dropped += 1;
-            }
-            return true;
-        }
-        let rate_ok = self.bucket.take(now);
-        if !rate_ok || c.valid_until_ms <= self.forgotten_until {
-            // Over the answer rate, or possibly decided before and forgotten: busy, at once.
-            if self.refusal_bucket.take(now) {
-                cx.stats.login_busy += 1;
-                self.answer_ack(src, ack(Some(code::BUSY)), m.transaction_id(), cx.stats);
-            } else {
-                cx.stats.login_dropped += 1;
-            }
-            if c.valid_until_ms <= self.forgotten_until {
-                return true;
-            }
-            // Remembered as refused, so that a retransmission gets the same answer.
-            self.remember(now, &c, Some(code::BUSY));
-            cx.stats.logins_refused += 1;
-            cx.events.push(Event::LoginRefused {
-                session: c.session,
-                persona: c.persona.into(),
-                code: code::BUSY,
-            });
-            return true;
-        }
-        let error = if self.conns.len() >= cx.config.max_connections {
-            Some(code::BUSY)
-        } else {
-            match (self.auth)(&LoginRequest {
-                persona: c.persona,
-                credential: c.credential,
-                from: src,
-            }) {
-                Decision::Accept => None,
-                Decision::BadCredentials => Some(code::BAD_CREDENTIALS),
-                Decision::Deny => Some(code::DENIED),
-            }
-        };
-        self.remember(now, &c, error);
-        match error {
-            None => {
-                self.conns.push(Connection::new(
-                    c.session,
-                    src,
-                    now + cx.config.session_timeout,
-                ));
-                cx.stats.logins_accepted += 1;
-                cx.events.push(Event::LoginAccepted {
-                    session: c.session,
-                    persona: c.persona.into(),
-                });
-            }
-            Some(code) => {
-                cx.stats.logins_refused += 1;
-                cx.events.push(Event::LoginRefused {
-                    session: c.session,
-                    persona: c.persona.into(),
-                    code,
-                });
-            }
-        }
-        self.answer_ack(src, ack(error), m.transaction_id(), cx.stats);
-        true
-    }
-
-    /// Remembers the decision on `c` until it is stale; when the memory is full, forgets the
-    /// decision whose CONNECT expires first and refuses every CONNECT valid no longer than it.
-    fn remember(&mut self, now: Time, c: &Connect<'_>, error: Option<u16>) {
-        self.decided.retain(|d| d.keep_until >= now);
-        if self.decided.len() >= self.memory {
-            if let Some(i) = (0..self.decided.len()).min_by_key(|&i| self.decided[i].valid_until) {
-                let gone = self.decided.remove(i).expect("in range");
-                self.forgotten_until = self.forgotten_until.max(gone.valid_until);
-            }
-        }
-        self.decided.push_back(Decided {
-            nonce: c.session,
-            error,
-            valid_until: c.valid_until_ms,
-            keep_until: Time(c.valid_until_ms.saturating_add(CLOCK_SKEW_MS)),
-        });
-    }
-
-    fn on_signal(
-        &mut self,
-        now: Time,
-        src: SocketAddr,
-        m: &Message<'_>,
-        len: usize,
-        cx: Cx<'_>,
-    ) -> bool {
-        let Ok(s) = Signal::parse(m) else {
-            return false;
-        };
-        if s.name != cx.config.name {
-            return false;
-        }
-        let ack = |error| Ack {
-            method: method::SIGNAL,
-            name: cx.config.name,
-            session: s.session,
-            seq: Some(s.seq),
-            error,
-        };
-        let txid = m.transaction_id();
-        let Some(i) = self
-            .conns
-            .iter()
-            .position(|c| c.nonce == s.session && same(c.flock, src))
-        else {
-            self.finished.retain(|f| f.until > now);
-            if self
-                .finished
-                .iter()
-                .any(|f| f.nonce == s.session && same(f.flock, src) && s.seq < f.expect)
-            {
-                self.answer_ack(src, ack(None), txid, cx.stats);
-            } else {
-                self.unknown_session(
-                    now,
-                    src,
-                    ack(Some(code::UNKNOWN_SESSION)),
-                    txid,
-                    len,
-                    cx.stats,
-                );
-            }
-            return true;
-        };
-        let conn = &mut self.conns[i];
-        if s.seq > conn.expect {
-            // A gap: the flock sends stop-and-wait, so this is a stray; it will come again in turn.
-            return true;
-        }
-        if s.seq == conn.expect {
-            let session = s.session;
-            match s.body {
-                SignalBody::Sdp {
-                    offset,
-                    total,
-                    data,
-                } => match conn.sdp.add(offset, total, data, MAX_SDP) {
-                    Ok(Some(sdp)) => cx.events.push(Event::RemoteAnswer { session, sdp }),
-                    Ok(None) => {}
-                    Err(_) => {
-                        self.fail(i, SessionFailure::Malformed, cx.stats, cx.events);
-                        self.unknown_session(
-                            now,
-                            src,
-                            ack(Some(code::UNKNOWN_SESSION)),
-                            txid,
-                            len,
-                            cx.stats,
-                        );
-                        return true;
-                    }
-                },
-                SignalBody::Candidate { candidate, mid } => {
-                    let candidate = Candidate {
-                        candidate: candidate.into(),
-                        mid: mid.map(Into::into),
-                    };
-                    cx.events
-                        .push(Event::RemoteCandidate { session, candidate });
-                }
-                SignalBody::EndOfCandidates => {
-                    conn.remote_end = true;
-                    cx.events.push(Event::RemoteEndOfCandidates { session });
-                }
-            }
-            conn.expect += 1;
-        }
-        // In turn, or a retransmission whose ack was lost: acknowledge (no second delivery).
-        self.answer_ack(src, ack(None), txid, cx.stats);
-        self.finish_if_done(i, now, cx.stats, cx.events);
-        true
-    }
-
-    /// A 481 for a SIGNAL we cannot place, unless it would be larger than the SIGNAL (a short
-    /// one, like end-of-candidates) or the answer rate is exceeded: then nothing.
-    fn unknown_session(
-        &mut self,
-        now: Time,
-        src: SocketAddr,
-        ack: Ack,
-        txid: &TransactionId,
-        len: usize,
-        stats: &mut Stats,
-    ) {
-        let mut buf = [0; login_wire::MAX_DATAGRAM];
-        match ack.encode(&mut buf, txid) {
-            Ok(n) if n <= len && self.unknown_bucket.take(now) => {
-                self.queue(src, buf[..n].to_vec(), stats)
-            }
-            _ => stats.login_dropped += 1,
-        }
-    }
-
-    fn on_ack(&mut self, now: Time, src: SocketAddr, m: &Message<'_>, cx: Cx<'_>) -> bool {
-        let Ok(a) = Ack::parse(m) else { return false };
-        let Some(i) = self
-            .conns
-            .iter()
-            .position(|c| c.nonce == a.session && same(c.flock, src))
-        else {
-            return false;
-        };
-        let conn = &mut self.conns[i];
-        let Some(out) = &conn.outstanding else {
-            return false;
-        };
-        if a.seq != Some(conn.seq) || a.name != cx.config.name || m.transaction_id() != &out.txid {
-            return false; // a late ack of an earlier SIGNAL, or not ours
-        }
-        if a.error.is_some() {
-            self.fail(i, SessionFailure::Closed, cx.stats, cx.events);
-            return true;
-        }
-        conn.outstanding = None;
-        conn.seq += 1;
-        conn.piece += 1;
-        let front = conn
-            .queue
-            .front()
-            .expect("an outstanding SIGNAL has its item");
-        if conn.piece >= login_wire::pieces(front) {
-            conn.end_acked |= matches!(front, Outbound::EndOfCandidates);
-            conn.queue.pop_front();
-            conn.piece = 0;
-        }
-        conn.kick(now, self.rto, self.core_hint, cx.entropy);
-        self.finish_if_done(i, now, cx.stats, cx.events);
-        true
-    }
-
-    fn finish_if_done(&mut self, i: usize, now: Time, stats: &mut Stats, events: &mut Events) {
-        let c = &self.conns[i];
-        if !(c.end_acked && c.remote_end) {
-            return;
-        }
-        let c = self.conns.swap_remove(i);
-        if self.finished.len() >= MAX_FINISHED {
-            self.finished.pop_front();
-        }
-        self.finished.push_back(Finished {
-            nonce: c.nonce,
-            flock: c.flock,
-            expect: c.expect,
-            until: now + FINISHED_LINGER,
-        });
-        stats.sessions_done += 1;
-        events.push(Event::SessionDone { session: c.nonce });
-    }
-
-    fn fail(&mut self, i: usize, reason: SessionFailure, stats: &mut Stats, events: &mut Events) {
-        let c = self.conns.swap_remove(i);
-        stats.sessions_failed += 1;
-        events.push(Event::SessionFailed {
-            session: c.nonce,
-            reason,
-        });
-    }
-
     /// Appends to a connection's outbound stream and starts sending if nothing is in flight.
     pub fn push(
         &mut self,
@@ -803,42 +466,5 @@ impl Login {
             }
             i += 1;
         }
-    }
-}
-
-impl Connection {
-    fn new(nonce: SessionNonce, flock: SocketAddr, expires: Time) -> Connection {
-        Connection {
-            nonce,
-            flock,
-            expires,
-            queue: VecDeque::new(),
-            piece: 0,
-            seq: 0,
-            outstanding: None,
-            offer_queued: false,
-            end_queued: false,
-            end_acked: false,
-            expect: 0,
-            sdp: login_wire::SdpAssembly::default(),
-            remote_end: false,
-        }
-    }
-
-    /// Puts the next piece in flight if none is (stop-and-wait).
-    fn kick(&mut self, now: Time, rto: Rto, core_hint: [u8; 4], entropy: &mut dyn Entropy) {
-        if self.outstanding.is_some() || self.queue.is_empty() {
-            return;
-        }
-        let mut txid = [0; 12];
-        entropy.fill(&mut txid);
-        txid[..4].copy_from_slice(&core_hint);
-        self.outstanding = Some(Outstanding {
-            txid,
-            started: now,
-            next_send: now + rto.initial,
-            rto: (rto.initial * 2).min(rto.max),
-            send_now: true,
-        });
     }
 }

@@ -3,60 +3,11 @@
 
 use flock_appliance::{spawn, ApplianceHandle, Event};
 use flock_proto::server::ServerConfig;
-use flock_proto::Time;
 use flock_testkit::sim::{self, config, keypair, server_with, FLOCK_SEED, SECRET};
+use flock_testkit::udp_server::{serve_udp, wall, SharedHost};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
-
-fn wall() -> Time {
-    Time(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    )
-}
-
-type Shared = Arc<Mutex<sim::Host>>;
-
-/// Serves `server` on a loopback socket; returns its address.
-async fn serve(server: Shared) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        let mut out = [0u8; 1500];
-        loop {
-            let mut sends = vec![];
-            let deadline = {
-                let mut s = server.lock().unwrap();
-                while let Some((dst, n)) = s.next_sent(&mut out) {
-                    sends.push((dst, out[..n].to_vec()));
-                }
-                s.timeout()
-            };
-            for (dst, bytes) in sends {
-                let _ = socket.send_to(&bytes, dst).await;
-            }
-            let wait = deadline.map_or(Duration::from_millis(100), |t| {
-                Duration::from_millis(t.0.saturating_sub(wall().0))
-            });
-            tokio::select! {
-                r = socket.recv_from(&mut buf) => {
-                    let Ok((n, src)) = r else { continue };
-                    let reply = server.lock().unwrap().handle(wall(), src, &buf[..n], &mut out).reply().map(|len| out[..len].to_vec());
-                    if let Some(reply) = reply {
-                        let _ = socket.send_to(&reply, src).await;
-                    }
-                }
-                () = tokio::time::sleep(wait) => server.lock().unwrap().handle_timeout(wall()),
-            }
-        }
-    });
-    addr
-}
+use std::time::Duration;
 
 async fn expect(
     h: &mut ApplianceHandle,
@@ -90,8 +41,8 @@ async fn registers_then_follows_address_changes() {
         check_window: Duration::from_secs(2),
         ..ServerConfig::default()
     };
-    let server: Shared = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
-    let server_addr = serve(server.clone()).await;
+    let server: SharedHost = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
+    let (server_addr, _) = serve_udp(server.clone()).await;
     let name = sim::name("box");
 
     let mut h = spawn(
@@ -167,8 +118,8 @@ async fn keepalives_use_the_server_interval_and_events_survive_slow_readers() {
         keepalive_interval: Duration::from_millis(200),
         ..ServerConfig::default()
     };
-    let server: Shared = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
-    let server_addr = serve(server.clone()).await;
+    let server: SharedHost = Arc::new(Mutex::new(server_with(config, SECRET, FLOCK_SEED)));
+    let (server_addr, _) = serve_udp(server.clone()).await;
     let mut h = spawn(
         sim::config("box", server_addr),
         keypair(1),

@@ -5,62 +5,10 @@
 use flock_appliance::{spawn, Candidate, Decision, Event};
 use flock_proto::login::{self, Command, Personas};
 use flock_proto::server::ServerConfig;
-use flock_proto::Time;
 use flock_testkit::sim::{self, keypair, server_with, FLOCK_SEED, SECRET};
-use std::net::SocketAddr;
+use flock_testkit::udp_server::{serve_udp, wall, SharedHost};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
-use tokio::sync::Notify;
-
-fn wall() -> Time {
-    Time(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    )
-}
-
-type Shared = Arc<Mutex<sim::Host>>;
-
-/// Serves `server` on a loopback socket; `kick` wakes it after a command. Returns its address.
-async fn serve(server: Shared, kick: Arc<Notify>) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        let mut out = [0u8; 1500];
-        loop {
-            let mut sends = vec![];
-            let deadline = {
-                let mut s = server.lock().unwrap();
-                while let Some((dst, n)) = s.next_sent(&mut out) {
-                    sends.push((dst, out[..n].to_vec()));
-                }
-                s.timeout()
-            };
-            for (dst, bytes) in sends {
-                let _ = socket.send_to(&bytes, dst).await;
-            }
-            let wait = deadline.map_or(Duration::from_millis(100), |t| {
-                Duration::from_millis(t.0.saturating_sub(wall().0))
-            });
-            tokio::select! {
-                r = socket.recv_from(&mut buf) => {
-                    let Ok((n, src)) = r else { continue };
-                    let reply = server.lock().unwrap().handle(wall(), src, &buf[..n], &mut out).reply().map(|len| out[..len].to_vec());
-                    if let Some(reply) = reply {
-                        let _ = socket.send_to(&reply, src).await;
-                    }
-                }
-                () = tokio::time::sleep(wait) => server.lock().unwrap().handle_timeout(wall()),
-                () = kick.notified() => {}
-            }
-        }
-    });
-    addr
-}
+use std::time::Duration;
 
 fn cand(who: &str) -> Candidate {
     Candidate {
@@ -71,13 +19,12 @@ fn cand(who: &str) -> Candidate {
 
 #[tokio::test]
 async fn a_browser_logs_in_through_the_handle() {
-    let server: Shared = Arc::new(Mutex::new(server_with(
+    let server: SharedHost = Arc::new(Mutex::new(server_with(
         ServerConfig::default(),
         SECRET,
         FLOCK_SEED,
     )));
-    let kick = Arc::new(Notify::new());
-    let server_addr = serve(server.clone(), kick.clone()).await;
+    let (server_addr, kick) = serve_udp(server.clone()).await;
     let mut h = spawn(
         sim::config("box", server_addr),
         keypair(1),
@@ -204,13 +151,12 @@ async fn a_browser_logs_in_through_the_handle() {
 #[tokio::test]
 async fn the_simulator_plays_the_appliance_side() {
     use std::io::BufRead;
-    let server: Shared = Arc::new(Mutex::new(server_with(
+    let server: SharedHost = Arc::new(Mutex::new(server_with(
         ServerConfig::default(),
         SECRET,
         FLOCK_SEED,
     )));
-    let kick = Arc::new(Notify::new());
-    let server_addr = serve(server.clone(), kick.clone()).await;
+    let (server_addr, kick) = serve_udp(server.clone()).await;
     let dir = std::env::temp_dir().join(format!("flock-appliance-sim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let personas = dir.join("personas.toml");

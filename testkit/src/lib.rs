@@ -10,6 +10,8 @@
 //! - `gateway` (feature `gateway`): a real gateway over fake cores.
 //! - `plugins` (feature `plugins`): plugin specs and hook requests.
 //! - `engine` (feature `engine`): an echo shard and an engine on loopback.
+//! - `udp_server` (feature `udp-server`): the server served over loopback UDP in wall-clock
+//!   time.
 //! - `bench` (feature `bench`): flock-bench's binary, the servers it runs, its reports.
 //!
 //! Every wait here is bounded.
@@ -32,6 +34,8 @@ pub mod gateway;
 pub mod plugins;
 #[cfg(feature = "browser")]
 pub mod tls;
+#[cfg(feature = "udp-server")]
+pub mod udp_server;
 
 pub use process::{lines_of, workspace_bin};
 pub use temp_dir::TempDir;

@@ -5,8 +5,6 @@
 use flock_appliance::{Appliance, Candidate, Decision, Event};
 use flock_proto::login::{self, Command, Personas, SessionId};
 use flock_testkit::sim::*;
-use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -31,19 +29,13 @@ fn cand(who: &str, i: u16) -> Candidate {
     }
 }
 
-/// The server, the appliance, a lossy wire between them, and what each side's user saw.
+/// The simulated server and appliance on a lossy wire, the browser and the appliance's
+/// application playing their parts, and what each side's user saw.
 struct Pair {
-    now: Time,
-    server: Host,
-    server_addr: SocketAddr,
-    app: Appliance,
-    /// The appliance's events not yet acted on, and its next timer (`pump` leaves it fresh).
-    app_events: VecDeque<Event>,
-    app_timer: Option<Time>,
-    app_addr: SocketAddr,
-    /// Percent of datagrams lost, each way.
-    loss: u64,
-    rng: XorShift,
+    sim: Sim<Appliance>,
+    /// How many of the appliance's and the server's events in `sim` were acted on.
+    app_events_seen: usize,
+    server_events_seen: usize,
     /// What the gateway (browser side) got from the server for SESSION.
     browser: Vec<login::Event>,
     /// What the appliance's application got (log-in events only).
@@ -55,9 +47,8 @@ struct Pair {
 
 impl Pair {
     fn new(loss: u64, seed: u64) -> Pair {
-        let server_addr = addr("192.0.2.1:3478");
         let mut app = Appliance::new(
-            config("box", server_addr),
+            config("box", addr(SERVER_ADDR)),
             keypair(APP_SEED),
             XorShift(0x1234_5678 ^ seed),
         );
@@ -73,15 +64,9 @@ impl Pair {
             }
         });
         Pair {
-            now: T0,
-            server: server(),
-            server_addr,
-            app,
-            app_events: VecDeque::new(),
-            app_timer: None,
-            app_addr: addr("203.0.113.5:40000"),
-            loss,
-            rng: XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            sim: Sim::pair(server(), app).lossy(loss, seed),
+            app_events_seen: 0,
+            server_events_seen: 0,
             browser: vec![],
             appliance: vec![],
             auth_calls,
@@ -89,53 +74,11 @@ impl Pair {
         }
     }
 
-    fn lost(&mut self) -> bool {
-        let mut b = [0u8; 8];
-        flock_proto::entropy::Entropy::fill(&mut self.rng, &mut b);
-        u64::from_be_bytes(b) % 100 < self.loss
-    }
-
     /// Moves datagrams and reacts to events until nothing moves at `now`.
     fn pump(&mut self) {
-        let mut buf = [0u8; 1500];
-        let mut reply = [0u8; 1500];
         loop {
-            let mut moved = false;
-            while let Some((dst, n)) = app_transmit(
-                &mut self.app,
-                self.now,
-                &mut buf,
-                &mut self.app_events,
-                &mut self.app_timer,
-            ) {
-                moved = true;
-                assert_eq!(
-                    dst, self.server_addr,
-                    "the appliance only talks to its server here"
-                );
-                if self.lost() {
-                    continue;
-                }
-                if let Some(r) = self
-                    .server
-                    .handle(self.now, self.app_addr, &buf[..n], &mut reply)
-                    .reply()
-                {
-                    assert!(r <= n, "the server answered {r} bytes to {n}");
-                    if !self.lost() {
-                        self.app.handle(self.now, self.server_addr, &reply[..r]);
-                    }
-                }
-            }
-            while let Some((dst, n)) = self.server.next_sent(&mut buf) {
-                moved = true;
-                assert_eq!(dst, self.app_addr);
-                if !self.lost() {
-                    self.app.handle(self.now, self.server_addr, &buf[..n]);
-                }
-            }
-            moved |= self.react();
-            if !moved {
+            self.sim.pump();
+            if !self.react() {
                 return;
             }
         }
@@ -144,7 +87,8 @@ impl Pair {
     /// Plays the browser and the appliance's application; true if either did something.
     fn react(&mut self) -> bool {
         let mut acted = false;
-        while let Some((id, e)) = self.server.next_event() {
+        while let Some((_, id, e)) = self.sim.server_events.get(self.server_events_seen).cloned() {
+            self.server_events_seen += 1;
             assert_eq!(id, SESSION);
             acted = true;
             let tried = self
@@ -175,17 +119,18 @@ impl Pair {
             };
             self.browser.push(e);
             for c in commands {
-                self.server.command(self.now, SESSION, c);
+                self.sim.server.command(self.sim.now, SESSION, c);
             }
         }
-        while let Some(e) = self.app_events.pop_front() {
+        while let Some((_, e)) = self.sim.events.get(self.app_events_seen).cloned() {
+            self.app_events_seen += 1;
             if let Event::LoginAccepted { session, .. } = &e {
                 acted = true;
-                let (now, s) = (self.now, *session);
-                self.app.send_offer(now, &s, offer()).unwrap();
-                self.app.add_candidate(now, &s, cand("a", 1)).unwrap();
-                self.app.add_candidate(now, &s, cand("a", 2)).unwrap();
-                self.app.end_of_candidates(now, &s).unwrap();
+                let (now, s, app) = (self.sim.now, *session, &mut self.sim.app);
+                app.send_offer(now, &s, offer()).unwrap();
+                app.add_candidate(now, &s, cand("a", 1)).unwrap();
+                app.add_candidate(now, &s, cand("a", 2)).unwrap();
+                app.end_of_candidates(now, &s).unwrap();
             }
             if !matches!(e, Event::Registered { .. } | Event::KeptAlive { .. }) {
                 self.appliance.push(e);
@@ -208,33 +153,32 @@ impl Pair {
 
     /// Runs both machines' timers until `done` holds or `limit` has passed.
     fn run(&mut self, limit: std::time::Duration, done: impl Fn(&Pair) -> bool) {
-        let end = self.now + limit;
+        let end = self.sim.now + limit;
         self.pump();
-        while !done(self) {
-            let next = [self.app_timer, self.server.timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            let Some(t) = next.filter(|t| *t <= end) else {
-                break;
-            };
-            self.now = self.now.max(t);
-            if self.app_timer.is_some_and(|t| t <= self.now) {
-                self.app.handle_timeout(self.now);
-            }
-            if self.server.timeout().is_some_and(|t| t <= self.now) {
-                self.server.handle_timeout(self.now);
-            }
+        while !done(self) && self.sim.step(end) {
             self.pump();
         }
+        assert!(
+            self.sim.app_elsewhere().is_empty(),
+            "the appliance only talks to its server here"
+        );
+        assert!(
+            self.sim
+                .log
+                .iter()
+                .all(|s| s.from != Origin::Server || s.to == self.sim.app_addr),
+            "the server only talks to the appliance here"
+        );
     }
 
     /// Registers, then logs in through the server as the gateway would, to the end.
     fn log_in(&mut self) {
-        self.run(secs(60), |p| p.app.state().is_registered());
-        assert!(self.app.state().is_registered());
-        self.server
-            .command(self.now, SESSION, Command::Open { name: name("box") });
+        self.run(secs(60), |p| p.sim.app.state().is_registered());
+        assert!(self.sim.app.state().is_registered());
+        let now = self.sim.now;
+        self.sim
+            .server
+            .command(now, SESSION, Command::Open { name: name("box") });
         self.run(secs(120), Pair::finished);
     }
 
@@ -298,7 +242,7 @@ impl Pair {
             self.passwords.len(),
             "one decision per attempt however often CONNECT came"
         );
-        assert_eq!(self.app.connections(), 0);
+        assert_eq!(self.sim.app.connections(), 0);
     }
 }
 
@@ -307,18 +251,20 @@ fn a_log_in_runs_to_done() {
     let mut p = Pair::new(0, 1);
     p.log_in();
     p.check_done();
-    assert_eq!(p.app.stats().signals_retransmitted, 0);
+    assert_eq!(p.sim.app.stats().signals_retransmitted, 0);
     // Logging in again starts over; the persona list now comes from the server's cache.
-    let personas = p.app.stats().personas_answered;
+    let personas = p.sim.app.stats().personas_answered;
     p.browser.clear();
     p.appliance.clear();
     p.auth_calls.store(0, Ordering::SeqCst);
-    p.server
-        .command(p.now, SESSION, Command::Open { name: name("box") });
+    let now = p.sim.now;
+    p.sim
+        .server
+        .command(now, SESSION, Command::Open { name: name("box") });
     p.run(secs(120), Pair::finished);
     p.check_done();
     assert_eq!(
-        p.app.stats().personas_answered,
+        p.sim.app.stats().personas_answered,
         personas + 1,
         "one round trip: the cached checksum is current"
     );

@@ -402,30 +402,36 @@ impl<A: Node> Sim<A> {
 
     /// Runs both machines' timers up to `until`.
     pub fn run_until(&mut self, until: Time) {
+        self.pump();
         for _ in 0..10_000_000 {
-            self.pump();
-            let next = [self.app_timer, self.server.timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    if self.app_timer.is_some_and(|t| t <= self.now) {
-                        self.app.handle_timeout(self.now);
-                    }
-                    if self.server.timeout().is_some_and(|t| t <= self.now) {
-                        self.server.handle_timeout(self.now);
-                    }
-                }
-                _ => {
-                    self.now = self.now.max(until);
-                    self.pump();
-                    return;
-                }
+            if !self.step(until) {
+                self.now = self.now.max(until);
+                self.pump();
+                return;
             }
         }
         panic!("timers do not advance");
+    }
+
+    /// Jumps to the earlier machine's next timer, if it comes by `until`, and runs it (and
+    /// the other's, if due too); then moves what follows. False when no timer comes by then.
+    pub fn step(&mut self, until: Time) -> bool {
+        let next = [self.app_timer, self.server.timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(t) = next.filter(|t| *t <= until) else {
+            return false;
+        };
+        self.now = self.now.max(t);
+        if self.app_timer.is_some_and(|t| t <= self.now) {
+            self.app.handle_timeout(self.now);
+        }
+        if self.server.timeout().is_some_and(|t| t <= self.now) {
+            self.server.handle_timeout(self.now);
+        }
+        self.pump();
+        true
     }
 
     pub fn run_for(&mut self, d: Duration) {

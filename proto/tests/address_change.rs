@@ -1,12 +1,11 @@
 //! Same name, same key, new address: the old address is challenged before the name moves.
-mod support;
 
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::Message;
 use flock_proto::testing::Answer;
 use flock_proto::wire::registration::{self, code};
+use flock_testkit::hand_driven::*;
 use std::time::Duration;
-use support::*;
 
 const OLD: &str = "198.51.100.7:40000";
 const NEW: &str = "198.51.100.7:40999";

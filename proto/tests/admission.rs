@@ -1,13 +1,12 @@
 //! Admission and audit for an operator's policy, in simulated time: a first registration (or a
 //! key change) waits for the policy's verdict and is answered when it comes; verdicts are cached;
 //! keep-alives never ask; audit events report registrations, moves and expiry; bounds hold.
-mod support;
 
 use flock_proto::server::{PolicyConfig, PolicyEvent, ServerConfig};
 use flock_proto::testing::{Answer, Device};
 use flock_proto::wire::registration::code;
+use flock_testkit::hand_driven::*;
 use std::time::Duration;
-use support::*;
 
 fn config(admission: bool, audit: bool) -> ServerConfig {
     ServerConfig {

@@ -1,9 +1,8 @@
 //! No answer is larger than the request that caused it; STUN Binding answers the reflexive address.
-mod support;
 
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::{Class, Encoder, Message, MessageType, Method};
-use support::*;
+use flock_testkit::hand_driven::*;
 
 fn binding(padding: usize, fingerprint: bool) -> Vec<u8> {
     let mut buf = [0u8; 1200];

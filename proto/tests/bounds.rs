@@ -1,10 +1,9 @@
 //! Tables have bounds; at the bound new names are refused and known ones keep working.
-mod support;
 
 use flock_proto::server::ServerConfig;
 use flock_proto::wire::registration::code;
+use flock_testkit::hand_driven::*;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn full_table_refuses_new_names_and_serves_known_ones() {

@@ -2,13 +2,12 @@
 //! about a name another core owns comes back as `Outcome::OtherCore(owner)` with nothing
 //! changed (no answer, no state, not counted), and the owner then serves it as usual. Stateless
 //! requests (STUN Binding) are answered by whichever core reads them.
-mod support;
 
 use flock_proto::server::{CoreSlot, Outcome, ServerConfig};
 use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
 use flock_proto::wire::registration;
 use flock_proto::{Name, Time};
-use support::*;
+use flock_testkit::hand_driven::*;
 
 const CORES: usize = 3;
 

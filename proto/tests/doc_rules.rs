@@ -1,13 +1,12 @@
 //! Rules docs/PROTOCOL.md states in prose, checked against the code: message sizes (§4.4,
 //! §4.7), the Binding padding per address family (§4.1), which whitespace a name loses (§2).
-mod support;
 
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
 use flock_proto::wire::login::{code as login_code, Ack, Signal, SignalBody};
 use flock_proto::wire::registration;
 use flock_proto::Name;
-use support::*;
+use flock_testkit::hand_driven::*;
 
 fn doc() -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/PROTOCOL.md");

@@ -1,9 +1,8 @@
 //! A registration lives at most 60 s after the last valid keep-alive.
-mod support;
 
 use flock_proto::server::ServerConfig;
+use flock_testkit::hand_driven::*;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn entry_dies_sixty_seconds_after_last_keepalive() {

@@ -1,6 +1,5 @@
 //! Browser log-in through the server state machine, in simulated time: personas (and their
 //! cache), CONNECT with retransmission and attempts, SIGNAL both ways, bounds and timers.
-mod support;
 
 use flock_proto::login::{Candidate, Command, Event, Failure, Personas, SessionId, SessionNonce};
 use flock_proto::server::{LoginConfig, ServerConfig};
@@ -13,9 +12,9 @@ use flock_proto::{Name, Time};
 use flock_testkit::fake_appliance::{
     self, ack_signal, checksum, connect_answer, connect_request, signed_by_flock,
 };
+use flock_testkit::hand_driven::*;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::*;
 
 const HOME: &str = "198.51.100.7:40000";
 const LIST: &[u8] = br#"[{"id":"alice","name":"Alice"},{"id":"guest","name":"Guest"}]"#;

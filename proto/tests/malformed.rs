@@ -1,8 +1,7 @@
 //! Garbage, truncations and bit flips: no answer, no panic, no state.
-mod support;
 
 use flock_proto::server::ServerConfig;
-use support::*;
+use flock_testkit::hand_driven::*;
 
 #[test]
 fn truncated_and_flipped_requests_get_no_answer() {

@@ -1,13 +1,12 @@
 //! The steady path allocates nothing: a keep-alive (parse, one HMAC, table update, answer) and a
 //! STUN Binding answer, counted by a global allocator that tallies every allocation.
-mod support;
 
 use flock_proto::server::ServerConfig;
 use flock_proto::stun::{attr, Class, Encoder, MessageType, Method};
+use flock_testkit::hand_driven::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use support::*;
 
 struct Counting;
 

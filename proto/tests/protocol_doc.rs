@@ -1,6 +1,5 @@
 //! docs/PROTOCOL.md's examples are produced by the code. This test renders them again and
 //! compares; run with `FLOCK_BLESS=1` to rewrite the section after changing the wire format.
-mod support;
 
 use flock_proto::identity;
 use flock_proto::membership::{Member, Membership};
@@ -9,8 +8,8 @@ use flock_proto::stun::{self, Class, Encoder, MessageType, Method};
 use flock_proto::wire::registration::{
     code, ErrorAnswer, Keepalive, KeptAlive, Registered, TryAlternate,
 };
+use flock_testkit::hand_driven::*;
 use std::fmt::Write;
-use support::*;
 
 const MARKER: &str = "## 11. Examples\n";
 

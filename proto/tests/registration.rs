@@ -1,11 +1,10 @@
 //! First registration, keep-alives, tokens, identity rules.
-mod support;
 
 use flock_proto::server::ServerConfig;
 use flock_proto::token::Token;
 use flock_proto::wire::registration::code;
+use flock_testkit::hand_driven::*;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn register_needs_a_nonce_for_its_source_then_succeeds() {

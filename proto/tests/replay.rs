@@ -1,13 +1,12 @@
 //! A signed REGISTER is taken once: retransmissions and replays of it (and of anything signed
 //! before it) are refused, across expiry, from the same port or another, and after a restart
 //! with the same secret. Sans-IO; `tests/tests/replay.rs` does the same over real sockets.
-mod support;
 
 use flock_proto::server::ServerConfig;
 use flock_proto::testing::Answer;
 use flock_proto::wire::registration::code;
+use flock_testkit::hand_driven::*;
 use std::time::Duration;
-use support::*;
 
 const X: &str = "198.51.100.7:40000";
 const Y: &str = "203.0.113.9:50000";

@@ -1,7 +1,6 @@
 //! A server that does not own a name answers REGISTER and KEEPALIVE with 300 Try-Alternate,
 //! pointing at the owner: before any nonce, token or signature work, keeping no state, never
 //! larger than the request.
-mod support;
 
 use flock_proto::membership::{Member, Membership};
 use flock_proto::server::{FlockConfig, ServerConfig};
@@ -10,7 +9,7 @@ use flock_proto::token::Token;
 use flock_proto::wire::registration::{code, ErrorAnswer, TryAlternate};
 use flock_proto::wire::{method, MsgError};
 use flock_proto::Name;
-use support::*;
+use flock_testkit::hand_driven::*;
 
 fn membership(udp: [&str; 3], me: usize) -> Membership {
     let servers = udp

@@ -5,6 +5,8 @@
 //!   by hand, for tests that drive the server and play the appliance.
 //! - [`sim`]: a sans-IO simulation: the server, an appliance, the wire between them and a
 //!   virtual clock, optionally losing datagrams.
+//! - [`hand_driven`]: the simulation's server driven datagram by datagram, for tests that play
+//!   every appliance themselves.
 //! - `browser` (feature `browser`): a scripted websocket browser speaking the gateway's JSON
 //!   protocol, and `tls`, a test CA.
 //! - `gateway` (feature `gateway`): a real gateway over fake cores.
@@ -20,6 +22,7 @@ mod process;
 mod temp_dir;
 
 pub mod fake_appliance;
+pub mod hand_driven;
 pub mod sim;
 
 #[cfg(feature = "bench")]

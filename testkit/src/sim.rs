@@ -61,6 +61,11 @@ pub fn server_with(config: ServerConfig, secret: &[u8], flock_seed: u8) -> Host 
         proof: ProofKeys::from_secret(secret),
         flock: Arc::new(keypair(flock_seed)),
     };
+    server_keyed(config, keys)
+}
+
+/// A server with `keys`, drawing from seeded entropy.
+pub fn server_keyed(config: ServerConfig, keys: Keys) -> Host {
     Host::new(Server::new(config, keys, XorShift(0x9E37_79B9_7F4A_7C15)))
 }
 

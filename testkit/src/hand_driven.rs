@@ -1,6 +1,7 @@
-//! A simulated server and hand-driven appliances for the sans-IO tests.
-#![allow(dead_code)]
+//! The simulation's server driven by hand, datagram by datagram and timer by timer, for
+//! proto's tests, which play every appliance themselves (a [`Device`] each).
 
+use crate::sim::{server_keyed, FLOCK_SEED, SECRET};
 use flock_proto::server::{Keys, Server, ServerConfig};
 pub use flock_proto::testing::{keypair, Answer, Device, Host, XorShift};
 use flock_proto::token::ProofKeys;
@@ -8,9 +9,10 @@ use flock_proto::Time;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub const T0: Time = Time(1_700_000_000_000);
+pub use crate::sim::{addr, T0};
 
-/// The boot bytes of the simulated servers (`keys`); a restart is `keys_for_boot` with others.
+/// The boot bytes of the hand-driven servers (`keys`); a restart is `keys_for_boot` with
+/// others.
 pub const BOOT: [u8; 16] = [0xb0; 16];
 
 pub fn keys(secret: &[u8]) -> Keys {
@@ -20,20 +22,13 @@ pub fn keys(secret: &[u8]) -> Keys {
 pub fn keys_for_boot(secret: &[u8], boot: &[u8; 16]) -> Keys {
     Keys {
         proof: ProofKeys::from_secret(secret).for_boot(boot),
-        flock: Arc::new(keypair(200)),
+        flock: Arc::new(keypair(FLOCK_SEED)),
     }
 }
 
+/// A server keyed with [`SECRET`] on [`BOOT`].
 pub fn server(config: ServerConfig) -> Host {
-    Host::new(Server::new(
-        config,
-        keys(b"server secret"),
-        XorShift(0x9E37_79B9_7F4A_7C15),
-    ))
-}
-
-pub fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
+    server_keyed(config, keys(SECRET))
 }
 
 /// Feeds one datagram, returns the immediate answer (checking it is never larger).

@@ -1,7 +1,6 @@
 //! A log-in served by a server that does not own the name: LOOKUP at the owner, then the
 //! exchange with the appliance directly; the cache; the owner down and back; membership
 //! digests; integrity; tables drain.
-mod peer_sim;
 
 use flock_proto::login::{Command, Event, Failure};
 use flock_proto::server::PeerAlarm;
@@ -9,10 +8,10 @@ use flock_proto::wire::method as lm;
 use flock_proto::wire::method as pm;
 use flock_proto::wire::peer::{self, Sender};
 use flock_proto::Time;
-use peer_sim::*;
+use flock_testkit::flock_sim::*;
 
-fn net(only_known: bool) -> Net {
-    let mut n = Net::new(
+fn net(only_known: bool) -> Flock {
+    let mut n = Flock::new(
         Appliance::new(name_owned_by(1, "box"), only_known),
         [DIGEST; 3],
     );
@@ -45,12 +44,12 @@ fn non_owner_looks_up_then_talks_to_the_appliance_itself() {
                 name: n.appliance.name,
             },
         );
-        n.run_for(1_000);
+        n.run_for(ms(1_000));
         assert!(matches!(n.take(0, id).as_slice(), [Event::Personas(_)]));
         assert_eq!(n.count(s0, s1, pm::LOOKUP), lookups, "session {id}");
         n.command(0, id, Command::Close);
     }
-    n.run_for(5_000);
+    n.run_for(ms(5_000));
     n.command(
         0,
         4,
@@ -58,7 +57,7 @@ fn non_owner_looks_up_then_talks_to_the_appliance_itself() {
             name: n.appliance.name,
         },
     );
-    n.run_for(1_000);
+    n.run_for(ms(1_000));
     assert_eq!(n.count(s0, s1, pm::LOOKUP), 3);
     n.command(0, 4, Command::Close);
 
@@ -72,7 +71,7 @@ trait Again {
     fn full_login_again(&mut self, server: usize, id: u64);
 }
 
-impl Again for Net {
+impl Again for Flock {
     fn full_login_again(&mut self, server: usize, id: u64) {
         // The fake appliance takes one connection: start it afresh.
         let name = self.appliance.name;
@@ -83,8 +82,8 @@ impl Again for Net {
     }
 }
 
-fn drains(n: &mut Net) {
-    n.run_for(200_000);
+fn drains(n: &mut Flock) {
+    n.run_for(ms(200_000));
     for s in &n.servers {
         let o = s.login_occupancy();
         assert_eq!((o.sessions, o.outstanding, o.nonces), (0, 0, 0), "{o:?}");
@@ -104,9 +103,9 @@ fn owner_down_is_reported_quickly_and_service_resumes() {
             name: n.appliance.name,
         },
     );
-    n.run_for(3_400);
+    n.run_for(ms(3_400));
     assert!(n.take(0, 1).is_empty(), "still trying");
-    n.run_for(200);
+    n.run_for(ms(200));
     assert_eq!(n.take(0, 1), vec![Event::Failed(Failure::OwnerDown)]);
     assert!(n.now.0 - t0.0 <= 3_600);
     assert_eq!(
@@ -125,14 +124,14 @@ fn owner_down_is_reported_quickly_and_service_resumes() {
 
 #[test]
 fn unknown_names_are_cached_briefly() {
-    let mut n = Net::new(
+    let mut n = Flock::new(
         Appliance::new(name_owned_by(1, "nobody"), false),
         [DIGEST; 3],
     );
     let name = n.appliance.name;
     let (s0, s1) = (server_addr(0), server_addr(1));
     n.command(0, 1, Command::Open { name });
-    n.run_for(100);
+    n.run_for(ms(100));
     assert_eq!(n.take(0, 1), vec![Event::Failed(Failure::UnknownAppliance)]);
     n.command(0, 2, Command::Open { name });
     assert_eq!(
@@ -141,9 +140,9 @@ fn unknown_names_are_cached_briefly() {
         "at once, from the cache"
     );
     assert_eq!(n.count(s0, s1, pm::LOOKUP), 1);
-    n.run_for(2_000);
+    n.run_for(ms(2_000));
     n.command(0, 3, Command::Open { name });
-    n.run_for(100);
+    n.run_for(ms(100));
     assert_eq!(n.take(0, 3), vec![Event::Failed(Failure::UnknownAppliance)]);
     assert_eq!(
         n.count(s0, s1, pm::LOOKUP),
@@ -155,7 +154,7 @@ fn unknown_names_are_cached_briefly() {
 
 #[test]
 fn a_different_membership_is_refused_loudly() {
-    let mut n = Net::new(
+    let mut n = Flock::new(
         Appliance::new(name_owned_by(1, "box"), false),
         [DIGEST, DIGEST, [9; 32]],
     );
@@ -167,7 +166,7 @@ fn a_different_membership_is_refused_loudly() {
             name: n.appliance.name,
         },
     );
-    n.run_for(100);
+    n.run_for(ms(100));
     assert_eq!(
         n.take(2, 1),
         vec![Event::Failed(Failure::OwnerDown)],
@@ -195,7 +194,7 @@ fn a_different_membership_is_refused_loudly() {
             name: n.appliance.name,
         },
     );
-    n.run_for(100);
+    n.run_for(ms(100));
     assert_eq!(n.servers[2].next_alarm(), None);
     assert_eq!(n.servers[2].stats().peer_digest_mismatch, 2);
     // Servers that agree still work together.
@@ -204,12 +203,12 @@ fn a_different_membership_is_refused_loudly() {
 
 #[test]
 fn a_probe_shows_a_split_membership_without_any_log_in() {
-    let mut n = Net::new(
+    let mut n = Flock::new(
         Appliance::new(name_owned_by(1, "box"), false),
         [DIGEST, DIGEST, [9; 32]],
     );
     n.servers[2].probe_peers();
-    n.run_for(100);
+    n.run_for(ms(100));
     assert_eq!(n.count(server_addr(2), server_addr(0), pm::LOOKUP), 1);
     assert_eq!(n.count(server_addr(2), server_addr(1), pm::LOOKUP), 1);
     for i in 0..3 {
@@ -222,7 +221,7 @@ fn a_probe_shows_a_split_membership_without_any_log_in() {
     // Servers that agree answer a probe quietly: no alarm, no session disturbed.
     let before = n.servers[1].stats().peer_digest_mismatch;
     n.servers[0].probe_peers();
-    n.run_for(100);
+    n.run_for(ms(100));
     assert_eq!(n.count(server_addr(0), server_addr(1), pm::LOOKUP), 1);
     assert_eq!(n.servers[1].next_alarm(), None);
     assert_eq!(
@@ -251,7 +250,7 @@ fn bad_integrity_and_strangers_are_dropped_silently() {
     );
     assert_eq!(n.servers[1].stats().peer_bad_integrity, 1);
     // Right secret, replayed from an address that is not server 0's.
-    let right = Sender::new(0, DIGEST, &SECRET);
+    let right = Sender::new(0, DIGEST, &PEER_SECRET);
     let len = peer::encode_lookup(&mut buf, &[1; 12], &name, &right).unwrap();
     assert_eq!(
         n.servers[1]

@@ -1,7 +1,6 @@
 //! Relay fallback: the appliance's NAT drops datagrams from addresses it never sent to, so the
 //! serving server relays the log-in through the owner; the owner relays only to the registered
 //! address; the relay table is bounded and drains.
-mod peer_sim;
 
 use flock_proto::server::PeerConfig;
 use flock_proto::testing::keypair;
@@ -9,11 +8,11 @@ use flock_proto::wire::login::{self as login_wire};
 use flock_proto::wire::method as lm;
 use flock_proto::wire::method as pm;
 use flock_proto::wire::peer::{self, Sender};
-use peer_sim::*;
+use flock_testkit::flock_sim::*;
 
 #[test]
 fn relay_fallback_completes_the_log_in_end_to_end() {
-    let mut n = Net::new(Appliance::new(name_owned_by(1, "box"), true), [DIGEST; 3]);
+    let mut n = Flock::new(Appliance::new(name_owned_by(1, "box"), true), [DIGEST; 3]);
     n.register(1);
     n.full_login(0, 1);
     let (s0, s1, home) = (server_addr(0), server_addr(1), addr(HOME));
@@ -52,7 +51,7 @@ fn relay_fallback_completes_the_log_in_end_to_end() {
         .iter()
         .filter(|(f, _, _)| *f == s1)
         .all(|(_, t, _)| *t == home || *t == s0));
-    n.run_for(200_000);
+    n.run_for(ms(200_000));
     for s in &n.servers {
         assert_eq!(s.peer_occupancy(), (0, 0, 0), "tables drain");
         assert_eq!(s.login_occupancy().sessions, 0);
@@ -77,13 +76,13 @@ fn personas(name: &flock_proto::Name, txid: u8) -> Vec<u8> {
 
 fn relay(inner: &[u8], from: usize) -> Vec<u8> {
     let mut buf = [0u8; 2048];
-    let k = peer::encode_relay(&mut buf, inner, &Sender::new(from, DIGEST, &SECRET)).unwrap();
+    let k = peer::encode_relay(&mut buf, inner, &Sender::new(from, DIGEST, &PEER_SECRET)).unwrap();
     buf[..k].to_vec()
 }
 
 #[test]
 fn the_owner_relays_only_to_the_registered_address() {
-    let mut n = Net::new(Appliance::new(name_owned_by(1, "box"), false), [DIGEST; 3]);
+    let mut n = Flock::new(Appliance::new(name_owned_by(1, "box"), false), [DIGEST; 3]);
     n.register(1);
     let name = n.appliance.name;
     let s1 = &mut n.servers[1];
@@ -141,7 +140,7 @@ fn the_owner_relays_only_to_the_registered_address() {
 
 #[test]
 fn the_relay_table_is_bounded_and_drains() {
-    let mut n = Net::new(Appliance::new(name_owned_by(1, "box"), false), [DIGEST; 3]);
+    let mut n = Flock::new(Appliance::new(name_owned_by(1, "box"), false), [DIGEST; 3]);
     n.register(1);
     n.servers[1].set_peer_config(PeerConfig {
         max_relays: 4,
@@ -162,6 +161,6 @@ fn the_relay_table_is_bounded_and_drains() {
     assert_eq!(s1.sent().len(), 4);
     assert_eq!(s1.stats().relay_table_full, 6);
     assert_eq!(s1.peer_occupancy().1, 4);
-    n.run_for(30_000);
+    n.run_for(ms(30_000));
     assert_eq!(n.servers[1].peer_occupancy(), (0, 0, 0));
 }

@@ -5,6 +5,7 @@
 //!   by hand, for tests that drive the server and play the appliance.
 //! - [`sim`]: a sans-IO simulation: the server, an appliance, the wire between them and a
 //!   virtual clock, optionally losing datagrams.
+//! - [`flock_sim`]: the simulation with three servers of a flock, routed by address.
 //! - [`hand_driven`]: the simulation's server driven datagram by datagram, for tests that play
 //!   every appliance themselves.
 //! - `browser` (feature `browser`): a scripted websocket browser speaking the gateway's JSON
@@ -22,6 +23,7 @@ mod process;
 mod temp_dir;
 
 pub mod fake_appliance;
+pub mod flock_sim;
 pub mod hand_driven;
 pub mod sim;
 

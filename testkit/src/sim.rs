@@ -57,11 +57,15 @@ pub fn flock_public_key(seed: u8) -> [u8; 32] {
 
 /// A server keyed with `secret` and the flock key made from `flock_seed`.
 pub fn server_with(config: ServerConfig, secret: &[u8], flock_seed: u8) -> Host {
-    let keys = Keys {
+    server_keyed(config, keys_with(secret, flock_seed))
+}
+
+/// Proof keys from `secret` and the flock key made from `flock_seed`.
+pub fn keys_with(secret: &[u8], flock_seed: u8) -> Keys {
+    Keys {
         proof: ProofKeys::from_secret(secret),
         flock: Arc::new(keypair(flock_seed)),
-    };
-    server_keyed(config, keys)
+    }
 }
 
 /// A server with `keys`, drawing from seeded entropy.

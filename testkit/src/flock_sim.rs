@@ -1,29 +1,26 @@
-//! A simulated flock of three servers, a network between them and a fake appliance, in
-//! simulated time, for the peer tests.
-#![allow(dead_code)]
+//! A flock of three servers in the simulation: the virtual clock and in-memory wire of
+//! [`crate::sim::Sim`], with datagrams routed by address between the servers and a fake
+//! appliance, and servers that can be cut off. For the peer tests (lookups, relays).
 
+use crate::fake_appliance;
+pub use crate::sim::{addr, ms, T0};
+use crate::sim::{keys_with, register_device, FLOCK_SEED, SECRET};
 use flock_proto::login::{Command, Event, SessionId, SessionNonce};
 use flock_proto::server::{FlockConfig, Keys, Server, ServerConfig};
 use flock_proto::stun::{Class, Message};
-use flock_proto::testing::{keypair, Answer, Device, Host, XorShift};
-use flock_proto::token::ProofKeys;
+use flock_proto::testing::{Device, Host, XorShift};
 use flock_proto::wire::login::SignalBody;
 use flock_proto::wire::method;
 use flock_proto::{Name, Time};
-use flock_testkit::fake_appliance;
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
-pub const T0: Time = Time(1_700_000_000_000);
 pub const HOME: &str = "198.51.100.7:40000";
 pub const LIST: &[u8] = br#"[{"id":"alice","name":"Alice"}]"#;
-pub const SECRET: [u8; 32] = [2; 32];
+/// The secret the flock's servers share for their peer messages.
+pub const PEER_SECRET: [u8; 32] = [2; 32];
 pub const DIGEST: [u8; 32] = [1; 32];
-
-pub fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 pub fn server_addr(i: usize) -> SocketAddr {
     addr(&format!("10.0.0.{}:7000", i + 1))
@@ -34,7 +31,7 @@ pub fn flock(me: usize, digest: [u8; 32]) -> FlockConfig {
         me,
         servers: (0..3).map(server_addr).collect(),
         digest,
-        peer_secret: SECRET,
+        peer_secret: PEER_SECRET,
     }
 }
 
@@ -154,11 +151,10 @@ impl Appliance {
     }
 }
 
-pub type S = Host;
-
-pub struct Net {
+/// The three servers, the appliance, the wire and the clock.
+pub struct Flock {
     pub now: Time,
-    pub servers: Vec<S>,
+    pub servers: Vec<Host>,
     pub appliance: Appliance,
     /// Servers cut off the network (nothing in or out).
     pub down: HashSet<usize>,
@@ -168,15 +164,14 @@ pub struct Net {
     pub events: Vec<(usize, SessionId, Event)>,
 }
 
+/// The keys every server of the flock has.
 pub fn keys() -> Keys {
-    Keys {
-        proof: ProofKeys::from_secret(b"server secret"),
-        flock: Arc::new(keypair(200)),
-    }
+    keys_with(SECRET, FLOCK_SEED)
 }
 
-impl Net {
-    pub fn new(appliance: Appliance, digests: [[u8; 32]; 3]) -> Net {
+impl Flock {
+    /// Three servers with these flock digests, and `appliance` at [`HOME`], at [`T0`].
+    pub fn new(appliance: Appliance, digests: [[u8; 32]; 3]) -> Flock {
         let servers = (0..3)
             .map(|i| {
                 Host::new(Server::new(
@@ -189,7 +184,7 @@ impl Net {
                 ))
             })
             .collect();
-        Net {
+        Flock {
             now: T0,
             servers,
             appliance,
@@ -203,26 +198,9 @@ impl Net {
     /// Registers the appliance at server `owner`.
     pub fn register(&mut self, owner: usize) {
         let mut d = Device::new(self.appliance.name.as_str(), 1);
-        let s = &mut self.servers[owner];
         let src = self.appliance.addr;
-        for _ in 0..2 {
-            let txid = d.txid();
-            let bytes = d.register_bytes(self.now.0, &txid);
-            let mut reply = [0u8; 1500];
-            let a = s
-                .handle(self.now, src, &bytes, &mut reply)
-                .reply()
-                .map(|n| Answer::read(&reply[..n]));
-            match a {
-                Some(a @ Answer::Error(_)) => d.absorb(&a),
-                Some(Answer::Registered(_)) => {
-                    self.appliance.known.insert(server_addr(owner));
-                    return;
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        panic!("not registered");
+        register_device(&mut self.servers[owner], self.now, &mut d, src);
+        self.appliance.known.insert(server_addr(owner));
     }
 
     fn index(&self, a: SocketAddr) -> Option<usize> {
@@ -238,7 +216,7 @@ impl Net {
     }
 
     /// Delivers everything in flight, and what it causes, at the current time.
-    pub fn settle(&mut self) {
+    pub fn pump(&mut self) {
         for _ in 0..10_000 {
             for i in 0..3 {
                 for (dst, b) in self.servers[i].sent() {
@@ -272,7 +250,7 @@ impl Net {
 
     /// Runs timers up to `until`, settling the network at each.
     pub fn run_until(&mut self, until: Time) {
-        self.settle();
+        self.pump();
         loop {
             let next = self.servers.iter_mut().filter_map(|s| s.timeout()).min();
             match next {
@@ -283,7 +261,7 @@ impl Net {
                             s.handle_timeout(self.now);
                         }
                     }
-                    self.settle();
+                    self.pump();
                 }
                 _ => break,
             }
@@ -291,14 +269,13 @@ impl Net {
         self.now = self.now.max(until);
     }
 
-    pub fn run_for(&mut self, ms: u64) {
-        let t = Time(self.now.0 + ms);
-        self.run_until(t);
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
     }
 
     pub fn command(&mut self, server: usize, id: SessionId, cmd: Command) {
         self.servers[server].command(self.now, id, cmd);
-        self.settle();
+        self.pump();
     }
 
     /// Events of session `id` at `server` so far (taken).
@@ -329,7 +306,7 @@ impl Net {
     pub fn full_login(&mut self, server: usize, id: SessionId) {
         let name = self.appliance.name;
         self.command(server, id, Command::Open { name });
-        self.run_for(5_000);
+        self.run_for(ms(5_000));
         let ev = self.take(server, id);
         assert!(matches!(ev.as_slice(), [Event::Personas(_)]), "{ev:?}");
         self.command(
@@ -340,7 +317,7 @@ impl Net {
                 credential: "pwd:x".into(),
             },
         );
-        self.run_for(5_000);
+        self.run_for(ms(5_000));
         let ev = self.take(server, id);
         assert!(matches!(ev.first(), Some(Event::Accepted)), "{ev:?}");
         assert!(
@@ -364,7 +341,7 @@ impl Net {
             }),
         );
         self.command(server, id, Command::EndOfCandidates);
-        self.run_for(5_000);
+        self.run_for(ms(5_000));
         assert_eq!(self.take(server, id), vec![Event::Done]);
         assert_eq!(
             self.appliance.signals_in,

@@ -49,7 +49,9 @@ pub struct Appliance {
     pub addr: SocketAddr,
     pub name: Name,
     pub only_known: bool,
+    /// Addresses it sent to: what a restrictive NAT lets in.
     pub known: HashSet<SocketAddr>,
+    /// Datagrams the NAT dropped.
     pub dropped: usize,
     /// Everyone it got a datagram from (after the NAT).
     pub heard: Vec<SocketAddr>,

@@ -58,35 +58,56 @@ impl Browser {
         }
         let dir = TempDir::new("chromium");
         let log_path = dir.0.join("chromedriver.log");
-        // Port 0: chromedriver picks a free port and prints it, so no port can be raced.
-        let mut driver = Command::new(CHROMEDRIVER)
-            .arg("--port=0")
-            .arg(format!("--log-path={}", log_path.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn chromedriver");
-        let stdout = driver.stdout.take().unwrap();
-        // Construct now so the driver is killed even if the session never comes up.
-        let mut guard = DriverGuard(Some(driver));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = line.strip_prefix("ChromeDriver was started successfully on port ")
-                {
-                    let _ = tx.send(p.trim_end_matches('.').parse::<u16>().ok());
+        // Port 0: chromedriver picks a free port and prints it, so no port can be raced. It
+        // picks it for IPv6 and then listens on IPv4 at the same number, which another test may
+        // hold: that start fails with ERR_ADDRESS_IN_USE and is tried again (3 times at most).
+        let mut attempt = 0;
+        let (mut guard, port) = loop {
+            attempt += 1;
+            let _ = std::fs::remove_file(&log_path);
+            let mut driver = Command::new(CHROMEDRIVER)
+                .arg("--port=0")
+                .arg(format!("--log-path={}", log_path.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("spawn chromedriver");
+            let stdout = driver.stdout.take().unwrap();
+            // Construct now so the driver is killed even if the session never comes up.
+            let guard = DriverGuard(Some(driver));
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(p) =
+                        line.strip_prefix("ChromeDriver was started successfully on port ")
+                    {
+                        let _ = tx.send(p.trim_end_matches('.').parse::<u16>().ok());
+                    }
+                }
+            });
+            // Up to 10 s for the port line; a failed listen shows in the log at once.
+            let mut port = None;
+            for _ in 0..50 {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(p) => {
+                        port = p;
+                        break;
+                    }
+                    Err(_) if tail(&log_path).contains("ERR_ADDRESS_IN_USE") => break,
+                    Err(_) => {}
                 }
             }
-        });
-        let port = rx.recv_timeout(Duration::from_secs(10)).ok().flatten();
-        let port = port.unwrap_or_else(|| {
-            panic!(
-                "chromedriver did not start within 10 s\n{}",
-                tail(&log_path)
-            )
-        });
+            if let Some(port) = port {
+                break (guard, port);
+            }
+            let log = tail(&log_path);
+            if attempt < 3 && log.contains("ERR_ADDRESS_IN_USE") {
+                continue;
+            }
+            panic!("chromedriver did not start within 10 s\n{log}");
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let profile = dir.0.join("profile");
         let user_data = format!("--user-data-dir={}", profile.display());
